@@ -1,0 +1,48 @@
+# cja-audiences: every set-up step lives here; the Dockerfile and .ci/run mirror it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+export AIRFLOW_HOME ?= $(CURDIR)/.local/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export CJA_AUDIENCES_HOME ?= $(CURDIR)/.local/home
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+
+.PHONY: venv demo test lint format airflow emulator bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m dev.demo
+
+test: venv lint
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+airflow: venv
+	$(PY) -m dev.airflow
+
+emulator: venv
+	$(PY) -m emulator --host 127.0.0.1 --port 8765 --state $(CURDIR)/.local/emulator
+
+bench: venv
+	for b in emulator extract compute diff publish; do $(PY) -m bench.$$b || exit 1; done
+
+clean:
+	rm -rf .local

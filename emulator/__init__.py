@@ -1,0 +1,1 @@
+"""A local stand-in for Adobe IMS, AEP and CJA HTTP APIs (development and tests)."""

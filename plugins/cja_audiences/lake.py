@@ -1,0 +1,106 @@
+"""The lake's layout (DESIGN §3) and the atomic writes every stage uses.
+
+A stage reads its inputs from here and writes its outputs here. Writes go to a temporary
+name in the same folder and are renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class Lake:
+    """Paths under one root (``CJA_AUDIENCES_HOME``)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "lake" / "events"
+
+    @property
+    def persons(self) -> Path:
+        return self.root / "lake" / "persons"
+
+    def event_partition(self, date: str) -> Path:
+        return self.events / f"date={date}"
+
+    def quarantine(self, source: str, run_id: str) -> Path:
+        return self.root / "quarantine" / source / run_id
+
+    @property
+    def audiences(self) -> Path:
+        return self.root / "audiences"
+
+    def audience_dir(self, audience_id: str) -> Path:
+        return self.audiences / audience_id
+
+    def run_dir(self, audience_id: str, run_id: str) -> Path:
+        return self.audience_dir(audience_id) / "runs" / safe_name(run_id)
+
+
+def safe_name(run_id: str) -> str:
+    """Airflow run ids hold ':' and '+'; keep folder names portable to object storage."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_parquet(table: pa.Table, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def write_json(obj: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+RUN_RECORD = "run.json"
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / RUN_RECORD, default={})
+
+
+def update_run_record(run_dir: Path, **sections: Any) -> dict[str, Any]:
+    """Merge top-level sections into the run's ``run.json`` (one writer per run at a time)."""
+    record = read_run_record(run_dir)
+    record.update(sections)
+    write_json(record, run_dir / RUN_RECORD)
+    return record
