@@ -1,0 +1,1 @@
+"""Airflow hooks for cja-audiences (thin adapters over the core)."""

@@ -1,0 +1,1 @@
+"""Airflow operators for cja-audiences (thin adapters over the core)."""

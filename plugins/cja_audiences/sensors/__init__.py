@@ -1,0 +1,1 @@
+"""Airflow sensors for cja-audiences (thin adapters over the core)."""

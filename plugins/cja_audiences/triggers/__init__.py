@@ -1,0 +1,1 @@
+"""Airflow triggers for cja-audiences (thin adapters over the core)."""
