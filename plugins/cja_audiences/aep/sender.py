@@ -263,7 +263,8 @@ class StreamingSender:
         return self.deliver(items[:middle]) + self.deliver(items[middle:])
 
     def _post(self, items: list[Item]) -> requests.Response:
-        """POST once successfully answered (anything but 401 once, 429, 5xx or no answer)."""
+        """POST until answered with something other than 429, 5xx or no answer; an auth refusal
+        (401/403) refreshes the token once."""
         body = request_body(message for _, message in items)
         session = self._session()
         token = self.tokens.token() if self.tokens else None
@@ -281,7 +282,8 @@ class StreamingSender:
             except TRANSIENT_ERRORS as exc:
                 what = f"{type(exc).__name__}: {exc}"
             else:
-                if response.status_code == 401 and self.tokens and not refreshed:
+                # DCCS answers 401 for a missing token and 403 for an invalid or expired one
+                if response.status_code in (401, 403) and self.tokens and not refreshed:
                     token, refreshed = self.tokens.refresh(token), True
                     self.stats.add(token_refreshes=1)
                     continue
