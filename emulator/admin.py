@@ -7,6 +7,7 @@ membership, and seed what Adobe would hold (catalog batches, CJA segments, the C
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from emulator import errors
 from emulator.audiences import audience_counts
 from emulator.catalog import STATUSES, add_batch, seal_batches
+from emulator.cja import new_segment
 from emulator.faults import Faults
 from emulator.state import State
 
@@ -76,6 +78,7 @@ async def reset(request: Request) -> Response:
     _faults(request).clear()
     request.app.state.sync_windows.clear()
     request.app.state.cja_windows.clear()
+    request.app.state.report_cache.clear()
     return errors.json_response({"reset": True})
 
 
@@ -195,3 +198,22 @@ async def flush(request: Request) -> Response:
     entries = state.take_journal()
     state.persistence.append_journal(entries, state.persistence.generation)
     return errors.json_response({"flushed": len(entries)})
+
+
+@router.post("/cja/lake")
+async def set_lake(request: Request) -> Response:
+    """Point CJA /reports at a lake root (the folder holding lake/events), or at none."""
+    state = _state(request)
+    path = (await _body(request)).get("path")
+    if path is not None and not Path(path).is_dir():
+        raise _bad(f"lake path {path!r} is not a folder")
+    state.lake = path
+    request.app.state.report_cache.clear()
+    return errors.json_response({"lake": state.lake})
+
+
+@router.post("/cja/segments")
+async def seed_segment(request: Request) -> Response:
+    """Store a CJA segment (name, definition, optional id/dataId/description)."""
+    segment = new_segment(_state(request), await _body(request), owner="emulator-admin")
+    return errors.json_response(segment, status=201)

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from emulator import admin, audiences, auth, catalog, streaming
+from emulator import admin, audiences, auth, catalog, cja, profile_access, streaming
 from emulator.config import EmulatorConfig
 from emulator.errors import AdobeHTTPError, json_response
 from emulator.faults import FaultMiddleware, Faults
@@ -54,12 +54,13 @@ def create_app(config: EmulatorConfig, state_dir: Path | None) -> FastAPI:
     app.state.faults = Faults(state)
     app.state.sync_windows = {}
     app.state.cja_windows = {}
+    app.state.report_cache = cja.ReportCache()
 
     @app.exception_handler(AdobeHTTPError)
     async def adobe_error(_request: Request, exc: AdobeHTTPError) -> Response:
         return json_response(exc.body, exc.status, exc.headers)
 
-    for module in (auth, streaming, audiences, catalog, admin):
+    for module in (auth, streaming, audiences, profile_access, catalog, cja, admin):
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, state=state, faults=app.state.faults, router=app.router)
     return app

@@ -73,7 +73,7 @@ def valid_token(state: State, token: str | None) -> Token | None:
     return info
 
 
-def check_platform(request: Request, *, needs_body: bool = False) -> Caller:
+def check_gateway(request: Request) -> Token:
     """The adobe.io gateway checks every Platform and CJA call goes through, in its order."""
     state: State = request.app.state.emulator
     headers = request.headers
@@ -95,6 +95,14 @@ def check_platform(request: Request, *, needs_body: bool = False) -> Caller:
         raise errors.gateway("400003", "Missing header")
     if org != info.org_id:
         raise errors.gateway("403025", "Profile is not valid")
+    return info
+
+
+def check_platform(request: Request, *, needs_body: bool = False) -> Caller:
+    """Gateway checks plus the sandbox (absent header = the default production sandbox)."""
+    state: State = request.app.state.emulator
+    info = check_gateway(request)
+    headers = request.headers
     sandbox_name = headers.get("x-sandbox-name")
     sandbox = state.config.sandbox(sandbox_name) if sandbox_name else state.config.default_sandbox
     if sandbox is None:
