@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,6 +48,12 @@ class Window:
 
     def days(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """[start, end) as UTC timestamps, for filters that look at time within the window."""
+        start = datetime.combine(self.start, datetime.min.time(), tzinfo=UTC)
+        end = datetime.combine(self.end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        return start, end
 
     def as_dict(self) -> dict[str, str]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat()}
@@ -127,9 +133,10 @@ def render_audience(
     """The SQL and bound parameters compute runs for ``spec``. The window (``as_of``,
     ``lookback_days``) selects which partitions are read, so it does not change the text;
     it is accepted so callers can render exactly what a run would."""
-    if as_of is not None:
-        audience_window(spec, as_of, lookback_days)  # fails like a run would
-    query = compile_audience(spec, settings=settings, params=params, definition=definition)
+    window = audience_window(spec, as_of, lookback_days) if as_of is not None else None
+    query = compile_audience(
+        spec, settings=settings, params=params, definition=definition, window=window
+    )
     return RenderedAudience(_members_sql(query, spec), query.params)
 
 
@@ -139,12 +146,14 @@ def compile_audience(
     settings: Settings,
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
+    window: Window | None = None,
 ) -> CompiledQuery:
     """The audience's filter as SQL selecting candidate person ids, with bound parameters."""
     builder = QueryBuilder(
         params=filter_params(spec, params),
         computed_fields=spec.computed_fields,
         filters_dir=settings.filters_dir,
+        window=window.bounds() if window else None,
     )
     f = spec.filter
     try:
@@ -180,7 +189,9 @@ def evaluate_audience(
     """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
-    rendered = render_audience(spec, settings=settings, params=params)
+    rendered = render_audience(
+        spec, settings=settings, as_of=as_of, lookback_days=lookback_days, params=params
+    )
     lake = Lake(settings.home)
     con = duckdb.connect()
     try:

@@ -11,8 +11,8 @@ session and person aggregates) → ``candidates`` (person ids) → the caller's 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ _TIME_UNITS = {
     "months": "to_months",
 }
 _SPAN_COLUMN = {"sessions": "sn", "events": "hit"}
-PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class CompileError(ValueError):
@@ -126,6 +125,18 @@ class _Params:
     __getitem__ = __getattr__
 
 
+class _Lazy:
+    """A template name resolved when rendered: ``{{ sessions }}`` turns sessions on."""
+
+    def __init__(self, render) -> None:
+        self._render = render
+
+    def __str__(self) -> str:
+        return self._render()
+
+    __html__ = __str__
+
+
 @dataclass
 class _Scope:
     """Aggregates and joins gathered at one level while compiling one tree."""
@@ -144,8 +155,10 @@ class QueryBuilder:
         params: dict[str, Any] | None = None,
         computed_fields: dict[str, str] | None = None,
         filters_dir: Path | None = None,
+        window: tuple[datetime, datetime] | None = None,
     ) -> None:
         self.binder = Binder(dict(params or {}))
+        self.window = window
         self.computed = dict(computed_fields or {})
         self.columns: set[str] = set(F.KEY_COLUMNS)
         self.sessions = False
@@ -167,6 +180,10 @@ class QueryBuilder:
             raise_error=_raise,
             rules=self.rules,
             params=_Params(self.binder),
+            events=_Lazy(lambda: self.events_relation),
+            sessions=_Lazy(self._use_sessions),
+            window_start=_Lazy(lambda: self._window_bound("window_start", 0)),
+            window_end=_Lazy(lambda: self._window_bound("window_end", 1)),
         )
         self.m = self.env.get_template(LIBRARY).module
 
@@ -193,6 +210,15 @@ class QueryBuilder:
         if ref.key is not None:
             return f"pr.{F.quote(ref.column)}[{self.binder.literal(ref.key)}]"
         return f"pr.{F.quote(ref.column)}"
+
+    def _use_sessions(self) -> str:
+        self.sessions = True
+        return "sess"
+
+    def _window_bound(self, name: str, index: int) -> str:
+        """Window start (inclusive) / end (exclusive) as a bound TIMESTAMPTZ parameter."""
+        self.binder.values[name] = self.window[index] if self.window else None
+        return f"${name}"
 
     @property
     def events_relation(self) -> str:

@@ -7,7 +7,7 @@ one of their events. Values stay Python values here; the SQL compiler binds them
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Level = Literal["event", "session", "person"]
@@ -150,14 +150,6 @@ class Sequence:
 
 
 Node = Cond | Attr | Metric | Container | All | Any_ | Not | Sequence
-
-
-@dataclass
-class Usage:
-    """What a tree needs from the data, so compute reads only that."""
-
-    fields: set[str] = field(default_factory=set)
-    sessions: bool = False
 
 
 def walk(node: Node):
