@@ -79,7 +79,7 @@ def _first_run(members: Path, run_dir: Path) -> None:
 
 
 def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(
+    con = duckdb.connect(
         config={
             "threads": THREADS,
             "memory_limit": MEMORY_LIMIT,
@@ -87,6 +87,8 @@ def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
             "temp_directory": str(spill_dir),
         }
     )
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def _diff_files(current: Path, previous: Path, run_dir: Path) -> tuple[int, int]:
