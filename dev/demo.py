@@ -40,7 +40,7 @@ def land_data(lake: Lake) -> tuple[date, str]:
     summary = generate_synthetic(lake, persons=PERSONS, days=FIRST_DAYS, end=end, seed=SEED)
     return (
         end,
-        f"generated {summary.get('events', '?')} events for {PERSONS} persons, {FIRST_DAYS} days",
+        f"generated {summary['rows']} events for {PERSONS} persons, {FIRST_DAYS} days",
     )
 
 

@@ -31,4 +31,3 @@ class LakePartitionTrigger(BaseTrigger):
         while not await asyncio.to_thread(partition_ready, Path(self.events_dir), self.date):
             await asyncio.sleep(self.poll_interval)
         yield TriggerEvent({"status": "ready", "date": self.date})
-
