@@ -73,6 +73,7 @@ class Limits:
 
 
 DEFAULTS = Limits()
+HARD_FIELDS = ("max_size", "max_record_kb")  # fields of Limits that hold an Adobe limit
 
 ECID_PATTERN = r"[0-9]{38}"
 EMAIL_PATTERN = r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+"
@@ -228,11 +229,12 @@ def _info(name: str, figure: Any, limit: Any, text: str) -> Check:
     return Check(name, "pass", figure, limit, f"{name}: {text}")
 
 
-def _source(spec: AudienceSpec, field_name: str, hard: bool, is_default: bool) -> str:
-    if hard and is_default:
-        return "Adobe hard limit"
-    where = spec.source_path.name if spec.source_path else spec.id
-    return f"guardrails.{field_name} in {where}" if not is_default else "default guardrail"
+def _source(spec: AudienceSpec, field_name: str) -> str:
+    """Where a limit comes from, so the message says what to edit."""
+    if getattr(spec.guardrails, field_name) is not None:
+        where = spec.source_path.name if spec.source_path else spec.id
+        return f"guardrails.{field_name} in {where}"
+    return "Adobe hard limit" if field_name in HARD_FIELDS else "default guardrail"
 
 
 # --------------------------------------------------------------------------- spec-level
@@ -575,20 +577,19 @@ def check_run(
 
 
 def _size_check(spec: AudienceSpec, limits: Limits, size: int) -> Check:
-    default = limits.max_size == HARD.max_members
     return _at_most(
         "size",
         size,
         limits.max_size,
         "members",
-        _source(spec, "max_size", True, default),
+        _source(spec, "max_size"),
         f"narrow the filter or shorten the lookback to at most {limits.max_size:,} members",
         limits.warn_ratio,
     )
 
 
 def _min_size_check(spec: AudienceSpec, limits: Limits, size: int) -> Check:
-    source = _source(spec, "min_size", False, limits.min_size == DEFAULTS.min_size)
+    source = _source(spec, "min_size")
     if size == 0:
         return _info("min_size", size, limits.min_size, "empty audience: see the empty check")
     if size < limits.min_size:
@@ -631,9 +632,7 @@ def _change_check(
         return _info("change", None, limits.max_change_pct, "first publish: nothing to compare")
     changed = diff["entered"] + diff["exited"]
     pct = round(100 * changed / previous, 2)
-    source = _source(
-        spec, "max_change_pct", False, limits.max_change_pct == DEFAULTS.max_change_pct
-    )
+    source = _source(spec, "max_change_pct")
     return _at_most(
         "change",
         pct,
@@ -642,7 +641,7 @@ def _change_check(
         f"{diff['exited']:,} exited; now {diff['size']:,})",
         source,
         "check the filter and the input data; if the change is expected, raise "
-        "guardrails.max_change_pct or run with force=true after review",
+        "guardrails.max_change_pct in the spec for this run",
         limits.warn_ratio,
     )
 
@@ -657,7 +656,7 @@ def _exits_check(spec: AudienceSpec, limits: Limits, exited: int) -> Check:
         exited,
         limits.max_exits,
         "members exiting",
-        _source(spec, "max_exits", False, False),
+        _source(spec, "max_exits"),
         "check the filter and the input data, or raise guardrails.max_exits",
         limits.warn_ratio,
     )
@@ -744,8 +743,7 @@ def _identity_check(
     )
     if "CRMID" in invalid_by_ns:
         fix += "; set guardrails.crm_id_pattern if your CRM ids look different"
-    is_default = limits.max_invalid_identities == DEFAULTS.max_invalid_identities
-    source = _source(spec, "max_invalid_identities", False, is_default)
+    source = _source(spec, "max_invalid_identities")
     return Check(
         "identity_format",
         "block",
@@ -759,13 +757,12 @@ def _identity_check(
 
 def _record_check(spec: AudienceSpec, limits: Limits, max_identity_bytes: int) -> Check:
     kb = round((RECORD_ENVELOPE_BYTES + len(spec.id) + max_identity_bytes) / 1024, 2)
-    default = limits.max_record_kb == HARD.max_record_kb
     return _at_most(
         "record_size",
         kb,
         limits.max_record_kb,
         "KB largest profile record (estimated)",
-        _source(spec, "max_record_kb", True, default),
+        _source(spec, "max_record_kb"),
         "shorten the identity values (identity.source); Profile drops larger records",
         limits.warn_ratio,
     )
