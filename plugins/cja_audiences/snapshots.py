@@ -107,10 +107,10 @@ def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]
     publish = record.get("publish")
     if not publish:
         raise SnapshotError(f"run {name} was not published; commit only after publish")
-    if publish.get("dry_run") or publish.get("dead_lettered", 0) or publish.get("error"):
+    if not publish_succeeded(publish):
         raise SnapshotError(
-            f"run {name}'s publish did not fully succeed "
-            f"(dead_lettered={publish.get('dead_lettered', 0)}); resume the publish first"
+            f"run {name}'s publish did not fully succeed (status={publish.get('status')}, "
+            f"dead_lettered={publish.get('dead_lettered', 0)}); resume the publish first"
         )
     current = current_run(audience_dir)
     base = record["diff"].get("previous_run_id")
@@ -119,6 +119,14 @@ def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]
             f"run {name} was diffed against {base or 'nothing (first run)'} but the current "
             f"run is {current['run_id'] if current else 'none'}; diff it again and republish"
         )
+
+
+def publish_succeeded(publish: dict[str, Any]) -> bool:
+    """``aep.publish_run`` says "ok" only when every chunk was acknowledged and dead letters
+    stayed under its threshold; a publisher without a status must have no dead letters."""
+    if "status" in publish:
+        return publish["status"] == "ok" and publish.get("chunks", {}).get("complete", True)
+    return not publish.get("dead_lettered")
 
 
 def _runs_dir(audience_dir: Path) -> Path:
