@@ -148,13 +148,16 @@ def _run_dirs(audience_dir: Path) -> list[Path]:
 
 
 def _status(record: dict[str, Any], is_current: bool) -> str:
+    """current, published, blocked, skipped, dry_run, failed (publish not ok) or pending."""
     if is_current:
         return "current"
     if "commit" in record:
         return "published"
     if record.get("guardrails", {}).get("blocked"):
         return "blocked"
-    if "dry_run" in record:
+    if record.get("gate", {}).get("due") is False:
+        return "skipped"
+    if "dry_run" in record or record.get("status") == "dry_run":
         return "dry_run"
     if "publish" in record:
         return "failed"
