@@ -247,12 +247,14 @@ def check_spec(
     *,
     now: datetime | None = None,
     other_streaming_audiences: int = 0,
+    segment_definition: dict[str, Any] | None = None,
 ) -> GuardrailReport:
     """Checks that need no data: run when specs load, so a bad spec is never scheduled.
 
     ``all_specs`` enables the per-package and per-sandbox counts; ``other_streaming_audiences``
     is the live count of streaming audiences in the sandbox this project does not manage
-    (the publish stage may read it from the AEP Audiences API).
+    (the publish stage may read it from the AEP Audiences API); ``segment_definition`` is
+    the CJA definition of a segment filter, when the caller has it, to count its references.
     """
     now = now or datetime.now(UTC)
     report = GuardrailReport(spec.id)
@@ -260,7 +262,7 @@ def check_spec(
         _frequency_check(spec),
         _lookback_check(spec),
         _expiry_check(spec, now),
-        _segments_check(spec),
+        _segments_check(spec, segment_definition),
     ]
     if all_specs is not None:
         peers = {s.id: s for s in all_specs} | {spec.id: spec}
@@ -376,29 +378,29 @@ def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
     )
 
 
-def count_segments(filter_spec: Any) -> int:
+def count_segments(filter_spec: Any, definition: dict[str, Any] | None = None) -> int:
     """Segments combined in one audience: its own filter plus every saved segment it references.
 
-    A reference is a CJA ``{"func": "segment-ref"}`` node in a segment definition or a
-    ``{"segment": ...}`` node inside rules.
+    A spec's filter is one template, one rules tree or one CJA segment, so that is 1; a CJA
+    ``definition`` adds its ``{"func": "segment-ref"}`` nodes (compute inlines none yet:
+    filters/segment.py rejects them, so callers pass the definition once it does).
     """
-    tree = filter_spec.rules if filter_spec.rules is not None else filter_spec.segment
-    return 1 + _segment_refs(tree, inside_rules=filter_spec.rules is not None)
+    return 1 + _segment_refs(definition)
 
 
-def _segment_refs(node: Any, inside_rules: bool) -> int:
+def _segment_refs(node: Any) -> int:
     if isinstance(node, list):
-        return sum(_segment_refs(item, inside_rules) for item in node)
+        return sum(_segment_refs(item) for item in node)
     if not isinstance(node, dict):
         return 0
-    own = node.get("func") == "segment-ref" or (inside_rules and "segment" in node)
-    return int(own) + sum(_segment_refs(value, inside_rules) for value in node.values())
+    own = node.get("func") == "segment-ref"
+    return int(own) + sum(_segment_refs(value) for value in node.values())
 
 
-def _segments_check(spec: AudienceSpec) -> Check:
+def _segments_check(spec: AudienceSpec, definition: dict[str, Any] | None) -> Check:
     return _at_most(
         "segments",
-        count_segments(spec.filter),
+        count_segments(spec.filter, definition),
         HARD.max_segments,
         "segments combined",
         "Adobe hard limit",
