@@ -169,7 +169,7 @@ def _summary(run_dir: Path, current_id: str | None) -> dict[str, Any]:
     diff = record.get("diff", {})
     return {
         "run_id": run_dir.name,
-        "created_at": datetime.fromtimestamp(_created(run_dir), UTC).isoformat(),
+        "created_at": datetime.fromtimestamp(_created(run_dir), UTC).isoformat(timespec="seconds"),
         "status": _status(record, run_dir.name == current_id),
         "size": diff.get("size"),
         "entered": diff.get("entered"),
@@ -239,7 +239,7 @@ def dry_run_report(run_dir: Path, sample: int = SAMPLE_SIZE) -> dict[str, Any]:
 
 def mask(value: str) -> str:
     """Keep three leading characters and the length: recognisable, not reusable."""
-    return f"{value[:3]}…({len(value)})"
+    return f"{value[:3]}...({len(value)})"
 
 
 def rollback(

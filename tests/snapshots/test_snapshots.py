@@ -157,7 +157,7 @@ def test_a_dry_run_rollback_reports_and_sends_nothing(audience: Path) -> None:
     assert report["realized"]["sample"][0] == {
         "person_id": "p0000",
         "namespace": "ECID",
-        "identity": "000…(38)",
+        "identity": "000...(38)",
     }
     assert len(report["exited"]["sample"]) == snapshots.SAMPLE_SIZE
     assert len(aep.calls) == calls
