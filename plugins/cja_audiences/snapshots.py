@@ -96,7 +96,7 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
 
 def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]) -> None:
     name = run_dir.name
-    if run_dir.parent != audience_dir / RUNS:
+    if run_dir.resolve().parent != (audience_dir / RUNS).resolve():
         raise SnapshotError(f"{run_dir} is not a run of {audience_dir}")
     if not (run_dir / MEMBERS).exists() or "diff" not in record:
         raise SnapshotError(f"run {name} has no members or diff; compute and diff it first")
@@ -270,7 +270,7 @@ def rollback(
             f"run {target_run_id} was never published ({_status(target_record, False)}); "
             "roll back only to a run that was current once (see `runs list`)"
         )
-    if new_run_dir.parent != _runs_dir(audience_dir) or new_run_dir.exists():
+    if new_run_dir.resolve().parent != _runs_dir(audience_dir).resolve() or new_run_dir.exists():
         raise SnapshotError(f"{new_run_dir} must be a new folder under {_runs_dir(audience_dir)}")
     marker = audience_dir / ROLLBACK_MARKER
     with _locked(audience_dir):
