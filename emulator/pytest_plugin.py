@@ -1,1 +1,231 @@
-"""Pytest fixtures that start the emulator for tests (filled in by the emulator issue)."""
+"""Pytest fixtures: a real emulator server in a subprocess, reset between tests.
+
+``emulator`` (session) starts ``python -m emulator`` on a free port and stops it at the end;
+``emu`` (function) is the same handle after a reset of state and faults, so tests do not
+see each other. Clients under test get connections whose every URL points at the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from cja_audiences.adobe_auth import AdobeConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmulatorServer:
+    """A running emulator and the helpers tests use to drive and inspect it."""
+
+    def __init__(self, url: str, process: subprocess.Popen[bytes] | None, state_dir: Path) -> None:
+        self.url = url.rstrip("/")
+        self.process = process
+        self.state_dir = state_dir
+        self.http = requests.Session()
+        self.config: dict[str, Any] = self._admin("GET", "/config")["summary"]
+
+    # -- connections ------------------------------------------------------------------
+    def aep_conn(self, **extra: Any) -> dict[str, Any]:
+        """The ``aep_default`` Airflow connection (JSON form); ``extra`` overrides fields."""
+        c = self.config
+        fields = {
+            "org_id": c["org_id"],
+            "sandbox": c["sandbox"],
+            "scopes": c["scopes"],
+            "ims_url": self.url,
+            "streaming_url": self.url,
+            "inlet_id": c["inlet_id"],
+            "dataset_id": c["dataset_id"],
+            "schema_id": c["schema_id"],
+            "segment_namespace": c["segment_namespace"],
+            "authenticated_inlet": True,
+        }
+        return self._conn(fields | extra)
+
+    def cja_conn(self, **extra: Any) -> dict[str, Any]:
+        """The ``cja_default`` Airflow connection (JSON form); ``extra`` overrides fields."""
+        c = self.config
+        fields = {
+            "org_id": c["org_id"],
+            "sandbox": c["sandbox"],
+            "scopes": c["scopes"],
+            "ims_url": self.url,
+            "data_view_id": c["data_view_id"],
+            "dataset_id": c["cja_dataset_id"],
+        }
+        return self._conn(fields | extra)
+
+    def _conn(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "conn_type": "http",
+            "host": self.url,
+            "login": self.config["client_id"],
+            "password": self.config["client_secret"],
+            "extra": extra,
+        }
+
+    def adobe_config(self, kind: str = "aep", **extra: Any) -> AdobeConfig:
+        """An :class:`AdobeConfig` for the AEP (default) or CJA connection."""
+        from cja_audiences.adobe_auth import AdobeConfig
+
+        conn = self.cja_conn(**extra) if kind == "cja" else self.aep_conn(**extra)
+        return AdobeConfig.from_connection(
+            conn["host"], conn["login"], conn["password"], conn["extra"]
+        )
+
+    def token(self) -> str:
+        """A fresh IMS token for the demo client."""
+        c = self.config
+        response = self.http.post(
+            f"{self.url}/ims/token/v3",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": c["client_id"],
+                "client_secret": c["client_secret"],
+                "scope": c["scopes"],
+            },
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def headers(self, token: str | None = None, sandbox: str | None = None) -> dict[str, str]:
+        """Platform headers for the demo client (a new token unless one is given)."""
+        c = self.config
+        return {
+            "Authorization": f"Bearer {token or self.token()}",
+            "x-api-key": c["client_id"],
+            "x-gw-ims-org-id": c["org_id"],
+            "x-sandbox-name": sandbox or c["sandbox"],
+        }
+
+    # -- admin ------------------------------------------------------------------------
+    def _admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, f"{self.url}/_emulator{path}", timeout=30, **kwargs)
+        if response.status_code >= 400:
+            raise AssertionError(
+                f"emulator admin {method} {path}: HTTP {response.status_code} {response.text}"
+            )
+        return response.json()
+
+    def reset(self) -> None:
+        """Forget all state and switch every fault off."""
+        self._admin("POST", "/reset")
+
+    def faults(self, **modes: Any) -> dict[str, Any]:
+        """Merge fault modes into the active ones (``emu.faults()`` just reads them)."""
+        if not modes:
+            return self._admin("GET", "/faults")
+        return self._admin("POST", "/faults", json=modes)
+
+    def clear_faults(self) -> dict[str, Any]:
+        return self._admin("DELETE", "/faults")
+
+    def stats(self) -> dict[str, Any]:
+        return self._admin("GET", "/stats")
+
+    def membership(
+        self, audience_id: str, namespace: str = "ups", sandbox: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One dict per profile holding the audience: namespace, identity, status, time."""
+        params = {"namespace": namespace, "sandbox": sandbox or self.config["sandbox"]}
+        return self._admin("GET", f"/membership/{audience_id}", params=params)["members"]
+
+    def add_batch(self, **batch: Any) -> dict[str, Any]:
+        """Add a Catalog batch (default: a successful one on the CJA dataset)."""
+        return self._admin("POST", "/catalog/batches", json=batch)
+
+    def add_segment(self, **segment: Any) -> dict[str, Any]:
+        """Store a CJA segment (``name``, ``definition``, optional ``id``, ``dataId``)."""
+        return self._admin("POST", "/cja/segments", json=segment)
+
+    def set_lake(self, path: Path | str | None) -> dict[str, Any]:
+        """Point CJA ``/reports`` at a lake root (the folder holding ``lake/events``)."""
+        return self._admin("POST", "/cja/lake", json={"path": str(path) if path else None})
+
+    # -- lifecycle --------------------------------------------------------------------
+    def stop(self) -> None:
+        self.http.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_emulator(
+    state_dir: Path, config_path: Path | None = None, extra_args: list[str] | None = None
+) -> EmulatorServer:
+    """Start ``python -m emulator`` on a free port and wait until it answers."""
+    port = free_port()
+    log = (state_dir / "emulator.log").open("wb")
+    cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--state", str(state_dir)]
+    if config_path:
+        cmd += ["--config", str(config_path)]
+    cmd += extra_args or []
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"emulator exited with {process.returncode}; log: "
+                f"{(state_dir / 'emulator.log').read_text()[-2000:]}"
+            )
+        try:
+            if requests.get(f"{url}/_emulator/health", timeout=1).status_code == 200:
+                return EmulatorServer(url, process, state_dir)
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"emulator did not answer on {url} within {START_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorServer]:
+    """One emulator server for the whole test session."""
+    state_dir = Path(tempfile.mkdtemp(prefix="cja-emulator-"))
+    server = start_emulator(state_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def emu(emulator: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The session emulator, reset (state and faults) before the test."""
+    emulator.reset()
+    yield emulator
+    emulator.clear_faults()
+
+
+def dump_config(path: Path, config: dict[str, Any]) -> Path:
+    """Write an emulator config override file (for tests that need a different org)."""
+    path.write_text(json.dumps(config))
+    return path

@@ -1,0 +1,219 @@
+"""Admin and inspection routes under ``/_emulator/`` (no Adobe counterpart, no auth).
+
+They let tests and demos reset state, switch faults, read counters, inspect an audience's
+membership, and seed what Adobe would hold (catalog batches, CJA segments, the CJA lake).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from pydantic_core import from_json, to_json
+from starlette.responses import Response
+
+from emulator import errors
+from emulator.audiences import audience_counts
+from emulator.catalog import STATUSES, add_batch, seal_batches
+from emulator.cja import new_segment
+from emulator.faults import Faults
+from emulator.state import State
+
+router = APIRouter(prefix="/_emulator")
+MEMBER_FIELDS = ("namespace", "identity", "status", "last_qualification_time")
+
+
+def _bad(detail: str) -> errors.AdobeHTTPError:
+    return errors.AdobeHTTPError(400, {"error": "bad_request", "detail": detail})
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = from_json(raw)
+    except ValueError as exc:
+        raise _bad(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _bad("body must be a JSON object")
+    return body
+
+
+def _state(request: Request) -> State:
+    return request.app.state.emulator
+
+
+def _faults(request: Request) -> Faults:
+    return request.app.state.faults
+
+
+@router.get("/health")
+async def health() -> Response:
+    return errors.json_response({"status": "ok"})
+
+
+@router.get("/config")
+async def config(request: Request) -> Response:
+    """The flat summary (ids, demo credentials) plus the full configuration."""
+    state = _state(request)
+    return errors.json_response(
+        {
+            "summary": state.config.summary(),
+            "config": state.config.model_dump(by_alias=True),
+            "lake": state.lake,
+        }
+    )
+
+
+@router.post("/reset")
+async def reset(request: Request) -> Response:
+    """Forget all state (audiences, profiles, tokens, batches, segments, stats) and faults."""
+    _state(request).reset()
+    _faults(request).clear()
+    request.app.state.sync_windows.clear()
+    request.app.state.cja_windows.clear()
+    request.app.state.report_cache.clear()
+    return errors.json_response({"reset": True})
+
+
+@router.get("/faults")
+async def get_faults(request: Request) -> Response:
+    return errors.json_response(_faults(request).describe())
+
+
+@router.post("/faults")
+async def set_faults(request: Request) -> Response:
+    """Merge the given modes into the active ones (see :class:`FaultModes`)."""
+    try:
+        return errors.json_response(_faults(request).update(await _body(request)))
+    except ValidationError as exc:
+        raise _bad(f"unknown or invalid fault mode: {exc}") from exc
+
+
+@router.delete("/faults")
+async def clear_faults(request: Request) -> Response:
+    _faults(request).clear()
+    return errors.json_response(_faults(request).describe())
+
+
+@router.get("/stats")
+async def stats(request: Request) -> Response:
+    state = _state(request)
+    body = state.stats.as_dict()
+    body["audiences"] = audience_counts(state)
+    body["profiles"] = {sbx: store.profile_count for sbx, store in state.profiles.items()}
+    body["journal_pending"] = len(state.journal_buffer)
+    return errors.json_response(body)
+
+
+def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> list[dict[str, Any]]:
+    store = state.profiles.get(sandbox)
+    if store is None:
+        return []
+    return [
+        {
+            "namespace": profile.code,
+            "identity": profile.key[1],
+            "status": membership.entry["status"],
+            "last_qualification_time": membership.entry["lastQualificationTime"],
+        }
+        for profile, membership in store.audience_members(namespace, audience_id)
+    ]
+
+
+@router.get("/membership/{audience_id}")
+async def membership(audience_id: str, request: Request) -> Response:
+    """Who holds ``segmentMembership.<namespace>.<audience_id>``: JSON, JSON lines or Parquet."""
+    state = _state(request)
+    params = request.query_params
+    namespace = params.get("namespace", state.config.defaults.segment_namespace)
+    sandbox = params.get("sandbox", state.config.defaults.sandbox)
+    members = _members(state, audience_id, namespace, sandbox)
+    status = params.get("status")
+    if status:
+        members = [m for m in members if m["status"] == status]
+    fmt = params.get("format", "json")
+    if fmt == "jsonl":
+        lines = b"".join(to_json(m) + b"\n" for m in members)
+        return Response(lines, media_type="application/x-ndjson")
+    if fmt == "parquet":
+        table = pa.Table.from_pylist(
+            members, schema=pa.schema([(f, pa.string()) for f in MEMBER_FIELDS])
+        )
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return Response(sink.getvalue(), media_type="application/vnd.apache.parquet")
+    if fmt != "json":
+        raise _bad(f"format {fmt!r} must be json, jsonl or parquet")
+    by_status: dict[str, int] = {}
+    for m in members:
+        by_status[m["status"]] = by_status.get(m["status"], 0) + 1
+    body: dict[str, Any] = {
+        "audience_id": audience_id,
+        "namespace": namespace,
+        "sandbox": sandbox,
+        "count": len(members),
+        "by_status": by_status,
+    }
+    if params.get("count_only", "false").lower() != "true":
+        body["members"] = members
+    return errors.json_response(body)
+
+
+@router.post("/catalog/batches")
+async def seed_batch(request: Request) -> Response:
+    """Add a Catalog batch (default: a successful one on the dataset behind CJA)."""
+    state = _state(request)
+    body = await _body(request)
+    dataset_id = body.get("datasetId", state.config.cja.dataset_id)
+    if dataset_id not in state.datasets:
+        raise _bad(f"datasetId {dataset_id!r} is not a configured dataset")
+    status = body.get("status", "success")
+    if status not in STATUSES:
+        raise _bad(f"status {status!r} must be one of {', '.join(STATUSES)}")
+    records = body.get("records", 0)
+    created = body.get("created")
+    if not isinstance(records, int) or (created is not None and not isinstance(created, int)):
+        raise _bad("records and created (epoch ms) must be integers")
+    batch = add_batch(state, dataset_id, status=status, records=records, created_ms=created)
+    return errors.json_response(batch, status=201)
+
+
+@router.post("/catalog/seal")
+async def seal(request: Request) -> Response:
+    """Close every open streaming batch now instead of after the batch window."""
+    return errors.json_response({"sealed": seal_batches(_state(request), force=True)})
+
+
+@router.post("/flush")
+async def flush(request: Request) -> Response:
+    """Write buffered journal entries to DuckDB now (normally done every half second)."""
+    state = _state(request)
+    entries = state.take_journal()
+    state.persistence.append_journal(entries, state.persistence.generation)
+    return errors.json_response({"flushed": len(entries)})
+
+
+@router.post("/cja/lake")
+async def set_lake(request: Request) -> Response:
+    """Point CJA /reports at a lake root (the folder holding lake/events), or at none."""
+    state = _state(request)
+    path = (await _body(request)).get("path")
+    if path is not None and not Path(path).is_dir():
+        raise _bad(f"lake path {path!r} is not a folder")
+    state.lake = path
+    request.app.state.report_cache.clear()
+    return errors.json_response({"lake": state.lake})
+
+
+@router.post("/cja/segments")
+async def seed_segment(request: Request) -> Response:
+    """Store a CJA segment (name, definition, optional id/dataId/description)."""
+    segment = new_segment(_state(request), await _body(request), owner="emulator-admin")
+    return errors.json_response(segment, status=201)

@@ -1,0 +1,216 @@
+"""Everything the emulator remembers, in memory for speed and in DuckDB for durability.
+
+Small resources (audiences, CJA segments, catalog batches) are written through to a DuckDB
+key-value table. Streaming records are far too many for a row-per-record write, so accepted
+requests are buffered and appended to a journal table in batches by a background task, and
+the profile store is rebuilt from that journal when the emulator starts on an existing state
+folder.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pydantic_core import from_json, to_json
+
+from emulator.config import EmulatorConfig
+from emulator.profiles import ProfileStore
+
+KINDS = ("audience", "segment", "batch")
+
+
+@dataclass
+class Token:
+    client_id: str
+    org_id: str
+    expires_at: float  # epoch seconds
+
+
+@dataclass
+class JournalEntry:
+    received: float
+    sandbox: str
+    dataset_id: str
+    body: bytes  # {"messages": [...accepted XDM envelopes...]}
+
+
+class Persistence:
+    """The DuckDB file under ``--state`` (or an in-memory database without one)."""
+
+    def __init__(self, state_dir: Path | None) -> None:
+        self.path = state_dir / "emulator.duckdb" if state_dir else None
+        if state_dir:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        self.db = duckdb.connect(str(self.path) if self.path else ":memory:")
+        self.lock = threading.Lock()
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS resources (kind VARCHAR, sandbox VARCHAR, id VARCHAR, "
+            "body VARCHAR, PRIMARY KEY (kind, sandbox, id))"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS journal (seq BIGINT, received DOUBLE, sandbox VARCHAR, "
+            "dataset_id VARCHAR, body BLOB)"
+        )
+        self.seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+        self.generation = 0  # bumped by clear(), so a flush racing a reset is discarded
+
+    def put(self, kind: str, sandbox: str, ident: str, body: dict[str, Any]) -> None:
+        with self.lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?)",
+                [kind, sandbox, ident, to_json(body).decode()],
+            )
+
+    def delete(self, kind: str, sandbox: str, ident: str) -> None:
+        with self.lock:
+            self.db.execute(
+                "DELETE FROM resources WHERE kind = ? AND sandbox = ? AND id = ?",
+                [kind, sandbox, ident],
+            )
+
+    def resources(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT kind, sandbox, id, body FROM resources ORDER BY rowid"
+            ).fetchall()
+        return [(kind, sandbox, ident, from_json(body)) for kind, sandbox, ident, body in rows]
+
+    def append_journal(self, entries: list[JournalEntry], generation: int) -> None:
+        """One multi-row insert per flush, never one per record; dropped after a reset."""
+        if not entries or self.path is None:
+            return
+        with self.lock:
+            if generation != self.generation:
+                return
+            rows = []
+            for entry in entries:
+                self.seq += 1
+                rows.append((self.seq, entry.received, entry.sandbox, entry.dataset_id, entry.body))
+            self.db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", rows)
+
+    def journal(self) -> list[JournalEntry]:
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT received, sandbox, dataset_id, body FROM journal ORDER BY seq"
+            ).fetchall()
+        return [JournalEntry(r, s, d, bytes(b)) for r, s, d, b in rows]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM resources")
+            self.db.execute("DELETE FROM journal")
+            self.seq = 0
+            self.generation += 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+@dataclass
+class Stats:
+    """Request and message counters for ``/_emulator/stats``."""
+
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)
+    accepted: Counter[str] = field(default_factory=Counter)  # by sandbox
+    rejected: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)  # accepted, failed XDM validation
+    tokens_issued: int = 0
+    started: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        by_route: dict[str, dict[str, int]] = defaultdict(dict)
+        for (route, status), count in sorted(self.requests.items()):
+            by_route[route][str(status)] = count
+        return {
+            "requests": dict(by_route),
+            "requests_total": sum(self.requests.values()),
+            "messages": {
+                "accepted": sum(self.accepted.values()),
+                "rejected": sum(self.rejected.values()),
+                "accepted_by_sandbox": dict(self.accepted),
+                "rejected_by_sandbox": dict(self.rejected),
+                "dropped": sum(self.dropped.values()),
+                "dropped_by_sandbox": dict(self.dropped),
+            },
+            "tokens_issued": self.tokens_issued,
+            "uptime_s": round(time.time() - self.started, 3),
+        }
+
+
+class State:
+    """The emulator's whole mutable world; one instance per server."""
+
+    def __init__(self, config: EmulatorConfig, state_dir: Path | None) -> None:
+        self.config = config
+        self.persistence = Persistence(state_dir)
+        self.datasets = {d.id: d for d in config.datasets}
+        self.schemas = {s.id: s for s in config.schemas}
+        self.inlets = {i.id: i for i in config.inlets}
+        self.clients = {c.client_id: c for c in config.clients}
+        self._clear_memory()
+        self._load()
+
+    def _clear_memory(self) -> None:
+        self.tokens: dict[str, Token] = {}
+        self.token_lifetime_s = self.config.token_lifetime_s
+        self.profiles: dict[str, ProfileStore] = defaultdict(ProfileStore)
+        self.resources: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+            kind: defaultdict(dict) for kind in KINDS
+        }
+        self.journal_buffer: list[JournalEntry] = []
+        self.open_batches: dict[tuple[str, str], dict[str, Any]] = {}
+        self.stats = Stats()
+        self.lake: str | None = self.config.cja.lake
+
+    def _load(self) -> None:
+        for kind, sandbox, ident, body in self.persistence.resources():
+            self.resources[kind][sandbox][ident] = body
+        from emulator.streaming import replay  # the apply logic lives with the route
+
+        for entry in self.persistence.journal():
+            replay(self, entry)
+
+    def reset(self) -> None:
+        """Forget everything: state, tokens, counters (faults are reset by the caller)."""
+        self.persistence.clear()
+        self._clear_memory()
+
+    # -- tokens -------------------------------------------------------------------------
+    def issue_token(self, client_id: str, org_id: str) -> tuple[str, float]:
+        token = "emu-" + secrets.token_urlsafe(32)
+        lifetime = self.token_lifetime_s
+        self.tokens[token] = Token(client_id, org_id, time.time() + lifetime)
+        self.stats.tokens_issued += 1
+        return token, lifetime
+
+    def expire_tokens(self) -> int:
+        now = time.time()
+        for token in self.tokens.values():
+            token.expires_at = min(token.expires_at, now)
+        return len(self.tokens)
+
+    # -- resources (audiences, segments, batches) ----------------------------------------
+    def put(self, kind: str, sandbox: str, ident: str, body: dict[str, Any]) -> None:
+        self.resources[kind][sandbox][ident] = body
+        self.persistence.put(kind, sandbox, ident, body)
+
+    def remove(self, kind: str, sandbox: str, ident: str) -> None:
+        self.resources[kind][sandbox].pop(ident, None)
+        self.persistence.delete(kind, sandbox, ident)
+
+    # -- journal -----------------------------------------------------------------------
+    def journal(self, entry: JournalEntry) -> None:
+        if self.persistence.path is not None:
+            self.journal_buffer.append(entry)
+
+    def take_journal(self) -> list[JournalEntry]:
+        entries, self.journal_buffer = self.journal_buffer, []
+        return entries

@@ -1,0 +1,333 @@
+"""Data Collection Core Service: ``/collection/{inlet}`` and ``/collection/batch/{inlet}``.
+
+Like DCCS, the envelope (header, schema, org, dataset) is checked while the request waits and
+reported per message in a 207; XDM record validation (identities, membership fields, event
+``_id``/``timestamp``) happens downstream and is reported only with
+``synchronousValidation=true``; otherwise a bad record is accepted with an ``xactionId``
+and then dropped before reaching Profile, as Adobe does. Accepted profile records are merged
+into the profile store.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic_core import from_json, to_json
+from starlette.responses import Response
+
+from emulator import errors
+from emulator.auth import bearer, valid_token
+from emulator.config import Inlet
+from emulator.faults import Faults, fault_error
+from emulator.profiles import RecordError
+from emulator.state import JournalEntry, State
+
+router = APIRouter()
+
+SYNC_VALIDATION_PER_MINUTE = 60
+_counter = itertools.count(1)
+_PID = os.getpid() % 10000
+_AUTH_PROBLEM = "data-collection-service-authorization"
+
+
+class EnvelopeError(Exception):
+    """A message DCCS refuses before accepting it: (status, text)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def _transaction_base(received_ms: int) -> str:
+    return f"{received_ms}:{_PID}:{next(_counter)}"
+
+
+def _inlet(state: State, inlet_id: str) -> Inlet:
+    inlet = state.inlets.get(inlet_id)
+    if inlet is None:
+        raise errors.dccs(404, "Not Found", f"inlet {inlet_id} does not exist")
+    return inlet
+
+
+def _check_inlet_auth(state: State, request: Request, inlet: Inlet) -> None:
+    """Authenticated inlets need a valid IMS token of the inlet's org; open inlets need none."""
+    if not inlet.authenticated:
+        return
+    token = bearer(request)
+    rid = request.headers.get("x-request-id") or inlet.id
+    if not token:
+        raise errors.dccs(
+            401, "Authorization", f"[{rid}] Ims service token is empty", _AUTH_PROBLEM
+        )
+    info = valid_token(state, token)
+    if info is None or info.org_id != state.config.org_id:
+        raise errors.dccs(
+            403, "Authorization", f"[{rid}] Ims service token is not valid", _AUTH_PROBLEM
+        )
+
+
+async def _read_json(request: Request, state: State) -> tuple[bytes, Any]:
+    limit = state.config.streaming.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        raise errors.dccs(400, "Bad Request", "Content-Type must be application/json")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise _too_large(len(raw), limit)
+    try:
+        return raw, from_json(raw)
+    except ValueError as exc:
+        raise errors.dccs(400, "Bad Request", f"Malformed JSON in request body: {exc}") from exc
+
+
+def _too_large(size: int, limit: int) -> errors.AdobeHTTPError:
+    return errors.dccs(
+        413,
+        "Payload Too Large",
+        f"The total payload request is greater than 1MB ({size} bytes > {limit} bytes)",
+    )
+
+
+def _sync_validation(request: Request, state: State, inlet: Inlet) -> bool:
+    """``synchronousValidation=true``, limited (as documented) to 60 requests per minute."""
+    value = request.query_params.get("synchronousValidation") or request.query_params.get(
+        "syncValidation"
+    )
+    if value is None or value.lower() != "true":
+        return False
+    windows: dict[str, collections.deque[float]] = request.app.state.sync_windows
+    window = windows.setdefault(inlet.id, collections.deque())
+    now = time.monotonic()
+    while window and now - window[0] > 60:
+        window.popleft()
+    if len(window) >= SYNC_VALIDATION_PER_MINUTE:
+        raise errors.dccs(
+            429, "Too Many Requests", "synchronous validation is limited to 60 requests per minute"
+        )
+    window.append(now)
+    return True
+
+
+class Collector:
+    """Validates and applies the messages of one request against one inlet."""
+
+    def __init__(self, state: State, faults: Faults, inlet: Inlet, sync: bool) -> None:
+        self.state = state
+        self.faults = faults
+        self.inlet = inlet
+        self.sync = sync
+        self.org = state.config.org_id
+        self.prefix = f"inletId: [{inlet.id}] imsOrgId: [{self.org}]"
+        self.store = state.profiles[inlet.sandbox]
+        self.received = time.time()
+        self.applied: list[Any] = []
+        self.accepted = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.datasets: collections.Counter[str] = collections.Counter()
+        self.sync_failures = 0
+
+    def envelope(self, message: Any) -> tuple[str, bool, dict[str, Any]]:
+        """(dataset id, is profile, xdmEntity) of a well-formed message, else EnvelopeError."""
+        if not isinstance(message, dict):
+            raise EnvelopeError(400, "Message has unknown xdm format: not a JSON object")
+        header = message.get("header")
+        if not isinstance(header, dict):
+            raise EnvelopeError(400, "Message has unknown xdm format: header is missing")
+        ref = header.get("schemaRef")
+        ref_id = ref.get("id") if isinstance(ref, dict) else None
+        if not isinstance(ref_id, str):
+            raise EnvelopeError(
+                400, "Message has unknown xdm format: header.schemaRef.id is missing"
+            )
+        org = header.get("imsOrgId")
+        if org is not None and org != self.org:
+            raise EnvelopeError(400, "Message has an absent or wrong ims org in the header")
+        schema = self.state.schemas.get(ref_id)
+        if schema is None or schema.sandbox != self.inlet.sandbox:
+            raise EnvelopeError(
+                400, f"Message has unknown xdm format: schema {ref_id} does not exist"
+            )
+        dataset_id = header.get("datasetId")
+        dataset = self.state.datasets.get(dataset_id) if isinstance(dataset_id, str) else None
+        if dataset is None or dataset.sandbox != self.inlet.sandbox:
+            raise EnvelopeError(400, f"Message has an unknown dataset in the header: {dataset_id}")
+        if dataset.schemaId != ref_id:
+            raise EnvelopeError(
+                400,
+                f"Schema mismatch: dataset {dataset_id} is based on {dataset.schemaId}, "
+                f"the message references {ref_id}",
+            )
+        body = message.get("body")
+        if not isinstance(body, dict):
+            raise EnvelopeError(400, "Message has unknown xdm format: body is missing")
+        meta = body.get("xdmMeta")
+        meta_ref = meta.get("schemaRef") if isinstance(meta, dict) else None
+        if not isinstance(meta_ref, dict) or meta_ref.get("id") != ref_id:
+            raise EnvelopeError(
+                400,
+                "Message has unknown xdm format: body.xdmMeta.schemaRef.id must equal "
+                "header.schemaRef.id",
+            )
+        entity = body.get("xdmEntity")
+        if not isinstance(entity, dict):
+            raise EnvelopeError(400, "Message has unknown xdm format: body.xdmEntity is missing")
+        return dataset_id, schema.is_profile, entity
+
+    def record(self, dataset_id: str, is_profile: bool, entity: dict[str, Any]) -> None:
+        """Validate the XDM record and apply it; RecordError if it cannot be taken."""
+        if is_profile:
+            self.store.apply(entity, dataset_id, self.received)
+        elif not entity.get("_id") or not entity.get("timestamp"):
+            raise RecordError("an ExperienceEvent needs xdmEntity._id and xdmEntity.timestamp")
+
+    def one(self, message: Any, xaction: str) -> dict[str, Any]:
+        """The per-message response: {xactionId} or {statusCode, message}."""
+        try:
+            dataset_id, is_profile, entity = self.envelope(message)
+        except EnvelopeError as exc:
+            self.rejected += 1
+            return {"statusCode": exc.status, "message": f"{self.prefix} {exc.text}"}
+        if self.faults.record_faults_on:
+            status = self.faults.record_failure(_identity_ids(entity))
+            if status is not None:
+                self.rejected += 1
+                return {
+                    "statusCode": status,
+                    "message": f"{self.prefix} emulator fault: record failed with {status}",
+                }
+        try:
+            self.record(dataset_id, is_profile, entity)
+        except RecordError as exc:
+            if self.sync:
+                self.rejected += 1
+                self.sync_failures += 1
+                return {"statusCode": 400, "message": f"{self.prefix} {exc}"}
+            self.dropped += 1  # accepted by DCCS, refused downstream (async validation)
+        else:
+            if is_profile:
+                self.applied.append(message)
+        self.accepted += 1
+        self.datasets[dataset_id] += 1
+        return {"xactionId": xaction}
+
+    def finish(self, raw: bytes | None, total: int) -> None:
+        """Count, journal what was applied and record it in the datasets' streaming batches."""
+        stats = self.state.stats
+        sandbox = self.inlet.sandbox
+        stats.accepted[sandbox] += self.accepted
+        stats.rejected[sandbox] += self.rejected
+        stats.dropped[sandbox] += self.dropped
+        if self.applied:
+            body = raw if raw is not None and len(self.applied) == total else None
+            if body is None:
+                body = to_json({"messages": self.applied})
+            self.state.journal(JournalEntry(self.received, sandbox, "", body))
+        from emulator.catalog import record_streaming
+
+        for dataset_id, count in self.datasets.items():
+            record_streaming(self.state, sandbox, dataset_id, count)
+
+    def sync_block(self) -> dict[str, Any]:
+        return {"status": "fail" if self.sync_failures else "pass"}
+
+
+def _identity_ids(entity: dict[str, Any]) -> list[str]:
+    identity_map = entity.get("identityMap")
+    if not isinstance(identity_map, dict):
+        return []
+    return [
+        v["id"]
+        for values in identity_map.values()
+        if isinstance(values, list)
+        for v in values
+        if isinstance(v, dict) and isinstance(v.get("id"), str)
+    ]
+
+
+def _admit(faults: Faults, path: str, count: int) -> None:
+    if not faults.admit_messages(count):
+        err = fault_error(path, 429)
+        err.headers.update(faults.retry_after_header())
+        raise err
+
+
+@router.post("/collection/batch/{inlet_id}")
+async def collect_batch(inlet_id: str, request: Request) -> Response:
+    state: State = request.app.state.emulator
+    faults: Faults = request.app.state.faults
+    inlet = _inlet(state, inlet_id)
+    _check_inlet_auth(state, request, inlet)
+    raw, payload = await _read_json(request, state)
+    messages = payload.get("messages") if isinstance(payload, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise errors.dccs(
+            400,
+            "Bad Request",
+            'The request body must be {"messages": [...]} with at least one message',
+        )
+    _admit(faults, request.url.path, len(messages))
+    sync = _sync_validation(request, state, inlet)
+    collector = Collector(state, faults, inlet, sync)
+    received_ms = int(collector.received * 1000)
+    base = _transaction_base(received_ms)
+    responses = [collector.one(m, f"{base}:{i}") for i, m in enumerate(messages)]
+    collector.finish(raw, len(messages))
+    body: dict[str, Any] = {
+        "inletId": inlet.id,
+        "batchId": base,
+        "receivedTimeMs": received_ms,
+        "responses": responses,
+    }
+    if sync:
+        body["synchronousValidation"] = collector.sync_block()
+    return errors.json_response(body, status=207)
+
+
+@router.post("/collection/{inlet_id}")
+async def collect_one(inlet_id: str, request: Request) -> Response:
+    state: State = request.app.state.emulator
+    faults: Faults = request.app.state.faults
+    inlet = _inlet(state, inlet_id)
+    _check_inlet_auth(state, request, inlet)
+    raw, payload = await _read_json(request, state)
+    _admit(faults, request.url.path, 1)
+    sync = _sync_validation(request, state, inlet)
+    collector = Collector(state, faults, inlet, sync)
+    received_ms = int(collector.received * 1000)
+    xaction = _transaction_base(received_ms)
+    result = collector.one(payload, xaction)
+    collector.finish(to_json({"messages": [payload]}), 1)
+    if "statusCode" in result:
+        raise errors.dccs(result["statusCode"], "Bad Request", result["message"])
+    body: dict[str, Any] = {
+        "inletId": inlet.id,
+        "xactionId": xaction,
+        "receivedTimeMs": received_ms,
+    }
+    if sync:
+        body["synchronousValidation"] = collector.sync_block()
+    return errors.json_response(body)
+
+
+def replay(state: State, entry: JournalEntry) -> None:
+    """Re-apply a journaled request's profile records (at start-up, on a saved state)."""
+    store = state.profiles[entry.sandbox]
+    for message in from_json(entry.body).get("messages", []):
+        header = message.get("header", {})
+        dataset = state.datasets.get(header.get("datasetId"))
+        schema = state.schemas.get(dataset.schemaId) if dataset else None
+        if schema is None or not schema.is_profile:
+            continue
+        try:
+            store.apply(message["body"]["xdmEntity"], dataset.id, entry.received)
+        except (RecordError, KeyError, TypeError):
+            continue
