@@ -28,3 +28,13 @@ def airflow_db() -> Path:
 
     db.initdb()
     return _AIRFLOW_HOME
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Settings are cached per process; a test that changes the environment gets fresh ones."""
+    from cja_audiences.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

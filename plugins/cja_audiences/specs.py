@@ -14,7 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cja_audiences.filters.fields import EVENT_FIELDS, PERSON_FIELDS
+from cja_audiences.filters.rules import NAME, RuleError, parse_rules
 from cja_audiences.guardrails import AudienceGuardrails
+from cja_audiences.schema import IDENTITY_COLUMNS
 
 Frequency = Literal["one_time", "every_4_hours", "daily", "weekly", "monthly"]
 ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
@@ -24,12 +27,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TEMPLATE_NAME = r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*\.sql\.j2$"
+SEGMENT_ID = r"^[A-Za-z0-9_\-.]{1,100}$"
+# SQL a computed field may not contain: it is an expression over one event's columns.
+_FORBIDDEN_SQL = re.compile(
+    r";|--|/\*|\b(select|from|join|attach|detach|copy|install|load|pragma|call|create|insert|"
+    r"update|delete|drop|alter|set|export|import|read_\w+|glob|getenv|query\w*)\b",
+    re.IGNORECASE,
+)
+_IDENTITY_SOURCES = sorted(n for n, t in PERSON_FIELDS.items() if str(t) == "string")
+ParamValue = str | int | float | bool | list[str | int | float | bool]
+
+
 class IdentitySpec(_Strict):
     """Which identity namespace is published, and where each member's value comes from."""
 
     namespace: str = Field("ECID", description="AEP identity namespace code: ECID, Email, CRMID")
     source: str | None = Field(None, description="persons column; default by namespace")
     hash_email: bool = Field(False, description="send Email values as SHA-256 hashes")
+
+    @model_validator(mode="after")
+    def _source(self) -> IdentitySpec:
+        if self.source is None and self.namespace not in IDENTITY_COLUMNS:
+            raise ValueError(
+                f"namespace {self.namespace!r} has no default persons column; use one of "
+                f"{', '.join(IDENTITY_COLUMNS)} or set identity.source to one of "
+                f"{', '.join(_IDENTITY_SOURCES)}"
+            )
+        if self.source is not None and self.source not in _IDENTITY_SOURCES:
+            raise ValueError(
+                f"identity.source {self.source!r} is not a persons column; allowed: "
+                f"{', '.join(_IDENTITY_SOURCES)}"
+            )
+        if self.hash_email and self.namespace != "Email":
+            raise ValueError("hash_email applies only to namespace Email")
+        return self
+
+    @property
+    def column(self) -> str:
+        """The persons column holding this namespace's values."""
+        return self.source or IDENTITY_COLUMNS[self.namespace]
 
 
 class DateRange(_Strict):
@@ -69,13 +106,40 @@ class RefreshSpec(_Strict):
         return self
 
 
+class SegmentRef(_Strict):
+    """A CJA segment definition: a JSON file (relative to the spec's folder, or to
+    include/segments/) or a segment id fetched from the CJA Segments API at compute time."""
+
+    path: str | None = None
+    id: str | None = Field(None, pattern=SEGMENT_ID)
+    mapping: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="data-view mapping overrides: {dimensions: {...}, metrics: {...}}",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SegmentRef:
+        if (self.path is None) == (self.id is None):
+            raise ValueError("give exactly one of segment.path (a JSON file) or segment.id")
+        unknown = set(self.mapping) - {"dimensions", "metrics"}
+        if unknown:
+            raise ValueError(
+                f"unknown mapping keys {sorted(unknown)}; allowed: dimensions, metrics"
+            )
+        return self
+
+
 class FilterSpec(_Strict):
     """Exactly one of: a Jinja template, declarative rules, or a CJA segment definition."""
 
-    template: str | None = Field(None, description="file in include/filters/")
-    params: dict[str, Any] = Field(default_factory=dict)
+    template: str | None = Field(
+        None, pattern=TEMPLATE_NAME, description="file in include/filters/, e.g. x.sql.j2"
+    )
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict, description="values bound as DuckDB parameters; runs may override"
+    )
     rules: dict[str, Any] | None = None
-    segment: dict[str, Any] | None = Field(None, description="{path: FILE} or {id: CJA id}")
+    segment: SegmentRef | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FilterSpec:
@@ -84,6 +148,14 @@ class FilterSpec(_Strict):
             raise ValueError(
                 f"give exactly one of template, rules or segment (got {given or 'none'})"
             )
+        bad = [name for name in self.params if not NAME.match(name)]
+        if bad:
+            raise ValueError(f"params {bad}: names are letters, digits and _ (not first)")
+        if self.rules is not None:
+            try:
+                parse_rules(self.rules)
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     @property
@@ -103,6 +175,22 @@ class AudienceSpec(_Strict):
     guardrails: AudienceGuardrails = Field(default_factory=AudienceGuardrails)
 
     source_path: Path | None = Field(None, exclude=True, description="set by the loader")
+
+    @field_validator("computed_fields")
+    @classmethod
+    def _computed(cls, fields: dict[str, str]) -> dict[str, str]:
+        for name, expr in fields.items():
+            if not NAME.match(name) or name in EVENT_FIELDS or name == "person_id":
+                raise ValueError(
+                    f"computed field {name!r}: use a new name of letters, digits and _ "
+                    "(not an event column)"
+                )
+            if not isinstance(expr, str) or not expr.strip() or _FORBIDDEN_SQL.search(expr):
+                raise ValueError(
+                    f"computed field {name!r}: give one SQL expression over event columns "
+                    "(no statements, subqueries, comments or file access)"
+                )
+        return fields
 
 
 class SpecError(ValueError):
@@ -133,13 +221,15 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(file)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field; remove it or fix its spelling"
         elif err["type"] == "literal_error":
             msg = f"{msg} (got {err.get('input')!r})"
-        elif err["type"] == "string_pattern_mismatch":
+        elif err["type"] == "string_pattern_mismatch" and field == "id":
             msg = "use lower-case letters, digits and _ (2-63 chars, starting with a letter)"
+        elif err["type"] == "string_pattern_mismatch" and field == "filter.template":
+            msg = "a file name in include/filters/ ending in .sql.j2 (no '..')"
         lines.append(f"field {field}: {msg}")
     return "; ".join(lines)
 

@@ -1,0 +1,46 @@
+"""`make airflow`: `airflow standalone` with this repo's DAGs and plugins, beside the emulator.
+
+Connections point at the emulator through AIRFLOW_CONN_* (JSON form). Ctrl-C stops
+everything this started: standalone runs in its own process group, killed as a group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from dev.local import AIRFLOW_BIN, LOCAL, airflow_env, prepare_airflow, running_emulator
+
+
+def main() -> int:
+    airflow_home = LOCAL / "airflow"
+    with running_emulator(LOCAL / "emulator", LOCAL / "home") as emulator:
+        env = airflow_env(airflow_home, LOCAL / "home", emulator)
+        env.setdefault("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "20")
+        prepare_airflow(env)
+        print(f"emulator: {emulator.url}")
+        print("Airflow UI: http://localhost:8080  (user admin; the password is printed below on")
+        print(
+            f"first start and kept in {airflow_home}/simple_auth_manager_passwords.json.generated)"
+        )
+        print("Ctrl-C stops Airflow and the emulator.")
+        standalone = subprocess.Popen(
+            [str(AIRFLOW_BIN), "standalone"], env=env, start_new_session=True
+        )
+        try:
+            return standalone.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if standalone.poll() is None:
+                os.killpg(standalone.pid, signal.SIGTERM)
+                try:
+                    standalone.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(standalone.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Compute an audience: its filter compiled to DuckDB SQL, run in process over the lake.
+
+Each call opens a fresh in-memory DuckDB connection over the window's event partitions
+(only the dates of the lookback window or the one-time range are read) and the persons
+table. Members are the persons the filter selects that have a value in the spec's identity
+namespace; the rest are counted, not published.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cja_audiences.filters.compiler import CompiledQuery, CompileError, QueryBuilder
+from cja_audiences.filters.fields import quote
+from cja_audiences.filters.rules import parse_rules
+from cja_audiences.filters.segment import (
+    DataViewMapping,
+    SegmentError,
+    fetch_definition,
+    parse_segment,
+    read_definition,
+)
+from cja_audiences.lake import Lake, update_run_record, write_parquet
+from cja_audiences.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
+from cja_audiences.settings import Settings
+from cja_audiences.specs import AudienceSpec
+
+SAMPLE_SIZE = 20
+MEMBERS_FILE = "members.parquet"
+
+
+class AudienceError(ValueError):
+    """An audience that cannot be computed as specified; names the spec and the cause."""
+
+
+@dataclass(frozen=True)
+class Window:
+    start: date
+    end: date  # inclusive
+
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """[start, end) as UTC timestamps, for filters that look at time within the window."""
+        start = datetime.combine(self.start, datetime.min.time(), tzinfo=UTC)
+        end = datetime.combine(self.end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        return start, end
+
+    def as_dict(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+def audience_window(spec: AudienceSpec, as_of: date, lookback_days: int | None = None) -> Window:
+    """The one-time date range, or ``lookback_days`` days ending with ``as_of``."""
+    if spec.refresh.frequency == "one_time" and lookback_days is None:
+        assert spec.refresh.date_range is not None
+        return Window(spec.refresh.date_range.start, spec.refresh.date_range.end)
+    days = lookback_days or spec.refresh.lookback_days
+    if days is None or not 1 <= days <= 90:
+        raise AudienceError(f"{spec.id}: lookback_days must be 1-90 (got {days})")
+    return Window(as_of - timedelta(days=days - 1), as_of)
+
+
+def filter_params(spec: AudienceSpec, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec's filter params with a run's overrides; a run cannot invent new params."""
+    params = dict(spec.filter.params)
+    for name, value in (overrides or {}).items():
+        if name not in params:
+            raise AudienceError(
+                f"{spec.id}: run param {name!r} is not a filter param of this audience; "
+                f"allowed: {', '.join(sorted(params)) or 'none'}"
+            )
+        if not _is_param_value(value):
+            raise AudienceError(f"{spec.id}: run param {name!r} must be a literal or a list")
+        params[name] = value
+    return params
+
+
+def _is_param_value(value: Any) -> bool:
+    scalar = (str, int, float, bool)
+    return isinstance(value, scalar) or (
+        isinstance(value, list) and all(isinstance(v, scalar) for v in value)
+    )
+
+
+def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]:
+    """The CJA definition of a segment filter: from its JSON file or the CJA API."""
+    ref = spec.filter.segment
+    assert ref is not None
+    if ref.id is not None:
+        from cja_audiences.adobe_auth import AdobeConfig
+
+        try:
+            config = AdobeConfig.from_env(settings.cja_conn_id)
+        except LookupError as exc:
+            raise AudienceError(
+                f"{spec.id}: filter.segment.id needs the CJA connection: {exc}"
+            ) from None
+        return fetch_definition(config, ref.id)
+    assert ref.path is not None
+    candidates = [Path(ref.path)]
+    if spec.source_path is not None:
+        candidates.append(spec.source_path.parent / ref.path)
+    candidates.append(settings.audiences_dir.parent / "segments" / ref.path)
+    for path in candidates:
+        if path.is_file():
+            return read_definition(path)
+    raise AudienceError(
+        f"{spec.id}: segment file {ref.path!r} not found (looked in "
+        f"{', '.join(str(p.parent) for p in candidates[1:])})"
+    )
+
+
+class RenderedAudience(NamedTuple):
+    """The members query exactly as compute runs it, and its bound parameters."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def render_audience(
+    spec: AudienceSpec,
+    *,
+    settings: Settings,
+    as_of: date | None = None,
+    lookback_days: int | None = None,
+    params: dict[str, Any] | None = None,
+    definition: dict[str, Any] | None = None,
+) -> RenderedAudience:
+    """The SQL and bound parameters compute runs for ``spec``. The window (``as_of``,
+    ``lookback_days``) selects which partitions are read, so it does not change the text;
+    it is accepted so callers can render exactly what a run would."""
+    window = audience_window(spec, as_of, lookback_days) if as_of is not None else None
+    query = compile_audience(
+        spec, settings=settings, params=params, definition=definition, window=window
+    )
+    return RenderedAudience(_members_sql(query, spec), query.params)
+
+
+def compile_audience(
+    spec: AudienceSpec,
+    *,
+    settings: Settings,
+    params: dict[str, Any] | None = None,
+    definition: dict[str, Any] | None = None,
+    window: Window | None = None,
+) -> CompiledQuery:
+    """The audience's filter as SQL selecting candidate person ids, with bound parameters."""
+    builder = QueryBuilder(
+        params=filter_params(spec, params),
+        computed_fields=spec.computed_fields,
+        filters_dir=settings.filters_dir,
+        window=window.bounds() if window else None,
+    )
+    f = spec.filter
+    try:
+        if f.template is not None:
+            body = builder.template(f.template)
+        else:
+            if f.rules is not None:
+                tree = parse_rules(f.rules)
+            else:
+                assert f.segment is not None
+                definition = definition or segment_definition(spec, settings)
+                tree = parse_segment(definition, DataViewMapping(f.segment.mapping))
+            body = f"SELECT person_id FROM {builder.tree(tree)}"
+        return builder.build(body)
+    except (CompileError, SegmentError) as exc:
+        raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
+
+
+@dataclass
+class Evaluation:
+    members: pa.Table
+    stats: dict[str, Any]
+
+
+def evaluate_audience(
+    spec: AudienceSpec,
+    *,
+    settings: Settings,
+    as_of: date,
+    lookback_days: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> Evaluation:
+    """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation."""
+    started = time.perf_counter()
+    window = audience_window(spec, as_of, lookback_days)
+    rendered = render_audience(
+        spec, settings=settings, as_of=as_of, lookback_days=lookback_days, params=params
+    )
+    lake = Lake(settings.home)
+    con = duckdb.connect()
+    try:
+        _register(con, "raw_events", _event_files(lake, window), EVENT_SCHEMA)
+        _register(con, "raw_persons", sorted(lake.persons.glob("*.parquet")), PERSON_SCHEMA)
+        table = con.sql(rendered.sql, params=rendered.params).to_arrow_table()
+        has_identity = pc.fill_null(pc.not_equal(table["identity"], ""), False)
+        members = pa.table(
+            {
+                "person_id": table["person_id"].filter(has_identity),
+                "namespace": pa.array(
+                    [spec.identity.namespace] * int(pc.sum(has_identity).as_py() or 0),
+                    pa.string(),
+                ),
+                "identity": table["identity"].filter(has_identity),
+            },
+            schema=MEMBER_SCHEMA,
+        )
+        stats = _stats(con, members, table.num_rows - members.num_rows)
+    finally:
+        con.close()
+    stats.update(
+        size=members.num_rows,
+        size_by_namespace={spec.identity.namespace: members.num_rows},
+        window=window.as_dict(),
+        filter=spec.filter.kind,
+        sql=rendered.sql,
+        params=_jsonable(rendered.params),
+        elapsed_s=round(time.perf_counter() - started, 3),
+    )
+    return Evaluation(members, stats)
+
+
+def compute_audience(
+    spec: AudienceSpec,
+    *,
+    settings: Settings,
+    run_dir: Path,
+    as_of: date,
+    lookback_days: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``run_dir/members.parquet`` atomically; record and return the stats."""
+    started = time.perf_counter()
+    result = evaluate_audience(
+        spec, settings=settings, as_of=as_of, lookback_days=lookback_days, params=params
+    )
+    path = write_parquet(result.members, Path(run_dir) / MEMBERS_FILE)
+    stats = {
+        **result.stats,
+        "members_path": str(path),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    update_run_record(Path(run_dir), compute=stats)
+    return stats
+
+
+def _event_files(lake: Lake, window: Window) -> list[Path]:
+    """Parquet files of the window's partitions only (hive partition pruning by path)."""
+    files: list[Path] = []
+    for day in window.days():
+        files.extend(sorted(lake.event_partition(day.isoformat()).glob("*.parquet")))
+    return files
+
+
+def _register(
+    con: duckdb.DuckDBPyConnection, name: str, files: list[Path], schema: pa.Schema
+) -> None:
+    if files:
+        relation = con.read_parquet([str(f) for f in files], union_by_name=True)
+    else:
+        relation = con.from_arrow(schema.empty_table())
+    relation.create_view(name)
+
+
+def _members_sql(query: CompiledQuery, spec: AudienceSpec) -> str:
+    column = f"pr.{quote(spec.identity.column)}"
+    identity = f"sha256(lower(trim({column})))" if spec.identity.hash_email else column
+    return (
+        f"SELECT c.person_id, {identity} AS identity\n"
+        f"FROM (\n{query.sql}\n) AS c LEFT JOIN raw_persons AS pr USING (person_id)\n"
+        "ORDER BY c.person_id"
+    )
+
+
+def _stats(con: duckdb.DuckDBPyConnection, members: pa.Table, missing: int) -> dict[str, Any]:
+    """Preview figures: what share of the window's persons and revenue the members hold."""
+    member_ids = members.select(["person_id"])
+    con.register("member_ids", member_ids)
+    row = con.execute(
+        """
+        SELECT count(*), count(DISTINCT e.person_id), coalesce(sum(e.revenue), 0),
+               count(m.person_id), coalesce(sum(e.revenue) FILTER (WHERE m.person_id IS NOT NULL), 0)
+          FROM raw_events AS e LEFT JOIN member_ids AS m USING (person_id)
+        """
+    ).fetchone()
+    rows, persons, revenue, member_events, member_revenue = row or (0, 0, 0, 0, 0)
+    sample = [
+        r[0]
+        for r in con.execute(
+            "SELECT person_id FROM member_ids ORDER BY hash(person_id), person_id LIMIT $n",
+            {"n": SAMPLE_SIZE},
+        ).fetchall()
+    ]
+    return {
+        "rows_scanned": rows,
+        "sample_ids": sample,
+        "preview_metrics": {
+            "persons_in_window": persons,
+            "member_share_of_persons": round(members.num_rows / persons, 4) if persons else 0.0,
+            "missing_identity": missing,
+            "member_events": member_events,
+            "member_revenue": round(float(member_revenue), 2),
+            "total_revenue": round(float(revenue), 2),
+            "member_revenue_share": round(float(member_revenue) / float(revenue), 4)
+            if revenue
+            else 0.0,
+        },
+    }
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, str | int | float | bool | list) else str(v)
+        for k, v in params.items()
+    }

@@ -1,0 +1,197 @@
+"""Membership diff: who enters and who exits an audience between two runs (DESIGN §3, issue 6).
+
+A member is the triple (person_id, namespace, identity), so a person whose published identity
+changed exits with the old value and enters with the new one. The diff is exact (full keys,
+no hashes standing in for them) and bounded in memory at any audience size: both member
+files are sorted by person_id, so their row-group statistics split the key space into ranges
+of a few million rows, and each range is diffed with one full outer join. A range never holds
+more than its share of rows, so the hash table stays small and nothing spills to disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from cja_audiences.lake import atomic_path, update_run_record
+from cja_audiences.schema import MEMBER_SCHEMA
+
+MEMBERS = "members.parquet"
+ENTERED = "entered.parquet"
+EXITED = "exited.parquet"
+
+# Rows (both sides together) per key range: ~2.5M keeps a range's hash table near 250 MB.
+RANGE_ROWS = 5_000_000
+# DuckDB spills instead of failing if a range is larger than expected (one huge person).
+MEMORY_LIMIT = "1GB"
+THREADS = 2
+
+_KEY = "person_id, namespace, identity"
+
+
+def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]:
+    """Write entered/exited.parquet (MEMBER_SCHEMA, sorted by person_id) and record the counts.
+
+    ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
+    the audience was never published, so every member enters.
+    """
+    started = time.perf_counter()
+    members = run_dir / MEMBERS
+    size = _rows(members)
+    if previous_run_dir is None:
+        _first_run(members, run_dir)
+        entered, exited, previous_size = size, 0, 0
+    else:
+        previous = previous_run_dir / MEMBERS
+        previous_size = _rows(previous)
+        entered, exited = _diff_files(members, previous, run_dir)
+    record = {
+        "entered": entered,
+        "exited": exited,
+        "unchanged": size - entered,
+        "size": size,
+        "previous_size": previous_size,
+        "previous_run_id": previous_run_dir.name if previous_run_dir else None,
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    update_run_record(run_dir, diff=record)
+    return record
+
+
+def _rows(path: Path) -> int:
+    """Row count from the Parquet footer: no data is read."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def _first_run(members: Path, run_dir: Path) -> None:
+    """Everybody enters; an empty exited file keeps publish's reading uniform."""
+    with atomic_path(run_dir / ENTERED) as tmp:
+        shutil.copyfile(members, tmp)
+    with atomic_path(run_dir / EXITED) as tmp:
+        pq.write_table(MEMBER_SCHEMA.empty_table(), tmp)
+
+
+def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(
+        config={
+            "threads": THREADS,
+            "memory_limit": MEMORY_LIMIT,
+            "preserve_insertion_order": False,
+            "temp_directory": str(spill_dir),
+        }
+    )
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _diff_files(current: Path, previous: Path, run_dir: Path) -> tuple[int, int]:
+    with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
+        con = _connect(Path(spill))
+        try:
+            con.execute(
+                "CREATE TEMP TABLE changes (person_id VARCHAR NOT NULL, namespace VARCHAR NOT "
+                "NULL, identity VARCHAR NOT NULL, entered BOOLEAN NOT NULL)"
+            )
+            for low, high in key_ranges([current, previous], RANGE_ROWS):
+                _diff_range(con, current, previous, low, high)
+            entered = _copy_side(con, True, run_dir / ENTERED)
+            exited = _copy_side(con, False, run_dir / EXITED)
+        finally:
+            con.close()
+    return entered, exited
+
+
+def _diff_range(
+    con: duckdb.DuckDBPyConnection,
+    current: Path,
+    previous: Path,
+    low: str | None,
+    high: str | None,
+) -> None:
+    """One full outer join over person_id in (low, high]: unmatched rows are the changes."""
+    where, bounds = _range_filter(low, high)
+    con.execute(
+        f"""
+        INSERT INTO changes
+        SELECT coalesce(c.person_id, p.person_id), coalesce(c.namespace, p.namespace),
+               coalesce(c.identity, p.identity), c.person_id IS NOT NULL
+        FROM (SELECT {_KEY} FROM read_parquet($current) WHERE {where}) AS c
+        FULL OUTER JOIN (SELECT {_KEY} FROM read_parquet($previous) WHERE {where}) AS p
+          ON c.person_id = p.person_id AND c.namespace = p.namespace
+         AND c.identity = p.identity
+        WHERE c.person_id IS NULL OR p.person_id IS NULL
+        """,
+        {"current": str(current), "previous": str(previous), **bounds},
+    )
+
+
+def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str]]:
+    terms, bounds = [], {}
+    if low is not None:
+        terms.append("person_id > $low")
+        bounds["low"] = low
+    if high is not None:
+        # NULL keys break the member schema: keep them in a range so the insert fails loudly
+        terms.append("(person_id <= $high" + (" OR person_id IS NULL)" if low is None else ")"))
+        bounds["high"] = high
+    return " AND ".join(terms) or "true", bounds
+
+
+def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int:
+    with atomic_path(path) as tmp:
+        con.execute(
+            f"COPY (SELECT {_KEY} FROM changes WHERE entered = $entered ORDER BY {_KEY}) "
+            "TO $path (FORMAT parquet, COMPRESSION zstd)",
+            {"entered": entered, "path": str(tmp)},
+        )
+    return _rows(path)
+
+
+def key_ranges(paths: list[Path], range_rows: int) -> list[tuple[str | None, str | None]]:
+    """Split person_id into (low, high] ranges of about ``range_rows`` rows over all ``paths``.
+
+    Uses only the Parquet footers (row-group min/max), never the data. When a file is not
+    sorted by person_id its row groups overlap and a range filter would rescan every row
+    group, so the whole key space becomes one range (still exact; DuckDB may spill).
+    """
+    groups: list[tuple[str, int]] = []
+    for path in paths:
+        file_groups = _row_group_bounds(path)
+        if file_groups is None:
+            return [(None, None)]
+        groups.extend((high, rows) for _low, high, rows in file_groups)
+    groups.sort()
+    cuts: list[str] = []
+    rows_in_range = 0
+    for high, rows in groups:
+        rows_in_range += rows
+        if rows_in_range >= range_rows and (not cuts or high > cuts[-1]):
+            cuts.append(high)
+            rows_in_range = 0
+    edges: list[str | None] = [None, *cuts, None]
+    return list(pairwise(edges))
+
+
+def _row_group_bounds(path: Path) -> list[tuple[str, str, int]] | None:
+    """(min, max, rows) of person_id per row group, or None when unsorted or without stats."""
+    metadata = pq.ParquetFile(path).metadata
+    column = metadata.schema.names.index("person_id")
+    bounds = []
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        if group.num_rows == 0:
+            continue
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        if bounds and stats.min < bounds[-1][1]:
+            return None
+        bounds.append((stats.min, stats.max, group.num_rows))
+    return bounds

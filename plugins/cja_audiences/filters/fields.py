@@ -1,0 +1,67 @@
+"""Which names a filter may use as columns: the only way an identifier reaches SQL.
+
+Event fields are the lake's EVENT_SCHEMA columns, the spec's computed fields and
+``dimensions.<key>`` (a key of the events' ``dimensions`` map, bound as a value). Person
+attributes are PERSON_SCHEMA columns and ``attributes.<key>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from cja_audiences.schema import EVENT_SCHEMA, PERSON_SCHEMA
+
+# Columns every compiled query reads regardless of the filter.
+KEY_COLUMNS = ("person_id", "timestamp", "event_id")
+EVENT_FIELDS = {
+    f.name: f.type for f in EVENT_SCHEMA if not pa.types.is_map(f.type) and f.name != "person_id"
+}
+LIST_FIELDS = {name for name, t in EVENT_FIELDS.items() if pa.types.is_list(t)}
+NUMERIC_FIELDS = {
+    name for name, t in EVENT_FIELDS.items() if pa.types.is_integer(t) or pa.types.is_floating(t)
+}
+PERSON_FIELDS = {
+    f.name: f.type for f in PERSON_SCHEMA if not pa.types.is_map(f.type) and f.name != "person_id"
+}
+MAP_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+
+
+class FieldError(ValueError):
+    """A name that is not a known column; the message lists what is allowed."""
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """A resolved field: the lake column it reads and, for map lookups, the key."""
+
+    column: str
+    key: str | None = None
+    is_list: bool = False
+
+
+def quote(name: str) -> str:
+    """Quote an identifier that already passed the whitelist."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def event_field(name: str, computed: tuple[str, ...] = ()) -> FieldRef:
+    if name in EVENT_FIELDS:
+        return FieldRef(name, is_list=name in LIST_FIELDS)
+    if name in computed:
+        return FieldRef(name)
+    if name.startswith("dimensions.") and MAP_KEY.match(name.removeprefix("dimensions.")):
+        return FieldRef("dimensions", key=name.removeprefix("dimensions."))
+    allowed = sorted(EVENT_FIELDS) + sorted(computed) + ["dimensions.<key>"]
+    raise FieldError(f"unknown event field {name!r}; allowed: {', '.join(allowed)}")
+
+
+def person_field(name: str) -> FieldRef:
+    if name in PERSON_FIELDS:
+        return FieldRef(name)
+    if name.startswith("attributes.") and MAP_KEY.match(name.removeprefix("attributes.")):
+        return FieldRef("attributes", key=name.removeprefix("attributes."))
+    allowed = sorted(PERSON_FIELDS) + ["attributes.<key>"]
+    raise FieldError(f"unknown person attribute {name!r}; allowed: {', '.join(allowed)}")

@@ -1,0 +1,143 @@
+"""One audience refresh, stage by stage: gate, compute, diff, guardrails, publish, commit.
+
+Each method is one Airflow task (and one step of the demo and CLI). Stages talk only
+through the run folder, so any stage can be retried alone and XCom carries summaries only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from cja_audiences import compute, diff, guardrails, snapshots
+from cja_audiences.lake import Lake, read_run_record, update_run_record
+from cja_audiences.settings import Settings
+from cja_audiences.specs import AudienceSpec
+
+
+class GuardrailBlocked(RuntimeError):
+    """Guardrails refused the run; nothing was sent and the snapshot did not move."""
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    """What one run was asked to do (from a schedule, an event, the UI form or the CLI)."""
+
+    run_id: str
+    as_of: date
+    lookback_days: int | None = None
+    force: bool = False
+    dry_run: bool = False
+    full_republish: bool = False
+    filter_params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(
+        cls, run_id: str, params: dict[str, Any], default_as_of: date
+    ) -> RefreshRequest:
+        """From a DAG run's params; ``as_of`` defaults to the last complete day."""
+        as_of = params.get("as_of")
+        lookback = params.get("lookback_days")
+        if lookback is not None and not 1 <= int(lookback) <= 90:
+            raise ValueError(f"param lookback_days={lookback}: use a whole number from 1 to 90")
+        return cls(
+            run_id=run_id,
+            as_of=date.fromisoformat(as_of) if as_of else default_as_of,
+            lookback_days=int(lookback) if lookback is not None else None,
+            force=bool(params.get("force")),
+            dry_run=bool(params.get("dry_run")),
+            full_republish=bool(params.get("full_republish")),
+            filter_params=dict(params.get("filter_params") or {}),
+        )
+
+
+class AudienceRefresh:
+    """The stages of one run of one audience, over its run folder in the lake."""
+
+    def __init__(self, spec: AudienceSpec, settings: Settings, request: RefreshRequest) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.request = request
+        lake = Lake(settings.home)
+        self.audience_dir = lake.audience_dir(spec.id)
+        self.run_dir = lake.run_dir(spec.id, request.run_id)
+
+    @property
+    def previous_run_dir(self) -> Path | None:
+        """The committed run this one diffs against (None before the first publish)."""
+        return snapshots.current_run_dir(self.audience_dir)
+
+    def gate(self, now: datetime | None = None) -> dict[str, Any]:
+        """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses)."""
+        now = now or datetime.now(UTC)
+        last = snapshots.last_committed_at(self.audience_dir)
+        due, reason, next_allowed = guardrails.refresh_due(self.spec, last, now, self.request.force)
+        verdict = {"due": due, "reason": reason, "next_allowed": next_allowed}
+        update_run_record(
+            self.run_dir,
+            audience_id=self.spec.id,
+            run_id=self.request.run_id,
+            request=_jsonable(self.request),
+            gate=verdict,
+        )
+        return verdict
+
+    def compute(self) -> dict[str, Any]:
+        return compute.compute_audience(
+            self.spec,
+            settings=self.settings,
+            run_dir=self.run_dir,
+            as_of=self.request.as_of,
+            lookback_days=self.request.lookback_days,
+            params=self.request.filter_params or None,
+        )
+
+    def diff(self) -> dict[str, Any]:
+        return diff.diff_members(self.run_dir, self.previous_run_dir)
+
+    def check(self) -> dict[str, Any]:
+        """Data-level guardrails; a block raises with every violation in one message."""
+        report = guardrails.check_run(self.spec, self.settings, self.run_dir, self.previous_run_dir)
+        if report.blocked:
+            update_run_record(self.run_dir, status="blocked")
+            raise GuardrailBlocked(report.message)
+        return report.as_dict()
+
+    def commit(self) -> dict[str, Any]:
+        """Move current.json to this run; dry runs never move it."""
+        if self.request.dry_run:
+            update_run_record(self.run_dir, status="dry_run")
+            return {"committed": False, "reason": "dry run: nothing sent, snapshot unchanged"}
+        result = snapshots.commit(self.audience_dir, self.run_dir)
+        update_run_record(self.run_dir, status="committed")
+        return {"committed": True, **result}
+
+    def summary(self) -> str:
+        return summarize(read_run_record(self.run_dir), self.run_dir)
+
+
+def summarize(record: dict[str, Any], run_dir: Path) -> str:
+    """A few lines a person can read in a task log: computed, checked, sent, where."""
+    comp = record.get("compute", {})
+    dif = record.get("diff", {})
+    checks = record.get("guardrails", {})
+    warnings = sum(c.get("verdict") == "warn" for c in checks.get("checks", []))
+    pub = record.get("publish", {})
+    lines = [
+        f"audience {record.get('audience_id')} run {record.get('run_id')}: "
+        f"status {record.get('status', 'in progress')}",
+        f"  computed: {comp.get('size', '?')} members, window {comp.get('window', {})}",
+        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited "
+        f"(previous size {dif.get('previous_size', 0)})",
+        f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
+        f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
+        f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s",
+        f"  run folder: {run_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def _jsonable(request: RefreshRequest) -> dict[str, Any]:
+    return {**request.__dict__, "as_of": request.as_of.isoformat()}

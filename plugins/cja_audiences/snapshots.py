@@ -1,0 +1,321 @@
+"""Versioned audience snapshots: every run is kept, ``current.json`` names the published one.
+
+Layout (DESIGN §3): ``audiences/<id>/runs/<run_id>/`` holds members / entered / exited
+Parquet and run.json; ``audiences/<id>/current.json`` = {"run_id", "committed_at", "size"}
+of the last run whose publish fully succeeded. Only ``commit`` moves it, and it refuses a run
+that was blocked, failed, dry or diffed against another base, so AEP and current.json never
+disagree. Rollback is a new run whose members are an old run's: it publishes the diff from
+the current state and commits like any run, so history only grows.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
+from cja_audiences.lake import (
+    atomic_path,
+    read_json,
+    read_run_record,
+    update_run_record,
+    write_json,
+)
+
+CURRENT = "current.json"
+RUNS = "runs"
+ROLLBACK_MARKER = "rollback.json"  # a rollback in progress: its target and new run are kept
+LOCK = ".lock"
+SAMPLE_SIZE = 5
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot operation that must not happen; the message says why and what to do."""
+
+
+@contextmanager
+def _locked(audience_dir: Path) -> Iterator[None]:
+    """One writer of current.json and of the runs folder at a time (commit, rollback, prune)."""
+    audience_dir.mkdir(parents=True, exist_ok=True)
+    with (audience_dir / LOCK).open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def current_run(audience_dir: Path) -> dict[str, Any] | None:
+    """{"run_id", "committed_at", "size"} of the last committed run, None before the first."""
+    return read_json(audience_dir / CURRENT)
+
+
+def current_run_dir(audience_dir: Path) -> Path | None:
+    """The committed run's folder: the ``previous_run_dir`` of the next diff."""
+    current = current_run(audience_dir)
+    return audience_dir / RUNS / current["run_id"] if current else None
+
+
+def last_committed_at(audience_dir: Path) -> datetime | None:
+    """For ``guardrails.refresh_due``."""
+    current = current_run(audience_dir)
+    return datetime.fromisoformat(current["committed_at"]) if current else None
+
+
+def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """Make ``run_dir`` the current run; call only after its publish fully succeeded.
+
+    Refuses (SnapshotError, current.json untouched) a run that was blocked by guardrails, not
+    published, dry, partly dead-lettered, or diffed against another run than the current
+    one (another run committed in between: its entered/exited were never sent).
+    """
+    with _locked(audience_dir):
+        record = read_run_record(run_dir)
+        _check_committable(audience_dir, run_dir, record)
+        current = current_run(audience_dir)
+        pointer = {
+            "run_id": run_dir.name,
+            "committed_at": datetime.now(UTC).isoformat(),
+            "size": record["diff"]["size"],
+        }
+        update_run_record(
+            run_dir,
+            commit={**pointer, "previous_run_id": current["run_id"] if current else None},
+        )
+        write_json(pointer, audience_dir / CURRENT)
+    return pointer
+
+
+def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]) -> None:
+    name = run_dir.name
+    if run_dir.resolve().parent != (audience_dir / RUNS).resolve():
+        raise SnapshotError(f"{run_dir} is not a run of {audience_dir}")
+    if not (run_dir / MEMBERS).exists() or "diff" not in record:
+        raise SnapshotError(f"run {name} has no members or diff; compute and diff it first")
+    if record.get("guardrails", {}).get("blocked"):
+        raise SnapshotError(f"run {name} was blocked by guardrails; it cannot become current")
+    if "dry_run" in record:
+        raise SnapshotError(f"run {name} is a dry run; publish a real run to commit")
+    publish = record.get("publish")
+    if not publish:
+        raise SnapshotError(f"run {name} was not published; commit only after publish")
+    if not publish_succeeded(publish):
+        raise SnapshotError(
+            f"run {name}'s publish did not fully succeed (status={publish.get('status')}, "
+            f"dead_lettered={publish.get('dead_lettered', 0)}); resume the publish first"
+        )
+    current = current_run(audience_dir)
+    base = record["diff"].get("previous_run_id")
+    if base != (current["run_id"] if current else None):
+        raise SnapshotError(
+            f"run {name} was diffed against {base or 'nothing (first run)'} but the current "
+            f"run is {current['run_id'] if current else 'none'}; diff it again and republish"
+        )
+
+
+def publish_succeeded(publish: dict[str, Any]) -> bool:
+    """``aep.publish_run`` says "ok" only when every chunk was acknowledged and dead letters
+    stayed under its threshold; a publisher without a status must have no dead letters."""
+    if "status" in publish:
+        return publish["status"] == "ok" and publish.get("chunks", {}).get("complete", True)
+    return not publish.get("dead_lettered")
+
+
+def _runs_dir(audience_dir: Path) -> Path:
+    return audience_dir / RUNS
+
+
+def _created(run_dir: Path) -> float:
+    """A run is as old as its members snapshot (written once, never rewritten)."""
+    members = run_dir / MEMBERS
+    return (members if members.exists() else run_dir).stat().st_mtime
+
+
+def _run_dirs(audience_dir: Path) -> list[Path]:
+    """Oldest first."""
+    runs = _runs_dir(audience_dir)
+    if not runs.is_dir():
+        return []
+    return sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: (_created(p), p.name))
+
+
+def _status(record: dict[str, Any], is_current: bool) -> str:
+    """current, published, blocked, skipped, dry_run, failed (publish not ok) or pending."""
+    if is_current:
+        return "current"
+    if "commit" in record:
+        return "published"
+    if record.get("guardrails", {}).get("blocked"):
+        return "blocked"
+    if record.get("gate", {}).get("due") is False:
+        return "skipped"
+    if "dry_run" in record or record.get("status") == "dry_run":
+        return "dry_run"
+    if "publish" in record:
+        return "failed"
+    return "pending"
+
+
+def _summary(run_dir: Path, current_id: str | None) -> dict[str, Any]:
+    record = read_run_record(run_dir)
+    diff = record.get("diff", {})
+    return {
+        "run_id": run_dir.name,
+        "created_at": datetime.fromtimestamp(_created(run_dir), UTC).isoformat(timespec="seconds"),
+        "status": _status(record, run_dir.name == current_id),
+        "size": diff.get("size"),
+        "entered": diff.get("entered"),
+        "exited": diff.get("exited"),
+        "rollback_of": record.get("rollback", {}).get("target_run_id"),
+    }
+
+
+def list_runs(audience_dir: Path) -> list[dict[str, Any]]:
+    """One summary per run, oldest first: run_id, created_at, status, size, entered, exited."""
+    current = current_run(audience_dir)
+    current_id = current["run_id"] if current else None
+    return [_summary(d, current_id) for d in _run_dirs(audience_dir)]
+
+
+def _run_dir(audience_dir: Path, run_id: str) -> Path:
+    run_dir = _runs_dir(audience_dir) / run_id
+    if not run_dir.is_dir():
+        known = ", ".join(r.name for r in _run_dirs(audience_dir)[-5:]) or "none"
+        raise SnapshotError(f"no run {run_id!r} in {audience_dir} (latest: {known})")
+    return run_dir
+
+
+def show_run(audience_dir: Path, run_id: str) -> dict[str, Any]:
+    """The run's summary, its full run.json and the row count of each Parquet file."""
+    run_dir = _run_dir(audience_dir, run_id)
+    current = current_run(audience_dir)
+    files = {
+        name: pq.ParquetFile(run_dir / name).metadata.num_rows
+        for name in (MEMBERS, ENTERED, EXITED)
+        if (run_dir / name).exists()
+    }
+    return {
+        **_summary(run_dir, current["run_id"] if current else None),
+        "files": files,
+        "record": read_run_record(run_dir),
+    }
+
+
+def dry_run_report(run_dir: Path, sample: int = SAMPLE_SIZE) -> dict[str, Any]:
+    """What a publish would send (counts and a sample per status), sending and committing
+    nothing; recorded as run.json["dry_run"], which also keeps the run from being committed.
+
+    Samples show person ids and masked identity values: enough to recognise, not to leak.
+    """
+    statuses = {"realized": run_dir / ENTERED, "exited": run_dir / EXITED}
+    report: dict[str, Any] = {"sent": 0, "committed": False}
+    con = duckdb.connect()
+    try:
+        for status, path in statuses.items():
+            rows = con.execute(
+                "SELECT person_id, namespace, identity FROM read_parquet($path) "
+                "ORDER BY person_id LIMIT $n",
+                {"path": str(path), "n": sample},
+            ).fetchall()
+            report[status] = {
+                "count": pq.ParquetFile(path).metadata.num_rows,
+                "sample": [
+                    {"person_id": p, "namespace": ns, "identity": mask(i)} for p, ns, i in rows
+                ],
+            }
+    finally:
+        con.close()
+    update_run_record(run_dir, dry_run=report)
+    return report
+
+
+def mask(value: str) -> str:
+    """Keep three leading characters and the length: recognisable, not reusable."""
+    return f"{value[:3]}...({len(value)})"
+
+
+def rollback(
+    audience_dir: Path,
+    target_run_id: str,
+    new_run_dir: Path,
+    publish: Callable[[Path], dict[str, Any]],
+    *,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Make a new run with the members of ``target_run_id``, publish its diff, commit it.
+
+    The publisher is injected (``publish(new_run_dir) -> publish record``) so snapshots stay
+    independent of AEP. Only a run that was once committed can be a target: a blocked or
+    failed run was never a valid published state. ``dry_run`` stops after the diff with a
+    ``dry_run_report``. If publish raises, current.json stays where it was; re-running the
+    rollback with a new run dir is safe.
+    """
+    target = _run_dir(audience_dir, target_run_id)
+    target_record = read_run_record(target)
+    current = current_run(audience_dir)
+    if current is None:
+        raise SnapshotError(f"{audience_dir.name} was never published; nothing to roll back")
+    if target_run_id == current["run_id"]:
+        raise SnapshotError(f"run {target_run_id} is already current; nothing to roll back")
+    if "commit" not in target_record:
+        raise SnapshotError(
+            f"run {target_run_id} was never published ({_status(target_record, False)}); "
+            "roll back only to a run that was current once (see `runs list`)"
+        )
+    if new_run_dir.resolve().parent != _runs_dir(audience_dir).resolve() or new_run_dir.exists():
+        raise SnapshotError(f"{new_run_dir} must be a new folder under {_runs_dir(audience_dir)}")
+    marker = audience_dir / ROLLBACK_MARKER
+    with _locked(audience_dir):
+        if marker.exists():
+            raise SnapshotError(f"a rollback is already in progress ({read_json(marker)})")
+        write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
+    try:
+        new_run_dir.mkdir(parents=True)
+        with atomic_path(new_run_dir / MEMBERS) as tmp:
+            shutil.copyfile(target / MEMBERS, tmp)
+        update_run_record(
+            new_run_dir,
+            rollback={"target_run_id": target_run_id, "from_run_id": current["run_id"]},
+        )
+        diff = diff_members(new_run_dir, _runs_dir(audience_dir) / current["run_id"])
+        result: dict[str, Any] = {
+            "run_id": new_run_dir.name,
+            "target_run_id": target_run_id,
+            "from_run_id": current["run_id"],
+            "diff": diff,
+        }
+        if dry_run:
+            return {**result, "dry_run": dry_run_report(new_run_dir)}
+        record = publish(new_run_dir)
+        update_run_record(new_run_dir, publish=record)
+        return {**result, "publish": record, "current": commit(audience_dir, new_run_dir)}
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def prune(audience_dir: Path, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest runs; returns the deleted run ids, oldest first.
+
+    Never deletes the current run, nor the target or new run of a rollback in progress.
+    """
+    if keep < 1:
+        raise SnapshotError(f"keep must be at least 1 (got {keep})")
+    with _locked(audience_dir):
+        current = current_run(audience_dir)
+        protected = {current["run_id"]} if current else set()
+        in_progress = read_json(audience_dir / ROLLBACK_MARKER)
+        if in_progress:
+            protected |= {in_progress["target_run_id"], in_progress["run_id"]}
+        runs = _run_dirs(audience_dir)
+        doomed = [r for r in runs[: max(len(runs) - keep, 0)] if r.name not in protected]
+        for run_dir in doomed:
+            shutil.rmtree(run_dir)
+    return [r.name for r in doomed]

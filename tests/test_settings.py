@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from cja_audiences.settings import PROJECT_ROOT, settings_from_env
+
+
+def test_defaults_point_at_the_repo_include_folders():
+    settings = settings_from_env({})
+    assert settings.audiences_dir == PROJECT_ROOT / "include" / "audiences"
+    assert settings.filters_dir == PROJECT_ROOT / "include" / "filters"
+    assert settings.aep_conn_id == "aep_default"
+    assert settings.max_refreshing_audiences == 150
+
+
+def test_environment_overrides(tmp_path):
+    settings = settings_from_env(
+        {
+            "CJA_AUDIENCES_HOME": str(tmp_path),
+            "CJA_AUDIENCES_MAX_REFRESHING": "75",
+            "CJA_AUDIENCES_AEP_CONN_ID": "aep_prod",
+        }
+    )
+    assert settings.home == Path(tmp_path)
+    assert settings.max_refreshing_audiences == 75
+    assert settings.aep_conn_id == "aep_prod"
+
+
+def test_a_hard_limit_cannot_be_loosened_from_the_environment():
+    with pytest.raises(ValidationError, match="max_refreshing_audiences"):
+        settings_from_env({"CJA_AUDIENCES_MAX_REFRESHING": "500"})
