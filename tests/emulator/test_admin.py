@@ -27,7 +27,7 @@ def members(client):
 
 
 def test_membership_json(members):
-    body = members._admin("GET", "/membership/aud-1")
+    body = members.admin("GET", "/membership/aud-1")
     assert (body["count"], body["by_status"]) == (3, {"realized": 2, "exited": 1})
     assert body["members"][2] == {
         "namespace": "CRMID",
@@ -35,9 +35,9 @@ def test_membership_json(members):
         "status": "realized",
         "last_qualification_time": "2026-11-01T10:00:00Z",
     }
-    only_exited = members._admin("GET", "/membership/aud-1", params={"status": "exited"})
+    only_exited = members.admin("GET", "/membership/aud-1", params={"status": "exited"})
     assert [m["identity"] for m in only_exited["members"]] == ["e2"]
-    counted = members._admin("GET", "/membership/aud-1", params={"count_only": "true"})
+    counted = members.admin("GET", "/membership/aud-1", params={"count_only": "true"})
     assert counted["count"] == 3 and "members" not in counted
 
 
@@ -75,7 +75,7 @@ def test_reset_forgets_everything(members):
 
 
 def test_config_exposes_ids_for_tests(emu):
-    body = emu._admin("GET", "/config")
+    body = emu.admin("GET", "/config")
     assert body["summary"]["inlet_id"] in {i["id"] for i in body["config"]["inlets"]}
     assert emu.config["schema_id"].startswith("https://ns.adobe.com/")
 
@@ -93,7 +93,7 @@ def test_connections_point_every_url_at_the_emulator(emu):
 
 
 def test_flush_writes_the_journal(members):
-    assert members._admin("POST", "/flush")["flushed"] in (0, 1)
+    assert members.admin("POST", "/flush")["flushed"] in (0, 1)
     assert members.stats()["journal_pending"] == 0
 
 

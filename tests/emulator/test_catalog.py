@@ -59,7 +59,7 @@ def test_streaming_ingestion_records_a_batch(client):
     client.stream([profile_message(c, "e9")])
     [loading] = client.get(PATH, params={"dataSet": c["dataset_id"]}).json().values()
     assert (loading["status"], loading["metrics"]["inputRecordCount"]) == ("loading", 4)
-    client.emu._admin("POST", "/catalog/seal")
+    client.emu.admin("POST", "/catalog/seal")
     [sealed] = client.get(PATH, params={"dataSet": c["dataset_id"]}).json().values()
     assert sealed["status"] == "success"
     assert sealed["completed"] >= sealed["created"]
