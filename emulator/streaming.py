@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from emulator import errors
 from emulator.auth import bearer, valid_token
+from emulator.catalog import record_streaming
 from emulator.config import Inlet
 from emulator.faults import Faults, fault_error
 from emulator.profiles import RecordError
@@ -247,7 +248,10 @@ class Collector:
         return {"xactionId": xaction}
 
     def finish(self, raw: bytes | None, total: int) -> None:
-        """Count, journal what was applied and record it in the datasets' streaming batches."""
+        """Count, journal what was applied and record it in the datasets' streaming batches.
+
+        ``raw`` (the request body) is journaled as is when every message was applied.
+        """
         stats = self.state.stats
         sandbox = self.inlet.sandbox
         stats.accepted[sandbox] += self.accepted
@@ -257,9 +261,7 @@ class Collector:
             body = raw if raw is not None and len(self.applied) == total else None
             if body is None:
                 body = to_json({"messages": self.applied})
-            self.state.journal(JournalEntry(self.received, sandbox, "", body))
-        from emulator.catalog import record_streaming
-
+            self.state.journal(JournalEntry(self.received, sandbox, body))
         for dataset_id, count in self.datasets.items():
             record_streaming(self.state, sandbox, dataset_id, count)
 
@@ -332,7 +334,7 @@ async def collect_one(inlet_id: str, request: Request) -> Response:
     received_ms = int(collector.received * 1000)
     xaction = _transaction_base(received_ms)
     result = collector.one(payload, xaction)
-    collector.finish(to_json({"messages": [payload]}), 1)
+    collector.finish(None, 1)
     if "statusCode" in result:
         raise errors.dccs(result["statusCode"], "Bad Request", result["message"])
     body: dict[str, Any] = {
@@ -343,18 +345,3 @@ async def collect_one(inlet_id: str, request: Request) -> Response:
     if sync:
         body["synchronousValidation"] = collector.sync_block()
     return errors.json_response(body)
-
-
-def replay(state: State, entry: JournalEntry) -> None:
-    """Re-apply a journaled request's profile records (at start-up, on a saved state)."""
-    store = state.profiles[entry.sandbox]
-    for message in from_json(entry.body).get("messages", []):
-        header = message.get("header", {})
-        dataset = state.datasets.get(header.get("datasetId"))
-        schema = state.schemas.get(dataset.schemaId) if dataset else None
-        if schema is None or not schema.is_profile:
-            continue
-        try:
-            store.apply(message["body"]["xdmEntity"], dataset.id, entry.received)
-        except (RecordError, KeyError, TypeError):
-            continue

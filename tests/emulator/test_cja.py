@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -206,8 +207,6 @@ def test_rate_limit_12_requests_per_6_seconds(client):
 def test_rate_limit_window_slides(client):
     client.emu.faults(cja_rate_limit_requests=2, cja_rate_limit_window_s=0.5)
     assert [client.get("/segments").status_code for _ in range(3)] == [200, 200, 429]
-    import time
-
     time.sleep(0.55)
     assert client.get("/segments").status_code == 200
 
