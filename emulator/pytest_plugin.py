@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
+PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -179,38 +179,53 @@ class EmulatorServer:
 def start_emulator(
     state_dir: Path, config_path: Path | None = None, extra_args: list[str] | None = None
 ) -> EmulatorServer:
-    """Start ``python -m emulator`` on a free port and wait until it answers."""
+    """Start ``python -m emulator`` on a free port and wait until it answers.
+
+    The port is picked before the server binds it, so another process may take it first;
+    that case is retried on a new port.
+    """
+    for _ in range(PORT_ATTEMPTS):
+        server = _start_once(state_dir, config_path, extra_args or [])
+        if server is not None:
+            return server
+    raise RuntimeError(f"emulator could not bind a free port in {PORT_ATTEMPTS} attempts")
+
+
+def _start_once(
+    state_dir: Path, config_path: Path | None, extra_args: list[str]
+) -> EmulatorServer | None:
     port = free_port()
-    log = (state_dir / "emulator.log").open("wb")
+    log_path = state_dir / "emulator.log"
     cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--state", str(state_dir)]
     if config_path:
         cmd += ["--config", str(config_path)]
-    cmd += extra_args or []
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
-    process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            cmd + extra_args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"emulator exited with {process.returncode}; log: "
-                f"{(state_dir / 'emulator.log').read_text()[-2000:]}"
-            )
+            log = log_path.read_text(errors="replace")
+            if "address already in use" in log.lower():
+                return None
+            raise RuntimeError(f"emulator exited with {process.returncode}; log: {log[-2000:]}")
         try:
             if requests.get(f"{url}/_emulator/health", timeout=1).status_code == 200:
                 return EmulatorServer(url, process, state_dir)
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or someone else's socket
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"emulator did not answer on {url} within {START_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="session")
-def emulator() -> Iterator[EmulatorServer]:
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     """One emulator server for the whole test session."""
-    state_dir = Path(tempfile.mkdtemp(prefix="cja-emulator-"))
-    server = start_emulator(state_dir)
+    server = start_emulator(tmp_path_factory.mktemp("emulator"))
     try:
         yield server
     finally:
