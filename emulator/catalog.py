@@ -60,14 +60,21 @@ def add_batch(state: State, dataset_id: str, **kwargs: Any) -> dict[str, Any]:
     return batch
 
 
-def record_streaming(state: State, sandbox: str, dataset_id: str, count: int) -> None:
-    """Count streamed records into the dataset's open batch (in memory until sealed)."""
+def record_streaming(
+    state: State, sandbox: str, dataset_id: str, count: int, failed: int = 0
+) -> None:
+    """Count streamed records into the dataset's open batch (in memory until sealed).
+
+    ``failed`` records passed DCCS but failed XDM validation downstream; Adobe reports
+    them with the dataset's batches, so they show as ``failedRecordCount``.
+    """
     key = (sandbox, dataset_id)
     batch = state.open_batches.get(key)
     if batch is None:
         batch = new_batch(state, dataset_id, status="loading", records=0)
         state.open_batches[key] = batch
     batch["metrics"]["inputRecordCount"] += count
+    batch["metrics"]["failedRecordCount"] += failed
 
 
 def seal_batches(state: State, *, force: bool = False) -> int:
@@ -77,10 +84,12 @@ def seal_batches(state: State, *, force: bool = False) -> int:
     sealed = 0
     for key, batch in list(state.open_batches.items()):
         if force or now_ms - batch["created"] >= window_ms:
-            records = batch["metrics"]["inputRecordCount"]
-            batch.update(status="success", updated=now_ms, started=batch["created"])
+            metrics = batch["metrics"]
+            output = metrics["inputRecordCount"] - metrics["failedRecordCount"]
+            status = "success" if output else "failed"
+            batch.update(status=status, updated=now_ms, started=batch["created"])
             batch["completed"] = now_ms
-            batch["metrics"]["outputRecordCount"] = records
+            metrics["outputRecordCount"] = output
             state.put("batch", key[0], batch["id"], batch)
             del state.open_batches[key]
             sealed += 1

@@ -134,6 +134,7 @@ class Collector:
         self.rejected = 0
         self.dropped = 0
         self.datasets: collections.Counter[str] = collections.Counter()
+        self.failed_in: collections.Counter[str] = collections.Counter()
         self.sync_failures = 0
         self.valid_headers: dict[tuple[Any, Any, Any], tuple[str, bool]] = {}
 
@@ -240,6 +241,7 @@ class Collector:
                 self.sync_failures += 1
                 return {"statusCode": 400, "message": f"{self.prefix} {exc}"}
             self.dropped += 1  # accepted by DCCS, refused downstream (async validation)
+            self.failed_in[dataset_id] += 1
         else:
             if is_profile:
                 self.applied.append(message)
@@ -263,7 +265,7 @@ class Collector:
                 body = to_json({"messages": self.applied})
             self.state.journal(JournalEntry(self.received, sandbox, body))
         for dataset_id, count in self.datasets.items():
-            record_streaming(self.state, sandbox, dataset_id, count)
+            record_streaming(self.state, sandbox, dataset_id, count, self.failed_in[dataset_id])
 
     def sync_block(self) -> dict[str, Any]:
         return {"status": "fail" if self.sync_failures else "pass"}

@@ -74,3 +74,21 @@ def test_admin_refuses_unknown_dataset_and_status(emu):
     for body in ({"datasetId": "nope"}, {"status": "weird"}, {"records": "many"}):
         with pytest.raises(AssertionError, match="HTTP 400"):
             emu.add_batch(**body)
+
+
+def test_records_failing_validation_count_as_failed_in_the_batch(client):
+    c = client.emu.config
+    bad = profile_message(c, "e9", status="qualified")  # accepted by DCCS, dropped downstream
+    client.stream([profile_message(c, "e1"), profile_message(c, "e2"), bad])
+    client.emu.admin("POST", "/catalog/seal")
+    [batch] = client.get(PATH, params={"dataSet": c["dataset_id"]}).json().values()
+    assert batch["status"] == "success"
+    assert batch["metrics"] == {
+        "inputRecordCount": 3,
+        "outputRecordCount": 2,
+        "failedRecordCount": 1,
+    }
+    client.stream([bad])
+    client.emu.admin("POST", "/catalog/seal")
+    statuses = sorted(b["status"] for b in client.get(PATH).json().values())
+    assert statuses == ["failed", "success"]
