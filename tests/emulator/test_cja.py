@@ -303,3 +303,33 @@ def test_report_segment_errors(cja, segment, status):
 def test_set_lake_refuses_missing_folder(emu, tmp_path):
     with pytest.raises(AssertionError, match="HTTP 400"):
         emu.set_lake(tmp_path / "nope")
+
+
+def test_top_items(cja):
+    params = {"rsid": cja.emu.config["data_view_id"], "dimension": "variables/page", "limit": 2}
+    body = cja.get("/reports/topItems", params=params).json()
+    assert [r["value"] for r in body["rows"]] == ["home", "cart"]
+    assert set(body["rows"][0]) == {"itemId", "value"}
+    assert (body["totalElements"], body["totalPages"], body["lastPage"]) == (4, 2, False)
+    second = cja.get("/reports/topItems", params=params | {"page": 1}).json()
+    assert {r["value"] for r in second["rows"]} == {"checkout", "Unspecified"}
+    ranged = cja.get(
+        "/reports/topItems",
+        params=params
+        | {"dateRange": "2026-11-03T00:00:00/2026-11-04T00:00:00", "lookupNoneValues": "false"},
+    ).json()
+    assert [r["value"] for r in ranged["rows"]] == ["home"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"dimension": "variables/page", "limit": 1001}, 400),
+        ({"dimension": "variables/page", "limit": "ten"}, 400),
+        ({}, 400),
+        ({"dimension": "variables/page", "rsid": "dv_other"}, 404),
+    ],
+)
+def test_top_items_errors(cja, params, status):
+    params = {"rsid": cja.emu.config["data_view_id"]} | params
+    assert cja.get("/reports/topItems", params=params).status_code == status
