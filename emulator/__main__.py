@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
 import uvicorn
@@ -37,8 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# The profile store holds millions of long-lived objects; with the default gen-0 threshold
+# (700) every parsed request triggers collections that rescan them, which cut throughput
+# five-fold. Requests allocate tens of thousands of short-lived dicts, freed by refcount.
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    gc.set_threshold(*GC_THRESHOLDS)
     overrides: dict = {"token_lifetime_s": args.token_lifetime}
     if args.lake:
         overrides["cja"] = {"lake": args.lake}

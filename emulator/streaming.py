@@ -134,9 +134,36 @@ class Collector:
         self.dropped = 0
         self.datasets: collections.Counter[str] = collections.Counter()
         self.sync_failures = 0
+        self.valid_headers: dict[tuple[Any, Any, Any], tuple[str, bool]] = {}
 
     def envelope(self, message: Any) -> tuple[str, bool, dict[str, Any]]:
-        """(dataset id, is profile, xdmEntity) of a well-formed message, else EnvelopeError."""
+        """(dataset id, is profile, xdmEntity) of a well-formed message, else EnvelopeError.
+
+        The messages of one request nearly always share a header, so a header seen valid
+        once is accepted from a per-request cache; anything unusual takes the full check,
+        which also words the error.
+        """
+        try:
+            header = message["header"]
+            ref_id = header["schemaRef"]["id"]
+            known = self.valid_headers.get((ref_id, header.get("imsOrgId"), header["datasetId"]))
+            body = message["body"]
+            entity = body["xdmEntity"]
+            if (
+                known is not None
+                and body["xdmMeta"]["schemaRef"]["id"] == ref_id
+                and type(entity) is dict
+            ):
+                return known[0], known[1], entity
+        except (KeyError, TypeError):
+            pass
+        dataset_id, is_profile, entity = self._check(message)
+        header = message["header"]
+        key = (header["schemaRef"]["id"], header.get("imsOrgId"), dataset_id)
+        self.valid_headers[key] = (dataset_id, is_profile)
+        return dataset_id, is_profile, entity
+
+    def _check(self, message: Any) -> tuple[str, bool, dict[str, Any]]:
         if not isinstance(message, dict):
             raise EnvelopeError(400, "Message has unknown xdm format: not a JSON object")
         header = message.get("header")

@@ -99,7 +99,13 @@ def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]
     if ref.id is not None:
         from cja_audiences.adobe_auth import AdobeConfig
 
-        return fetch_definition(AdobeConfig.from_env(settings.cja_conn_id), ref.id)
+        try:
+            config = AdobeConfig.from_env(settings.cja_conn_id)
+        except LookupError as exc:
+            raise AudienceError(
+                f"{spec.id}: filter.segment.id needs the CJA connection: {exc}"
+            ) from None
+        return fetch_definition(config, ref.id)
     assert ref.path is not None
     candidates = [Path(ref.path)]
     if spec.source_path is not None:

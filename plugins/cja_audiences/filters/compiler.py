@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
 
 from cja_audiences.filters import fields as F
 from cja_audiences.filters.ir import (
@@ -49,6 +50,24 @@ _TIME_UNITS = {
 _SPAN_COLUMN = {"sessions": "sn", "events": "hit"}
 
 
+class _MemoryBytecodeCache(jinja2.BytecodeCache):
+    """Compiled templates shared by every builder of the process: each query gets its own
+    environment (its own bound values), but the macro library is parsed only once."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.key in self._store:
+            bucket.bytecode_from_string(self._store[bucket.key])
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._store[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _MemoryBytecodeCache()
+
+
 class CompileError(ValueError):
     """A filter that has no faithful SQL translation; the message names the construct."""
 
@@ -69,7 +88,7 @@ class Binder:
         self.values: dict[str, Any] = {}
 
     def literal(self, value: Any) -> str:
-        if isinstance(value, Param):
+        if isinstance(value, Param | TemplateParam):
             return self.param(value.name)
         if isinstance(value, tuple):
             value = list(value)
@@ -172,6 +191,7 @@ class QueryBuilder:
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
+            bytecode_cache=_BYTECODE,
         )
         self.env.globals.update(
             col=self.column,

@@ -87,13 +87,10 @@ class AudienceGuardrailsOperator(AudienceStageOperator):
             report = refresh.check()
         except GuardrailBlocked as exc:
             raise AirflowFailException(str(exc)) from None
-        for check in report.get("checks", []):
-            if check.get("verdict") == "warn":
-                self.log.warning("guardrail warning: %s", check.get("message"))
-        return {
-            "blocked": False,
-            "warnings": sum(c.get("verdict") == "warn" for c in report.get("checks", [])),
-        }
+        warnings = [c["message"] for c in report["checks"] if c["verdict"] == "warn"]
+        for warning in warnings:
+            self.log.warning("guardrail warning: %s", warning)
+        return {"blocked": False, "warnings": len(warnings)}
 
 
 class AudienceCommitOperator(AudienceStageOperator):
