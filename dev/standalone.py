@@ -77,6 +77,7 @@ class StandaloneAirflow:
         self.log_path = self.home / "standalone.log"
         self.passwords_file = self.home / "simple_auth_manager_passwords.json"
         self.env = self._environment(env or {}, dags_folder, plugins_folder, unpause)
+        self.healthy_s: float | None = None
         self.startup_s: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._extra: list[subprocess.Popen[bytes]] = []
@@ -144,6 +145,7 @@ class StandaloneAirflow:
             )
         try:
             self._wait_healthy(began + self.startup_timeout)
+            self.healthy_s = round(time.monotonic() - began, 1)
             for name, slots in self.pools.items():
                 self.api("POST", "/api/v2/pools", json={"name": name, "slots": slots})
             self.wait_for_dags(
@@ -158,6 +160,7 @@ class StandaloneAirflow:
         """SIGTERM every process group we started, SIGKILL whatever is left after ``grace``."""
         if self._process is None:
             return
+        self._http.close()  # an open keep-alive connection slows the API server's shutdown
         started = [self._process, *self._extra]
         groups = [p.pid for p in started]
         for pgid in groups:
@@ -173,7 +176,6 @@ class StandaloneAirflow:
             except subprocess.TimeoutExpired:
                 process.kill()
         self._process = None
-        self._http.close()
 
     def _check_alive(self) -> None:
         if self._process is None or self._process.poll() is not None:

@@ -148,18 +148,24 @@ def live(emulator, tmp_path_factory) -> Live:
         pools=PUBLISH_POOL,
         unpause=False,
     )
-    with airflow:
-        _timings["airflow standalone start-up"] = airflow.startup_s or 0.0
-        live = Live(airflow=airflow, emulator=emulator, lake=lake, audience_id=audience_id)
-        live.unpause(live.dag_id)
-        yield live
+    try:
+        with airflow:
+            _timings["airflow standalone: healthy"] = airflow.healthy_s or 0.0
+            _timings["airflow standalone: healthy and DAGs parsed"] = airflow.startup_s or 0.0
+            live = Live(airflow=airflow, emulator=emulator, lake=lake, audience_id=audience_id)
+            live.unpause(live.dag_id)
+            yield live
+            began = time.monotonic()
+        _timings["airflow standalone: stop"] = time.monotonic() - began
+    finally:
         keep_log(airflow)
 
 
 def keep_log(airflow: StandaloneAirflow) -> None:
-    """Copy standalone's log next to the screenshots, so CI keeps it with the artifacts."""
+    """Copy standalone's logs next to the screenshots, so CI keeps them with the artifacts."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(airflow.log_path, ARTIFACTS / "standalone.log")
+    for log in airflow.home.glob("*.log"):
+        shutil.copy(log, ARTIFACTS / log.name)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

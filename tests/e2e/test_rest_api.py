@@ -49,7 +49,8 @@ def test_dry_run_through_the_rest_api_succeeds_and_commits_nothing(live):
     assert created["conf"] == conf and created["triggered_by"] == "rest_api"
     run_id = created["dag_run_id"]
     run = live.airflow.wait_for_run(live.dag_id, run_id, timeout=150)
-    assert run["state"] == "success", live.airflow.task_states(live.dag_id, run_id)
+    tasks = live.airflow.task_states(live.dag_id, run_id)
+    assert run["state"] == "success" and set(tasks.values()) == {"success"}, tasks
     record = live.run_record(run_id)
     assert record["request"]["dry_run"] is True and record["request"]["force"] is True
     assert record["status"] == "dry_run"

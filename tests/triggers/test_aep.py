@@ -1,36 +1,18 @@
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
 from cja_audiences.triggers.aep import WATERMARK_KEY, CatalogBatchTrigger
+from tests.triggers.helpers import MemoryStateStore, first_event
 
 pytestmark = pytest.mark.integration
 
 
-class MemoryStateStore:
-    """The asset state store's async accessors, kept in a dict (as the triggerer's would be)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, object] = {}
-
-    async def aget(self, key: str, default: object = None) -> object:
-        return self.values.get(key, default)
-
-    async def aset(self, key: str, value: object) -> None:
-        self.values[key] = value
-
-
 def fire_once(trigger: CatalogBatchTrigger, store: MemoryStateStore, timeout: float = 10):
     trigger.asset_state_store = store
-
-    async def first():
-        async for event in trigger.run():
-            return event
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
+    return first_event(trigger, timeout)
 
 
 @pytest.fixture
