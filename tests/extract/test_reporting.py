@@ -133,13 +133,14 @@ def test_the_limiter_allows_twelve_requests_per_six_seconds() -> None:
         slept.append(seconds)
         now[0] += seconds
 
-    limiter = RateLimiter(clock=lambda: now[0], sleep=sleep)
+    limiter = RateLimiter(clock=lambda: now[0], sleep=sleep, margin_s=0.0)
     for _ in range(12):
         limiter.acquire()
     assert slept == []
     now[0] = 2.0
     assert limiter.acquire() == pytest.approx(4.0)
     assert now[0] == pytest.approx(6.0)
+    assert RateLimiter().window_s == 6.25  # the default keeps a margin for network jitter
 
 
 def test_windows_cut_ranges_at_utc_days_and_hours() -> None:

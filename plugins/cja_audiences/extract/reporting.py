@@ -39,6 +39,7 @@ from cja_audiences.lake import Lake, read_json, write_json
 
 REQUESTS_PER_WINDOW = 12
 RATE_WINDOW_S = 6.0
+RATE_MARGIN_S = 0.25
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
@@ -61,18 +62,23 @@ class ReportingError(RuntimeError):
 
 
 class RateLimiter:
-    """At most ``requests`` calls in any ``window_s`` seconds (a sliding log, thread-safe)."""
+    """At most ``requests`` calls in any ``window_s`` seconds (a sliding log, thread-safe).
+
+    ``margin_s`` widens the window: the server counts arrivals, and network jitter can bring
+    two requests closer together than they were sent.
+    """
 
     def __init__(
         self,
         requests: int = REQUESTS_PER_WINDOW,
         window_s: float = RATE_WINDOW_S,
         *,
+        margin_s: float = RATE_MARGIN_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.requests = requests
-        self.window_s = window_s
+        self.window_s = window_s + margin_s
         self._clock = clock
         self._sleep = sleep
         self._sent: collections.deque[float] = collections.deque()
