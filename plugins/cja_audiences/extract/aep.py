@@ -34,32 +34,34 @@ DEFAULT_DIMENSION_PATHS: dict[str, str] = {
 }
 IDENTITY_MAP_TYPE = '"MAP(VARCHAR, STRUCT(id VARCHAR, \\"primary\\" BOOLEAN)[])"'
 
+# schema field -> JSON path of a scalar, all read by one multi-path extraction per line
+SCALAR_PATHS: dict[str, str] = {
+    "event_id": "$._id",
+    "timestamp": "$.timestamp",
+    "event_type": "$.eventType",
+    "page_name": "$.web.webPageDetails.name",
+    "page_url": "$.web.webPageDetails.URL",
+    "marketing_channel": "$.channel.typeAtSource",
+    "campaign": "$.marketing.trackingCode",
+    "revenue": "$.commerce.order.priceTotal",
+    "order_id": "$.commerce.order.purchaseID",
+    "country": "$.placeContext.geo.countryCode",
+    "region": "$.placeContext.geo.stateProvince",
+    "device_type": "$.device.type",
+    "browser": "$.environment.browserDetails.name",
+}
+
 SELECT_SQL = """
-    json_extract_string(j, '$._id') AS event_id,
-    json_extract_string(j, '$.timestamp') AS "timestamp",
     person.id AS person_id,
     person.ns AS person_namespace,
     map_from_entries(list_transform(
         list_filter(map_entries(ids), lambda e: e.key <> person.ns AND len(e.value) > 0),
         lambda e: (e.key, e.value[1].id))) AS identities,
-    json_extract_string(j, '$.eventType') AS event_type,
-    json_extract_string(j, '$.web.webPageDetails.name') AS page_name,
-    json_extract_string(j, '$.web.webPageDetails.URL') AS page_url,
-    json_extract_string(j, '$.channel.typeAtSource') AS marketing_channel,
-    json_extract_string(j, '$.marketing.trackingCode') AS campaign,
     nullif(json_extract_string(j, '$.productListItems[*].SKU'), []::VARCHAR[]) AS product_skus,
     nullif(json_extract_string(j, '$.productListItems[*].productCategories[0].categoryID'),
-           []::VARCHAR[])
-        AS product_categories,
-    json_extract_string(j, '$.commerce.order.priceTotal') AS revenue,
-    json_extract_string(j, '$.commerce.order.purchaseID') AS order_id,
+           []::VARCHAR[]) AS product_categories,
     nullif(list_sum(TRY_CAST(json_extract(j, '$.productListItems[*].quantity') AS DOUBLE[])), 0)
         ::VARCHAR AS quantity,
-    json_extract_string(j, '$.placeContext.geo.countryCode') AS country,
-    json_extract_string(j, '$.placeContext.geo.stateProvince') AS region,
-    upper(left(json_extract_string(j, '$.device.type'), 1))
-        || lower(substr(json_extract_string(j, '$.device.type'), 2)) AS device_type,
-    json_extract_string(j, '$.environment.browserDetails.name') AS browser,
     {dimensions} AS dimensions,
     line AS _raw,
     CASE WHEN j IS NULL THEN 'malformed JSON (not one XDM object per line)'
@@ -67,14 +69,17 @@ SELECT_SQL = """
 """
 
 # the person: primary identity first, then the namespaces in order of preference
-DERIVED_SQL = f""",
-    {JSON_OBJECT} AS j,
-    try(json_transform(json_extract({JSON_OBJECT}, '$.identityMap'), '{IDENTITY_MAP_TYPE}'))
-        AS ids,
+INNER_SQL = f"""
+SELECT *, json_extract_string(j, {{paths}}) AS v,
     list_sort(flatten(list_transform(map_entries(ids), lambda e: list_transform(e.value,
         lambda v: {{'rank': CASE WHEN v."primary" THEN 0
-                                 ELSE coalesce(list_position($namespaces, e.key), 999) END,
-                   'ns': e.key, 'id': v.id}}))))[1] AS person"""
+                                   ELSE coalesce(list_position($namespaces, e.key), 999) END,
+                     'ns': e.key, 'id': v.id}}))))[1] AS person
+FROM (
+    SELECT *,
+        try(json_transform(json_extract(j, '$.identityMap'), '{IDENTITY_MAP_TYPE}')) AS ids
+    FROM (SELECT *, {JSON_OBJECT} AS j FROM batch))
+"""
 
 
 @dataclass
@@ -109,11 +114,20 @@ class AEPExportSource:
             f"map_from_entries(list_concat(list_transform({fixed}, lambda e: (e.k, e.v)),"
             f" list_transform({tenant}, lambda e: (e.key, e.value))))"
         )
-        return SELECT_SQL.replace("{dimensions}", dimensions)
+        scalars = ", ".join(
+            f"v[{i}] AS {name}"
+            if name != "device_type"
+            # XDM says mobile/desktop/tablet; the lake says Mobile/Desktop/Tablet
+            else f"upper(left(v[{i}], 1)) || lower(substr(v[{i}], 2)) AS device_type"
+            for i, name in enumerate(SCALAR_PATHS, start=1)
+        )
+        return scalars + "," + SELECT_SQL.replace("{dimensions}", dimensions)
 
     def batches(self) -> Iterator[pa.Table]:
         con = duckdb.connect()
         select = self._select()
+        paths = "[" + ", ".join(f"'{p}'" for p in SCALAR_PATHS.values()) + "]"
+        inner = INNER_SQL.replace("{paths}", paths)
         params: dict[str, Any] = {"namespaces": list(self.person_namespaces)}
         if self.tenant_field:
             params["tenant"] = f"$.{self.tenant_field}"
@@ -127,7 +141,7 @@ class AEPExportSource:
                         select,
                         file=path.name,
                         first=line,
-                        derived=DERIVED_SQL,
+                        inner=inner,
                         params=params,
                     )
                     line += batch.num_rows

@@ -42,6 +42,7 @@ def numbered(
     file: str,
     first: int,
     derived: str = "",
+    inner: str | None = None,
     params: dict[str, Any] | None = None,
 ) -> pa.Table:
     """Run ``select`` over ``batch`` (as ``b``, plus ``derived`` columns), each row's
@@ -53,7 +54,7 @@ def numbered(
     try:
         return con.sql(
             f"SELECT {select}, $file || ':' || _line::VARCHAR AS _origin"
-            f" FROM (SELECT *{derived} FROM batch) b POSITIONAL JOIN lines",
+            f" FROM ({inner or f'SELECT *{derived} FROM batch'}) b POSITIONAL JOIN lines",
             params={**(params or {}), "file": file},
         ).to_arrow_table()
     finally:
