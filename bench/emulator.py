@@ -118,7 +118,7 @@ def run(server: EmulatorServer, messages: int, batch: int, connections: int) -> 
     started = time.perf_counter()
     accepted = asyncio.run(_post_all(url, bodies, headers, connections))
     elapsed = time.perf_counter() - started
-    members = server._admin("GET", "/membership/bench-audience", params={"count_only": "true"})[
+    members = server.admin("GET", "/membership/bench-audience", params={"count_only": "true"})[
         "count"
     ]
     return {

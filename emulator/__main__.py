@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 from pathlib import Path
 
 import uvicorn
@@ -32,7 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--state", type=Path, help="folder for the DuckDB state (default: memory)")
     parser.add_argument("--config", type=Path, help="JSON file merged over default_config.json")
-    parser.add_argument("--lake", help="lake root served by CJA /reports (CJA_AUDIENCES_HOME)")
+    parser.add_argument(
+        "--lake",
+        default=os.environ.get("CJA_AUDIENCES_HOME"),
+        help="lake root served by CJA /reports (default: $CJA_AUDIENCES_HOME)",
+    )
     parser.add_argument("--token-lifetime", type=float, help="IMS token lifetime in seconds")
     parser.add_argument("--log-level", default="warning")
     return parser.parse_args(argv)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from emulator import admin, audiences, auth, catalog, cja, profile_access, streaming
 from emulator.config import EmulatorConfig
 from emulator.errors import AdobeHTTPError, json_response
-from emulator.faults import FaultMiddleware, Faults
+from emulator.faults import FaultMiddleware, Faults, quiet_dropped_connections
 from emulator.state import State
 
 FLUSH_INTERVAL_S = 0.5
@@ -34,6 +34,7 @@ def create_app(config: EmulatorConfig, state_dir: Path | None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_dropped_connections()
         flusher = asyncio.create_task(_flush_forever(state))
         try:
             yield

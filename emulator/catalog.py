@@ -87,7 +87,7 @@ def seal_batches(state: State, *, force: bool = False) -> int:
     return sealed
 
 
-def _int_param(request: Request, name: str, default: int | None) -> int | None:
+def _int_param(request: Request, name: str, default: int) -> int:
     value = request.query_params.get(name)
     if value is None:
         return default
@@ -113,8 +113,8 @@ async def list_batches(request: Request) -> Response:
     batches = _visible(state, caller.sandbox.name)
     dataset = request.query_params.get("dataSet")
     status = request.query_params.get("status")
-    after = _int_param(request, "createdAfter", None)
-    before = _int_param(request, "createdBefore", None)
+    after = _int_param(request, "createdAfter", -1)
+    before = _int_param(request, "createdBefore", 2**63)
     if status and status not in STATUSES:
         raise errors.platform(
             400, "Bad Request", f"status {status!r} is not one of {', '.join(STATUSES)}", "CAT-1001"
@@ -124,8 +124,7 @@ async def list_batches(request: Request) -> Response:
         for b in batches
         if (not dataset or b["relatedObjects"][0]["id"] == dataset)
         and (not status or b["status"] == status)
-        and (after is None or b["created"] > after)
-        and (before is None or b["created"] < before)
+        and after < b["created"] < before
     ]
     order = request.query_params.get("orderBy", "asc:created")
     direction, _, field = order.partition(":")
@@ -134,8 +133,8 @@ async def list_batches(request: Request) -> Response:
             400, "Bad Request", f"orderBy {order!r} must be asc:created or desc:created", "CAT-1002"
         )
     selected.sort(key=lambda b: (b[field], b["id"]), reverse=direction == "desc")
-    limit = _int_param(request, "limit", DEFAULT_LIMIT) or DEFAULT_LIMIT
-    start = _int_param(request, "start", 0) or 0
+    limit = _int_param(request, "limit", DEFAULT_LIMIT)
+    start = _int_param(request, "start", 0)
     if limit < 1 or limit > MAX_LIMIT or start < 0:
         raise errors.platform(
             400, "Bad Request", f"limit must be 1..{MAX_LIMIT} and start >= 0", "CAT-1003"

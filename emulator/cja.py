@@ -274,7 +274,7 @@ def _run_report(query: ReportQuery, lake: str | None) -> dict[str, Any]:
             )
         where = " AND ".join(s.sql for s in query.segments) or "true"
         params = [p for s in query.segments for p in s.params]
-        db.execute(f"CREATE TEMP VIEW ev AS SELECT * FROM base WHERE {where}", params)
+        db.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM base WHERE {where}", params)
         totals = list(db.execute(f"SELECT {metric_sql} FROM ev").fetchone())
         rows: list[tuple[Any, ...]] = []
         if query.dimension:

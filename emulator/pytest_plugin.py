@@ -7,7 +7,6 @@ see each other. Clients under test get connections whose every URL points at the
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -43,7 +42,7 @@ class EmulatorServer:
         self.process = process
         self.state_dir = state_dir
         self.http = requests.Session()
-        self.config: dict[str, Any] = self._admin("GET", "/config")["summary"]
+        self.config: dict[str, Any] = self.admin("GET", "/config")["summary"]
 
     # -- connections ------------------------------------------------------------------
     def aep_conn(self, **extra: Any) -> dict[str, Any]:
@@ -121,7 +120,8 @@ class EmulatorServer:
         }
 
     # -- admin ------------------------------------------------------------------------
-    def _admin(self, method: str, path: str, **kwargs: Any) -> Any:
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call an admin route (path relative to /_emulator); fail loudly on HTTP errors."""
         response = self.http.request(method, f"{self.url}/_emulator{path}", timeout=30, **kwargs)
         if response.status_code >= 400:
             raise AssertionError(
@@ -131,38 +131,38 @@ class EmulatorServer:
 
     def reset(self) -> None:
         """Forget all state and switch every fault off."""
-        self._admin("POST", "/reset")
+        self.admin("POST", "/reset")
 
     def faults(self, **modes: Any) -> dict[str, Any]:
         """Merge fault modes into the active ones (``emu.faults()`` just reads them)."""
         if not modes:
-            return self._admin("GET", "/faults")
-        return self._admin("POST", "/faults", json=modes)
+            return self.admin("GET", "/faults")
+        return self.admin("POST", "/faults", json=modes)
 
     def clear_faults(self) -> dict[str, Any]:
-        return self._admin("DELETE", "/faults")
+        return self.admin("DELETE", "/faults")
 
     def stats(self) -> dict[str, Any]:
-        return self._admin("GET", "/stats")
+        return self.admin("GET", "/stats")
 
     def membership(
         self, audience_id: str, namespace: str = "ups", sandbox: str | None = None
     ) -> list[dict[str, Any]]:
         """One dict per profile holding the audience: namespace, identity, status, time."""
         params = {"namespace": namespace, "sandbox": sandbox or self.config["sandbox"]}
-        return self._admin("GET", f"/membership/{audience_id}", params=params)["members"]
+        return self.admin("GET", f"/membership/{audience_id}", params=params)["members"]
 
     def add_batch(self, **batch: Any) -> dict[str, Any]:
         """Add a Catalog batch (default: a successful one on the CJA dataset)."""
-        return self._admin("POST", "/catalog/batches", json=batch)
+        return self.admin("POST", "/catalog/batches", json=batch)
 
     def add_segment(self, **segment: Any) -> dict[str, Any]:
         """Store a CJA segment (``name``, ``definition``, optional ``id``, ``dataId``)."""
-        return self._admin("POST", "/cja/segments", json=segment)
+        return self.admin("POST", "/cja/segments", json=segment)
 
     def set_lake(self, path: Path | str | None) -> dict[str, Any]:
         """Point CJA ``/reports`` at a lake root (the folder holding ``lake/events``)."""
-        return self._admin("POST", "/cja/lake", json={"path": str(path) if path else None})
+        return self.admin("POST", "/cja/lake", json={"path": str(path) if path else None})
 
     # -- lifecycle --------------------------------------------------------------------
     def stop(self) -> None:
@@ -223,9 +223,3 @@ def emu(emulator: EmulatorServer) -> Iterator[EmulatorServer]:
     emulator.reset()
     yield emulator
     emulator.clear_faults()
-
-
-def dump_config(path: Path, config: dict[str, Any]) -> Path:
-    """Write an emulator config override file (for tests that need a different org)."""
-    path.write_text(json.dumps(config))
-    return path
