@@ -29,8 +29,8 @@ def watcher(landing, store: MemoryStateStore) -> LandingDeliveryTrigger:
 
 def test_fires_once_per_complete_delivery_even_when_dropped_again(tmp_path, events_glob):
     landing, store = tmp_path / "landing", MemoryStateStore()
-    landing.mkdir()
     write_delivery(events_glob, landing, report_instance_id="r-1", files=2)
+    dropped = shutil.copytree(landing, tmp_path / "dropped")
 
     event = first_event(watcher(landing, store))
     assert event.payload["delivery_id"].startswith("r-1")
@@ -41,7 +41,7 @@ def test_fires_once_per_complete_delivery_even_when_dropped_again(tmp_path, even
     with pytest.raises(TimeoutError):
         first_event(watcher(landing, store), timeout=0.4)
     shutil.rmtree(landing)
-    write_delivery(events_glob, landing, report_instance_id="r-1", files=2)
+    shutil.copytree(dropped, landing)
     with pytest.raises(TimeoutError):
         first_event(watcher(landing, store), timeout=0.4)
 
