@@ -2,15 +2,17 @@
 
 A complete CJA export delivery dropped into the landing folder is seen by the landing
 watcher in the triggerer, which starts a `cja_extract` run; its `cja_events` asset starts
-the audience run, which publishes to the emulator. Then the triggerer is restarted and the
-same delivery dropped again: no second run. A different delivery dropped with it proves
-the watcher was alive all along (otherwise "no second run" could mean "nothing watched").
+the audience run, which publishes to the emulator. Then the same delivery is dropped again
+and the triggerer restarted: no second run. A different delivery dropped afterwards fires
+exactly once, which proves the watcher was alive all along (otherwise "no second run" could
+just mean "nothing watched").
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,26 @@ def drop(files: list[Path], landing: Path) -> None:
         shutil.copy(path, landing / path.name)
 
 
+def unpause_and_settle(live, dag_id: str, timeout: float = 90.0) -> None:
+    """Unpause, then wait out the run a past schedule tick creates at once (catchup=False).
+
+    An hourly `cja_extract` run with source "export" would land any delivery it finds, so
+    the deliveries are dropped only once that run is over: every extract run the test
+    sees afterwards was started by the landing watcher.
+    """
+    live.unpause(dag_id)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dag = live.airflow.api("GET", f"/api/v2/dags/{dag_id}").json()
+        due = dag["next_dagrun_run_after"]
+        pending = due is not None and datetime.fromisoformat(due) <= datetime.now(UTC)
+        active = [r for r in live.airflow.dag_runs(dag_id) if r["state"] in ("queued", "running")]
+        if not pending and not active:
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"{dag_id} still has a due or active run after {timeout:.0f} s")
+
+
 def asset_runs(live, dag_id: str) -> list[dict[str, Any]]:
     return [r for r in live.airflow.dag_runs(dag_id) if r["run_type"] == "asset_triggered"]
 
@@ -86,7 +108,7 @@ def committed_members(live, run_id: str) -> set[tuple[str, str]]:
 
 def test_a_delivery_refreshes_the_audience_once_across_redrops_and_restarts(live, deliveries):
     live.emulator.reset()
-    live.unpause(EXTRACT_DAG)
+    unpause_and_settle(live, EXTRACT_DAG)
     extracts, audiences = len(asset_runs(live, EXTRACT_DAG)), len(asset_runs(live, live.dag_id))
 
     drop(deliveries["first"], live.lake.landing)
@@ -104,12 +126,12 @@ def test_a_delivery_refreshes_the_audience_once_across_redrops_and_restarts(live
     assert {(e["source_dag_id"], e["source_run_id"]) for e in sources} == {
         (EXTRACT_DAG, extract_id)
     }
-    assert (live.current() or {}).get("run_id") == run_id
+    assert live.committed_run() == live.folder_name(run_id)
     published = committed_members(live, run_id)
     assert published and live.members() == published
 
-    live.airflow.restart_triggerer()
-    drop(deliveries["first"], live.lake.landing)  # the same delivery, again
+    drop(deliveries["first"], live.lake.landing)  # the same delivery again ...
+    live.airflow.restart_triggerer()  # ... seen by a new triggerer with the stored state
     drop(deliveries["second"], live.lake.landing)  # and a new one: the watcher is alive
 
     second = wait_for_new_run(live, EXTRACT_DAG, extracts + 1, timeout=NOTICE_S)
@@ -117,6 +139,6 @@ def test_a_delivery_refreshes_the_audience_once_across_redrops_and_restarts(live
     # Its audience run is not forced: the refresh-frequency guard keeps the snapshot.
     again = wait_for_new_run(live, live.dag_id, audiences + 1, timeout=NOTICE_S)
     assert again["state"] == "success"
-    assert live.current()["run_id"] == run_id and live.members() == published
+    assert live.committed_run() == live.folder_name(run_id) and live.members() == published
     # The watcher restarted after each fire and polled all along; nothing fired twice.
     assert len(asset_runs(live, EXTRACT_DAG)) == extracts + 2
