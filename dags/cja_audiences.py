@@ -1,4 +1,4 @@
-"""One DAG per audience spec in include/audiences/ (cja_audience__<id>), plus cja_audiences_all.
+"""One Airflow DAG per audience spec in include/audiences/ (cja_audience__<id>), plus cja_audiences_all.
 
 Wiring only: the factory builds every DAG the same way. An invalid spec is left out here
 and reported as one import error by audience_spec_errors.py, so it never hides the others.

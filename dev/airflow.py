@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 
-from dev.local import AIRFLOW_BIN, LOCAL, airflow_env, prepare_airflow
-from emulator.process import EmulatorProcess
+from dev.local import AIRFLOW_BIN, LOCAL, airflow_env, prepare_airflow, running_emulator
 
 
 def main() -> int:
     airflow_home = LOCAL / "airflow"
-    with EmulatorProcess(state_dir=LOCAL / "emulator", lake_dir=LOCAL / "home") as emulator:
+    with running_emulator(LOCAL / "emulator", LOCAL / "home") as emulator:
         env = airflow_env(airflow_home, LOCAL / "home", emulator)
         env.setdefault("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "20")
         prepare_airflow(env)

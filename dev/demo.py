@@ -17,8 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake import Lake, read_run_record
 from cja_audiences.snapshots import current_run
-from dev.local import LOCAL, airflow, airflow_env, prepare_airflow
-from emulator.process import EmulatorProcess
+from dev.local import LOCAL, airflow, airflow_env, prepare_airflow, running_emulator
+from emulator.pytest_plugin import EmulatorServer
 
 PERSONS = 20_000
 FIRST_DAYS = 35
@@ -40,11 +40,11 @@ def land_data(lake: Lake) -> tuple[date, str]:
     summary = generate_synthetic(lake, persons=PERSONS, days=FIRST_DAYS, end=end, seed=SEED)
     return (
         end,
-        f"generated {summary.get('events', '?')} events for {PERSONS} persons, {FIRST_DAYS} days",
+        f"generated {summary['rows']} events for {PERSONS} persons, {FIRST_DAYS} days",
     )
 
 
-def print_summary(lake: Lake, emulator: EmulatorProcess) -> None:
+def print_summary(lake: Lake, emulator: EmulatorServer) -> None:
     header = f"{'audience':<28}{'size':>8}{'entered':>9}{'exited':>8}{'sent':>8}  guardrails  AEP realized"
     print("\n" + header + "\n" + "-" * len(header))
     for audience_dir in sorted(lake.audiences.iterdir()):
@@ -68,7 +68,7 @@ def main() -> int:
     lake = Lake(LOCAL / "home")
     as_of, what = land_data(lake)
     print(f"lake: {what} under {lake.root}")
-    with EmulatorProcess(state_dir=LOCAL / "emulator", lake_dir=lake.root) as emulator:
+    with running_emulator(LOCAL / "emulator", lake.root) as emulator:
         print(f"emulator: {emulator.url}")
         env = airflow_env(LOCAL / "airflow", lake.root, emulator)
         prepare_airflow(env)

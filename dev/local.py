@@ -10,16 +10,18 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from emulator.process import EmulatorProcess
+from emulator.pytest_plugin import EmulatorServer, start_emulator
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / ".local"
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 
 
-def airflow_env(airflow_home: Path, cja_home: Path, emulator: EmulatorProcess) -> dict[str, str]:
+def airflow_env(airflow_home: Path, cja_home: Path, emulator: EmulatorServer) -> dict[str, str]:
     """Environment for Airflow processes: this repo's DAGs and plugins, connections preset."""
     env = dict(os.environ)
     env.update(
@@ -33,6 +35,17 @@ def airflow_env(airflow_home: Path, cja_home: Path, emulator: EmulatorProcess) -
         AIRFLOW_CONN_CJA_DEFAULT=json.dumps(emulator.cja_conn()),
     )
     return env
+
+
+@contextmanager
+def running_emulator(state_dir: Path, lake_dir: Path) -> Iterator[EmulatorServer]:
+    """The emulator on a free port, its state kept in ``state_dir`` across runs."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    server = start_emulator(state_dir, extra_args=["--lake", str(lake_dir)])
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def airflow(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from cja_audiences import compute, diff, guardrails, snapshots
-from cja_audiences.adobe_auth import AdobeConfig
 from cja_audiences.lake import Lake, read_run_record, update_run_record
 from cja_audiences.settings import Settings
 from cja_audiences.specs import AudienceSpec
@@ -64,29 +63,16 @@ class AudienceRefresh:
         lake = Lake(settings.home)
         self.audience_dir = lake.audience_dir(spec.id)
         self.run_dir = lake.run_dir(spec.id, request.run_id)
-        self._lake = lake
-
-    @property
-    def current(self) -> dict[str, Any] | None:
-        return snapshots.current_run(self.audience_dir)
 
     @property
     def previous_run_dir(self) -> Path | None:
-        current = self.current
-        return self._lake.run_dir(self.spec.id, current["run_id"]) if current else None
+        """The committed run this one diffs against (None before the first publish)."""
+        return snapshots.current_run_dir(self.audience_dir)
 
     def gate(self, now: datetime | None = None) -> dict[str, Any]:
-        """Is a refresh allowed now? Expired schedules never run; early ones need ``force``."""
+        """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses)."""
         now = now or datetime.now(UTC)
-        expires = self.spec.refresh.expires
-        if expires and now.date() > expires:
-            return {
-                "due": False,
-                "reason": f"refresh schedule expired on {expires}; extend "
-                f"refresh.expires in {self.spec.source_path} to refresh again",
-            }
-        current = self.current
-        last = datetime.fromisoformat(current["committed_at"]) if current else None
+        last = snapshots.last_committed_at(self.audience_dir)
         due, reason, next_allowed = guardrails.refresh_due(self.spec, last, now, self.request.force)
         verdict = {"due": due, "reason": reason, "next_allowed": next_allowed}
         update_run_record(
@@ -116,19 +102,8 @@ class AudienceRefresh:
         report = guardrails.check_run(self.spec, self.settings, self.run_dir, self.previous_run_dir)
         if report.blocked:
             update_run_record(self.run_dir, status="blocked")
-            raise GuardrailBlocked(f"audience {self.spec.id}: {report.message}")
+            raise GuardrailBlocked(report.message)
         return report.as_dict()
-
-    def publish(self, config: AdobeConfig) -> dict[str, Any]:
-        from cja_audiences.aep import publish_run
-
-        return publish_run(
-            config,
-            self.spec,
-            self.run_dir,
-            full_republish=self.request.full_republish,
-            dry_run=self.request.dry_run,
-        )
 
     def commit(self) -> dict[str, Any]:
         """Move current.json to this run; dry runs never move it."""
@@ -139,6 +114,10 @@ class AudienceRefresh:
         update_run_record(self.run_dir, status="committed")
         return {"committed": True, **result}
 
+    def record_failure(self, stage: str, reason: str) -> None:
+        """The run record names the stage that failed and why, for people and for reruns."""
+        update_run_record(self.run_dir, status="failed", failure={"stage": stage, "reason": reason})
+
     def summary(self) -> str:
         return summarize(read_run_record(self.run_dir), self.run_dir)
 
@@ -148,15 +127,17 @@ def summarize(record: dict[str, Any], run_dir: Path) -> str:
     comp = record.get("compute", {})
     dif = record.get("diff", {})
     checks = record.get("guardrails", {})
+    warnings = sum(c.get("verdict") == "warn" for c in checks.get("checks", []))
     pub = record.get("publish", {})
+    failure = record.get("failure")
     lines = [
         f"audience {record.get('audience_id')} run {record.get('run_id')}: "
-        f"status {record.get('status', 'in progress')}",
+        f"status {record.get('status', 'in progress')}"
+        + (f" at stage {failure['stage']}: {failure['reason']}" if failure else ""),
         f"  computed: {comp.get('size', '?')} members, window {comp.get('window', {})}",
         f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited "
         f"(previous size {dif.get('previous_size', 0)})",
-        f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}"
-        + (f" ({len(checks.get('warnings', []))} warnings)" if checks.get("warnings") else ""),
+        f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
         f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
         f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s",
         f"  run folder: {run_dir}",

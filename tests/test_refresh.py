@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from cja_audiences.refresh import RefreshRequest, summarize
+
+
+def test_request_defaults_to_the_last_complete_day():
+    request = RefreshRequest.from_params("manual__1", {}, default_as_of=date(2026, 11, 27))
+    assert request == RefreshRequest(run_id="manual__1", as_of=date(2026, 11, 27))
+
+
+def test_request_reads_the_form():
+    params = {"as_of": "2026-11-20", "lookback_days": 14, "force": True, "dry_run": True}
+    request = RefreshRequest.from_params("r", params, default_as_of=date(2026, 11, 27))
+    assert (request.as_of, request.lookback_days, request.force, request.dry_run) == (
+        date(2026, 11, 20),
+        14,
+        True,
+        True,
+    )
+
+
+@pytest.mark.parametrize("lookback", [0, 91])
+def test_request_refuses_a_lookback_outside_adobes_limit(lookback):
+    with pytest.raises(ValueError, match="lookback_days"):
+        RefreshRequest.from_params("r", {"lookback_days": lookback}, default_as_of=date.today())
+
+
+def test_summary_names_every_stage_and_the_folder(tmp_path):
+    record = {
+        "audience_id": "cart",
+        "run_id": "r1",
+        "status": "committed",
+        "compute": {"size": 120, "window": {"start": "2026-11-14", "end": "2026-11-20"}},
+        "diff": {"entered": 20, "exited": 5, "previous_size": 105},
+        "guardrails": {"blocked": False, "checks": [{"verdict": "warn"}, {"verdict": "pass"}]},
+        "publish": {"acknowledged": 25, "dead_lettered": 0, "records_per_s": 900},
+    }
+    text = summarize(record, tmp_path)
+    assert "cart run r1: status committed" in text
+    assert "120 members" in text and "+20 entered, -5 exited" in text
+    assert "passed, 1 warnings" in text and "25 records acknowledged" in text
+    assert str(tmp_path) in text
