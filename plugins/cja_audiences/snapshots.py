@@ -275,7 +275,10 @@ def rollback(
     marker = audience_dir / ROLLBACK_MARKER
     with _locked(audience_dir):
         if marker.exists():
-            raise SnapshotError(f"a rollback is already in progress ({read_json(marker)})")
+            raise SnapshotError(
+                f"a rollback is already in progress ({read_json(marker)}); if none is "
+                f"running (a crashed one), delete {marker}"
+            )
         write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
     try:
         new_run_dir.mkdir(parents=True)
