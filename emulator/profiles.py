@@ -122,6 +122,12 @@ class Profile:
 def identities_of(entity: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """Every (identity key, namespace code, identity object) in ``identityMap``, primary first."""
     identity_map = entity.get("identityMap")
+    if type(identity_map) is dict and len(identity_map) == 1:  # fast path: one identity
+        [(code, values)] = identity_map.items()
+        if type(values) is list and len(values) == 1 and type(values[0]) is dict:
+            ident = values[0].get("id")
+            if type(ident) is str and ident:
+                return [(f"{code.lower()}{SEP}{ident}", code, values[0])]
     if not isinstance(identity_map, dict) or not identity_map:
         raise RecordError(
             "xdmEntity.identityMap is missing or empty: a profile record needs at least one "
