@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from emulator import errors
 from emulator.auth import check_platform
-from emulator.profiles import EPOCH_ISO, SEP, Profile, ProfileStore, entity_id, identity_key, iso_ms
+from emulator.profiles import EPOCH_ISO, Profile, ProfileStore, entity_id, identity_key, iso_ms
 from emulator.state import State
 
 router = APIRouter()
@@ -56,7 +56,7 @@ def _view(profile: Profile | None, key: str, fields: list[str]) -> dict[str, Any
             "entity": {},
             "lastModifiedAt": EPOCH_ISO,
         }
-    graph = [entity_id(identity_key(*key.split(SEP, 1))) for key in profile.identities]
+    graph = [entity_id(key) for key in profile.identities]
     if len(graph) > MAX_IDENTITIES:
         raise _bad("Too many related identities", status=422)
     return {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -73,48 +74,57 @@ def entity_id(key: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+_QUALIFIED = struct.Struct("<d")
+
+
+def pack_membership(qualified_at: float, entry: dict[str, Any]) -> bytes:
+    """A membership as 8 bytes of qualification time followed by the entry's JSON."""
+    return _QUALIFIED.pack(qualified_at) + to_json(entry)
+
+
+def qualified_at_of(packed: bytes) -> float:
+    return _QUALIFIED.unpack_from(packed)[0]
+
+
+def entry_of(packed: bytes) -> dict[str, Any]:
+    return from_json(packed[_QUALIFIED.size :])
+
+
 class Profile:
     """A merged profile: identities, attributes, memberships and provenance."""
 
-    __slots__ = (
-        "key",
-        "code",
-        "ident",
-        "identities",
-        "attributes",
-        "memberships",
-        "qualified_at",
-        "sources",
-        "modified_at",
-    )
+    __slots__ = ("key", "code", "identities", "attributes", "memberships", "sources", "modified_at")
 
-    def __init__(self, key: str, code: str, ident: str) -> None:
+    def __init__(self, key: str, code: str) -> None:
         self.key = key  # identity key of the first (primary) identity seen
         self.code = code  # its namespace code as the sender spelled it
-        self.ident = ident
-        self.identities: dict[str, bytes] = {}  # "<code as sent>\x1f<id>" -> identity JSON
-        self.attributes: dict[str, Any] = {}
-        self.memberships: dict[str, bytes] = {}  # audience key -> entry JSON
-        self.qualified_at: dict[str, float] = {}  # audience key -> epoch seconds
-        self.sources: dict[str, None] = {}  # dataset ids, in arrival order
+        self.identities: dict[str, bytes] = {}  # identity key -> JSON [code as sent, identity]
+        self.attributes: dict[str, Any] | None = None  # other top-level XDM fields, if any
+        self.memberships: dict[str, bytes] = {}  # audience key -> pack_membership(...)
+        self.sources: tuple[str, ...] = ()  # dataset ids (an interned tuple)
         self.modified_at = 0.0
+
+    @property
+    def ident(self) -> str:
+        return self.key.split(SEP, 1)[1]
 
     @property
     def identity_map(self) -> dict[str, list[dict[str, Any]]]:
         identity_map: dict[str, list[dict[str, Any]]] = {}
-        for key, value in self.identities.items():
-            identity_map.setdefault(key.split(SEP, 1)[0], []).append(from_json(value))
+        for packed in self.identities.values():
+            code, value = from_json(packed)
+            identity_map.setdefault(code, []).append(value)
         return identity_map
 
     def entity(self) -> dict[str, Any]:
         """The profile as Profile Access returns it under ``entity``."""
-        entity = dict(self.attributes)
+        entity = dict(self.attributes or {})
         entity["identityMap"] = self.identity_map
         if self.memberships:
             nested: dict[str, dict[str, Any]] = {}
-            for key, entry in self.memberships.items():
+            for key, packed in self.memberships.items():
                 ns, audience_id = key.split(SEP, 1)
-                nested.setdefault(ns, {})[audience_id] = from_json(entry)
+                nested.setdefault(ns, {})[audience_id] = entry_of(packed)
             entity["segmentMembership"] = nested
         return entity
 
@@ -188,6 +198,11 @@ class ProfileStore:
         self.by_identity: dict[str, Profile] = {}
         self.members: dict[str, dict[str, Profile]] = {}  # audience key -> profile key -> profile
         self.profile_count = 0
+        # One shared object per distinct small value, instead of one per profile.
+        self._interned: dict[Any, Any] = {}
+
+    def _intern(self, value: Any) -> Any:
+        return self._interned.setdefault(value, value)
 
     def apply(self, entity: dict[str, Any], dataset_id: str, received: float) -> Profile:
         """Merge one accepted XDM profile record; memberships: last qualification wins."""
@@ -197,17 +212,20 @@ class ProfileStore:
         for key, code, value in identities:
             if key not in self.by_identity:
                 self.by_identity[key] = profile
-                profile.identities[f"{code}{SEP}{value['id']}"] = to_json(value)
+                profile.identities[key] = to_json([code, value])
         for name, value in entity.items():
             if name not in ("identityMap", "segmentMembership", "_id"):
+                if profile.attributes is None:
+                    profile.attributes = {}
                 profile.attributes[name] = value
         for audience, qualified_at, entry in memberships:
-            previous = profile.qualified_at.get(audience)
-            if previous is None or qualified_at >= previous:
-                profile.memberships[audience] = to_json(entry)
-                profile.qualified_at[audience] = qualified_at
+            previous = profile.memberships.get(audience)
+            if previous is None or qualified_at >= qualified_at_of(previous):
+                audience = self._intern(audience)
+                profile.memberships[audience] = pack_membership(qualified_at, entry)
                 self.members.setdefault(audience, {})[profile.key] = profile
-        profile.sources[dataset_id] = None
+        if dataset_id not in profile.sources:
+            profile.sources = self._intern((*profile.sources, dataset_id))
         profile.modified_at = received
         return profile
 
@@ -217,8 +235,8 @@ class ProfileStore:
             if existing is not None:
                 return existing
         self.profile_count += 1
-        key, code, value = identities[0]
-        return Profile(key, code, value["id"])
+        key, code, _value = identities[0]
+        return Profile(key, self._intern(code))
 
     def lookup(self, namespace: str, ident: str) -> Profile | None:
         return self.by_identity.get(identity_key(namespace, ident))
@@ -229,4 +247,4 @@ class ProfileStore:
         """Current membership entries (any status) of one audience, in first-seen order."""
         audience = audience_key(namespace, audience_id)
         for profile in self.members.get(audience, {}).values():
-            yield profile, from_json(profile.memberships[audience])
+            yield profile, entry_of(profile.memberships[audience])
