@@ -103,7 +103,6 @@ class StandaloneAirflow:
             AIRFLOW__API__PORT=str(self.port),
             # Workers reach the execution API through base_url; its default is port 8080.
             AIRFLOW__API__BASE_URL=self.url,
-            AIRFLOW__API__WORKERS="1",
             AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
             AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             # New DAG files in seconds, not the default 5 minutes.

@@ -203,3 +203,16 @@ def test_an_unauthenticated_inlet_gets_no_token(emu, run_dir):
     assert held(emu) == expected
     sender = StreamingSender(config, SendOptions(), TokenProvider(config))
     assert sender.tokens is None and "Authorization" not in sender._headers(None)
+
+
+def test_a_rerun_does_not_forget_earlier_dead_letters(emu, run_dir):
+    expected = first_run(run_dir, 1_000)
+    emu.faults(fail_records=sorted(i for _, i in expected)[:5], fail_record_status=400)
+    with pytest.raises(DeadLetterThresholdExceeded):
+        publish_run(emu.adobe_config(), make_spec(), run_dir, options=fast_options())
+    emu.clear_faults()
+    with pytest.raises(DeadLetterThresholdExceeded):  # refused for good: recompute the run
+        publish_run(emu.adobe_config(), make_spec(), run_dir, options=fast_options())
+    record = read_run_record(run_dir)["publish"]
+    assert record["status"] == "failed" and record["chunks"]["complete"]
+    assert held(emu) == expected - {("ECID", i) for i in sorted(i for _, i in expected)[:5]}

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
 PREFERRED_AUDIENCE = "cart_abandoners"
 PUBLISH_POOL = {"aep_publish": 4}
+LANDING_POLL_S = 2  # the landing watcher's poll interval (production default: 30 s)
 # The stage modules an audience run imports; until they are all on main the tests skip.
 NEEDED_MODULES = (
     "cja_audiences.extract.synthetic",
@@ -101,11 +102,16 @@ class Live:
 
         return read_run_record(self.lake.run_dir(self.audience_id, run_id))
 
-    def current(self) -> dict[str, Any] | None:
-        """The audience's current.json: the last committed run (None before any commit)."""
+    def committed_run(self) -> str | None:
+        """The run folder name current.json points at (None before any commit)."""
         from cja_audiences.lake import read_json
 
-        return read_json(self.lake.audience_dir(self.audience_id) / "current.json", None)
+        current = read_json(self.lake.audience_dir(self.audience_id) / "current.json", None)
+        return current["run_id"] if current else None
+
+    def folder_name(self, run_id: str) -> str:
+        """Run ids hold ':' and '+'; the lake names run folders (and current.json) safely."""
+        return self.lake.run_dir(self.audience_id, run_id).name
 
     def members(self) -> set[tuple[str, str]]:
         """What the emulator holds for the audience (realized memberships)."""
@@ -143,6 +149,7 @@ def live(emulator, tmp_path_factory) -> Live:
             "CJA_AUDIENCES_SPECS": str(root / "specs"),
             "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(emulator.aep_conn()),
             "AIRFLOW_CONN_CJA_DEFAULT": json.dumps(emulator.cja_conn()),
+            "CJA_AUDIENCES_LANDING_POLL_S": str(LANDING_POLL_S),
         },
         dag_ids=dag_ids,
         pools=PUBLISH_POOL,

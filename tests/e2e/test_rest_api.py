@@ -55,7 +55,7 @@ def test_dry_run_through_the_rest_api_succeeds_and_commits_nothing(live):
     assert record["request"]["dry_run"] is True and record["request"]["force"] is True
     assert record["status"] == "dry_run"
     assert record["compute"]["size"] > 0
-    assert (live.current() or {}).get("run_id") != run_id
+    assert live.committed_run() != live.folder_name(run_id)
     assert live.members() == before
 
 

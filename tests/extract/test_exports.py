@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cja_audiences.extract.cja_export import (
+from cja_audiences.extract.exports import (
     DeliveryError,
     ExportSource,
     check_delivery,
