@@ -159,7 +159,7 @@ def _status(record: dict[str, Any], is_current: bool) -> str:
         return "skipped"
     if "dry_run" in record or record.get("status") == "dry_run":
         return "dry_run"
-    if "publish" in record:
+    if "publish" in record or record.get("status") == "failed":
         return "failed"
     return "pending"
 
