@@ -162,7 +162,6 @@ class _Scope:
 
     aggregates: dict[str, str] = field(default_factory=dict)  # sql -> alias
     joins: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
 
 
 class QueryBuilder:
@@ -180,6 +179,10 @@ class QueryBuilder:
         self.window = window
         self.computed = dict(computed_fields or {})
         self.columns: set[str] = set(F.KEY_COLUMNS)
+        # Event expressions the trees read, computed once in ``ev``: sessions and sequences
+        # then sort narrow boolean/numeric columns instead of the raw string columns.
+        self.derived: dict[str, str] = {}
+        self.raw_events = False  # templates read raw columns: ``ev`` keeps them all
         self.sessions = False
         self.ctes: list[tuple[str, str, bool]] = []
         self._trees = 0
@@ -218,6 +221,12 @@ class QueryBuilder:
         if ref.key is not None:
             return f"{F.quote(ref.column)}[{self.binder.literal(ref.key)}]"
         return F.quote(ref.column)
+
+    def derive(self, sql: str) -> str:
+        """A column of ``ev`` holding the event expression ``sql``."""
+        if sql not in self.derived:
+            self.derived[sql] = f"__f{len(self.derived) + 1}"
+        return self.derived[sql]
 
     def is_list(self, name: str) -> bool:
         return name in F.LIST_FIELDS
@@ -258,6 +267,7 @@ class QueryBuilder:
         return self.tree(parse_rules(_unwrap(raw), where="template rules"))
 
     def template(self, name: str) -> str:
+        self.raw_events = True
         try:
             return self.env.get_template(name).render()
         except jinja2.TemplateNotFound:
@@ -269,8 +279,10 @@ class QueryBuilder:
         for name, expr in self.computed.items():
             computed.append((F.quote(name), expr))
         columns = sorted(c for c in self.columns if c not in self.computed)
+        carried = ["*"] if self.raw_events else [F.quote(c) for c in F.KEY_COLUMNS]
+        derived = [(alias, sql) for sql, alias in self.derived.items()]
         head: list[tuple[str, str, bool]] = [
-            ("ev", self.m.events([F.quote(c) for c in columns], computed), False)
+            ("ev", self.m.events(carried, computed, derived), False)
         ]
         if self.sessions:
             timeout = self.binder.literal(SESSION_TIMEOUT_MINUTES)
@@ -393,8 +405,10 @@ class TreeCompiler:
 
     def _cond(self, node: Cond) -> str:
         column = self.b.column(node.field)
-        return self.m.predicate(
-            column, node.op, self._value(node.op, node.value), self.b.is_list(node.field)
+        return self.b.derive(
+            self.m.predicate(
+                column, node.op, self._value(node.op, node.value), self.b.is_list(node.field)
+            )
         )
 
     def _event_leaf(self, event_expr: str, level: Level) -> str:
@@ -440,7 +454,7 @@ class TreeCompiler:
                 f"{measure.agg} of {measure.field!r}: not a numeric field; numeric fields: "
                 f"{', '.join(sorted(F.NUMERIC_FIELDS))} or a computed field"
             )
-        return column
+        return self.b.derive(column)
 
     def _metric(self, node: Metric, level: Level) -> str:
         measure = node.measure
