@@ -187,7 +187,7 @@ class AudienceSpec(_Strict):
                 or name == "person_id"
             ):
                 raise ValueError(
-                    f"computed field {name!r}: use a new name of letters, digits and _ "
+                    f"computed field {name!r}: use a new name of letters, digits and _, starting with a letter "
                     "(not an event column)"
                 )
             if not isinstance(expr, str) or not expr.strip() or _FORBIDDEN_SQL.search(expr):
