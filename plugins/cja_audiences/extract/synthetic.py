@@ -276,7 +276,7 @@ SELECT *,
     -- building a MAP per row is slow; the few possible ones are looked up instead
     {dimension_maps}[1 + signed_in::INT * 2 + (day > first_day)::INT] AS dimensions
 FROM (SELECT *, authenticated OR (known AND checked_out) AS signed_in FROM funnel)
-ORDER BY day, p  -- each day's COPY then reads only its own row groups (zone maps)
+ORDER BY day, p, s  -- each day's COPY reads only its own row groups; total order = same files
 """
 
 EVENTS_SQL = """

@@ -1,0 +1,462 @@
+"""CJA full-table export deliveries in the landing folder (CSV or JSON lines, gzip).
+
+Adobe names the files ``cja-export-{reportInstanceId}-{idx}.csv.gz`` / ``.json.gz`` and can
+add a manifest, itself a ``.json.gz`` with the same naming, that lists every delivered file
+with its MD5 (Adobe does not document its exact layout; we read a JSON object with a
+``files`` list whose entries carry a name and an MD5, under the usual key spellings).
+
+A *delivery* is the set of files of one report instance. It is complete when its manifest is
+there and every file it lists is present with a matching MD5; partial deliveries are refused
+(the files may still be uploading). Complete deliveries get a stable id (report instance +
+manifest digest), so a landing-zone trigger can remember which ones it has seen.
+
+Columns map to the normalized schema through a configurable mapping (schema field -> export
+column label, matched case-insensitively; a column named like the schema field also matches).
+Columns the mapping does not name land in the ``dimensions`` map, so a new column in the
+export never changes the lake's file schema.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from cja_audiences.extract.lines import BLOCK_SIZE, JSON_OBJECT, numbered, read_lines
+
+EXPORT_FILE = re.compile(r"^cja-export-(?P<instance>.+)-(?P<idx>\d+)\.(?P<fmt>csv|json)\.gz$")
+MANIFEST_FILE_KEYS = ("files", "deliveredFiles", "fileList")
+MANIFEST_NAME_KEYS = ("name", "fileName", "file", "path")
+MANIFEST_MD5_KEYS = ("md5", "md5Checksum", "checksum", "MD5")
+
+# Schema field -> the column label a CJA data view typically exports it under.
+DEFAULT_COLUMN_MAPPING: dict[str, str] = {
+    "event_id": "Event ID",
+    "timestamp": "Timestamp",
+    "person_id": "Person ID",
+    "person_namespace": "Person ID Namespace",
+    "event_type": "Event Type",
+    "page_name": "Page Name",
+    "page_url": "Page URL",
+    "marketing_channel": "Marketing Channel",
+    "campaign": "Tracking Code",
+    "product_skus": "Products",
+    "product_categories": "Product Categories",
+    "revenue": "Revenue",
+    "order_id": "Purchase ID",
+    "quantity": "Units",
+    "country": "Countries",
+    "region": "Regions",
+    "device_type": "Device Type",
+    "browser": "Browser",
+}
+# AEP identity namespace -> column label; present columns fill the ``identities`` map.
+DEFAULT_IDENTITY_COLUMNS: dict[str, str] = {"CRMID": "CRM ID", "Email": "Email"}
+
+
+class DeliveryError(RuntimeError):
+    """A delivery is partial or corrupt; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One complete (or, without a manifest, assumed complete) export delivery."""
+
+    id: str
+    report_instance_id: str
+    files: tuple[Path, ...]
+    manifest: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "report_instance_id": self.report_instance_id,
+            "files": [str(f) for f in self.files],
+            "manifest": str(self.manifest) if self.manifest else None,
+        }
+
+
+# -- finding deliveries ---------------------------------------------------------------------
+
+_md5_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_md5(path: Path) -> str:
+    """MD5 hex digest, cached per (path, size, mtime): pollers re-check the same files."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _md5_cache:
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        _md5_cache[key] = digest.hexdigest()
+    return _md5_cache[key]
+
+
+def read_manifest(path: Path) -> list[tuple[str, str]] | None:
+    """(file name, md5) pairs if ``path`` is a manifest, else None (it is a data file)."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            head = handle.read(1 << 20)
+        document = json.loads(head)
+    except (OSError, EOFError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    entries = next((document[k] for k in MANIFEST_FILE_KEYS if k in document), None)
+    if not isinstance(entries, list):
+        return None
+    listed = []
+    for entry in entries:
+        name = _first(entry, MANIFEST_NAME_KEYS) if isinstance(entry, dict) else entry
+        md5 = _first(entry, MANIFEST_MD5_KEYS) if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            raise DeliveryError(f"{path.name}: manifest entry without a file name: {entry!r}")
+        listed.append((Path(name).name, (md5 or "").lower()))
+    return listed
+
+
+def _first(entry: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((entry[k] for k in keys if k in entry), None)
+
+
+def _group(landing_dir: Path) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    if not landing_dir.is_dir():
+        return groups
+    for path in sorted(landing_dir.iterdir()):
+        match = EXPORT_FILE.match(path.name)
+        if match and path.is_file():
+            groups.setdefault(match["instance"], []).append(path)
+    return groups
+
+
+def _idx(path: Path) -> int:
+    match = EXPORT_FILE.match(path.name)
+    return int(match["idx"]) if match else -1
+
+
+def check_delivery(instance: str, paths: list[Path], *, require_manifest: bool = True) -> Delivery:
+    """The delivery of ``instance`` if complete; else :class:`DeliveryError` saying why."""
+    manifests = [
+        (p, listed)
+        for p in paths
+        if p.name.endswith(".json.gz")
+        if (listed := read_manifest(p)) is not None
+    ]
+    if len(manifests) > 1:
+        names = ", ".join(p.name for p, _ in manifests)
+        raise DeliveryError(f"report instance {instance}: several manifests ({names})")
+    if not manifests:
+        if require_manifest:
+            raise DeliveryError(
+                f"report instance {instance}: no manifest yet; waiting for the delivery to "
+                "finish (or run with require_manifest=False to take the files as they are)"
+            )
+        digest = hashlib.md5(usedforsecurity=False)
+        for p in paths:
+            digest.update(f"{p.name}:{p.stat().st_size}".encode())
+        return Delivery(
+            f"{instance}-{digest.hexdigest()[:8]}", instance, tuple(sorted(paths, key=_idx))
+        )
+    manifest, listed = manifests[0]
+    present = {p.name: p for p in paths}
+    files = []
+    for name, md5 in listed:
+        if name not in present:
+            raise DeliveryError(
+                f"report instance {instance}: {name} is in the manifest but not in the landing "
+                "folder (partial delivery); waiting for it"
+            )
+        actual = file_md5(present[name])
+        if md5 and actual != md5:
+            raise DeliveryError(
+                f"report instance {instance}: {name} has MD5 {actual}, the manifest says {md5} "
+                "(still uploading, or corrupt: re-deliver the file)"
+            )
+        files.append(present[name])
+    delivery_id = f"{instance}-{file_md5(manifest)[:8]}"
+    return Delivery(delivery_id, instance, tuple(sorted(files, key=_idx)), manifest)
+
+
+def complete_deliveries(
+    landing_dir: Path | str, *, require_manifest: bool = True
+) -> list[Delivery]:
+    """Every complete delivery in ``landing_dir``, oldest report instance first.
+
+    Partial deliveries are skipped silently here (they are normal while files upload);
+    :func:`check_delivery` says why a given one is not complete.
+    """
+    deliveries = []
+    for instance, paths in _group(Path(landing_dir)).items():
+        try:
+            deliveries.append(check_delivery(instance, paths, require_manifest=require_manifest))
+        except DeliveryError:
+            continue
+    return sorted(
+        deliveries, key=lambda d: min(os.path.getmtime(f) for f in d.files or (d.manifest,))
+    )
+
+
+def find_delivery(landing_dir: Path | str, delivery_id: str) -> Delivery:
+    """The complete delivery with ``delivery_id`` (from a trigger event), or DeliveryError."""
+    for delivery in complete_deliveries(landing_dir, require_manifest=False):
+        if delivery.id == delivery_id or delivery.report_instance_id == delivery_id:
+            return delivery
+    raise DeliveryError(f"no complete delivery {delivery_id!r} in {landing_dir}")
+
+
+# -- reading a delivery ---------------------------------------------------------------------
+
+
+@dataclass
+class ExportSource:
+    """Candidate batches from one delivery's data files (see module docstring)."""
+
+    delivery: Delivery
+    column_mapping: Mapping[str, str] = field(default_factory=lambda: DEFAULT_COLUMN_MAPPING)
+    identity_columns: Mapping[str, str] = field(default_factory=lambda: DEFAULT_IDENTITY_COLUMNS)
+    name: str = "cja_export"
+    _rows: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.column_mapping) - set(DEFAULT_COLUMN_MAPPING)
+        if unknown:
+            raise ValueError(
+                f"column mapping names unknown schema fields {sorted(unknown)}; "
+                f"valid: {sorted(DEFAULT_COLUMN_MAPPING)}"
+            )
+
+    def batches(self) -> Iterator[pa.Table]:
+        con = duckdb.connect()
+        try:
+            for path in self.delivery.files:
+                reader = _csv_batches if path.name.endswith(".csv.gz") else _json_batches
+                rows = 0
+                for batch in reader(path, self, con):
+                    rows += batch.num_rows
+                    yield batch
+                self._rows[path.name] = rows
+        finally:
+            con.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"delivery": self.delivery.as_dict(), "rows_per_file": dict(self._rows)}
+
+    def resolve(self, labels: list[str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+        """(schema field -> label, namespace -> label, other labels) for a file's columns."""
+        by_lower = {label.lower(): label for label in labels}
+        fields = {}
+        for name in DEFAULT_COLUMN_MAPPING:
+            label = self.column_mapping.get(name, DEFAULT_COLUMN_MAPPING[name])
+            found = by_lower.get(label.lower()) or by_lower.get(name)
+            if found:
+                fields[name] = found
+        identities = {
+            ns: by_lower[label.lower()]
+            for ns, label in self.identity_columns.items()
+            if label.lower() in by_lower
+        }
+        used = set(fields.values()) | set(identities.values())
+        return fields, identities, [label for label in labels if label not in used]
+
+
+def _quote(label: str) -> str:
+    return '"' + label.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _string_map(entries: dict[str, str]) -> str:
+    """SQL for a MAP of the non-empty values of ``entries`` (key -> value SQL)."""
+    if not entries:
+        return "NULL"
+    structs = ", ".join(f"{{'k': {_literal(k)}, 'v': {v}}}" for k, v in entries.items())
+    return (
+        f"map_from_entries(list_transform(list_filter([{structs}], "
+        "lambda e: e.v IS NOT NULL AND e.v <> ''), lambda e: (e.k, e.v)))"
+    )
+
+
+def _csv_batches(
+    path: Path, source: ExportSource, con: duckdb.DuckDBPyConnection
+) -> Iterator[pa.Table]:
+    """CSV with a header row; rows with the wrong number of fields are quarantined."""
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        return
+    invalid: list[tuple[str, str]] = []
+
+    def on_invalid(row: pcsv.InvalidRow) -> str:
+        reason = (
+            f"malformed CSV row (expected {row.expected_columns} fields, got {row.actual_columns})"
+        )
+        invalid.append((row.text, reason))
+        return "skip"
+
+    reader = pcsv.open_csv(
+        pa.input_stream(str(path), compression="gzip"),
+        read_options=pcsv.ReadOptions(block_size=BLOCK_SIZE),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pcsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
+        ),
+    )
+    fields, identities, others = source.resolve(header)
+
+    def value(label: str) -> str:
+        return f"b.{_quote(label)}"
+
+    select = ", ".join(
+        [
+            *(f"{value(label)} AS {name}" for name, label in fields.items()),
+            f"{_string_map({ns: value(label) for ns, label in identities.items()})} AS identities",
+            f"{_string_map({label: value(label) for label in others})} AS dimensions",
+            "to_json(b) AS _raw",
+        ]
+    )
+    line = 2  # line 1 is the header
+    for batch in reader:
+        yield numbered(con, batch, select, file=path.name, first=line)
+        line += batch.num_rows
+        if invalid:
+            texts, reasons = zip(*invalid, strict=True)
+            origin = f"{path.name}:before line {line}"
+            yield pa.table({"_raw": texts, "_error": reasons, "_origin": [origin] * len(texts)})
+            invalid.clear()
+
+
+def _json_path(key: str) -> str:
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _json_batches(
+    path: Path, source: ExportSource, con: duckdb.DuckDBPyConnection
+) -> Iterator[pa.Table]:
+    """JSON lines, one object per line keyed by column label; other lines are quarantined.
+
+    Known columns come out of one multi-path extraction per line (a JSON-to-MAP transform is
+    seven times slower); only the keys nobody mapped are looked up one by one.
+    """
+    mapped = {
+        name: source.column_mapping.get(name, DEFAULT_COLUMN_MAPPING[name])
+        for name in DEFAULT_COLUMN_MAPPING
+    }
+    keys = list(dict.fromkeys([*mapped.values(), *mapped, *source.identity_columns.values()]))
+
+    def value(key: str) -> str:
+        return f"v[{keys.index(key) + 1}]"
+
+    select = ", ".join(
+        [
+            *(
+                f"coalesce({value(label)}, {value(name)}) AS {name}"
+                for name, label in mapped.items()
+            ),
+            f"{_string_map({ns: value(lb) for ns, lb in source.identity_columns.items()})}"
+            " AS identities",
+            "map_from_entries(list_filter(list_transform("
+            "list_filter(json_keys(j), lambda k: NOT list_contains($keys, k)),"
+            " lambda k: {'k': k, 'v': json_extract_string(j, '$.\"' || replace(replace(k,"
+            " '\\', '\\\\'), '\"', '\\\"') || '\"')}), lambda e: e.v IS NOT NULL)"
+            ".list_transform(lambda e: (e.k, e.v))) AS dimensions",
+            "line AS _raw",
+            "CASE WHEN j IS NULL THEN 'malformed JSON (not one object per line)' END AS _error",
+        ]
+    )
+    paths = "[" + ", ".join(_literal(_json_path(k)) for k in keys) + "]"
+    inner = (
+        f"SELECT *, json_extract_string(j, {paths}) AS v"
+        f" FROM (SELECT *, {JSON_OBJECT} AS j FROM batch)"
+    )
+    line = 1
+    for batch in read_lines(path):
+        yield numbered(
+            con, batch, select, file=path.name, first=line, inner=inner, params={"keys": keys}
+        )
+        line += batch.num_rows
+
+
+# -- writing a delivery (demo data, tests, benchmarks) ---------------------------------------
+
+
+def write_delivery(
+    events: str | list[str],
+    landing_dir: Path,
+    *,
+    report_instance_id: str,
+    fmt: str = "csv",
+    files: int = 1,
+    manifest: bool = True,
+) -> list[Path]:
+    """Write lake events (a Parquet glob or file list) as a CJA full-table export delivery.
+
+    Columns get the default labels, lists are comma-joined, identities and dimensions become
+    one column each; the manifest (written last, as Adobe does) lists every file's MD5.
+    """
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"fmt {fmt!r}: use csv or json")
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        con.read_parquet(events, hive_partitioning=False).create_view("events")
+        keys = [
+            k
+            for (k,) in con.sql(
+                "SELECT DISTINCT unnest(map_keys(dimensions)) AS k FROM events ORDER BY k"
+            ).fetchall()
+        ]
+        columns = ", ".join(
+            [
+                *(
+                    f"array_to_string({name}, ',') AS {_quote(label)}"
+                    if name in ("product_skus", "product_categories")
+                    else f"strftime({name}, '%Y-%m-%dT%H:%M:%S.%gZ') AS {_quote(label)}"
+                    if name == "timestamp"
+                    else f"{name} AS {_quote(label)}"
+                    for name, label in DEFAULT_COLUMN_MAPPING.items()
+                ),
+                *(
+                    f"identities[{_literal(ns)}] AS {_quote(label)}"
+                    for ns, label in DEFAULT_IDENTITY_COLUMNS.items()
+                ),
+                *(f"dimensions[{_literal(k)}] AS {_quote(k)}" for k in keys),
+            ]
+        )
+        options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT json"
+        written = []
+        for idx in range(files):
+            path = landing_dir / f"cja-export-{report_instance_id}-{idx}.{fmt}.gz"
+            con.execute(
+                f"COPY (SELECT {columns} FROM events WHERE hash(event_id) % $n = $i)"
+                f" TO $path ({options}, COMPRESSION gzip)",
+                {"n": files, "i": idx, "path": str(path)},
+            )
+            written.append(path)
+    finally:
+        con.close()
+    if manifest:
+        document = {
+            "reportInstanceId": report_instance_id,
+            "files": [{"name": p.name, "md5": file_md5(p)} for p in written],
+        }
+        path = landing_dir / f"cja-export-{report_instance_id}-{files}.json.gz"
+        path.write_bytes(gzip.compress(json.dumps(document).encode()))
+        written.append(path)
+    return written

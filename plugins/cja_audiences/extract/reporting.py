@@ -1,0 +1,382 @@
+"""The CJA Reporting API source: paged person-level pulls over date ranges (no Airflow).
+
+The Reporting API returns aggregates, not events: one report per time window (a UTC day, or
+an hour) with ``variables/personid`` as the dimension and the funnel metrics (page views,
+product views, cart additions, checkouts, orders, revenue, units). Each counted occurrence
+becomes one event row at the window's start with a deterministic id, purchases share the
+window's revenue and units. Audiences on counts and funnel steps per day (or hour) work from
+this; sequences within a session need event-level data (exports, AEP dataset exports).
+
+Adobe's limits are respected on the client: at most 12 requests per 6 s (sliding window),
+exponential backoff with jitter on 429 (``error_code`` 429050) and 5xx, honouring
+``Retry-After`` when sent, one token refresh on 401. Every page is saved as it arrives
+(``<checkpoint_dir>/<pull id>/``), so a failed pull resumes from the last complete page; the
+checkpoints are removed once the pull has landed.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import requests
+
+from cja_audiences.adobe_auth import AdobeConfig, get_token, invalidate_token
+from cja_audiences.extract.source import run_extract
+from cja_audiences.extract.writer import Mode
+from cja_audiences.lake import Lake, read_json, write_json
+
+REQUESTS_PER_WINDOW = 12
+RATE_WINDOW_S = 6.0
+RATE_MARGIN_S = 0.25
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 60.0
+DEFAULT_PAGE_LIMIT = 1000  # rows per page; the topItems maximum Adobe documents
+
+# metric id -> the XDM event type one occurrence of it stands for (order = columnId)
+EVENT_METRICS = {
+    "metrics/pageviews": "web.webpagedetails.pageViews",
+    "metrics/productviews": "commerce.productViews",
+    "metrics/cartadditions": "commerce.productListAdds",
+    "metrics/checkouts": "commerce.checkouts",
+    "metrics/orders": "commerce.purchases",
+}
+VALUE_METRICS = ("metrics/revenue", "metrics/units")
+GRANULARITIES = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
+
+
+class ReportingError(RuntimeError):
+    """The Reporting API refused a request for good; the message names status and cause."""
+
+
+class RateLimiter:
+    """At most ``requests`` calls in any ``window_s`` seconds (a sliding log, thread-safe).
+
+    ``margin_s`` widens the window: the server counts arrivals, and network jitter can bring
+    two requests closer together than they were sent.
+    """
+
+    def __init__(
+        self,
+        requests: int = REQUESTS_PER_WINDOW,
+        window_s: float = RATE_WINDOW_S,
+        *,
+        margin_s: float = RATE_MARGIN_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.requests = requests
+        self.window_s = window_s + margin_s
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait until one more call is allowed; returns the seconds waited."""
+        waited = 0.0
+        with self._lock:
+            while True:
+                now = self._clock()
+                while self._sent and now - self._sent[0] >= self.window_s:
+                    self._sent.popleft()
+                if len(self._sent) < self.requests:
+                    self._sent.append(now)
+                    return waited
+                pause = self.window_s - (now - self._sent[0])
+                self._sleep(pause)
+                waited += pause
+
+
+@dataclass
+class ReportingClient:
+    """``POST {base_url}/reports`` with Adobe's headers, limits and retries."""
+
+    config: AdobeConfig
+    session: requests.Session = field(default_factory=requests.Session)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    on_new_token: Callable[[str], None] | None = None
+    max_attempts: int = MAX_ATTEMPTS
+    sleep: Callable[[float], None] = time.sleep
+    stats: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def _token(self) -> str:
+        token = get_token(self.config, self.session)
+        if self.on_new_token:
+            self.on_new_token(token)
+        return token
+
+    def report(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One report page; raises :class:`ReportingError` when retries cannot help."""
+        refreshed = False
+        for attempt in range(1, self.max_attempts + 1):
+            self.stats["waited_s"] += self.limiter.acquire()
+            headers = {
+                **self.config.platform_headers(self._token()),
+                "Content-Type": "application/json",
+            }
+            self.stats["requests"] += 1
+            try:
+                response = self.session.post(
+                    f"{self.config.base_url}/reports",
+                    json=body,
+                    headers=headers,
+                    timeout=self.config.timeout,
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self._backoff(attempt, None, f"connection failed: {type(exc).__name__}")
+                continue
+            if response.status_code == 200:
+                return response.json()
+            if response.status_code == 401 and not refreshed:
+                invalidate_token(self.config)
+                refreshed = True
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                self.stats[f"http_{response.status_code}"] += 1
+                self._backoff(attempt, response, _describe(response))
+                continue
+            raise ReportingError(
+                f"CJA /reports refused the request: {_describe(response)}; "
+                "check the data view id (rsid), the date range and the connection's permissions"
+            )
+        raise ReportingError(
+            f"CJA /reports still failing after {self.max_attempts} attempts; the pull resumes "
+            "from its last saved page when rerun"
+        )
+
+    def _backoff(self, attempt: int, response: requests.Response | None, why: str) -> None:
+        if attempt >= self.max_attempts:
+            return
+        retry_after = response.headers.get("Retry-After") if response is not None else None
+        if retry_after and retry_after.replace(".", "", 1).isdigit():
+            pause = float(retry_after)
+        else:
+            pause = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+            pause *= random.uniform(0.5, 1.0)  # jitter: several workers do not retry in step
+        self.stats["retries"] += 1
+        self.stats["backoff_s"] += pause
+        self.sleep(pause)
+
+
+def _describe(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        detail = body.get("error_code") or body.get("errorCode") or ""
+        message = body.get("message") or body.get("errorDescription") or ""
+    except ValueError:
+        detail, message = "", response.text[:200]
+    return f"HTTP {response.status_code} {detail} {message}".strip()
+
+
+def windows(start: datetime, end: datetime, granularity: str) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into UTC days or hours (the first and last may be partial)."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity {granularity!r}: use one of {sorted(GRANULARITIES)}")
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise ValueError(f"date range end {end.isoformat()} is not after start {start.isoformat()}")
+    step = GRANULARITIES[granularity]
+    floor = start.replace(minute=0, second=0, microsecond=0)
+    if granularity == "day":
+        floor = floor.replace(hour=0)
+    cuts, edge = [], floor
+    while edge < end:
+        cuts.append((max(edge, start), min(edge + step, end)))
+        edge += step
+    return cuts
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000")
+
+
+PAGE_TO_EVENTS_SQL = """
+WITH rows AS (
+    SELECT r.value AS person_id, r.data AS data FROM page_rows r
+), typed AS (
+    SELECT person_id, t.i AS metric, t.event_type, data[t.i + 1]::BIGINT AS occurrences,
+        data[$orders_col + 1] AS orders, data[$revenue_col + 1] AS revenue,
+        data[$units_col + 1] AS units
+    FROM rows, (SELECT unnest(range(len($types))) AS i, unnest($types) AS event_type) t
+)
+SELECT
+    'cja-rep-' || md5($pull || '|' || person_id || '|' || event_type || '|' || n::VARCHAR)
+        AS event_id,
+    $window_start AS "timestamp",
+    person_id,
+    event_type,
+    CASE WHEN event_type = 'commerce.purchases' AND orders > 0
+         THEN (revenue / orders)::VARCHAR END AS revenue,
+    CASE WHEN event_type = 'commerce.purchases' AND orders > 0
+         THEN round(units / orders)::VARCHAR END AS quantity,
+    MAP {'source': 'cja_reporting', 'granularity': $granularity} AS dimensions,
+    $origin AS _origin
+FROM typed, range(occurrences) r(n)
+WHERE occurrences > 0
+"""
+
+
+@dataclass
+class ReportingSource:
+    """Person-level pulls of one data view over [start, end), page by page, resumable."""
+
+    client: ReportingClient
+    data_view_id: str
+    start: datetime
+    end: datetime
+    checkpoint_dir: Path
+    granularity: str = "day"
+    page_limit: int = DEFAULT_PAGE_LIMIT
+    name: str = "cja_reporting"
+    pages_fetched: int = 0
+    pages_resumed: int = 0
+
+    @property
+    def pull_id(self) -> str:
+        """Same data view, range, granularity and page size -> same id -> resumable."""
+        key = "|".join(
+            [
+                self.data_view_id,
+                _utc(self.start).isoformat(),
+                _utc(self.end).isoformat(),
+                self.granularity,
+                str(self.page_limit),
+            ]
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @property
+    def pages_dir(self) -> Path:
+        return self.checkpoint_dir / self.pull_id
+
+    def body(self, window: tuple[datetime, datetime], page: int) -> dict[str, Any]:
+        metrics = [*EVENT_METRICS, *VALUE_METRICS]
+        return {
+            "rsid": self.data_view_id,
+            "globalFilters": [
+                {"type": "DATE_RANGE", "dateRange": f"{_stamp(window[0])}/{_stamp(window[1])}"}
+            ],
+            "metricContainer": {
+                "metrics": [{"columnId": str(i), "id": m} for i, m in enumerate(metrics)]
+            },
+            "dimension": "variables/personid",
+            # sorted by person id: pages stay stable while a pull is resumed
+            "settings": {
+                "limit": self.page_limit,
+                "page": page,
+                "dimensionSort": "asc",
+                "nonesBehavior": "exclude-nones",
+            },
+        }
+
+    def pages(self) -> Iterator[tuple[tuple[datetime, datetime], int, dict[str, Any]]]:
+        """(window, page number, response body) for every page of the pull, in order."""
+        self.pages_dir.mkdir(parents=True, exist_ok=True)
+        for index, window in enumerate(windows(self.start, self.end, self.granularity)):
+            page = 0
+            while True:
+                saved = self.pages_dir / f"w{index:05d}-p{page:06d}.json"
+                body = read_json(saved)
+                if body is None:
+                    body = self.client.report(self.body(window, page))
+                    write_json(body, saved)
+                    self.pages_fetched += 1
+                else:
+                    self.pages_resumed += 1
+                yield window, page, body
+                if body.get("lastPage", True) or not body.get("rows"):
+                    break
+                page += 1
+
+    def batches(self) -> Iterator[pa.Table]:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        metrics = [*EVENT_METRICS, *VALUE_METRICS]
+        try:
+            for window, page, body in self.pages():
+                rows = body.get("rows") or []
+                if not rows:
+                    continue
+                con.register(
+                    "page_rows",
+                    pa.table(
+                        {
+                            "value": [r.get("value") for r in rows],
+                            "data": [[float(x or 0) for x in r.get("data", [])] for r in rows],
+                        }
+                    ),
+                )
+                try:
+                    yield con.sql(
+                        PAGE_TO_EVENTS_SQL,
+                        params={
+                            "types": list(EVENT_METRICS.values()),
+                            "orders_col": metrics.index("metrics/orders"),
+                            "revenue_col": metrics.index("metrics/revenue"),
+                            "units_col": metrics.index("metrics/units"),
+                            "pull": f"{self.data_view_id}|{_stamp(window[0])}",
+                            "window_start": window[0],
+                            "granularity": self.granularity,
+                            "origin": f"reports:{_stamp(window[0])}:page {page}",
+                        },
+                    ).to_arrow_table()
+                finally:
+                    con.unregister("page_rows")
+        finally:
+            con.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pull_id": self.pull_id,
+            "data_view_id": self.data_view_id,
+            "window": {"start": _utc(self.start).isoformat(), "end": _utc(self.end).isoformat()},
+            "granularity": self.granularity,
+            "pages_fetched": self.pages_fetched,
+            "pages_resumed": self.pages_resumed,
+            "requests": self.client.stats["requests"],
+            "retries": self.client.stats["retries"],
+            "rate_limited_s": round(self.client.stats["waited_s"], 3),
+        }
+
+    def discard_checkpoints(self) -> None:
+        """Drop the saved pages once the pull has landed (a rerun then pulls afresh)."""
+        shutil.rmtree(self.pages_dir, ignore_errors=True)
+
+
+def covers_whole_days(start: datetime, end: datetime) -> bool:
+    """True when [start, end) starts and ends at UTC midnight."""
+    return all(
+        (m.hour, m.minute, m.second, m.microsecond) == (0, 0, 0, 0)
+        for m in (_utc(start), _utc(end))
+    )
+
+
+def extract_reporting(
+    source: ReportingSource, lake: Lake, *, run_id: str, mode: Mode | None = None, **options: Any
+) -> dict[str, Any]:
+    """Land a pull; whole UTC days default to ``replace`` (the report is the day's truth).
+
+    The saved pages are dropped only after the lake has the data.
+    """
+    if mode is None:
+        mode = "replace" if covers_whole_days(source.start, source.end) else "merge"
+    summary = run_extract(source, lake, run_id=run_id, mode=mode, **options)
+    source.discard_checkpoints()
+    return summary

@@ -1,0 +1,272 @@
+"""Land a stream of candidate batches in the lake: all of it, atomically, or none of it.
+
+Why this shape:
+
+* Streaming: batches are checked (``normalize``) and appended to one staging file per UTC
+  date as they arrive, so memory stays bounded whatever the delivery size.
+* All or nothing: nothing touches ``lake/events`` until :meth:`PartitionWriter.commit`, and
+  commit refuses when the share of bad rows is above the limit. Rejected rows always go to
+  ``quarantine/<source>/<run>/rejected.parquet`` with their reason, whether the extract
+  passes or fails: nothing is dropped silently.
+* Idempotent: each touched partition is rebuilt deduplicated by ``event_id`` and sorted by
+  (person_id, timestamp, event_id), then swapped in whole (``publish``). The same input twice
+  gives byte-identical files. Rows land by their own UTC date, so late data joins the right
+  partition; in ``merge`` mode (the default) the rows already there are kept, and a re-sent
+  event replaces its earlier version; ``replace`` mode makes the input the whole truth for
+  each date it touches (a corrected re-export, a full-day API pull).
+* Sharding: with ``buckets=N`` a partition holds one file per person bucket,
+  ``part-b{bucket:04d}.parquet`` with bucket = ``hash(person_id) % N`` (DuckDB's hash);
+  readers keep globbing ``date=*/*.parquet``, and a bucket's tasks glob its own file name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cja_audiences.extract.normalize import (
+    DEFAULT_LIST_SEPARATOR,
+    DEFAULT_NAMESPACE,
+    QUARANTINE_SCHEMA,
+    conform,
+    normalize,
+)
+from cja_audiences.extract.publish import publish_partitions, staging_dir
+from cja_audiences.lake import Lake, atomic_path, safe_name
+from cja_audiences.schema import EVENT_SCHEMA
+
+Mode = Literal["merge", "replace"]
+MODES: tuple[Mode, ...] = ("merge", "replace")
+ROW_GROUP_SIZE = 128 * 1024
+_INCOMING = EVENT_SCHEMA.append(pa.field("_seq", pa.int64()))
+
+
+class ExtractRejected(RuntimeError):
+    """Too many bad rows: the extract wrote nothing to the lake (see the quarantine file)."""
+
+
+def bucket_file(bucket: int | None) -> str:
+    """The file name of one bucket inside a date partition (``part-0`` when unbucketed)."""
+    return "part-0.parquet" if bucket is None else f"part-b{bucket:04d}.parquet"
+
+
+class PartitionWriter:
+    """Collects batches for one extract run; :meth:`commit` lands them.
+
+    Use as a context manager: leaving the block without a commit (an exception) leaves the
+    lake as it was.
+    """
+
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        source: str,
+        run_id: str,
+        mode: Mode = "merge",
+        buckets: int | None = None,
+        max_bad_row_share: float = 0.01,
+        namespace: str = DEFAULT_NAMESPACE,
+        list_separator: str = DEFAULT_LIST_SEPARATOR,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
+        if buckets is not None and buckets < 1:
+            raise ValueError(f"buckets={buckets}: use a positive number or None")
+        self.lake = lake
+        self.source = source
+        self.run_id = run_id
+        self.mode = mode
+        self.buckets = buckets
+        self.max_bad_row_share = max_bad_row_share
+        self.namespace = namespace
+        self.list_separator = list_separator
+        self.quarantine_path = lake.quarantine(source, safe_name(run_id)) / "rejected.parquet"
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._incoming: dict[str, pq.ParquetWriter] = {}
+        self._rejects: pq.ParquetWriter | None = None
+        self._reasons: Counter[str] = Counter()
+        self._rows_in = 0
+        self._seq = 0
+        self._started = time.perf_counter()
+        self._staging_cm = staging_dir(lake.events)
+        self._staging: Path | None = None
+
+    def __enter__(self) -> PartitionWriter:
+        self._staging = self._staging_cm.__enter__()
+        (self._staging / ".incoming").mkdir()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close_writers()
+        self._con.close()
+        self._staging_cm.__exit__(*exc)
+
+    # -- collecting -------------------------------------------------------------------------
+
+    def write(self, candidate: pa.Table | pa.RecordBatch) -> None:
+        """Check one candidate batch and stage its rows (good by date, bad to quarantine)."""
+        if candidate.num_rows == 0:
+            return
+        checked = normalize(
+            candidate, con=self._con, namespace=self.namespace, list_separator=self.list_separator
+        )
+        self._rows_in += candidate.num_rows
+        if checked.bad.num_rows:
+            self._reject(checked.bad)
+        good = checked.good
+        if not good.num_rows:
+            return
+        seq = pa.array(range(self._seq, self._seq + good.num_rows), pa.int64())
+        self._seq += good.num_rows
+        good = good.append_column("_seq", seq)
+        offset = 0
+        for run in pc.run_end_encode(good.column("date")).chunks:
+            for date, end in zip(run.values.to_pylist(), run.run_ends.to_pylist(), strict=True):
+                part = good.slice(offset, end - offset).drop_columns(["date"])
+                self._incoming_writer(date).write_table(part.cast(_INCOMING))
+                offset = end
+
+    def _incoming_writer(self, date: str) -> pq.ParquetWriter:
+        writer = self._incoming.get(date)
+        if writer is None:
+            path = self._staging_path / ".incoming" / f"{date}.parquet"
+            writer = pq.ParquetWriter(path, _INCOMING, compression="lz4")
+            self._incoming[date] = writer
+        return writer
+
+    def _reject(self, bad: pa.Table) -> None:
+        # count reasons by kind: the text without the quoted offending values
+        kinds = pc.replace_substring_regex(bad.column("reason"), r" \(.*?\)(;|$)", r"\1")
+        for kind in pc.value_counts(kinds).to_pylist():
+            self._reasons[kind["values"]] += kind["counts"]
+        if self._rejects is None:
+            path = self._staging_path / ".incoming" / "rejected.parquet"
+            self._rejects = pq.ParquetWriter(path, QUARANTINE_SCHEMA, compression="zstd")
+        self._rejects.write_table(bad)
+
+    @property
+    def _staging_path(self) -> Path:
+        if self._staging is None:
+            raise RuntimeError("PartitionWriter must be used as a context manager")
+        return self._staging
+
+    def _close_writers(self) -> None:
+        for writer in self._incoming.values():
+            writer.close()
+        self._incoming.clear()
+        if self._rejects is not None:
+            self._rejects.close()
+            self._rejects = None
+
+    # -- landing ----------------------------------------------------------------------------
+
+    def commit(self) -> dict[str, Any]:
+        """Publish the staged dates, or raise :class:`ExtractRejected` having published none."""
+        dates = sorted(self._incoming)
+        self._close_writers()
+        rejected = self._keep_quarantine()
+        bad_share = rejected / self._rows_in if self._rows_in else 0.0
+        if bad_share > self.max_bad_row_share:
+            raise ExtractRejected(self._rejection_message(rejected, bad_share))
+        partitions = {date: self._finalize(date) for date in dates}
+        publish_partitions(self._staging_path, self.lake.events)
+        return {
+            "source": self.source,
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "rows_in": self._rows_in,
+            "rows": sum(partitions.values()),
+            "partitions": partitions,
+            "quarantined": rejected,
+            "bad_row_share": round(bad_share, 6),
+            "quarantine_path": str(self.quarantine_path) if rejected else None,
+            "reasons": dict(self._reasons.most_common(10)),
+            "elapsed_s": round(time.perf_counter() - self._started, 3),
+        }
+
+    def _keep_quarantine(self) -> int:
+        staged = self._staging_path / ".incoming" / "rejected.parquet"
+        if not staged.exists():
+            return 0
+        with atomic_path(self.quarantine_path) as tmp:
+            shutil.move(staged, tmp)
+        return pq.ParquetFile(self.quarantine_path).metadata.num_rows
+
+    def _rejection_message(self, rejected: int, share: float) -> str:
+        reasons = ", ".join(f"{reason!r} x{n}" for reason, n in self._reasons.most_common(5))
+        return (
+            f"{self.source} run {self.run_id}: {rejected:,} of {self._rows_in:,} rows "
+            f"({share:.2%}) are bad, above the limit of {self.max_bad_row_share:.2%} "
+            "(setting max_bad_row_share, CJA_AUDIENCES_MAX_BAD_ROW_SHARE); nothing was written "
+            f"to the lake. Most common reasons: {reasons}. Every rejected row and its reason: "
+            f"{self.quarantine_path}. Fix the delivery (or the column mapping) and rerun."
+        )
+
+    def _finalize(self, date: str) -> int:
+        """Build the staged partition for ``date``: dedupe, merge, sort, bucket; its rows."""
+        incoming = self._staging_path / ".incoming" / f"{date}.parquet"
+        live = self.lake.event_partition(date)
+        live_files = sorted(live.glob("*.parquet")) if self.mode == "merge" else []
+        columns = ", ".join(f'"{f.name}"' for f in EVENT_SCHEMA)
+        union = f"SELECT {columns}, 1 AS _new, _seq FROM read_parquet(?, hive_partitioning = false)"
+        params: list[Any] = [str(incoming)]
+        if live_files:
+            # union_by_name: partitions written before a schema column existed still merge
+            union += (
+                " UNION ALL BY NAME SELECT *, 0 AS _new, 0 AS _seq"
+                " FROM read_parquet(?, union_by_name = true, hive_partitioning = false)"
+            )
+            params.append([str(f) for f in live_files])
+        bucket = f"hash(person_id) % {int(self.buckets)}" if self.buckets else "NULL"
+        query = f"""
+            SELECT * EXCLUDE (_new, _seq, _rank), {bucket} AS _bucket FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY event_id ORDER BY _new DESC, _seq DESC) AS _rank
+                FROM ({union}))
+            WHERE _rank = 1
+            ORDER BY _bucket, person_id, "timestamp", event_id
+        """
+        target = self._staging_path / f"date={date}"
+        target.mkdir()
+        reader = self._con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
+        return _write_buckets(reader, target)
+
+
+def _write_buckets(reader: pa.RecordBatchReader, target: Path) -> int:
+    """Write the sorted stream into one file per bucket under ``target``; rows written."""
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    current: object = ...
+    try:
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            offset = 0
+            for run in pc.run_end_encode(table.column("_bucket")).chunks:
+                for bucket, end in zip(
+                    run.values.to_pylist(), run.run_ends.to_pylist(), strict=True
+                ):
+                    if bucket != current:
+                        if writer is not None:
+                            writer.close()
+                        writer = pq.ParquetWriter(
+                            target / bucket_file(bucket), EVENT_SCHEMA, compression="zstd"
+                        )
+                        current = bucket
+                    part = conform(table.slice(offset, end - offset))
+                    writer.write_table(part, row_group_size=ROW_GROUP_SIZE)
+                    rows += part.num_rows
+                    offset = end
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows

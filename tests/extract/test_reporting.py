@@ -1,0 +1,154 @@
+"""The CJA Reporting API source over real HTTP against the emulator: paging, limits, resume."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cja_audiences.extract.reporting import (
+    RateLimiter,
+    ReportingClient,
+    ReportingError,
+    ReportingSource,
+    extract_reporting,
+    windows,
+)
+from cja_audiences.lake import Lake
+from tests.extract.conftest import lake_digest, query
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 24, tzinfo=UTC)
+END = datetime(2026, 11, 28, tzinfo=UTC)  # four whole UTC days of the source lake
+COUNTS = (
+    "SELECT person_id, date::VARCHAR, event_type, count(*), round(sum(revenue), 2)"
+    " FROM events WHERE date >= DATE '2026-11-24' GROUP BY ALL ORDER BY ALL"
+)
+
+
+FAST_WINDOW_S = 0.5  # Adobe's 12 requests per 6 s, in a shorter window to keep tests quick
+
+
+@pytest.fixture()
+def cja(emu, source_lake: Lake):
+    emu.set_lake(source_lake.root)
+    emu.faults(cja_rate_limit_window_s=FAST_WINDOW_S)
+    return emu
+
+
+def _source(emu, tmp_path: Path, **options) -> ReportingSource:
+    config = emu.adobe_config("cja")
+    client = ReportingClient(
+        config,
+        sleep=options.pop("sleep", lambda s: None),
+        limiter=RateLimiter(window_s=FAST_WINDOW_S),
+    )
+    return ReportingSource(
+        client,
+        data_view_id=config.data_view_id,
+        start=options.pop("start", START),
+        end=options.pop("end", END),
+        checkpoint_dir=tmp_path / "checkpoints",
+        **options,
+    )
+
+
+def test_a_pull_has_every_persons_daily_funnel_counts(cja, tmp_path: Path, source_lake) -> None:
+    source = _source(cja, tmp_path, page_limit=40)
+    lake = Lake(tmp_path / "home")
+    summary = extract_reporting(source, lake, run_id="pull")
+    assert summary["mode"] == "replace" and summary["quarantined"] == 0
+    assert summary["pages_fetched"] > 4  # several pages per day at 40 persons a page
+    # one request per page (plus one 401 when the emulator reset outlived a cached token)
+    assert summary["pages_fetched"] <= summary["requests"] <= summary["pages_fetched"] + 1
+    assert query(lake, COUNTS) == query(source_lake, COUNTS)
+    assert not source.pages_dir.exists()  # checkpoints go once the data has landed
+    digest = lake_digest(lake)
+    extract_reporting(_source(cja, tmp_path, page_limit=40), lake, run_id="again")
+    assert lake_digest(lake) == digest
+
+
+def test_throttling_is_retried_with_backoff(cja, tmp_path: Path) -> None:
+    cja.faults(error_429_rate=1.0, times=3, retry_after_s=2, paths=["/reports"])
+    pauses: list[float] = []
+    source = _source(cja, tmp_path, sleep=pauses.append, start=START, end=START.replace(day=25))
+    summary = extract_reporting(source, Lake(tmp_path / "home"), run_id="t")
+    assert summary["retries"] == 3 and summary["rows"] > 0
+    assert pauses == [2.0, 2.0, 2.0]  # Retry-After is honoured when sent
+    cja.faults(error_429_rate=1.0, times=3, retry_after_s=None, cja_rate_limit_window_s=0.5)
+    pauses.clear()
+    source = _source(cja, tmp_path, sleep=pauses.append, start=START, end=START.replace(day=25))
+    extract_reporting(source, Lake(tmp_path / "home2"), run_id="t")
+    # otherwise exponential with jitter: 1 s, 2 s, 4 s, each scaled by 0.5..1
+    assert [0.5 <= p / 2**i <= 1.0 for i, p in enumerate(pauses)] == [True, True, True]
+
+
+def test_an_expired_token_is_refreshed_once(cja, tmp_path: Path) -> None:
+    source = _source(cja, tmp_path, end=START.replace(day=25))
+    cja.faults(expire_tokens=True)
+    summary = extract_reporting(source, Lake(tmp_path / "home"), run_id="e")
+    assert summary["rows"] > 0
+
+
+def test_a_failed_pull_resumes_from_its_last_complete_page(
+    cja, tmp_path: Path, source_lake
+) -> None:
+    lake = Lake(tmp_path / "home")
+    first = _source(cja, tmp_path, page_limit=40)
+    pages = first.pages()
+    for _ in range(3):
+        next(pages)
+    pages.close()
+    cja.faults(error_500_rate=1.0, paths=["/reports"])
+    failing = _source(cja, tmp_path, page_limit=40)
+    failing.client.max_attempts = 2
+    with pytest.raises(ReportingError, match="resumes from its last saved page"):
+        extract_reporting(failing, lake, run_id="fail")
+    assert not lake.events.exists() or not list(lake.events.rglob("*.parquet"))
+    cja.faults(error_500_rate=0.0)
+    resumed = _source(cja, tmp_path, page_limit=40)
+    summary = extract_reporting(resumed, lake, run_id="resume")
+    assert summary["pages_resumed"] == 3
+    assert query(lake, COUNTS) == query(source_lake, COUNTS)
+
+
+def test_the_client_keeps_under_the_servers_rate_limit(cja, tmp_path: Path) -> None:
+    """30 requests against the emulator's 12-per-window limit: paced, never throttled."""
+    source = _source(cja, tmp_path, page_limit=5, end=START.replace(day=25))
+    started = time.monotonic()
+    summary = extract_reporting(source, Lake(tmp_path / "home"), run_id="paced")
+    assert summary["requests"] >= 25 and summary["retries"] == 0
+    assert time.monotonic() - started >= 2 * FAST_WINDOW_S
+    assert summary["rate_limited_s"] > 0
+
+
+def test_the_limiter_allows_twelve_requests_per_six_seconds() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(clock=lambda: now[0], sleep=sleep, margin_s=0.0)
+    for _ in range(12):
+        limiter.acquire()
+    assert slept == []
+    now[0] = 2.0
+    assert limiter.acquire() == pytest.approx(4.0)
+    assert now[0] == pytest.approx(6.0)
+    assert RateLimiter().window_s == 6.25  # the default keeps a margin for network jitter
+
+
+def test_windows_cut_ranges_at_utc_days_and_hours() -> None:
+    days = windows(datetime(2026, 11, 1, 12, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC), "day")
+    assert [(a.isoformat(), b.isoformat()) for a, b in days] == [
+        ("2026-11-01T12:00:00+00:00", "2026-11-02T00:00:00+00:00"),
+        ("2026-11-02T00:00:00+00:00", "2026-11-03T00:00:00+00:00"),
+    ]
+    assert len(windows(START, START.replace(hour=5), "hour")) == 5
+    with pytest.raises(ValueError, match="not after start"):
+        windows(END, START, "day")
