@@ -630,6 +630,8 @@ class TreeCompiler:
         person_aggs = [(a, sql) for sql, a in self.scopes["person"].aggregates.items()]
         if s2p.aggregates and not person_aggs and (person_driver or not session_driver):
             base = f"{p}_sp"  # already one row per person that can qualify
+        elif person_driver and not person_aggs and not s2p.aggregates:
+            base = f"(SELECT DISTINCT person_id FROM {person_driver})"
         else:
             source = self.m.restricted(event_rel, person_drivers)
             b.ctes.append((f"{p}_p", self.m.group(source, ["person_id"], person_aggs), False))
