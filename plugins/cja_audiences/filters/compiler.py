@@ -4,9 +4,10 @@ The compiler decides *what* to compute at which level (event, session, person); 
 text comes only from the macros in ``cja.sql.j2``. Each value goes through :class:`Binder`
 and each column through :mod:`cja_audiences.filters.fields`.
 
-Query shape: ``ev`` (window events, needed columns + computed fields) → ``sess`` (sessions,
-built once and materialized, only when something needs them) → per-tree CTEs (sequences,
-session and person aggregates) → ``candidates`` (person ids) → the caller's final SELECT.
+Query shape: ``ev`` (window events: key columns plus every event expression the filter
+reads, evaluated once) → ``sess`` (sessions, built once and materialized, only when something
+needs them) → per-tree CTEs (sequences; session and person aggregates, restricted to the units
+a positive sequence admits) → ``candidates`` (person ids) → the caller's final SELECT.
 """
 
 from __future__ import annotations
