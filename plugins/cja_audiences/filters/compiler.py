@@ -1,8 +1,9 @@
 """Compile a filter tree (or a user template) into one DuckDB query with bound parameters.
 
 The compiler decides *what* to compute at which level (event, session, person); the SQL
-text comes only from the macros in ``cja.sql.j2``. Each value goes through :class:`Binder`
-and each column through :mod:`cja_audiences.filters.fields`.
+shapes (conditions, aggregates, sessions, sequence steps, joins) come from the macros in
+``cja.sql.j2``, Python only combines their results with AND / OR / NOT. Each value goes
+through :class:`Binder` and each column through :mod:`cja_audiences.filters.fields`.
 
 Query shape: ``ev`` (window events: key columns plus every event expression the filter
 reads, evaluated once) → ``sess`` (sessions, built once and materialized, only when something
