@@ -620,7 +620,7 @@ class TreeCompiler:
         s2p = self.scopes["s2p"]
         joins = list(self.scopes["person"].joins)
         if s2p.aggregates:
-            session_drivers = list(person_drivers)
+            session_drivers = [d for d in person_drivers if d[0] != session_driver]
             if session_driver:
                 session_drivers.append((session_driver, _keys("session")))
             session_aggs = [(a, sql) for sql, a in self.scopes["session"].aggregates.items()]
