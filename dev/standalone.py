@@ -66,12 +66,14 @@ class StandaloneAirflow:
         password: str = "e2e-admin-password",
         unpause: bool = True,
         startup_timeout: float = 240.0,
+        stop_grace: float = 30.0,
     ) -> None:
         self.home = Path(home)
         self.password = password
         self.dag_ids = list(dag_ids)
         self.pools = dict(pools or {})
         self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.home / "standalone.log"
@@ -155,8 +157,8 @@ class StandaloneAirflow:
             raise
         self.startup_s = round(time.monotonic() - began, 1)
 
-    def stop(self, grace: float = 30.0) -> None:
-        """SIGTERM every process group we started, SIGKILL whatever is left after ``grace``."""
+    def stop(self) -> None:
+        """SIGTERM every process group we started, SIGKILL what is left after ``stop_grace``."""
         if self._process is None:
             return
         self._http.close()  # an open keep-alive connection slows the API server's shutdown
@@ -164,7 +166,7 @@ class StandaloneAirflow:
         groups = [p.pid for p in started]
         for pgid in groups:
             _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + self.stop_grace
         while any(map(_group_alive, groups)) and time.monotonic() < deadline:
             time.sleep(0.5)
         for pgid in filter(_group_alive, groups):

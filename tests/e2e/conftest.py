@@ -153,7 +153,8 @@ def live(emulator, tmp_path_factory) -> Live:
         },
         dag_ids=dag_ids,
         pools=PUBLISH_POOL,
-        unpause=False,
+        unpause=False,  # see Live.unpause: scheduled runs would race the tests' own
+        stop_grace=10.0,  # a throwaway SQLite DB: no need to wait long for a clean exit
     )
     try:
         with airflow:
