@@ -5,7 +5,7 @@ from datetime import date
 
 import pytest
 
-from cja_audiences.extract.cja_export import write_delivery
+from cja_audiences.extract.exports import write_delivery
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake import Lake
 from cja_audiences.triggers.cja import FIRED_KEY, LandingDeliveryTrigger

@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from cja_audiences.extract.cja_export import complete_deliveries
+from cja_audiences.extract.exports import complete_deliveries
 
 FIRED_KEY = "fired_deliveries"
 REMEMBERED_DELIVERIES = 1000
