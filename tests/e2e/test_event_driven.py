@@ -55,24 +55,28 @@ def drop(files: list[Path], landing: Path) -> None:
         shutil.copy(path, landing / path.name)
 
 
-def unpause_and_settle(live, dag_id: str, timeout: float = 90.0) -> None:
-    """Unpause, then wait out the run a past schedule tick creates at once (catchup=False).
+def unpause_and_settle(live, dag_id: str, quiet_s: float = 150.0) -> None:
+    """Unpause, wait out the run a past schedule tick creates at once (catchup=False), and
+    make sure the next tick is at least ``quiet_s`` away (else wait for it to pass too).
 
-    An hourly `cja_extract` run with source "export" would land any delivery it finds, so
-    the deliveries are dropped only once that run is over: every extract run the test
-    sees afterwards was started by the landing watcher.
+    A scheduled `cja_extract` run with source "export" would land any delivery it finds,
+    so deliveries are dropped only in a quiet window: every extract run the test sees
+    afterwards was started by the landing watcher.
     """
     live.unpause(dag_id)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + quiet_s + 90.0
     while time.monotonic() < deadline:
         dag = live.airflow.api("GET", f"/api/v2/dags/{dag_id}").json()
         due = dag["next_dagrun_run_after"]
-        pending = due is not None and datetime.fromisoformat(due) <= datetime.now(UTC)
+        soon = (
+            due is not None
+            and (datetime.fromisoformat(due) - datetime.now(UTC)).total_seconds() < quiet_s
+        )
         active = [r for r in live.airflow.dag_runs(dag_id) if r["state"] in ("queued", "running")]
-        if not pending and not active:
+        if not soon and not active:
             return
         time.sleep(1.0)
-    raise AssertionError(f"{dag_id} still has a due or active run after {timeout:.0f} s")
+    raise AssertionError(f"{dag_id}: no quiet {quiet_s:.0f} s window between scheduled runs")
 
 
 def asset_runs(live, dag_id: str) -> list[dict[str, Any]]:
