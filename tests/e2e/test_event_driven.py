@@ -143,9 +143,11 @@ def test_a_delivery_refreshes_the_audience_once_across_redrops_and_restarts(live
 
     second = wait_for_new_run(live, EXTRACT_DAG, extracts + 1, timeout=NOTICE_S)
     assert fired_for(live, second["dag_run_id"]).startswith("e2e-second")
-    # Its audience run is not forced: the refresh-frequency guard keeps the snapshot.
+    # Its audience run is not forced, so the refresh gate skips it (the copied spec's
+    # schedule period only starts tomorrow) and the published snapshot stays.
     again = wait_for_new_run(live, live.dag_id, audiences + 1, timeout=NOTICE_S)
     assert again["state"] == "success"
+    assert live.run_record(again["dag_run_id"])["gate"]["due"] is False
     assert live.committed_run() == live.folder_name(run_id) and live.members() == published
     # The watcher restarted after each fire and polled all along; nothing fired twice.
     assert len(asset_runs(live, EXTRACT_DAG)) == extracts + 2
