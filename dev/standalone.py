@@ -109,7 +109,6 @@ class StandaloneAirflow:
             AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             # New DAG files in seconds, not the default 5 minutes.
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-            AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="10",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="2",
         )
@@ -314,9 +313,10 @@ class StandaloneAirflow:
         """Stop the triggerer (standalone will not restart it) and start a replacement.
 
         The replacement gets the same environment and a process group of its own (a process
-        cannot join a group in another session), which `stop()` ends as well. Returns once
-        the health endpoint shows a heartbeat from the new triggerer.
+        cannot join a group in another session), which `stop()` ends as well. Returns (the
+        seconds it took) once the health endpoint shows a heartbeat from the new triggerer.
         """
+        began = time.monotonic()
         old = self.component("triggerer")
         family = [old, *old.children(recursive=True)]
         for process in family:
@@ -338,6 +338,7 @@ class StandaloneAirflow:
                 )
             )
         self._wait_healthy(time.monotonic() + timeout, triggerer_after=stopped)
+        return time.monotonic() - began
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -139,7 +139,7 @@ def live(emulator, tmp_path_factory) -> Iterator[Live]:
     lake = Lake(root / "home")
     began = time.monotonic()
     generate_synthetic(lake, persons=2000, days=8, end=last_complete_day(), seed=8)
-    _timings["synthetic lake"] = time.monotonic() - began
+    record_timing("synthetic lake", time.monotonic() - began)
     lake.landing.mkdir(parents=True, exist_ok=True)
     audience_id = copy_spec(pick_spec(REPO / "include" / "audiences"), root / "specs")
     emulator.reset()
@@ -162,15 +162,20 @@ def live(emulator, tmp_path_factory) -> Iterator[Live]:
     )
     try:
         with airflow:
-            _timings["airflow standalone: healthy"] = airflow.healthy_s or 0.0
-            _timings["airflow standalone: healthy and DAGs parsed"] = airflow.startup_s or 0.0
+            record_timing("airflow standalone: healthy", airflow.healthy_s or 0.0)
+            record_timing("airflow standalone: healthy and DAGs parsed", airflow.startup_s or 0.0)
             live = Live(airflow=airflow, emulator=emulator, lake=lake, audience_id=audience_id)
             live.unpause(live.dag_id)
             yield live
             began = time.monotonic()
-        _timings["airflow standalone: stop"] = time.monotonic() - began
+        record_timing("airflow standalone: stop", time.monotonic() - began)
     finally:
         keep_log(airflow)
+
+
+def record_timing(name: str, seconds: float) -> None:
+    """Shown after the run with the set-up timings."""
+    _timings[name] = seconds
 
 
 def artifact(name: str) -> Path:
@@ -188,7 +193,7 @@ def keep_log(airflow: StandaloneAirflow) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Print how long the shared set-up took (test bodies are in --durations) and artifacts."""
+    """Print the set-up timings (test bodies are in --durations) and the artifacts."""
     for name, seconds in _timings.items():
         terminalreporter.write_line(f"e2e: {name} took {seconds:.1f} s")
     for path in _artifacts:

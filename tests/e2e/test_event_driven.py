@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.conftest import REPO, last_complete_day, missing
+from tests.e2e.conftest import REPO, last_complete_day, missing, record_timing
 
 pytestmark = pytest.mark.e2e
 
@@ -138,7 +138,8 @@ def test_a_delivery_refreshes_the_audience_once_across_redrops_and_restarts(live
     assert published and live.members() == published
 
     drop(deliveries["first"], live.lake.landing)  # the same delivery again ...
-    live.airflow.restart_triggerer()  # ... seen by a new triggerer with the stored state
+    restart_s = live.airflow.restart_triggerer()  # ... seen by a new triggerer's watcher
+    record_timing("triggerer restart", restart_s)
     drop(deliveries["second"], live.lake.landing)  # and a new one: the watcher is alive
 
     second = wait_for_new_run(live, EXTRACT_DAG, extracts + 1, timeout=NOTICE_S)
