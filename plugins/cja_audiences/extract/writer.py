@@ -2,8 +2,8 @@
 
 Why this shape:
 
-* Streaming: batches are checked (``normalize``) and appended to one staging file per UTC
-  date as they arrive, so memory stays bounded whatever the delivery size.
+* Streaming: batches are checked (``normalize``), buffered (at most ``BUFFER_ROWS`` rows)
+  and appended to one staging file per UTC date, so memory stays bounded whatever the size.
 * All or nothing: nothing touches ``lake/events`` until :meth:`PartitionWriter.commit`, and
   commit refuses when the share of bad rows is above the limit. Rejected rows always go to
   ``quarantine/<source>/<run>/rejected.parquet`` with their reason, whether the extract
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -46,6 +47,7 @@ from cja_audiences.schema import EVENT_SCHEMA
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
 ROW_GROUP_SIZE = 128 * 1024
+BUFFER_ROWS = 256 * 1024  # rows held in memory across dates before they go to staging
 _INCOMING = EVENT_SCHEMA.append(pa.field("_seq", pa.int64()))
 
 
@@ -93,6 +95,8 @@ class PartitionWriter:
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
         self._incoming: dict[str, pq.ParquetWriter] = {}
+        self._buffers: dict[str, list[pa.Table]] = {}
+        self._buffered = 0
         self._rejects: pq.ParquetWriter | None = None
         self._reasons: Counter[str] = Counter()
         self._rows_in = 0
@@ -126,15 +130,25 @@ class PartitionWriter:
         good = checked.good
         if not good.num_rows:
             return
-        seq = pa.array(range(self._seq, self._seq + good.num_rows), pa.int64())
+        seq = pa.array(np.arange(self._seq, self._seq + good.num_rows, dtype=np.int64))
         self._seq += good.num_rows
         good = good.append_column("_seq", seq)
         offset = 0
         for run in pc.run_end_encode(good.column("date")).chunks:
             for date, end in zip(run.values.to_pylist(), run.run_ends.to_pylist(), strict=True):
                 part = good.slice(offset, end - offset).drop_columns(["date"])
-                self._incoming_writer(date).write_table(part.cast(_INCOMING))
+                self._buffers.setdefault(date, []).append(part)
                 offset = end
+        self._buffered += good.num_rows
+        if self._buffered >= BUFFER_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Append the buffered rows to each date's staging file (few, large row groups)."""
+        for date, parts in self._buffers.items():
+            self._incoming_writer(date).write_table(pa.concat_tables(parts).cast(_INCOMING))
+        self._buffers.clear()
+        self._buffered = 0
 
     def _incoming_writer(self, date: str) -> pq.ParquetWriter:
         writer = self._incoming.get(date)
@@ -172,6 +186,7 @@ class PartitionWriter:
 
     def commit(self) -> dict[str, Any]:
         """Publish the staged dates, or raise :class:`ExtractRejected` having published none."""
+        self._flush()
         dates = sorted(self._incoming)
         self._close_writers()
         rejected = self._keep_quarantine()
