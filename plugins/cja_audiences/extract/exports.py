@@ -350,44 +350,57 @@ def _json_batches(
 ) -> Iterator[pa.Table]:
     """JSON lines, one object per line keyed by column label; other lines are quarantined.
 
-    Known columns come out of one multi-path extraction per line (a JSON-to-MAP transform is
-    seven times slower); only the keys nobody mapped are looked up one by one.
+    Each line is parsed once: every key of the batch (the mapped labels plus whatever else
+    the lines hold, found per batch) comes out of one multi-path extraction; keys nobody
+    mapped become ``dimensions``.
     """
     mapped = {
         name: source.column_mapping.get(name, DEFAULT_COLUMN_MAPPING[name])
         for name in DEFAULT_COLUMN_MAPPING
     }
-    keys = list(dict.fromkeys([*mapped.values(), *mapped, *source.identity_columns.values()]))
-
-    def value(key: str) -> str:
-        return f"v[{keys.index(key) + 1}]"
-
-    select = ", ".join(
-        [
-            *(
-                f"coalesce({value(label)}, {value(name)}) AS {name}"
-                for name, label in mapped.items()
-            ),
-            f"{_string_map({ns: value(lb) for ns, lb in source.identity_columns.items()})}"
-            " AS identities",
-            "map_from_entries(list_filter(list_transform("
-            "list_filter(json_keys(j), lambda k: NOT list_contains($keys, k)),"
-            " lambda k: {'k': k, 'v': json_extract_string(j, '$.\"' || replace(replace(k,"
-            " '\\', '\\\\'), '\"', '\\\"') || '\"')}), lambda e: e.v IS NOT NULL)"
-            ".list_transform(lambda e: (e.k, e.v))) AS dimensions",
-            "line AS _raw",
-            "CASE WHEN j IS NULL THEN 'malformed JSON (not one object per line)' END AS _error",
-        ]
-    )
-    paths = "[" + ", ".join(_literal(_json_path(k)) for k in keys) + "]"
-    inner = (
-        f"SELECT *, json_extract_string(j, {paths}) AS v"
-        f" FROM (SELECT *, {JSON_OBJECT} AS j FROM batch)"
-    )
+    known = list(dict.fromkeys([*mapped.values(), *mapped, *source.identity_columns.values()]))
+    parsed = f"SELECT *, {JSON_OBJECT} AS j FROM batch"
     line = 1
     for batch in read_lines(path):
+        con.register("batch", batch)
+        try:
+            found = con.sql(f"SELECT DISTINCT unnest(json_keys(j)) FROM ({parsed})").fetchall()
+        finally:
+            con.unregister("batch")
+        others = sorted({k for (k,) in found} - set(known))
+        keys = known + others
+
+        def value(key: str, keys: list[str] = keys) -> str:
+            return f"v[{keys.index(key) + 1}]"
+
+        dimensions = (
+            "map_from_entries(list_filter(list_zip($others, "
+            f"v[{len(known) + 1}:{len(keys)}]), lambda e: e[2] IS NOT NULL))"
+            if others
+            else "NULL"
+        )
+        select = ", ".join(
+            [
+                *(
+                    f"coalesce({value(label)}, {value(name)}) AS {name}"
+                    for name, label in mapped.items()
+                ),
+                f"{_string_map({ns: value(lb) for ns, lb in source.identity_columns.items()})}"
+                " AS identities",
+                f"{dimensions} AS dimensions",
+                "line AS _raw",
+                "CASE WHEN j IS NULL THEN 'malformed JSON (not one object per line)' END AS _error",
+            ]
+        )
+        paths = "[" + ", ".join(_literal(_json_path(k)) for k in keys) + "]"
         yield numbered(
-            con, batch, select, file=path.name, first=line, inner=inner, params={"keys": keys}
+            con,
+            batch,
+            select,
+            file=path.name,
+            first=line,
+            inner=f"SELECT *, json_extract_string(j, {paths}) AS v FROM ({parsed})",
+            params={"others": others} if others else None,
         )
         line += batch.num_rows
 

@@ -133,12 +133,10 @@ class PartitionWriter:
         seq = pa.array(np.arange(self._seq, self._seq + good.num_rows, dtype=np.int64))
         self._seq += good.num_rows
         good = good.append_column("_seq", seq)
-        offset = 0
-        for run in pc.run_end_encode(good.column("date")).chunks:
-            for date, end in zip(run.values.to_pylist(), run.run_ends.to_pylist(), strict=True):
-                part = good.slice(offset, end - offset).drop_columns(["date"])
-                self._buffers.setdefault(date, []).append(part)
-                offset = end
+        dates = good.column("date")
+        for date in pc.unique(dates).to_pylist():
+            part = good.filter(pc.equal(dates, date)).drop_columns(["date"])
+            self._buffers.setdefault(date, []).append(part)
         self._buffered += good.num_rows
         if self._buffered >= BUFFER_ROWS:
             self._flush()
