@@ -5,7 +5,8 @@ Measures, in one run and against one emulator:
 - two straightforward publishers a team might write: one record per request, and
   sequential batches (one request at a time), with their ratios to ours;
 - peak RSS of ``publish_run`` in a fresh process at 0.5M and 2M records;
-- the emulator's CPU share during the main run (near 1.0 = the emulator is the bottleneck).
+- CPU time per record of the emulator and of the publisher during the main run, and the
+  machine's load: on 2 shared cores the emulator's share says who the bottleneck is.
 
 ``python -m bench.publish [--quick]`` writes ``bench/results/publish.json`` and prints JSON
 and a markdown table. Figures are compared as ratios within the run, never asserted.
@@ -135,8 +136,16 @@ def peak_rss_mb(conn: dict[str, Any], run_dir: Path) -> tuple[float, float]:
 
 def child(run_dir: Path) -> None:
     summary = ours(AdobeConfig.from_env("aep_default"), run_dir)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_mb": round(peak_kb / 1024, 1), **summary}))
+    print(json.dumps({"peak_rss_mb": peak_rss_self_mb(), **summary}))
+
+
+def peak_rss_self_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the
+    pre-exec copy of the (large) parent, which would be measured instead of the publisher."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -162,9 +171,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         server = psutil.Process(emu.process.pid)
 
         emu.reset()
-        cpu = server.cpu_times()
-        main_run = ours(config, make_run(work, "main", n))
-        cpu_used = sum(server.cpu_times()[:2]) - sum(cpu[:2])
+        main_dir = make_run(work, "main", n)
+        server_cpu, client_cpu = server.cpu_times(), psutil.Process().cpu_times()
+        main_run = ours(config, main_dir)
+        server_used = sum(server.cpu_times()[:2]) - sum(server_cpu[:2])
+        client_used = sum(psutil.Process().cpu_times()[:2]) - sum(client_cpu[:2])
         emu.reset()
         emu.faults(latency_ms=50, paths=["/collection/"])
         latency_run = ours(config, make_run(work, "latency", n, offset=n))
@@ -200,7 +211,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rss_sizes": list(rss_sizes),
         "records_per_s_rss_runs": [rss[s][1] for s in rss_sizes],
         "requests": main_run["requests"],
-        "emulator_cpu_share": round(cpu_used / main_run["elapsed_s"], 2),
+        "emulator_cpu_share": round(server_used / main_run["elapsed_s"], 2),
+        "emulator_cpu_us_per_record": round(server_used / n * 1e6, 1),
+        "publisher_cpu_us_per_record": round(client_used / n * 1e6, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "concurrency": config.concurrency,
         "cores": os.cpu_count(),
         "quick": args.quick,

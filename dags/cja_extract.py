@@ -1,4 +1,8 @@
-"""cja_extract: land CJA data in the Parquet lake, hourly or on demand; emits ``cja_events``.
+"""cja_extract: land CJA data in the Parquet lake hourly, on new data, or on demand.
+
+New data = a complete CJA export delivery in the landing zone, or (when
+CJA_AUDIENCES_CATALOG_DATASET is set) a new AEP batch of the dataset behind CJA; each fires
+once, remembered in the asset state. Emits ``cja_events``, which audience DAGs follow.
 
 Wiring only. The trigger form picks the source and the date range; everything else lives in
 CJAExtractOperator and the extract core (cja_audiences.extract).
@@ -10,14 +14,15 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
-from cja_audiences.assets import CJA_EVENTS, extract_schedule
+from cja_audiences.assets import CJA_EVENTS, extract_schedule, watched_assets
 from cja_audiences.operators.cja import SOURCES, CJAExtractOperator
+from cja_audiences.settings import get_settings
 
 with DAG(
     dag_id="cja_extract",
     description="Extract CJA data (exports, AEP dataset exports, Reporting API, synthetic) "
     "into the lake",
-    schedule=extract_schedule(),
+    schedule=extract_schedule(*watched_assets(get_settings())),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

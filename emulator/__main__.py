@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 from pathlib import Path
+from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from emulator.app import create_app
 from emulator.config import load_config
 from emulator.faults import TRANSPORT_KEY
 
 
-class EmulatorHttpProtocol(HttpToolsProtocol):
-    """httptools protocol that exposes the transport, so a fault can drop the connection."""
+def http_protocol() -> Any:
+    """httptools (fast) with the transport exposed so a fault can drop the connection.
 
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope:
-            self.scope.setdefault("extensions", {})[TRANSPORT_KEY] = self.transport
+    Without httptools (uvicorn installed without its extras) plain h11 serves, slower, and
+    the "drop" fault answers 500 instead of closing the connection.
+    """
+    if importlib.util.find_spec("httptools") is None:
+        return "h11"
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class EmulatorHttpProtocol(HttpToolsProtocol):
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.scope is self.scope:
+                self.scope.setdefault("extensions", {})[TRANSPORT_KEY] = self.transport
+
+    return EmulatorHttpProtocol
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--state", type=Path, help="folder for the DuckDB state (default: memory)")
     parser.add_argument("--config", type=Path, help="JSON file merged over default_config.json")
-    parser.add_argument("--lake", help="lake root served by CJA /reports (CJA_AUDIENCES_HOME)")
+    parser.add_argument(
+        "--lake",
+        default=os.environ.get("CJA_AUDIENCES_HOME"),
+        help="lake root served by CJA /reports (default: $CJA_AUDIENCES_HOME)",
+    )
     parser.add_argument("--token-lifetime", type=float, help="IMS token lifetime in seconds")
     parser.add_argument("--log-level", default="warning")
     return parser.parse_args(argv)
@@ -48,12 +64,13 @@ def main(argv: list[str] | None = None) -> None:
         app,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http=EmulatorHttpProtocol,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http=http_protocol(),
         log_level=args.log_level,
         access_log=False,
         backlog=2048,
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=2,  # "hang" faults would otherwise block shutdown
     )
 
 

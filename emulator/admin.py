@@ -6,6 +6,7 @@ membership, and seed what Adobe would hold (catalog batches, CJA segments, the C
 
 from __future__ import annotations
 
+import gc
 import io
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ async def config(request: Request) -> Response:
 async def reset(request: Request) -> Response:
     """Forget all state (audiences, profiles, tokens, batches, segments, stats) and faults."""
     _state(request).reset()
+    gc.unfreeze()  # let the collector see (and free) whatever the old state left behind
     _faults(request).clear()
     request.app.state.sync_windows.clear()
     request.app.state.cja_windows.clear()

@@ -146,7 +146,8 @@ async def list_audiences(request: Request) -> Response:
     params = request.query_params
     items = list(state.resources["audience"][caller.sandbox.name].values())
     for prop in params.getlist("property"):
-        items = [a for a in items if _property_matches(a, prop)]
+        field, op, value = _parse_property(prop)
+        items = [a for a in items if _matches(str(a.get(field, "")), op, value)]
     for field in ("name", "description"):
         needle = params.get(field)
         if needle:
@@ -184,18 +185,21 @@ def _paging(start: str | None, limit: str | None) -> tuple[int, int]:
     return page, size
 
 
-def _property_matches(audience: dict[str, Any], expression: str) -> bool:
+def _parse_property(expression: str) -> tuple[str, str, str]:
     """``property=field==value`` (also ``!=``, and ``~`` for contains)."""
     for op in ("==", "!=", "~"):
         field, sep, value = expression.partition(op)
-        if sep:
-            actual = str(audience.get(field.strip(), ""))
-            if op == "==":
-                return actual == value
-            if op == "!=":
-                return actual != value
-            return value.lower() in actual.lower()
+        if sep and field.strip():
+            return field.strip(), op, value
     raise _bad(f"property {expression!r} must look like field==value, field!=value or field~text")
+
+
+def _matches(actual: str, op: str, value: str) -> bool:
+    if op == "==":
+        return actual == value
+    if op == "!=":
+        return actual != value
+    return value.lower() in actual.lower()
 
 
 @router.get(BASE + "/{audience_id}")

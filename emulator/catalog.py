@@ -60,14 +60,21 @@ def add_batch(state: State, dataset_id: str, **kwargs: Any) -> dict[str, Any]:
     return batch
 
 
-def record_streaming(state: State, sandbox: str, dataset_id: str, count: int) -> None:
-    """Count streamed records into the dataset's open batch (in memory until sealed)."""
+def record_streaming(
+    state: State, sandbox: str, dataset_id: str, count: int, failed: int = 0
+) -> None:
+    """Count streamed records into the dataset's open batch (in memory until sealed).
+
+    ``failed`` records passed DCCS but failed XDM validation downstream; Adobe reports
+    them with the dataset's batches, so they show as ``failedRecordCount``.
+    """
     key = (sandbox, dataset_id)
     batch = state.open_batches.get(key)
     if batch is None:
         batch = new_batch(state, dataset_id, status="loading", records=0)
         state.open_batches[key] = batch
     batch["metrics"]["inputRecordCount"] += count
+    batch["metrics"]["failedRecordCount"] += failed
 
 
 def seal_batches(state: State, *, force: bool = False) -> int:
@@ -77,17 +84,19 @@ def seal_batches(state: State, *, force: bool = False) -> int:
     sealed = 0
     for key, batch in list(state.open_batches.items()):
         if force or now_ms - batch["created"] >= window_ms:
-            records = batch["metrics"]["inputRecordCount"]
-            batch.update(status="success", updated=now_ms, started=batch["created"])
+            metrics = batch["metrics"]
+            output = metrics["inputRecordCount"] - metrics["failedRecordCount"]
+            status = "success" if output else "failed"
+            batch.update(status=status, updated=now_ms, started=batch["created"])
             batch["completed"] = now_ms
-            batch["metrics"]["outputRecordCount"] = records
+            metrics["outputRecordCount"] = output
             state.put("batch", key[0], batch["id"], batch)
             del state.open_batches[key]
             sealed += 1
     return sealed
 
 
-def _int_param(request: Request, name: str, default: int | None) -> int | None:
+def _int_param(request: Request, name: str, default: int) -> int:
     value = request.query_params.get(name)
     if value is None:
         return default
@@ -113,8 +122,8 @@ async def list_batches(request: Request) -> Response:
     batches = _visible(state, caller.sandbox.name)
     dataset = request.query_params.get("dataSet")
     status = request.query_params.get("status")
-    after = _int_param(request, "createdAfter", None)
-    before = _int_param(request, "createdBefore", None)
+    after = _int_param(request, "createdAfter", -1)
+    before = _int_param(request, "createdBefore", 2**63)
     if status and status not in STATUSES:
         raise errors.platform(
             400, "Bad Request", f"status {status!r} is not one of {', '.join(STATUSES)}", "CAT-1001"
@@ -124,8 +133,7 @@ async def list_batches(request: Request) -> Response:
         for b in batches
         if (not dataset or b["relatedObjects"][0]["id"] == dataset)
         and (not status or b["status"] == status)
-        and (after is None or b["created"] > after)
-        and (before is None or b["created"] < before)
+        and after < b["created"] < before
     ]
     order = request.query_params.get("orderBy", "asc:created")
     direction, _, field = order.partition(":")
@@ -134,8 +142,8 @@ async def list_batches(request: Request) -> Response:
             400, "Bad Request", f"orderBy {order!r} must be asc:created or desc:created", "CAT-1002"
         )
     selected.sort(key=lambda b: (b[field], b["id"]), reverse=direction == "desc")
-    limit = _int_param(request, "limit", DEFAULT_LIMIT) or DEFAULT_LIMIT
-    start = _int_param(request, "start", 0) or 0
+    limit = _int_param(request, "limit", DEFAULT_LIMIT)
+    start = _int_param(request, "start", 0)
     if limit < 1 or limit > MAX_LIMIT or start < 0:
         raise errors.platform(
             400, "Bad Request", f"limit must be 1..{MAX_LIMIT} and start >= 0", "CAT-1003"

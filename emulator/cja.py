@@ -34,6 +34,9 @@ router = APIRouter()
 SEGMENTS = "_cja"  # CJA components are org-wide, not sandboxed: one resource bucket
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 50_000
+TOP_ITEMS_LIMIT = 10
+TOP_ITEMS_MAX = 1000
+ALL_TIME = "1970-01-01T00:00:00/2100-01-01T00:00:00"
 SESSION_GAP = "INTERVAL 30 MINUTE"
 PAGE_VIEW = "web.webpagedetails.pageViews"
 
@@ -274,7 +277,7 @@ def _run_report(query: ReportQuery, lake: str | None) -> dict[str, Any]:
             )
         where = " AND ".join(s.sql for s in query.segments) or "true"
         params = [p for s in query.segments for p in s.params]
-        db.execute(f"CREATE TEMP VIEW ev AS SELECT * FROM base WHERE {where}", params)
+        db.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM base WHERE {where}", params)
         totals = list(db.execute(f"SELECT {metric_sql} FROM ev").fetchone())
         rows: list[tuple[Any, ...]] = []
         if query.dimension:
@@ -373,18 +376,58 @@ class ReportCache:
         self.entries.clear()
 
 
-@router.post("/reports")
-async def report(request: Request) -> Response:
+async def _answer(request: Request, query: ReportQuery) -> dict[str, Any]:
+    """Run (or, for pages after the first, reuse) the report and cut the requested page."""
     state: State = request.app.state.emulator
-    check_cja(request)
-    query = ReportQuery(await _json(request), state)
     cache: ReportCache = request.app.state.report_cache
     key = query.cache_key()
     result = cache.get(key) if query.page else None
     if result is None:
         result = await asyncio.to_thread(_run_report, query, state.lake)
         cache.put(key, result)
-    return errors.json_response(_page(query, result))
+    return _page(query, result)
+
+
+@router.post("/reports")
+async def report(request: Request) -> Response:
+    check_cja(request)
+    query = ReportQuery(await _json(request), request.app.state.emulator)
+    return errors.json_response(await _answer(request, query))
+
+
+@router.get("/reports/topItems")
+async def top_items(request: Request) -> Response:
+    """The dimension's items by occurrences: ``rsid``, ``dimension``, optional ``dateRange``,
+    ``limit`` (default 10, max 1000), ``page``; the response has no metric columns."""
+    check_cja(request)
+    params = request.query_params
+    try:
+        limit = int(params.get("limit", TOP_ITEMS_LIMIT))
+        page = int(params.get("page", 0))
+    except ValueError as exc:
+        raise _bad("invalid_request", "limit and page must be integers") from exc
+    if not 1 <= limit <= TOP_ITEMS_MAX:
+        raise _bad("invalid_limit", f"limit must be between 1 and {TOP_ITEMS_MAX}")
+    if not params.get("dimension"):
+        raise _bad("invalid_request", "dimension is required")
+    body = {
+        "rsid": params.get("rsid"),
+        "dimension": params["dimension"],
+        "globalFilters": [{"type": "DATE_RANGE", "dateRange": params.get("dateRange", ALL_TIME)}],
+        "metricContainer": {"metrics": [{"columnId": "0", "id": "metrics/occurrences"}]},
+        "settings": {
+            "limit": limit,
+            "page": page,
+            "nonesBehavior": "return-nones"
+            if params.get("lookupNoneValues", "true").lower() == "true"
+            else "exclude-nones",
+        },
+    }
+    answer = await _answer(request, ReportQuery(body, request.app.state.emulator))
+    for row in answer["rows"]:
+        del row["data"]
+    del answer["summaryData"], answer["columns"]
+    return errors.json_response(answer)
 
 
 # -- segments -----------------------------------------------------------------------------

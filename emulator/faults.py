@@ -9,6 +9,7 @@ applied by :class:`FaultMiddleware` before a request reaches its route. Record-l
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -293,3 +294,17 @@ def _drop(scope: Scope) -> None:
     if transport is None:
         raise ConnectionAbortedError("emulator fault: drop (transport not exposed)")
     transport.abort()
+
+
+NO_RESPONSE_LOG = "ASGI callable returned without starting response."
+
+
+class DroppedConnectionFilter(logging.Filter):
+    """A "drop" fault returns without answering on purpose; uvicorn would log it as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != NO_RESPONSE_LOG
+
+
+def quiet_dropped_connections() -> None:
+    logging.getLogger("uvicorn.error").addFilter(DroppedConnectionFilter())

@@ -8,6 +8,7 @@ start-up (see :mod:`emulator.state`).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -34,6 +35,12 @@ def parse_time(value: Any) -> float:
         return value / 1000.0
     if not isinstance(value, str):
         raise RecordError(f"lastQualificationTime {value!r} is not an ISO-8601 date-time")
+    return _parse_iso(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_iso(value: str) -> float:
+    """Cached: the records of one publish run mostly share a handful of qualification times."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -131,19 +138,19 @@ def memberships_of(entity: dict[str, Any], received: float) -> list[tuple[str, s
         for audience_id, entry in audiences.items():
             if not isinstance(entry, dict):
                 raise RecordError(f"segmentMembership.{ns}.{audience_id} must be an object")
-            status = entry.get("status", "realized")
+            status = entry.setdefault("status", "realized")
             if status not in MEMBERSHIP_STATUSES:
                 raise RecordError(
                     f"segmentMembership.{ns}.{audience_id}.status {status!r} is not one of "
                     "existing, realized, exited"
                 )
             when = entry.get("lastQualificationTime")
-            qualified_at = received if when is None else parse_time(when)
-            stored = dict(entry)
-            stored["status"] = status
             if when is None:
-                stored["lastQualificationTime"] = iso_ms(received)
-            out.append((ns, audience_id, Membership(stored, qualified_at)))
+                qualified_at = received
+                entry["lastQualificationTime"] = iso_ms(received)
+            else:
+                qualified_at = parse_time(when)
+            out.append((ns, audience_id, Membership(entry, qualified_at)))
     return out
 
 

@@ -7,12 +7,10 @@ see each other. Clients under test get connections whose every URL points at the
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +25,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
+PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -43,7 +42,7 @@ class EmulatorServer:
         self.process = process
         self.state_dir = state_dir
         self.http = requests.Session()
-        self.config: dict[str, Any] = self._admin("GET", "/config")["summary"]
+        self.config: dict[str, Any] = self.admin("GET", "/config")["summary"]
 
     # -- connections ------------------------------------------------------------------
     def aep_conn(self, **extra: Any) -> dict[str, Any]:
@@ -121,7 +120,8 @@ class EmulatorServer:
         }
 
     # -- admin ------------------------------------------------------------------------
-    def _admin(self, method: str, path: str, **kwargs: Any) -> Any:
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call an admin route (path relative to /_emulator); fail loudly on HTTP errors."""
         response = self.http.request(method, f"{self.url}/_emulator{path}", timeout=30, **kwargs)
         if response.status_code >= 400:
             raise AssertionError(
@@ -131,38 +131,38 @@ class EmulatorServer:
 
     def reset(self) -> None:
         """Forget all state and switch every fault off."""
-        self._admin("POST", "/reset")
+        self.admin("POST", "/reset")
 
     def faults(self, **modes: Any) -> dict[str, Any]:
         """Merge fault modes into the active ones (``emu.faults()`` just reads them)."""
         if not modes:
-            return self._admin("GET", "/faults")
-        return self._admin("POST", "/faults", json=modes)
+            return self.admin("GET", "/faults")
+        return self.admin("POST", "/faults", json=modes)
 
     def clear_faults(self) -> dict[str, Any]:
-        return self._admin("DELETE", "/faults")
+        return self.admin("DELETE", "/faults")
 
     def stats(self) -> dict[str, Any]:
-        return self._admin("GET", "/stats")
+        return self.admin("GET", "/stats")
 
     def membership(
         self, audience_id: str, namespace: str = "ups", sandbox: str | None = None
     ) -> list[dict[str, Any]]:
         """One dict per profile holding the audience: namespace, identity, status, time."""
         params = {"namespace": namespace, "sandbox": sandbox or self.config["sandbox"]}
-        return self._admin("GET", f"/membership/{audience_id}", params=params)["members"]
+        return self.admin("GET", f"/membership/{audience_id}", params=params)["members"]
 
     def add_batch(self, **batch: Any) -> dict[str, Any]:
         """Add a Catalog batch (default: a successful one on the CJA dataset)."""
-        return self._admin("POST", "/catalog/batches", json=batch)
+        return self.admin("POST", "/catalog/batches", json=batch)
 
     def add_segment(self, **segment: Any) -> dict[str, Any]:
         """Store a CJA segment (``name``, ``definition``, optional ``id``, ``dataId``)."""
-        return self._admin("POST", "/cja/segments", json=segment)
+        return self.admin("POST", "/cja/segments", json=segment)
 
     def set_lake(self, path: Path | str | None) -> dict[str, Any]:
         """Point CJA ``/reports`` at a lake root (the folder holding ``lake/events``)."""
-        return self._admin("POST", "/cja/lake", json={"path": str(path) if path else None})
+        return self.admin("POST", "/cja/lake", json={"path": str(path) if path else None})
 
     # -- lifecycle --------------------------------------------------------------------
     def stop(self) -> None:
@@ -179,38 +179,53 @@ class EmulatorServer:
 def start_emulator(
     state_dir: Path, config_path: Path | None = None, extra_args: list[str] | None = None
 ) -> EmulatorServer:
-    """Start ``python -m emulator`` on a free port and wait until it answers."""
+    """Start ``python -m emulator`` on a free port and wait until it answers.
+
+    The port is picked before the server binds it, so another process may take it first;
+    that case is retried on a new port.
+    """
+    for _ in range(PORT_ATTEMPTS):
+        server = _start_once(state_dir, config_path, extra_args or [])
+        if server is not None:
+            return server
+    raise RuntimeError(f"emulator could not bind a free port in {PORT_ATTEMPTS} attempts")
+
+
+def _start_once(
+    state_dir: Path, config_path: Path | None, extra_args: list[str]
+) -> EmulatorServer | None:
     port = free_port()
-    log = (state_dir / "emulator.log").open("wb")
+    log_path = state_dir / "emulator.log"
     cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--state", str(state_dir)]
     if config_path:
         cmd += ["--config", str(config_path)]
-    cmd += extra_args or []
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
-    process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            cmd + extra_args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"emulator exited with {process.returncode}; log: "
-                f"{(state_dir / 'emulator.log').read_text()[-2000:]}"
-            )
+            log = log_path.read_text(errors="replace")
+            if "address already in use" in log.lower():
+                return None
+            raise RuntimeError(f"emulator exited with {process.returncode}; log: {log[-2000:]}")
         try:
             if requests.get(f"{url}/_emulator/health", timeout=1).status_code == 200:
                 return EmulatorServer(url, process, state_dir)
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or someone else's socket
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"emulator did not answer on {url} within {START_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="session")
-def emulator() -> Iterator[EmulatorServer]:
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     """One emulator server for the whole test session."""
-    state_dir = Path(tempfile.mkdtemp(prefix="cja-emulator-"))
-    server = start_emulator(state_dir)
+    server = start_emulator(tmp_path_factory.mktemp("emulator"))
     try:
         yield server
     finally:
@@ -223,9 +238,3 @@ def emu(emulator: EmulatorServer) -> Iterator[EmulatorServer]:
     emulator.reset()
     yield emulator
     emulator.clear_faults()
-
-
-def dump_config(path: Path, config: dict[str, Any]) -> Path:
-    """Write an emulator config override file (for tests that need a different org)."""
-    path.write_text(json.dumps(config))
-    return path

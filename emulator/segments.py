@@ -124,5 +124,5 @@ def _comparison(node: dict[str, Any], func: Any, columns: dict[str, str]) -> Com
     else:
         raise SegmentCompileError(f"segment function {func!r} is not supported by the emulator")
     if is_list:
-        sql = f"len(list_filter(coalesce({column}, []), x -> {sql})) > 0"
+        sql = f"len(list_filter(coalesce({column}, []), lambda x: {sql})) > 0"
     return Compiled(f"coalesce({sql}, false)", params)

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from emulator import errors
 from emulator.auth import bearer, valid_token
+from emulator.catalog import record_streaming
 from emulator.config import Inlet
 from emulator.faults import Faults, fault_error
 from emulator.profiles import RecordError
@@ -133,10 +134,38 @@ class Collector:
         self.rejected = 0
         self.dropped = 0
         self.datasets: collections.Counter[str] = collections.Counter()
+        self.failed_in: collections.Counter[str] = collections.Counter()
         self.sync_failures = 0
+        self.valid_headers: dict[tuple[Any, Any, Any], tuple[str, bool]] = {}
 
     def envelope(self, message: Any) -> tuple[str, bool, dict[str, Any]]:
-        """(dataset id, is profile, xdmEntity) of a well-formed message, else EnvelopeError."""
+        """(dataset id, is profile, xdmEntity) of a well-formed message, else EnvelopeError.
+
+        The messages of one request nearly always share a header, so a header seen valid
+        once is accepted from a per-request cache; anything unusual takes the full check,
+        which also words the error.
+        """
+        try:
+            header = message["header"]
+            ref_id = header["schemaRef"]["id"]
+            known = self.valid_headers.get((ref_id, header.get("imsOrgId"), header["datasetId"]))
+            body = message["body"]
+            entity = body["xdmEntity"]
+            if (
+                known is not None
+                and body["xdmMeta"]["schemaRef"]["id"] == ref_id
+                and type(entity) is dict
+            ):
+                return known[0], known[1], entity
+        except (KeyError, TypeError):
+            pass
+        dataset_id, is_profile, entity = self._check(message)
+        header = message["header"]
+        key = (header["schemaRef"]["id"], header.get("imsOrgId"), dataset_id)
+        self.valid_headers[key] = (dataset_id, is_profile)
+        return dataset_id, is_profile, entity
+
+    def _check(self, message: Any) -> tuple[str, bool, dict[str, Any]]:
         if not isinstance(message, dict):
             raise EnvelopeError(400, "Message has unknown xdm format: not a JSON object")
         header = message.get("header")
@@ -212,6 +241,7 @@ class Collector:
                 self.sync_failures += 1
                 return {"statusCode": 400, "message": f"{self.prefix} {exc}"}
             self.dropped += 1  # accepted by DCCS, refused downstream (async validation)
+            self.failed_in[dataset_id] += 1
         else:
             if is_profile:
                 self.applied.append(message)
@@ -220,7 +250,10 @@ class Collector:
         return {"xactionId": xaction}
 
     def finish(self, raw: bytes | None, total: int) -> None:
-        """Count, journal what was applied and record it in the datasets' streaming batches."""
+        """Count, journal what was applied and record it in the datasets' streaming batches.
+
+        ``raw`` (the request body) is journaled as is when every message was applied.
+        """
         stats = self.state.stats
         sandbox = self.inlet.sandbox
         stats.accepted[sandbox] += self.accepted
@@ -230,11 +263,9 @@ class Collector:
             body = raw if raw is not None and len(self.applied) == total else None
             if body is None:
                 body = to_json({"messages": self.applied})
-            self.state.journal(JournalEntry(self.received, sandbox, "", body))
-        from emulator.catalog import record_streaming
-
+            self.state.journal(JournalEntry(self.received, sandbox, body))
         for dataset_id, count in self.datasets.items():
-            record_streaming(self.state, sandbox, dataset_id, count)
+            record_streaming(self.state, sandbox, dataset_id, count, self.failed_in[dataset_id])
 
     def sync_block(self) -> dict[str, Any]:
         return {"status": "fail" if self.sync_failures else "pass"}
@@ -305,7 +336,7 @@ async def collect_one(inlet_id: str, request: Request) -> Response:
     received_ms = int(collector.received * 1000)
     xaction = _transaction_base(received_ms)
     result = collector.one(payload, xaction)
-    collector.finish(to_json({"messages": [payload]}), 1)
+    collector.finish(None, 1)
     if "statusCode" in result:
         raise errors.dccs(result["statusCode"], "Bad Request", result["message"])
     body: dict[str, Any] = {
@@ -316,18 +347,3 @@ async def collect_one(inlet_id: str, request: Request) -> Response:
     if sync:
         body["synchronousValidation"] = collector.sync_block()
     return errors.json_response(body)
-
-
-def replay(state: State, entry: JournalEntry) -> None:
-    """Re-apply a journaled request's profile records (at start-up, on a saved state)."""
-    store = state.profiles[entry.sandbox]
-    for message in from_json(entry.body).get("messages", []):
-        header = message.get("header", {})
-        dataset = state.datasets.get(header.get("datasetId"))
-        schema = state.schemas.get(dataset.schemaId) if dataset else None
-        if schema is None or not schema.is_profile:
-            continue
-        try:
-            store.apply(message["body"]["xdmEntity"], dataset.id, entry.received)
-        except (RecordError, KeyError, TypeError):
-            continue

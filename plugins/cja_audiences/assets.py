@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable
 
+from cja_audiences.lake import Lake
+from cja_audiences.settings import Settings
+
 # Updated by every successful cja_extract run; audience DAGs refresh when it changes.
 CJA_EVENTS = Asset(name="cja_events", uri="cja-audiences://lake/events", group="cja-audiences")
 
@@ -32,3 +35,31 @@ def extract_schedule(*assets: Asset) -> CronTriggerTimetable | AssetOrTimeSchedu
     """Hourly, or hourly-or-when-``assets``-change when any are given."""
     hourly = CronTriggerTimetable(EXTRACT_CRON, timezone="UTC")
     return AssetOrTimeSchedule(timetable=hourly, assets=list(assets)) if assets else hourly
+
+
+def watched_assets(settings: Settings) -> list[Asset]:
+    """The assets whose watchers start an extract: each complete delivery in the landing
+    zone, and, when ``catalog_dataset_id`` is set, each new batch of the dataset behind CJA.
+    Trigger kwargs come from settings only, so every parse builds the same watcher."""
+    from cja_audiences.triggers.aep import CatalogBatchTrigger
+    from cja_audiences.triggers.cja import LandingDeliveryTrigger
+
+    landing = LandingDeliveryTrigger(
+        landing_dir=str(Lake(settings.home).landing), poll_interval=settings.landing_poll_s
+    )
+    assets = [landing_asset([AssetWatcher(name="cja_landing_deliveries", trigger=landing)])]
+    if settings.catalog_dataset_id:
+        batches = CatalogBatchTrigger(
+            aep_conn_id=settings.aep_conn_id,
+            dataset_id=settings.catalog_dataset_id,
+            poll_interval=settings.catalog_poll_s,
+        )
+        assets.append(
+            Asset(
+                name="aep_cja_dataset_batches",
+                uri=f"cja-audiences://aep/datasets/{settings.catalog_dataset_id}/batches",
+                group="cja-audiences",
+                watchers=[AssetWatcher(name="aep_catalog_batches", trigger=batches)],
+            )
+        )
+    return assets

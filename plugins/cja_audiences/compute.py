@@ -99,7 +99,13 @@ def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]
     if ref.id is not None:
         from cja_audiences.adobe_auth import AdobeConfig
 
-        return fetch_definition(AdobeConfig.from_env(settings.cja_conn_id), ref.id)
+        try:
+            config = AdobeConfig.from_env(settings.cja_conn_id)
+        except LookupError as exc:
+            raise AudienceError(
+                f"{spec.id}: filter.segment.id needs the CJA connection: {exc}"
+            ) from None
+        return fetch_definition(config, ref.id)
     assert ref.path is not None
     candidates = [Path(ref.path)]
     if spec.source_path is not None:
@@ -185,8 +191,10 @@ def evaluate_audience(
     as_of: date,
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
+    preview: bool = True,
 ) -> Evaluation:
-    """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation."""
+    """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation;
+    ``preview=False`` skips the preview figures (another pass over the window's events)."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
     rendered = render_audience(
@@ -210,7 +218,8 @@ def evaluate_audience(
             },
             schema=MEMBER_SCHEMA,
         )
-        stats = _stats(con, members, table.num_rows - members.num_rows)
+        missing = table.num_rows - members.num_rows
+        stats = _stats(con, members, missing) if preview else {"missing_identity": missing}
     finally:
         con.close()
     stats.update(

@@ -27,6 +27,7 @@ from cja_audiences.operators.audience import (
     AudienceDiffOperator,
     AudienceGuardrailsOperator,
     RefreshGateOperator,
+    record_failure,
 )
 from cja_audiences.sensors.lake import LakeFreshnessSensor
 from cja_audiences.settings import Settings
@@ -38,6 +39,7 @@ DEFAULT_ARGS = {
     "owner": "cja-audiences",
     "retries": 1,
     "retry_delay": timedelta(minutes=1),
+    "on_failure_callback": record_failure,
 }
 
 

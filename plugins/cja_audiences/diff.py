@@ -138,7 +138,8 @@ def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str
         terms.append("person_id > $low")
         bounds["low"] = low
     if high is not None:
-        terms.append("person_id <= $high")
+        # NULL keys break the member schema: keep them in a range so the insert fails loudly
+        terms.append("(person_id <= $high" + (" OR person_id IS NULL)" if low is None else ")"))
         bounds["high"] = high
     return " AND ".join(terms) or "true", bounds
 

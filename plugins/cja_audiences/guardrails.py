@@ -73,6 +73,7 @@ class Limits:
 
 
 DEFAULTS = Limits()
+HARD_FIELDS = ("max_size", "max_record_kb")  # fields of Limits that hold an Adobe limit
 
 ECID_PATTERN = r"[0-9]{38}"
 EMAIL_PATTERN = r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+"
@@ -228,11 +229,12 @@ def _info(name: str, figure: Any, limit: Any, text: str) -> Check:
     return Check(name, "pass", figure, limit, f"{name}: {text}")
 
 
-def _source(spec: AudienceSpec, field_name: str, hard: bool, is_default: bool) -> str:
-    if hard and is_default:
-        return "Adobe hard limit"
-    where = spec.source_path.name if spec.source_path else spec.id
-    return f"guardrails.{field_name} in {where}" if not is_default else "default guardrail"
+def _source(spec: AudienceSpec, field_name: str) -> str:
+    """Where a limit comes from, so the message says what to edit."""
+    if getattr(spec.guardrails, field_name) is not None:
+        where = spec.source_path.name if spec.source_path else spec.id
+        return f"guardrails.{field_name} in {where}"
+    return "Adobe hard limit" if field_name in HARD_FIELDS else "default guardrail"
 
 
 # --------------------------------------------------------------------------- spec-level
@@ -245,12 +247,14 @@ def check_spec(
     *,
     now: datetime | None = None,
     other_streaming_audiences: int = 0,
+    segment_definition: dict[str, Any] | None = None,
 ) -> GuardrailReport:
     """Checks that need no data: run when specs load, so a bad spec is never scheduled.
 
     ``all_specs`` enables the per-package and per-sandbox counts; ``other_streaming_audiences``
     is the live count of streaming audiences in the sandbox this project does not manage
-    (the publish stage may read it from the AEP Audiences API).
+    (the publish stage may read it from the AEP Audiences API); ``segment_definition`` is
+    the CJA definition of a segment filter, when the caller has it, to count its references.
     """
     now = now or datetime.now(UTC)
     report = GuardrailReport(spec.id)
@@ -258,7 +262,7 @@ def check_spec(
         _frequency_check(spec),
         _lookback_check(spec),
         _expiry_check(spec, now),
-        _segments_check(spec),
+        _segments_check(spec, segment_definition),
     ]
     if all_specs is not None:
         peers = {s.id: s for s in all_specs} | {spec.id: spec}
@@ -374,29 +378,29 @@ def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
     )
 
 
-def count_segments(filter_spec: Any) -> int:
+def count_segments(filter_spec: Any, definition: dict[str, Any] | None = None) -> int:
     """Segments combined in one audience: its own filter plus every saved segment it references.
 
-    A reference is a CJA ``{"func": "segment-ref"}`` node in a segment definition or a
-    ``{"segment": ...}`` node inside rules.
+    A spec's filter is one template, one rules tree or one CJA segment, so that is 1; a CJA
+    ``definition`` adds its ``{"func": "segment-ref"}`` nodes (compute inlines none yet:
+    filters/segment.py rejects them, so callers pass the definition once it does).
     """
-    tree = filter_spec.rules if filter_spec.rules is not None else filter_spec.segment
-    return 1 + _segment_refs(tree, inside_rules=filter_spec.rules is not None)
+    return 1 + _segment_refs(definition)
 
 
-def _segment_refs(node: Any, inside_rules: bool) -> int:
+def _segment_refs(node: Any) -> int:
     if isinstance(node, list):
-        return sum(_segment_refs(item, inside_rules) for item in node)
+        return sum(_segment_refs(item) for item in node)
     if not isinstance(node, dict):
         return 0
-    own = node.get("func") == "segment-ref" or (inside_rules and "segment" in node)
-    return int(own) + sum(_segment_refs(value, inside_rules) for value in node.values())
+    own = node.get("func") == "segment-ref"
+    return int(own) + sum(_segment_refs(value) for value in node.values())
 
 
-def _segments_check(spec: AudienceSpec) -> Check:
+def _segments_check(spec: AudienceSpec, definition: dict[str, Any] | None) -> Check:
     return _at_most(
         "segments",
-        count_segments(spec.filter),
+        count_segments(spec.filter, definition),
         HARD.max_segments,
         "segments combined",
         "Adobe hard limit",
@@ -575,20 +579,19 @@ def check_run(
 
 
 def _size_check(spec: AudienceSpec, limits: Limits, size: int) -> Check:
-    default = limits.max_size == HARD.max_members
     return _at_most(
         "size",
         size,
         limits.max_size,
         "members",
-        _source(spec, "max_size", True, default),
+        _source(spec, "max_size"),
         f"narrow the filter or shorten the lookback to at most {limits.max_size:,} members",
         limits.warn_ratio,
     )
 
 
 def _min_size_check(spec: AudienceSpec, limits: Limits, size: int) -> Check:
-    source = _source(spec, "min_size", False, limits.min_size == DEFAULTS.min_size)
+    source = _source(spec, "min_size")
     if size == 0:
         return _info("min_size", size, limits.min_size, "empty audience: see the empty check")
     if size < limits.min_size:
@@ -631,9 +634,7 @@ def _change_check(
         return _info("change", None, limits.max_change_pct, "first publish: nothing to compare")
     changed = diff["entered"] + diff["exited"]
     pct = round(100 * changed / previous, 2)
-    source = _source(
-        spec, "max_change_pct", False, limits.max_change_pct == DEFAULTS.max_change_pct
-    )
+    source = _source(spec, "max_change_pct")
     return _at_most(
         "change",
         pct,
@@ -642,7 +643,7 @@ def _change_check(
         f"{diff['exited']:,} exited; now {diff['size']:,})",
         source,
         "check the filter and the input data; if the change is expected, raise "
-        "guardrails.max_change_pct or run with force=true after review",
+        "guardrails.max_change_pct in the spec for this run",
         limits.warn_ratio,
     )
 
@@ -657,7 +658,7 @@ def _exits_check(spec: AudienceSpec, limits: Limits, exited: int) -> Check:
         exited,
         limits.max_exits,
         "members exiting",
-        _source(spec, "max_exits", False, False),
+        _source(spec, "max_exits"),
         "check the filter and the input data, or raise guardrails.max_exits",
         limits.warn_ratio,
     )
@@ -744,8 +745,7 @@ def _identity_check(
     )
     if "CRMID" in invalid_by_ns:
         fix += "; set guardrails.crm_id_pattern if your CRM ids look different"
-    is_default = limits.max_invalid_identities == DEFAULTS.max_invalid_identities
-    source = _source(spec, "max_invalid_identities", False, is_default)
+    source = _source(spec, "max_invalid_identities")
     return Check(
         "identity_format",
         "block",
@@ -759,13 +759,12 @@ def _identity_check(
 
 def _record_check(spec: AudienceSpec, limits: Limits, max_identity_bytes: int) -> Check:
     kb = round((RECORD_ENVELOPE_BYTES + len(spec.id) + max_identity_bytes) / 1024, 2)
-    default = limits.max_record_kb == HARD.max_record_kb
     return _at_most(
         "record_size",
         kb,
         limits.max_record_kb,
         "KB largest profile record (estimated)",
-        _source(spec, "max_record_kb", True, default),
+        _source(spec, "max_record_kb"),
         "shorten the identity values (identity.source); Profile drops larger records",
         limits.warn_ratio,
     )

@@ -114,6 +114,10 @@ class AudienceRefresh:
         update_run_record(self.run_dir, status="committed")
         return {"committed": True, **result}
 
+    def record_failure(self, stage: str, reason: str) -> None:
+        """The run record names the stage that failed and why, for people and for reruns."""
+        update_run_record(self.run_dir, status="failed", failure={"stage": stage, "reason": reason})
+
     def summary(self) -> str:
         return summarize(read_run_record(self.run_dir), self.run_dir)
 
@@ -125,9 +129,11 @@ def summarize(record: dict[str, Any], run_dir: Path) -> str:
     checks = record.get("guardrails", {})
     warnings = sum(c.get("verdict") == "warn" for c in checks.get("checks", []))
     pub = record.get("publish", {})
+    failure = record.get("failure")
     lines = [
         f"audience {record.get('audience_id')} run {record.get('run_id')}: "
-        f"status {record.get('status', 'in progress')}",
+        f"status {record.get('status', 'in progress')}"
+        + (f" at stage {failure['stage']}: {failure['reason']}" if failure else ""),
         f"  computed: {comp.get('size', '?')} members, window {comp.get('window', {})}",
         f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited "
         f"(previous size {dif.get('previous_size', 0)})",

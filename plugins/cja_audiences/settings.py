@@ -25,6 +25,11 @@ class Settings(BaseModel):
     max_refreshing_audiences: int = Field(150, ge=1, le=150)
     max_bad_row_share: float = Field(0.01, ge=0, le=1)
     run_retention: int = Field(30, ge=1)
+    landing_poll_s: float = Field(30.0, gt=0, description="how often the landing watcher looks")
+    catalog_dataset_id: str | None = Field(
+        None, description="AEP dataset behind CJA: its new batches start an extract"
+    )
+    catalog_poll_s: float = Field(60.0, gt=0)
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
@@ -46,6 +51,9 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
         "CJA_AUDIENCES_MAX_REFRESHING": "max_refreshing_audiences",
         "CJA_AUDIENCES_MAX_BAD_ROW_SHARE": "max_bad_row_share",
         "CJA_AUDIENCES_RUN_RETENTION": "run_retention",
+        "CJA_AUDIENCES_LANDING_POLL_S": "landing_poll_s",
+        "CJA_AUDIENCES_CATALOG_DATASET": "catalog_dataset_id",
+        "CJA_AUDIENCES_CATALOG_POLL_S": "catalog_poll_s",
     }
     for env_name, field in optional.items():
         if env.get(env_name):

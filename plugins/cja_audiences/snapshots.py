@@ -96,7 +96,7 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
 
 def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]) -> None:
     name = run_dir.name
-    if run_dir.parent != audience_dir / RUNS:
+    if run_dir.resolve().parent != (audience_dir / RUNS).resolve():
         raise SnapshotError(f"{run_dir} is not a run of {audience_dir}")
     if not (run_dir / MEMBERS).exists() or "diff" not in record:
         raise SnapshotError(f"run {name} has no members or diff; compute and diff it first")
@@ -107,10 +107,10 @@ def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]
     publish = record.get("publish")
     if not publish:
         raise SnapshotError(f"run {name} was not published; commit only after publish")
-    if publish.get("dry_run") or publish.get("dead_lettered", 0) or publish.get("error"):
+    if not publish_succeeded(publish):
         raise SnapshotError(
-            f"run {name}'s publish did not fully succeed "
-            f"(dead_lettered={publish.get('dead_lettered', 0)}); resume the publish first"
+            f"run {name}'s publish did not fully succeed (status={publish.get('status')}, "
+            f"dead_lettered={publish.get('dead_lettered', 0)}); resume the publish first"
         )
     current = current_run(audience_dir)
     base = record["diff"].get("previous_run_id")
@@ -119,6 +119,14 @@ def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]
             f"run {name} was diffed against {base or 'nothing (first run)'} but the current "
             f"run is {current['run_id'] if current else 'none'}; diff it again and republish"
         )
+
+
+def publish_succeeded(publish: dict[str, Any]) -> bool:
+    """``aep.publish_run`` says "ok" only when every chunk was acknowledged and dead letters
+    stayed under its threshold; a publisher without a status must have no dead letters."""
+    if "status" in publish:
+        return publish["status"] == "ok" and publish.get("chunks", {}).get("complete", True)
+    return not publish.get("dead_lettered")
 
 
 def _runs_dir(audience_dir: Path) -> Path:
@@ -140,13 +148,16 @@ def _run_dirs(audience_dir: Path) -> list[Path]:
 
 
 def _status(record: dict[str, Any], is_current: bool) -> str:
+    """current, published, blocked, skipped, dry_run, failed (publish not ok) or pending."""
     if is_current:
         return "current"
     if "commit" in record:
         return "published"
     if record.get("guardrails", {}).get("blocked"):
         return "blocked"
-    if "dry_run" in record:
+    if record.get("gate", {}).get("due") is False:
+        return "skipped"
+    if "dry_run" in record or record.get("status") == "dry_run":
         return "dry_run"
     if "publish" in record:
         return "failed"
@@ -158,7 +169,7 @@ def _summary(run_dir: Path, current_id: str | None) -> dict[str, Any]:
     diff = record.get("diff", {})
     return {
         "run_id": run_dir.name,
-        "created_at": datetime.fromtimestamp(_created(run_dir), UTC).isoformat(),
+        "created_at": datetime.fromtimestamp(_created(run_dir), UTC).isoformat(timespec="seconds"),
         "status": _status(record, run_dir.name == current_id),
         "size": diff.get("size"),
         "entered": diff.get("entered"),
@@ -228,7 +239,7 @@ def dry_run_report(run_dir: Path, sample: int = SAMPLE_SIZE) -> dict[str, Any]:
 
 def mask(value: str) -> str:
     """Keep three leading characters and the length: recognisable, not reusable."""
-    return f"{value[:3]}…({len(value)})"
+    return f"{value[:3]}...({len(value)})"
 
 
 def rollback(
@@ -259,7 +270,7 @@ def rollback(
             f"run {target_run_id} was never published ({_status(target_record, False)}); "
             "roll back only to a run that was current once (see `runs list`)"
         )
-    if new_run_dir.parent != _runs_dir(audience_dir) or new_run_dir.exists():
+    if new_run_dir.resolve().parent != _runs_dir(audience_dir).resolve() or new_run_dir.exists():
         raise SnapshotError(f"{new_run_dir} must be a new folder under {_runs_dir(audience_dir)}")
     marker = audience_dir / ROLLBACK_MARKER
     with _locked(audience_dir):

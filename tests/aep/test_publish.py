@@ -7,6 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from cja_audiences.aep.http import TokenProvider
 from cja_audiences.aep.ledger import Ledger
 from cja_audiences.aep.publish import (
     DEAD_LETTER_FILE,
@@ -14,6 +15,7 @@ from cja_audiences.aep.publish import (
     decommission_run,
     publish_run,
 )
+from cja_audiences.aep.sender import SendOptions, StreamingSender
 from cja_audiences.lake import read_run_record
 from tests.aep.conftest import (
     fast_options,
@@ -190,3 +192,27 @@ def test_too_many_dead_letters_fail_the_run(emu, run_dir):
     record = read_run_record(run_dir)["publish"]
     assert record["status"] == "failed" and record["dead_lettered"] >= 2
     assert (run_dir / DEAD_LETTER_FILE).exists()
+
+
+def test_an_unauthenticated_inlet_gets_no_token(emu, run_dir):
+    expected = first_run(run_dir, 300)
+    config = emu.adobe_config(
+        inlet_id=emu.config["unauthenticated_inlet_id"], authenticated_inlet=False
+    )
+    publish_run(config, make_spec(), run_dir, options=fast_options())
+    assert held(emu) == expected
+    sender = StreamingSender(config, SendOptions(), TokenProvider(config))
+    assert sender.tokens is None and "Authorization" not in sender._headers(None)
+
+
+def test_a_rerun_does_not_forget_earlier_dead_letters(emu, run_dir):
+    expected = first_run(run_dir, 1_000)
+    emu.faults(fail_records=sorted(i for _, i in expected)[:5], fail_record_status=400)
+    with pytest.raises(DeadLetterThresholdExceeded):
+        publish_run(emu.adobe_config(), make_spec(), run_dir, options=fast_options())
+    emu.clear_faults()
+    with pytest.raises(DeadLetterThresholdExceeded):  # refused for good: recompute the run
+        publish_run(emu.adobe_config(), make_spec(), run_dir, options=fast_options())
+    record = read_run_record(run_dir)["publish"]
+    assert record["status"] == "failed" and record["chunks"]["complete"]
+    assert held(emu) == expected - {("ECID", i) for i in sorted(i for _, i in expected)[:5]}

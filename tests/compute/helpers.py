@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -11,6 +12,7 @@ import pyarrow as pa
 from cja_audiences.filters.compiler import QueryBuilder
 from cja_audiences.filters.ir import Node
 from cja_audiences.filters.rules import parse_rules
+from cja_audiences.lake import Lake, write_parquet
 from cja_audiences.schema import EVENT_SCHEMA, PERSON_SCHEMA
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -34,7 +36,7 @@ def ev(person: str, minute: float, event_type: str = PAGE, **fields: Any) -> dic
 def event_table(rows: list[dict[str, Any]]) -> pa.Table:
     columns: dict[str, list[Any]] = {f.name: [] for f in EVENT_SCHEMA}
     for i, row in enumerate(rows):
-        full = {"event_id": f"e{i:04d}", "person_namespace": "ECID", **row}
+        full = {"event_id": f"e{i:04d}", "person_namespace": "ECID", **row}  # row may override
         for name in columns:
             columns[name].append(full.get(name))
     return pa.table(columns, schema=EVENT_SCHEMA)
@@ -77,3 +79,17 @@ def execute(
         return {r[0] for r in con.execute(sql, params).fetchall()}
     finally:
         con.close()
+
+
+def write_lake(root: Path, rows: list[dict[str, Any]], persons: dict[str, dict[str, Any]]) -> Lake:
+    """A lake with ``rows`` split into daily partitions by their timestamp's UTC date."""
+    lake = Lake(root)
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    for i, row in enumerate(rows):
+        by_day.setdefault(row["timestamp"].date().isoformat(), []).append(
+            {"event_id": f"e{i:04d}", **row}
+        )
+    for day, day_rows in by_day.items():
+        write_parquet(event_table(day_rows), lake.event_partition(day) / "part-0.parquet")
+    write_parquet(person_table(persons), lake.persons / "persons.parquet")
+    return lake

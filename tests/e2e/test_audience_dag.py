@@ -1,73 +1,127 @@
 """The real audience DAG, run with dag.test() against the emulator over HTTP.
 
-The emulator's membership for the audience must equal members.parquet exactly, after the
-first publish and after a refresh on a day more of data (entries and exits only).
+The emulator's membership for the audience must equal members.parquet exactly: after the
+first publish, after a refresh on one more day of data (entries and exits only), and after a
+rollback to the first run. A guardrail block fails the run before anything is sent.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date, timedelta
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from cja_audiences.cli.main import main as cli
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake import Lake, read_run_record
 from cja_audiences.snapshots import current_run
+from tests.conftest import REPO
 from tests.dags.test_dag_integrity import load_dagbag
 
 pytestmark = pytest.mark.e2e
 
 AUDIENCE = "cart_abandoners"
 AS_OF = date(2026, 11, 20)
+PERSONS = 3000
 
 
-@pytest.fixture
-def lake(tmp_path, monkeypatch) -> Lake:
-    lake = Lake(tmp_path / "home")
-    generate_synthetic(lake, persons=3000, days=14, end=AS_OF, seed=11)
-    monkeypatch.setenv("CJA_AUDIENCES_HOME", str(lake.root))
-    return lake
-
-
-def published_members(emu) -> set[tuple[str, str]]:
+def published(emulator) -> set[tuple[str, str]]:
     return {
         (m["namespace"], m["identity"])
-        for m in emu.membership(AUDIENCE)
+        for m in emulator.membership(AUDIENCE)
         if m["status"] == "realized"
     }
 
 
-def committed_members(lake: Lake) -> set[tuple[str, str]]:
-    run_dir = lake.run_dir(AUDIENCE, current_run(lake.audience_dir(AUDIENCE))["run_id"])
+def members(run_dir: Path) -> set[tuple[str, str]]:
     table = pq.read_table(run_dir / "members.parquet", columns=["namespace", "identity"])
     return set(zip(table["namespace"].to_pylist(), table["identity"].to_pylist(), strict=True))
 
 
-def run_dag(as_of: date):
+def run_dag(as_of: date, **conf):
     dag = load_dagbag().get_dag(f"cja_audience__{AUDIENCE}")
-    return dag.test(run_conf={"as_of": as_of.isoformat(), "force": True})
+    return dag.test(run_conf={"as_of": as_of.isoformat(), "force": True, **conf})
 
 
-def test_audience_dag_publishes_exactly_its_members_then_refreshes_by_diff(
-    airflow_db, emu, lake, monkeypatch
-):
-    monkeypatch.setenv("AIRFLOW_CONN_AEP_DEFAULT", json.dumps(emu.aep_conn()))
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, emulator):
+    """A lake of two weeks and the AEP connection, for the whole module (state carries over)."""
+    emulator.reset()
+    lake = Lake(tmp_path_factory.mktemp("e2e") / "home")
+    generate_synthetic(lake, persons=PERSONS, days=14, end=AS_OF, seed=11)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CJA_AUDIENCES_HOME", str(lake.root))
+        mp.setenv("AIRFLOW_CONN_AEP_DEFAULT", json.dumps(emulator.aep_conn()))
+        yield lake
 
+
+@pytest.fixture(scope="module")
+def two_runs(airflow_db, env, emulator):
+    """Publish on AS_OF, then refresh on the next day; what the emulator held after each."""
+    lake = env
     first = run_dag(AS_OF)
     assert first.state == "success"
-    members = committed_members(lake)
-    assert members and published_members(emu) == members
+    first_dir = lake.run_dir(AUDIENCE, first.run_id)
+    after_first = published(emulator)
 
-    next_day = AS_OF + timedelta(days=1)
-    generate_synthetic(lake, persons=3000, days=1, end=next_day, seed=11)
-    second = run_dag(next_day)
+    generate_synthetic(lake, persons=PERSONS, days=1, end=AS_OF + timedelta(days=1), seed=11)
+    second = run_dag(AS_OF + timedelta(days=1))
     assert second.state == "success"
-    refreshed = committed_members(lake)
-    assert published_members(emu) == refreshed
+    return lake, first_dir, after_first, lake.run_dir(AUDIENCE, second.run_id)
 
-    record = read_run_record(lake.run_dir(AUDIENCE, second.run_id))
-    assert record["diff"]["entered"] == len(refreshed - members)
-    assert record["diff"]["exited"] == len(members - refreshed)
-    assert record["publish"]["acknowledged"] == len(refreshed ^ members)
+
+def test_first_publish_sends_exactly_the_members(two_runs):
+    _, first_dir, after_first, _ = two_runs
+    assert after_first and after_first == members(first_dir)
+
+
+def test_refresh_sends_only_entries_and_exits(two_runs, emulator):
+    lake, first_dir, _, second_dir = two_runs
+    before, after = members(first_dir), members(second_dir)
+    assert current_run(lake.audience_dir(AUDIENCE))["run_id"] == second_dir.name
+    assert published(emulator) == after
+    record = read_run_record(second_dir)
+    assert record["diff"]["entered"] == len(after - before)
+    assert record["diff"]["exited"] == len(before - after)
+    assert record["publish"]["acknowledged"] == len(after ^ before)
+
+
+def test_rollback_restores_the_first_membership_exactly(two_runs, emulator):
+    lake, first_dir, _, _ = two_runs
+    assert cli(["runs", "rollback", AUDIENCE, first_dir.name]) == 0
+    assert published(emulator) == members(first_dir)
+    current = current_run(lake.audience_dir(AUDIENCE))
+    assert read_run_record(lake.run_dir(AUDIENCE, current["run_id"]))["rollback"] == {
+        "target_run_id": first_dir.name,
+        "from_run_id": two_runs[3].name,
+    }
+
+
+def test_a_guardrail_block_fails_the_run_and_sends_nothing(
+    airflow_db, env, emulator, tmp_path, monkeypatch
+):
+    specs = tmp_path / "audiences"
+    shutil.copytree(REPO / "include" / "audiences", specs)
+    spec_file = specs / f"{AUDIENCE}.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["guardrails"] = {"min_size": 10_000_000}
+    spec_file.write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("CJA_AUDIENCES_SPECS", str(specs))
+    current_before = current_run(env.audience_dir(AUDIENCE))
+    published_before = published(emulator)
+
+    run = run_dag(AS_OF)
+
+    assert run.state == "failed"
+    record = read_run_record(env.run_dir(AUDIENCE, run.run_id))
+    assert record["failure"]["stage"] == "guardrails"
+    assert "min_size" in record["failure"]["reason"]
+    assert "10,000,000" in record["failure"]["reason"]
+    assert "publish" not in record
+    assert current_run(env.audience_dir(AUDIENCE)) == current_before
+    assert published(emulator) == published_before

@@ -23,7 +23,8 @@ class Client:
 
     def get(self, path: str, sandbox: str | None = None, **kwargs: Any) -> requests.Response:
         headers = self.headers(sandbox) | kwargs.pop("headers", {})
-        return self.http.get(self.emu.url + path, headers=headers, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return self.http.get(self.emu.url + path, headers=headers, **kwargs)
 
     def send(
         self, method: str, path: str, body: Any = None, sandbox: str | None = None, **kwargs: Any

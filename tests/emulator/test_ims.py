@@ -86,3 +86,19 @@ def test_tokens_do_not_survive_reset(emu):
         f"{emu.url}/data/core/ups/audiences", headers=emu.headers(token), timeout=10
     )
     assert response.status_code == 401
+
+
+def test_package_ims_client_works_against_the_emulator(emu):
+    from cja_audiences.adobe_auth import ImsError, get_token, invalidate_token
+
+    config = emu.adobe_config()
+    invalidate_token(config)
+    token = get_token(config)
+    response = requests.get(
+        f"{emu.url}/data/core/ups/audiences", headers=config.platform_headers(token), timeout=10
+    )
+    assert response.status_code == 200
+    wrong = emu.adobe_config(scopes="openid,nope")
+    invalidate_token(wrong)
+    with pytest.raises(ImsError, match="invalid_scope"):
+        get_token(wrong)

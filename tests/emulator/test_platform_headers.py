@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
+
+from emulator.pytest_plugin import start_emulator
 
 AUDIENCES = "/data/core/ups/audiences"
 
@@ -97,3 +101,38 @@ def test_post_without_json_content_type(client):
         "title": "BadRequestError",
         "detail": "A valid content-type must be specified",
     }
+
+
+def test_token_of_another_client_and_org(tmp_path, emu):
+    """A second client in another org: its token does not pass with the first client's key."""
+    other = {
+        "client_id": "other-client",
+        "client_secret": "s2",
+        "scopes": "openid",
+        "org_id": "B@AdobeOrg",
+    }
+    path = tmp_path / "two-clients.json"
+    base = emu.admin("GET", "/config")["config"]["clients"]
+    path.write_text(json.dumps({"clients": [*base, other]}))
+    server = start_emulator(tmp_path, path)
+    try:
+        token = requests.post(
+            f"{server.url}/ims/token/v3",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "other-client",
+                "client_secret": "s2",
+                "scope": "openid",
+            },
+            timeout=10,
+        ).json()["access_token"]
+        headers = server.headers(token)  # the demo client's api key and org
+        response = requests.get(server.url + AUDIENCES, headers=headers, timeout=10)
+        assert response.json() == {"error_code": "403003", "message": "Api Key is invalid"}
+        headers["x-api-key"] = "other-client"
+        response = requests.get(server.url + AUDIENCES, headers=headers, timeout=10)
+        assert response.json() == {"error_code": "403025", "message": "Profile is not valid"}
+        headers["x-gw-ims-org-id"] = "B@AdobeOrg"
+        assert requests.get(server.url + AUDIENCES, headers=headers, timeout=10).status_code == 200
+    finally:
+        server.stop()

@@ -136,22 +136,18 @@ def test_schedule_expiry_is_13_months_and_13_more_only_when_extended(tmp_path: P
 
 def test_segments_are_counted_from_the_filter(tmp_path: Path) -> None:
     refs = [{"func": "segment-ref", "id": f"s{i}"} for i in range(20)]
+    container = {"func": "container", "context": "visitors"}
     definition = {
         "func": "segment",
         "version": [1, 0, 0],
-        "container": {
-            "func": "container",
-            "context": "visitors",
-            "pred": {"func": "and", "preds": refs},
-        },
+        "container": {**container, "pred": {"func": "and", "preds": refs}},
     }
-    spec = make_spec(filter={"segment": definition})
-    assert count_segments(spec.filter) == 21
-    report = check_spec(spec, make_settings(tmp_path), now=NOW)
+    spec = make_spec(filter={"segment": {"path": "buyers.json"}})
+    assert count_segments(spec.filter) == 1
+    assert count_segments(spec.filter, definition) == 21
+    report = check_spec(spec, make_settings(tmp_path), now=NOW, segment_definition=definition)
     assert "segments: 21 segments combined is above the limit of 20" in report.message
-    rules = make_spec(filter={"rules": {"all": [{"segment": "a"}, {"field": "x", "op": "exists"}]}})
-    assert count_segments(rules.filter) == 2
-    assert count_segments(make_spec().filter) == 1
+    assert not check_spec(spec, make_settings(tmp_path), now=NOW).blocked
 
 
 def specs_created_daily(count: int, frequency: str = "daily"):

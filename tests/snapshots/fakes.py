@@ -35,7 +35,7 @@ class FakeAep:
             self.membership[(namespace, identity)] = "realized"
         self.calls.append({"run": run_dir.name, "realized": entered, "exited": exited})
         sent = len(entered) + len(exited)
-        return {"sent": sent, "acknowledged": sent, "retried": 0, "dead_lettered": 0}
+        return {"status": "ok", "sent": sent, "acknowledged": sent, "dead_lettered": 0}
 
     def realized(self) -> set[tuple[str, str]]:
         return {key for key, status in self.membership.items() if status == "realized"}

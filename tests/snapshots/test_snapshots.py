@@ -49,6 +49,9 @@ def test_a_blocked_run_leaves_current_json_untouched(audience: Path, tmp_path: P
     [
         ({}, "was not published"),
         ({"publish": {"sent": 10, "dead_lettered": 3}}, "did not fully succeed"),
+        ({"publish": {"status": "failed", "dead_lettered": 0}}, "status=failed"),
+        ({"publish": {"status": "ok", "chunks": {"complete": False}}}, "did not fully succeed"),
+        ({"publish": {"status": "dry_run"}}, "did not fully succeed"),
         ({"dry_run": {"sent": 0}}, "is a dry run"),
     ],
 )
@@ -154,7 +157,7 @@ def test_a_dry_run_rollback_reports_and_sends_nothing(audience: Path) -> None:
     assert report["realized"]["sample"][0] == {
         "person_id": "p0000",
         "namespace": "ECID",
-        "identity": "000…(38)",
+        "identity": "000...(38)",
     }
     assert len(report["exited"]["sample"]) == snapshots.SAMPLE_SIZE
     assert len(aep.calls) == calls
@@ -180,3 +183,13 @@ def test_prune_keeps_the_newest_the_current_and_a_rollback_target(audience: Path
     assert snapshots.current_run(audience)["run_id"] == "r6"
     with pytest.raises(SnapshotError, match="at least 1"):
         snapshots.prune(audience, keep=0)
+
+
+def test_dead_letters_the_publisher_accepted_do_not_stop_the_commit(audience: Path) -> None:
+    """publish_run fails the run above its dead-letter threshold; below it, status is ok."""
+    publish_and_commit(audience, FakeAep(), "r1", people(range(20)))
+    run_dir = new_run(audience, "r2", people(range(22)))
+    update_run_record(
+        run_dir, publish={"status": "ok", "dead_lettered": 1, "chunks": {"complete": True}}
+    )
+    assert snapshots.commit(audience, run_dir)["run_id"] == "r2"

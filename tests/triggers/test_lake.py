@@ -5,14 +5,7 @@ import asyncio
 import pytest
 
 from cja_audiences.triggers.lake import LakePartitionTrigger
-
-
-def first_event(trigger, timeout: float = 5.0):
-    async def first():
-        async for event in trigger.run():
-            return event
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
+from tests.triggers.helpers import first_event
 
 
 def test_partition_trigger_waits_for_the_partition(tmp_path):

@@ -183,23 +183,24 @@ class _Publish:
             return self._dry_run()
         started = time.monotonic()
         audience: dict[str, Any] | None = None
+        before: dict[str, int] | None = None
         try:
             audience = self._register()
             manifest = self.ledger.open(self.options.chunk_size, self._fingerprints())
             before = self._ledger_totals()
             self.dead = before["dead"]
             self._send(manifest)
-            summary = self._summary(started, audience, before, status="ok")
+            if self.dead > self.allowed_dead:  # e.g. all left by an earlier session
+                raise DeadLetterThresholdExceeded(self._threshold_message(self.dead))
             if self.mode == "decommission":
-                summary["audience"] = self._deactivate() or audience
+                audience = {**audience, **(self._deactivate() or {})}
         except BaseException as exc:
-            failed = self._summary(started, audience, None, status="failed")
+            failed = self._summary(started, audience, before, status="failed")
             failed["error"] = f"{type(exc).__name__}: {exc}"
             self._record(failed)
             raise
+        summary = self._summary(started, audience, before, status="ok")
         self._record(summary)
-        if summary["dead_lettered"] > self.allowed_dead:
-            raise DeadLetterThresholdExceeded(self._threshold_message(summary["dead_lettered"]))
         return summary
 
     def _register(self) -> dict[str, Any]:

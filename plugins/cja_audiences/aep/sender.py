@@ -267,10 +267,12 @@ class StreamingSender:
         (401/403) refreshes the token once."""
         body = request_body(message for _, message in items)
         session = self._session()
-        token = self.tokens.token() if self.tokens else None
+        token: str | None = None
         refreshed = False
         attempt = 0
         while True:
+            if self.tokens and token is None:
+                token = self.tokens.token()  # from the process cache; renewed before expiry
             if self.bucket:
                 self.bucket.acquire(len(items))
             self.stats.add(requests=1)
@@ -291,6 +293,7 @@ class StreamingSender:
                     return response
                 what = f"HTTP {response.status_code}: {response.text[:200]}"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            token = None  # a long backoff may outlast it: read the cache again
             attempt += 1
             if attempt > self.options.max_retries:
                 raise SendError(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
 
 from cja_audiences.filters import fields as F
 from cja_audiences.filters.ir import (
@@ -49,6 +50,24 @@ _TIME_UNITS = {
 _SPAN_COLUMN = {"sessions": "sn", "events": "hit"}
 
 
+class _MemoryBytecodeCache(jinja2.BytecodeCache):
+    """Compiled templates shared by every builder of the process: each query gets its own
+    environment (its own bound values), but the macro library is parsed only once."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.key in self._store:
+            bucket.bytecode_from_string(self._store[bucket.key])
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._store[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _MemoryBytecodeCache()
+
+
 class CompileError(ValueError):
     """A filter that has no faithful SQL translation; the message names the construct."""
 
@@ -69,7 +88,7 @@ class Binder:
         self.values: dict[str, Any] = {}
 
     def literal(self, value: Any) -> str:
-        if isinstance(value, Param):
+        if isinstance(value, Param | TemplateParam):
             return self.param(value.name)
         if isinstance(value, tuple):
             value = list(value)
@@ -172,6 +191,7 @@ class QueryBuilder:
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
+            bytecode_cache=_BYTECODE,
         )
         self.env.globals.update(
             col=self.column,
@@ -288,11 +308,34 @@ class TreeCompiler:
             k: _Scope() for k in ("event", "session", "person", "s2p")
         }
         self.seqs = 0
+        # Drivers: sequence results a unit must be in to qualify (a positive conjunct). The
+        # aggregations then read only those units' events instead of every event.
+        self.seq_names: dict[int, str] = {}
+        self.session_drivers: dict[int, str | None] = {}
 
     def compile(self, node: Node) -> str:
         self._check_sessions(node)
         expr = self.expr(node, "person")
-        return self._emit(expr)
+        person_driver = self._driver(node, "person")
+        session_driver = None
+        if len(self.session_drivers) == 1:
+            session_driver = next(iter(self.session_drivers.values()))
+        return self._emit(expr, person_driver, session_driver)
+
+    def _driver(self, node: Node, level: Level) -> str | None:
+        """A sequence CTE holding every unit (at ``level``) that can satisfy ``node``."""
+        for child in node.nodes if isinstance(node, All) else (node,):
+            if isinstance(child, Sequence) and id(child) in self.seq_names:
+                return self.seq_names[id(child)]
+            if isinstance(child, Container) and child.level == level:
+                found = self._driver(child.node, level)
+            elif level == "person" and isinstance(child, Container) and child.level == "session":
+                found = self.session_drivers.get(id(child.node))
+            else:
+                found = None
+            if found:
+                return found
+        return None
 
     # ---- sessions are needed by: session containers, sessions metrics, session scopes,
     #      within/after sessions
@@ -377,6 +420,7 @@ class TreeCompiler:
         inner_expr = self.expr(child, inner)
         if inner == "event":
             return self._agg(level, self.m.aggregate("bool_or", inner_expr))
+        self.session_drivers[id(child)] = self._driver(child, "session")
         # a session container inside a person container: aggregate over the person's sessions
         return f"coalesce({self._agg('s2p', self.m.aggregate('bool_or', inner_expr))}, false)"
 
@@ -422,6 +466,7 @@ class TreeCompiler:
                 "container, or use only_after / only_before to keep events"
             )
         name = self._sequence(node, level, forward=True)
+        self.seq_names[id(node)] = name
         alias = f"{name}_hit"
         self.scopes[level].joins.append((name, alias, _keys(level)))
         # person level reads the joined relation directly; session level via a renamed column
@@ -550,28 +595,37 @@ class TreeCompiler:
         return {"order": _SPAN_COLUMN[span.unit], "offset": placeholder}
 
     # ---- emit CTEs ----------------------------------------------------------------------
-    def _emit(self, person_expr: str) -> str:
+    def _emit(self, person_expr: str, person_driver: str | None, session_driver: str | None) -> str:
         """Event relation (+ Only After/Before marks) → session aggregates (+ session
         sequences) → person aggregates → the tree's members."""
         b, p = self.b, self.prefix
         event_rel = self._with_marks(b.events_relation, "event", f"{p}_e")
+        person_drivers = [(person_driver, ("person_id",))] if person_driver else []
         s2p = self.scopes["s2p"]
         joins = list(self.scopes["person"].joins)
         if s2p.aggregates:
+            session_drivers = list(person_drivers)
+            if session_driver:
+                session_drivers.append((session_driver, _keys("session")))
             session_aggs = [(a, sql) for sql, a in self.scopes["session"].aggregates.items()]
-            b.ctes.append(
-                (f"{p}_s", self.m.group(event_rel, _keys("session"), session_aggs), False)
-            )
+            source = self.m.restricted(event_rel, session_drivers)
+            b.ctes.append((f"{p}_s", self.m.group(source, _keys("session"), session_aggs), False))
             session_rel = self._with_marks(f"{p}_s", "session", f"{p}_sj")
             s2p_aggs = [(a, sql) for sql, a in s2p.aggregates.items()]
             b.ctes.append((f"{p}_sp", self.m.group(session_rel, ["person_id"], s2p_aggs), False))
-            joins.append((f"{p}_sp", f"{p}_spj", ("person_id",)))
         person_aggs = [(a, sql) for sql, a in self.scopes["person"].aggregates.items()]
-        b.ctes.append((f"{p}_p", self.m.group(event_rel, ["person_id"], person_aggs), False))
+        if s2p.aggregates and not person_aggs and (person_driver or not session_driver):
+            base = f"{p}_sp"  # already one row per person that can qualify
+        else:
+            source = self.m.restricted(event_rel, person_drivers)
+            b.ctes.append((f"{p}_p", self.m.group(source, ["person_id"], person_aggs), False))
+            base = f"{p}_p"
+            if s2p.aggregates:
+                joins.append((f"{p}_sp", f"{p}_spj", ("person_id",)))
         if "pr." in person_expr:
             joins.append(("raw_persons", "pr", ("person_id",)))
         b.ctes.append(
-            (p, self.m.joined(f"{p}_p", joins, select="b.person_id", where=person_expr), False)
+            (p, self.m.joined(base, joins, select="b.person_id", where=person_expr), False)
         )
         return p
 

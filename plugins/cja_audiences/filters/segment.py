@@ -441,18 +441,25 @@ def glob_to_like(pattern: Any) -> str:
 
 
 def fetch_definition(config: Any, segment_id: str, session: Any = None) -> dict[str, Any]:
-    """GET {base_url}/segments/{id}?expansion=definition with the IMS token's headers."""
+    """GET {base_url}/segments/{id}?expansion=definition with the IMS token's headers; a 401
+    refreshes the token once (it may have been revoked before its expiry)."""
     import requests
 
-    from cja_audiences.adobe_auth import get_token
+    from cja_audiences.adobe_auth import get_token, invalidate_token
 
     http = session or requests.Session()
     url = f"{config.base_url.rstrip('/')}/segments/{segment_id}"
-    headers = config.platform_headers(get_token(config))
-    response = http.get(
-        url, params={"expansion": "definition"}, headers=headers, timeout=config.timeout
-    )
+    for attempt in range(2):
+        headers = config.platform_headers(get_token(config, http))
+        response = http.get(
+            url, params={"expansion": "definition"}, headers=headers, timeout=config.timeout
+        )
+        if response.status_code != 401 or attempt:
+            break
+        invalidate_token(config)
+    where = f"segment {segment_id}"
     if response.status_code == 404:
-        raise SegmentError(f"segment {segment_id}", "not found in CJA (check filter.segment.id)")
-    response.raise_for_status()
-    return load_definition(response.json(), f"segment {segment_id}")
+        raise SegmentError(where, "not found in CJA (check filter.segment.id)")
+    if not response.ok:
+        raise SegmentError(where, f"the CJA Segments API answered {response.status_code}")
+    return load_definition(response.json(), where)

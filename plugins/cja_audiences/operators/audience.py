@@ -33,6 +33,16 @@ def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
     return AudienceRefresh(spec, settings, request)
 
 
+def record_failure(context: Context) -> None:
+    """``on_failure_callback`` of audience tasks: run.json names the failed stage and reason."""
+    audience_id = getattr(context["task"], "audience_id", None)
+    if not isinstance(audience_id, str):
+        return
+    refresh = audience_refresh(audience_id, context)
+    refresh.record_failure(context["ti"].task_id, str(context.get("exception") or "unknown"))
+    context["task"].log.error("%s", refresh.summary())
+
+
 class AudienceStageOperator(BaseOperator):
     """Base for one stage of one audience's refresh; subclasses implement :meth:`run_stage`."""
 

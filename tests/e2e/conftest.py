@@ -1,0 +1,181 @@
+"""One real `airflow standalone` (and the emulator) shared by the end-to-end tests.
+
+Starting Airflow costs 15-30 s on two cores, so every test that needs a live Airflow uses
+the session fixture ``live`` and never restarts it (except the triggerer, on purpose).
+Airflow sees a temporary lake holding a little synthetic data, a specs folder holding ONE
+example audience (so the dag-processor and every run stay fast) and connections that point
+at the emulator. DAGs start paused; a test unpauses what it drives (see ``Live.unpause``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dev.standalone import StandaloneAirflow
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+PREFERRED_AUDIENCE = "cart_abandoners"
+PUBLISH_POOL = {"aep_publish": 4}
+LANDING_POLL_S = 2  # the landing watcher's poll interval (production default: 30 s)
+# The stage modules an audience run imports; until they are all on main the tests skip.
+NEEDED_MODULES = (
+    "cja_audiences.extract.synthetic",
+    "cja_audiences.compute",
+    "cja_audiences.diff",
+    "cja_audiences.snapshots",
+    "cja_audiences.aep",
+    "cja_audiences.operators.aep",
+)
+_timings: dict[str, float] = {}
+
+
+def missing(modules: tuple[str, ...]) -> list[str]:
+    """Modules (or packages) that cannot be found on this checkout."""
+    absent = []
+    for name in modules:
+        try:
+            if find_spec(name) is None:
+                absent.append(name)
+        except ModuleNotFoundError:
+            absent.append(name)
+    return absent
+
+
+def last_complete_day() -> date:
+    """The default ``as_of`` of an audience run: yesterday in UTC."""
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def pick_spec(folder: Path) -> Path:
+    """The example audience the tests run (cart_abandoners if it exists)."""
+    preferred = folder / f"{PREFERRED_AUDIENCE}.yaml"
+    specs = sorted(folder.glob("*.yaml"))
+    if not specs:
+        pytest.skip(f"no example audience spec in {folder} yet (compute helper's include/)")
+    return preferred if preferred.exists() else specs[0]
+
+
+def copy_spec(source: Path, target_dir: Path) -> str:
+    """Copy one spec with its schedule starting tomorrow; returns the audience id.
+
+    With a start in the past, unpausing a daily DAG (catchup=False) creates a scheduled
+    run for the latest tick at once, which would race the runs the tests start. A future
+    start keeps the time schedule quiet; asset-triggered and manual runs are unaffected.
+    """
+    spec = yaml.safe_load(source.read_text())
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    spec.setdefault("refresh", {})["start"] = start.isoformat()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    (target_dir / source.name).write_text(yaml.safe_dump(spec, sort_keys=False))
+    return spec["id"]
+
+
+@dataclass
+class Live:
+    """The running Airflow and the lake, emulator and audience the tests drive."""
+
+    airflow: StandaloneAirflow
+    emulator: Any
+    lake: Any
+    audience_id: str
+
+    @property
+    def dag_id(self) -> str:
+        return f"cja_audience__{self.audience_id}"
+
+    def unpause(self, dag_id: str) -> None:
+        self.airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        from cja_audiences.lake import read_run_record
+
+        return read_run_record(self.lake.run_dir(self.audience_id, run_id))
+
+    def committed_run(self) -> str | None:
+        """The run folder name current.json points at (None before any commit)."""
+        from cja_audiences.lake import read_json
+
+        current = read_json(self.lake.audience_dir(self.audience_id) / "current.json", None)
+        return current["run_id"] if current else None
+
+    def folder_name(self, run_id: str) -> str:
+        """Run ids hold ':' and '+'; the lake names run folders (and current.json) safely."""
+        return self.lake.run_dir(self.audience_id, run_id).name
+
+    def members(self) -> set[tuple[str, str]]:
+        """What the emulator holds for the audience (realized memberships)."""
+        return {
+            (m["namespace"], m["identity"])
+            for m in self.emulator.membership(self.audience_id)
+            if m["status"] == "realized"
+        }
+
+
+@pytest.fixture(scope="session")
+def live(emulator, tmp_path_factory) -> Live:
+    """Airflow standalone with this repo's DAGs and plugins, one audience, the emulator."""
+    absent = missing(NEEDED_MODULES)
+    if absent:
+        pytest.skip(f"the audience pipeline is not on this branch yet: missing {absent}")
+    from cja_audiences.extract.synthetic import generate_synthetic
+    from cja_audiences.lake import Lake
+
+    root = tmp_path_factory.mktemp("e2e")
+    lake = Lake(root / "home")
+    began = time.monotonic()
+    generate_synthetic(lake, persons=2000, days=8, end=last_complete_day(), seed=8)
+    _timings["synthetic lake"] = time.monotonic() - began
+    lake.landing.mkdir(parents=True, exist_ok=True)
+    audience_id = copy_spec(pick_spec(REPO / "include" / "audiences"), root / "specs")
+    emulator.reset()
+    dag_ids = [f"cja_audience__{audience_id}", "cja_audiences_all"]
+    if (REPO / "dags" / "cja_extract.py").exists():
+        dag_ids.append("cja_extract")
+    airflow = StandaloneAirflow(
+        root / "airflow",
+        env={
+            "CJA_AUDIENCES_HOME": str(lake.root),
+            "CJA_AUDIENCES_SPECS": str(root / "specs"),
+            "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(emulator.aep_conn()),
+            "AIRFLOW_CONN_CJA_DEFAULT": json.dumps(emulator.cja_conn()),
+            "CJA_AUDIENCES_LANDING_POLL_S": str(LANDING_POLL_S),
+        },
+        dag_ids=dag_ids,
+        pools=PUBLISH_POOL,
+        unpause=False,
+    )
+    try:
+        with airflow:
+            _timings["airflow standalone: healthy"] = airflow.healthy_s or 0.0
+            _timings["airflow standalone: healthy and DAGs parsed"] = airflow.startup_s or 0.0
+            live = Live(airflow=airflow, emulator=emulator, lake=lake, audience_id=audience_id)
+            live.unpause(live.dag_id)
+            yield live
+            began = time.monotonic()
+        _timings["airflow standalone: stop"] = time.monotonic() - began
+    finally:
+        keep_log(airflow)
+
+
+def keep_log(airflow: StandaloneAirflow) -> None:
+    """Copy standalone's logs next to the screenshots, so CI keeps them with the artifacts."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for log in airflow.home.glob("*.log"):
+        shutil.copy(log, ARTIFACTS / log.name)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print how long the shared set-up took (test bodies are in --durations)."""
+    for name, seconds in _timings.items():
+        terminalreporter.write_line(f"e2e: {name} took {seconds:.1f} s")

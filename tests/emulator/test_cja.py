@@ -1,0 +1,335 @@
+"""CJA Reporting API ``POST /reports`` over a Parquet lake, and the Segments API."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cja_audiences.schema import EVENT_SCHEMA
+
+RANGE = "2026-11-01T00:00:00.000/2026-11-03T00:00:00.000"
+VIEW = "web.webpagedetails.pageViews"
+BUY = "commerce.purchases"
+EVENTS = [  # person, time, type, page, revenue, skus
+    ("p1", "2026-11-01T10:00", VIEW, "home", None, None),
+    ("p1", "2026-11-01T10:10", BUY, "checkout", 100.0, ["sku-1", "sku-2"]),
+    ("p1", "2026-11-02T09:00", VIEW, "home", None, None),
+    ("p2", "2026-11-01T12:00", VIEW, "cart", None, None),
+    ("p2", "2026-11-01T12:50", VIEW, None, None, None),
+    ("p3", "2026-11-03T08:00", VIEW, "home", None, None),
+]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cja-lake")
+    by_date: dict[str, list[dict]] = {}
+    for i, (person, when, kind, page, revenue, skus) in enumerate(EVENTS):
+        ts = datetime.fromisoformat(when).replace(tzinfo=UTC)
+        row = {
+            "event_id": f"ev{i}",
+            "timestamp": ts,
+            "person_id": person,
+            "person_namespace": "ECID",
+            "event_type": kind,
+            "page_name": page,
+            "revenue": revenue,
+            "order_id": f"o{i}" if kind == BUY else None,
+            "product_skus": skus,
+            "dimensions": [("plan", "gold")] if person == "p1" else None,
+        }
+        by_date.setdefault(ts.date().isoformat(), []).append(row)
+    for day, rows in by_date.items():
+        folder = root / "lake" / "events" / f"date={day}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=EVENT_SCHEMA), folder / "part-0.parquet")
+    return root
+
+
+@pytest.fixture
+def cja(client, lake):
+    client.emu.set_lake(lake)
+    return client
+
+
+def _report(client, dimension="variables/personid", metrics=("metrics/occurrences",), **extra):
+    body = {
+        "rsid": client.emu.config["data_view_id"],
+        "globalFilters": [{"type": "DATE_RANGE", "dateRange": RANGE}],
+        "metricContainer": {
+            "metrics": [{"columnId": str(i), "id": m} for i, m in enumerate(metrics)]
+        },
+        "settings": {"limit": 50, "page": 0},
+    }
+    if dimension:
+        body["dimension"] = dimension
+    for key, value in extra.items():
+        body[key] = value
+    return client.send("POST", "/reports", body)
+
+
+def test_person_report_with_metrics(cja):
+    metrics = ("metrics/occurrences", "metrics/revenue", "metrics/visits", "metrics/pageviews")
+    response = _report(cja, metrics=metrics)
+    assert response.status_code == 200
+    body = response.json()
+    assert [(r["value"], r["data"]) for r in body["rows"]] == [
+        ("p1", [3, 100, 2, 2]),
+        ("p2", [2, 0, 2, 2]),
+    ]
+    assert body["summaryData"]["totals"] == [5, 100, 4, 4]
+    assert body["columns"] == {
+        "columnIds": ["0", "1", "2", "3"],
+        "dimension": {"id": "variables/personid", "type": "string"},
+    }
+    assert (body["totalElements"], body["totalPages"], body["number"]) == (2, 1, 0)
+    assert body["firstPage"] and body["lastPage"]
+    assert body["rows"][0]["itemId"].isdigit()
+
+
+def test_paging_is_zero_based(cja):
+    pages = []
+    for page in (0, 1):
+        body = _report(cja, settings={"limit": 1, "page": page}).json()
+        pages.append(body)
+    assert [p["rows"][0]["value"] for p in pages] == ["p1", "p2"]
+    assert (pages[0]["firstPage"], pages[0]["lastPage"]) == (True, False)
+    assert (pages[1]["firstPage"], pages[1]["lastPage"]) == (False, True)
+    assert pages[1]["totalPages"] == 2
+    beyond = _report(cja, settings={"limit": 1, "page": 5}).json()
+    assert beyond["rows"] == [] and beyond["lastPage"]
+
+
+def test_totals_only_without_dimension(cja):
+    body = _report(cja, dimension=None, metrics=("metrics/people", "metrics/orders")).json()
+    assert body["rows"] == []
+    assert body["summaryData"]["totals"] == [2, 1]
+
+
+def test_date_range_is_end_exclusive_and_zone_aware(cja):
+    filters = [{"type": "DATE_RANGE", "dateRange": "2026-11-03T09:00:00+01:00/2026-11-04T00:00:00"}]
+    body = _report(cja, globalFilters=filters).json()
+    assert [r["value"] for r in body["rows"]] == ["p3"]
+
+
+def test_nones_behaviour_and_dimension_sort(cja):
+    excluded = _report(cja, dimension="variables/page", settings={"dimensionSort": "asc"}).json()
+    assert [r["value"] for r in excluded["rows"]] == ["cart", "checkout", "home"]
+    included = _report(cja, dimension="variables/page", settings={"nonesBehavior": "return-nones"})
+    unspecified = [r for r in included.json()["rows"] if r["value"] == "Unspecified"]
+    assert unspecified[0]["itemId"] == "0"
+
+
+def test_list_and_map_dimensions(cja):
+    products = _report(cja, dimension="variables/product").json()
+    assert sorted(r["value"] for r in products["rows"]) == ["sku-1", "sku-2"]
+    plans = _report(cja, dimension="variables/dimensions.plan").json()
+    assert [(r["value"], r["data"]) for r in plans["rows"]] == [("gold", [3])]
+
+
+def test_sort_ascending_and_statistics(cja):
+    metrics = [{"columnId": "0", "id": "metrics/occurrences", "sort": "asc"}]
+    body = _report(
+        cja, metricContainer={"metrics": metrics}, statistics={"functions": ["col-max", "col-min"]}
+    ).json()
+    assert [r["value"] for r in body["rows"]] == ["p2", "p1"]
+    assert (body["summaryData"]["col-max"], body["summaryData"]["col-min"]) == ([3], [2])
+
+
+def test_no_lake_means_an_empty_data_view(client):
+    client.emu.set_lake(None)
+    body = _report(client).json()
+    assert (body["totalElements"], body["rows"], body["summaryData"]["totals"]) == (0, [], [0])
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"rsid": None}, 400, "invalid_request"),
+        ({"rsid": "dv_other"}, 404, "resource_not_found"),
+        ({"dimension": "variables/shoesize"}, 400, "invalid_dimension"),
+        ({"dimension": "variables/dimensions.bad key"}, 400, "invalid_dimension"),
+        ({"metricContainer": {"metrics": [{"id": "metrics/joy"}]}}, 400, "invalid_metric"),
+        ({"metricContainer": {"metrics": []}}, 400, "invalid_request"),
+        ({"globalFilters": []}, 400, "invalid_request"),
+        (
+            {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "yesterday"}]},
+            400,
+            "invalid_date_range",
+        ),
+        (
+            {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "2026-11-02/2026-11-01"}]},
+            400,
+            "invalid_date_range",
+        ),
+        (
+            {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "2026-13-02/2026-11-01"}]},
+            400,
+            "invalid_date_range",
+        ),
+        (
+            {"globalFilters": [{"type": "DATE_RANGE", "dateRange": RANGE}, {"type": "BREAKDOWN"}]},
+            400,
+            "invalid_filter",
+        ),
+        ({"settings": {"limit": 0}}, 400, "invalid_limit"),
+        ({"settings": {"limit": 50001}}, 400, "invalid_limit"),
+        ({"settings": {"page": -1}}, 400, "invalid_page"),
+        ({"settings": {"nonesBehavior": "maybe"}}, 400, "invalid_request"),
+        ({"statistics": {"functions": ["col-median"]}}, 400, "invalid_request"),
+    ],
+)
+def test_report_errors(cja, change, status, code):
+    response = _report(cja, **change)
+    assert response.status_code == status
+    assert response.json()["errorCode"] == code
+
+
+def test_report_needs_json(cja):
+    response = cja.send("POST", "/reports", data=b"{", headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()["errorCode"]) == (400, "invalid_json")
+    response = cja.send("POST", "/reports", data=b"{}", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 400
+
+
+def test_rate_limit_12_requests_per_6_seconds(client):
+    statuses = [client.get("/segments").status_code for _ in range(13)]
+    assert statuses[:12] == [200] * 12
+    throttled = client.get("/segments")
+    assert throttled.status_code == 429
+    assert throttled.json() == {"error_code": "429050", "message": "Too many requests"}
+
+
+def test_rate_limit_window_slides(client):
+    client.emu.faults(cja_rate_limit_requests=2, cja_rate_limit_window_s=0.5)
+    assert [client.get("/segments").status_code for _ in range(3)] == [200, 200, 429]
+    time.sleep(0.55)
+    assert client.get("/segments").status_code == 200
+
+
+HITS_PURCHASE = {
+    "func": "segment",
+    "version": [1, 0, 0],
+    "container": {
+        "func": "container",
+        "context": "hits",
+        "pred": {"func": "event-exists", "evt": {"func": "event", "name": "metrics/orders"}},
+    },
+}
+CART_VISITORS = {
+    "func": "segment",
+    "version": [1, 0, 0],
+    "container": {
+        "func": "container",
+        "context": "visitors",
+        "pred": {"func": "streq", "str": "cart", "val": {"func": "attr", "name": "variables/page"}},
+    },
+}
+
+
+def test_segments_admin_list_get(client):
+    emu = client.emu
+    stored = emu.add_segment(name="Cart visitors", definition=CART_VISITORS, id="s200_cart")
+    emu.add_segment(name="Buyers", definition=HITS_PURCHASE, dataId="dv_other")
+    assert client.get("/segments/s200_cart").json()["definition"] == CART_VISITORS
+    assert stored["dataId"] == emu.config["data_view_id"]
+    listed = client.get("/segments", params={"limit": 1}).json()
+    assert (listed["totalElements"], listed["totalPages"], listed["numberOfElements"]) == (2, 2, 1)
+    assert listed["firstPage"] and not listed["lastPage"]
+    assert [
+        s["name"] for s in client.get("/segments", params={"name": "buy"}).json()["content"]
+    ] == ["Buyers"]
+    by_view = client.get("/segments", params={"dataIds": "dv_other"}).json()["content"]
+    assert [s["name"] for s in by_view] == ["Buyers"]
+    missing = client.get("/segments/nope")
+    assert (missing.status_code, missing.json()["errorCode"]) == (404, "resource_not_found")
+    assert client.get("/segments", params={"limit": 0}).status_code == 400
+
+
+def test_create_segment(client):
+    body = {
+        "name": "Buyers",
+        "dataId": client.emu.config["data_view_id"],
+        "definition": HITS_PURCHASE,
+    }
+    created = client.send("POST", "/segments", body | {"id": "mine"}).json()
+    assert created["id"].startswith("s") and created["id"] != "mine"
+    assert client.get(f"/segments/{created['id']}").json()["definition"] == HITS_PURCHASE
+    bad = client.send("POST", "/segments", {"name": "x", "definition": {"func": "nope"}})
+    assert (bad.status_code, bad.json()["errorCode"]) == (400, "invalid_definition")
+    assert client.send("POST", "/segments", {"definition": HITS_PURCHASE}).status_code == 400
+
+
+def test_report_filtered_by_stored_and_inline_segments(cja):
+    cja.emu.add_segment(name="Cart visitors", definition=CART_VISITORS, id="s200_cart")
+    filters = [{"type": "DATE_RANGE", "dateRange": RANGE}]
+    by_id = _report(cja, globalFilters=filters + [{"type": "SEGMENT", "segmentId": "s200_cart"}])
+    assert [(r["value"], r["data"]) for r in by_id.json()["rows"]] == [("p2", [2])]
+    inline = _report(
+        cja, globalFilters=filters + [{"type": "SEGMENT", "segmentDefinition": HITS_PURCHASE}]
+    )
+    assert [(r["value"], r["data"]) for r in inline.json()["rows"]] == [("p1", [1])]
+
+
+@pytest.mark.parametrize(
+    ("segment", "status"),
+    [
+        ({"type": "SEGMENT", "segmentId": "nope"}, 404),
+        (
+            {
+                "type": "SEGMENT",
+                "segmentDefinition": {
+                    "func": "segment",
+                    "container": {
+                        "func": "container",
+                        "context": "hits",
+                        "pred": {"func": "fuzzy"},
+                    },
+                },
+            },
+            400,
+        ),
+    ],
+)
+def test_report_segment_errors(cja, segment, status):
+    filters = [{"type": "DATE_RANGE", "dateRange": RANGE}, segment]
+    assert _report(cja, globalFilters=filters).status_code == status
+
+
+def test_set_lake_refuses_missing_folder(emu, tmp_path):
+    with pytest.raises(AssertionError, match="HTTP 400"):
+        emu.set_lake(tmp_path / "nope")
+
+
+def test_top_items(cja):
+    params = {"rsid": cja.emu.config["data_view_id"], "dimension": "variables/page", "limit": 2}
+    body = cja.get("/reports/topItems", params=params).json()
+    assert [r["value"] for r in body["rows"]] == ["home", "cart"]
+    assert set(body["rows"][0]) == {"itemId", "value"}
+    assert (body["totalElements"], body["totalPages"], body["lastPage"]) == (4, 2, False)
+    second = cja.get("/reports/topItems", params=params | {"page": 1}).json()
+    assert {r["value"] for r in second["rows"]} == {"checkout", "Unspecified"}
+    ranged = cja.get(
+        "/reports/topItems",
+        params=params
+        | {"dateRange": "2026-11-03T00:00:00/2026-11-04T00:00:00", "lookupNoneValues": "false"},
+    ).json()
+    assert [r["value"] for r in ranged["rows"]] == ["home"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"dimension": "variables/page", "limit": 1001}, 400),
+        ({"dimension": "variables/page", "limit": "ten"}, 400),
+        ({}, 400),
+        ({"dimension": "variables/page", "rsid": "dv_other"}, 404),
+    ],
+)
+def test_top_items_errors(cja, params, status):
+    params = {"rsid": cja.emu.config["data_view_id"]} | params
+    assert cja.get("/reports/topItems", params=params).status_code == status
