@@ -241,18 +241,29 @@ class PartitionWriter:
             )
             params.append([str(f) for f in live_files])
         bucket = f"hash(person_id) % {int(self.buckets)}" if self.buckets else "NULL"
-        query = f"""
-            SELECT * EXCLUDE (_new, _seq, _rank), {bucket} AS _bucket FROM (
+        deduped = f"""
+            SELECT * EXCLUDE (_rank) FROM (
                 SELECT *, row_number() OVER (
                     PARTITION BY event_id ORDER BY _new DESC, _seq DESC) AS _rank
                 FROM ({union}))
-            WHERE _rank = 1
+            WHERE _rank = 1"""
+        if not live_files and self._unique_ids(incoming):
+            deduped = union  # a new date without repeated ids: nothing to dedupe
+        query = f"""
+            SELECT * EXCLUDE (_new, _seq), {bucket} AS _bucket FROM ({deduped})
             ORDER BY _bucket, person_id, "timestamp", event_id
         """
         target = self._staging_path / f"date={date}"
         target.mkdir()
         reader = self._con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
         return _write_buckets(reader, target)
+
+    def _unique_ids(self, incoming: Path) -> bool:
+        """True when no event id repeats in ``incoming`` (cheaper to check than to dedupe)."""
+        [(total, distinct)] = self._con.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [str(incoming)]
+        ).fetchall()
+        return total == distinct
 
 
 def _write_buckets(reader: pa.RecordBatchReader, target: Path) -> int:
