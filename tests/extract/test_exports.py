@@ -164,3 +164,12 @@ def test_manifest_entries_accept_adobe_key_spellings(tmp_path: Path) -> None:
     _gz(landing / "cja-export-k-1.json.gz", json.dumps(manifest))
     [delivery] = complete_deliveries(landing)
     assert delivery.files == (data,) and delivery.manifest.name == "cja-export-k-1.json.gz"
+
+
+def test_a_csv_with_a_byte_order_mark_maps_its_first_column(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _gz(landing / "cja-export-bom-0.csv.gz", "\ufeffPerson ID,Timestamp\np1,2026-11-27\n")
+    [delivery] = complete_deliveries(landing, require_manifest=False)
+    summary = run_extract(ExportSource(delivery), Lake(tmp_path / "home"), run_id="bom")
+    assert summary["rows"] == 1 and summary["quarantined"] == 0

@@ -105,8 +105,22 @@ def file_md5(path: Path) -> str:
     return _md5_cache[key]
 
 
+_manifest_cache: dict[tuple[str, int, int], list[tuple[str, str]] | None] = {}
+
+
 def read_manifest(path: Path) -> list[tuple[str, str]] | None:
-    """(file name, md5) pairs if ``path`` is a manifest, else None (it is a data file)."""
+    """(file name, md5) pairs if ``path`` is a manifest, else None (it is a data file).
+
+    Cached per (path, size, mtime): a landing watcher asks about the same files every poll.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _manifest_cache:
+        _manifest_cache[key] = _parse_manifest(path)
+    return _manifest_cache[key]
+
+
+def _parse_manifest(path: Path) -> list[tuple[str, str]] | None:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             head = handle.read(1 << 20)
@@ -296,7 +310,7 @@ def _csv_batches(
     path: Path, source: ExportSource, con: duckdb.DuckDBPyConnection
 ) -> Iterator[pa.Table]:
     """CSV with a header row; rows with the wrong number of fields are quarantined."""
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
+    with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as handle:  # BOM or not
         header = next(csv.reader(handle), None)
     if not header:
         return
