@@ -364,15 +364,9 @@ def _json_batches(
 ) -> Iterator[pa.Table]:
     """JSON lines, one object per line keyed by column label; other lines are quarantined.
 
-    Each line is parsed once: every key of the batch (the mapped labels plus whatever else
-    the lines hold, found per batch) comes out of one multi-path extraction; keys nobody
-    mapped become ``dimensions``.
+    The keys are found per batch and resolved like CSV headers; then each line is parsed
+    once, every key coming out of one multi-path extraction.
     """
-    mapped = {
-        name: source.column_mapping.get(name, DEFAULT_COLUMN_MAPPING[name])
-        for name in DEFAULT_COLUMN_MAPPING
-    }
-    known = list(dict.fromkeys([*mapped.values(), *mapped, *source.identity_columns.values()]))
     parsed = f"SELECT *, {JSON_OBJECT} AS j FROM batch"
     line = 1
     for batch in read_lines(path):
@@ -381,32 +375,29 @@ def _json_batches(
             found = con.sql(f"SELECT DISTINCT unnest(json_keys(j)) FROM ({parsed})").fetchall()
         finally:
             con.unregister("batch")
-        others = sorted({k for (k,) in found} - set(known))
-        keys = known + others
+        fields, identities, others = source.resolve(sorted(k for (k,) in found))
+        keys = [*fields.values(), *identities.values(), *others]
 
         def value(key: str, keys: list[str] = keys) -> str:
             return f"v[{keys.index(key) + 1}]"
 
         dimensions = (
             "map_from_entries(list_filter(list_zip($others, "
-            f"v[{len(known) + 1}:{len(keys)}]), lambda e: e[2] IS NOT NULL))"
+            f"v[{len(keys) - len(others) + 1}:{len(keys)}]), lambda e: e[2] IS NOT NULL))"
             if others
             else "NULL"
         )
         select = ", ".join(
             [
-                *(
-                    f"coalesce({value(label)}, {value(name)}) AS {name}"
-                    for name, label in mapped.items()
-                ),
-                f"{_string_map({ns: value(lb) for ns, lb in source.identity_columns.items()})}"
+                *(f"{value(label)} AS {name}" for name, label in fields.items()),
+                f"{_string_map({ns: value(label) for ns, label in identities.items()})}"
                 " AS identities",
                 f"{dimensions} AS dimensions",
                 "line AS _raw",
                 "CASE WHEN j IS NULL THEN 'malformed JSON (not one object per line)' END AS _error",
             ]
         )
-        paths = "[" + ", ".join(_literal(_json_path(k)) for k in keys) + "]"
+        paths = "[" + ", ".join(_literal(_json_path(k)) for k in keys) + "]::VARCHAR[]"
         yield numbered(
             con,
             batch,
