@@ -36,6 +36,7 @@ from typing import Any
 
 import duckdb
 
+from cja_audiences.extract.persons import PERSONS_FILE
 from cja_audiences.extract.publish import partition_rows, publish_partitions, staging_dir
 from cja_audiences.lake import Lake, atomic_path
 from cja_audiences.schema import EVENT_TYPES
@@ -508,7 +509,7 @@ def generate_synthetic(
         with staging_dir(lake.events) as staging:
             _write_events(con, variables, staging)
             counts = partition_rows(staging)
-            _write_persons(con, lake.persons / "persons.parquet")
+            _write_persons(con, lake.persons / PERSONS_FILE)
             published = publish_partitions(staging, lake.events)
         session_count = con.execute("SELECT count(*) FROM session").fetchone()[0]
     finally:

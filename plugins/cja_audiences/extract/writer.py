@@ -14,6 +14,8 @@ Why this shape:
   partition; in ``merge`` mode (the default) the rows already there are kept, and a re-sent
   event replaces its earlier version; ``replace`` mode makes the input the whole truth for
   each date it touches (a corrected re-export, a full-day API pull).
+* Persons: after landing, the persons seen in the touched partitions are merged into
+  ``lake/persons/persons.parquet`` (``persons.update_persons``).
 * Sharding: with ``buckets=N`` a partition holds one file per person bucket,
   ``part-b{bucket:04d}.parquet`` with bucket = ``hash(person_id) % N`` (DuckDB's hash);
   readers keep globbing ``date=*/*.parquet``, and a bucket's tasks glob its own file name.
@@ -40,6 +42,7 @@ from cja_audiences.extract.normalize import (
     conform,
     normalize,
 )
+from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
 from cja_audiences.lake import Lake, atomic_path, safe_name
 from cja_audiences.schema import EVENT_SCHEMA
@@ -193,6 +196,7 @@ class PartitionWriter:
             raise ExtractRejected(self._rejection_message(rejected, bad_share))
         partitions = {date: self._finalize(date) for date in dates}
         publish_partitions(self._staging_path, self.lake.events)
+        persons = update_persons(self.lake, list(partitions), self._con)
         return {
             "source": self.source,
             "run_id": self.run_id,
@@ -200,6 +204,7 @@ class PartitionWriter:
             "rows_in": self._rows_in,
             "rows": sum(partitions.values()),
             "partitions": partitions,
+            "persons": persons,
             "quarantined": rejected,
             "bad_row_share": round(bad_share, 6),
             "quarantine_path": str(self.quarantine_path) if rejected else None,
