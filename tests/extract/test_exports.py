@@ -164,3 +164,27 @@ def test_manifest_entries_accept_adobe_key_spellings(tmp_path: Path) -> None:
     _gz(landing / "cja-export-k-1.json.gz", json.dumps(manifest))
     [delivery] = complete_deliveries(landing)
     assert delivery.files == (data,) and delivery.manifest.name == "cja-export-k-1.json.gz"
+
+
+def test_a_csv_with_a_byte_order_mark_maps_its_first_column(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    _gz(landing / "cja-export-bom-0.csv.gz", "\ufeffPerson ID,Timestamp\np1,2026-11-27\n")
+    [delivery] = complete_deliveries(landing, require_manifest=False)
+    summary = run_extract(ExportSource(delivery), Lake(tmp_path / "home"), run_id="bom")
+    assert summary["rows"] == 1 and summary["quarantined"] == 0
+
+
+def test_json_keys_map_like_csv_headers_case_insensitively(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    lines = [
+        {"person id": "p1", "TIMESTAMP": "2026-11-27T10:00:00Z", "crm id": "c1", "Extra": 1},
+        {"person id": "p2", "TIMESTAMP": "2026-11-27T11:00:00Z", "Extra": None},
+    ]
+    _gz(landing / "cja-export-ci-0.json.gz", "\n".join(json.dumps(x) for x in lines))
+    [delivery] = complete_deliveries(landing, require_manifest=False)
+    lake = Lake(tmp_path / "home")
+    assert run_extract(ExportSource(delivery), lake, run_id="ci")["rows"] == 2
+    rows = query(lake, "SELECT person_id, identities, dimensions FROM events ORDER BY 1")
+    assert rows == [("p1", {"CRMID": "c1"}, {"Extra": "1"}), ("p2", {}, {})]

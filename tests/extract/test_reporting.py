@@ -122,7 +122,6 @@ def test_the_client_keeps_under_the_servers_rate_limit(cja, tmp_path: Path) -> N
     summary = extract_reporting(source, Lake(tmp_path / "home"), run_id="paced")
     assert summary["requests"] >= 25 and summary["retries"] == 0
     assert time.monotonic() - started >= 2 * FAST_WINDOW_S
-    assert summary["rate_limited_s"] > 0
 
 
 def test_the_limiter_allows_twelve_requests_per_six_seconds() -> None:

@@ -163,3 +163,11 @@ def test_a_seven_day_lookback_reads_only_its_partitions(tmp_path: Path) -> None:
     ).fetchall()[0][1]
     assert re.search(r"Scanning Files: 8/30", plan), plan
     assert re.search(r"Total Files Read: 8\b", plan), plan
+
+
+def test_an_event_sent_twice_in_one_delivery_keeps_its_last_version(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    summary = _land(lake, _rows(5), _rows(2, page="corrected"))
+    assert summary["rows_in"] == 7 and summary["partitions"] == {"2026-11-27": 5}
+    pages = dict(query(lake, "SELECT event_id, page_name FROM events"))
+    assert pages == {"e0": "corrected", "e1": "corrected", "e2": "home", "e3": "home", "e4": "home"}

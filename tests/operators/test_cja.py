@@ -125,6 +125,26 @@ def test_reporting_source_pulls_through_the_hook(
     assert list(summary["partitions"]) == ["2026-11-26", "2026-11-27"]
 
 
+@pytest.mark.integration
+def test_new_aep_batches_pull_yesterday_and_today_from_the_reporting_api(
+    lake: Lake, emu, source_lake: Lake, monkeypatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_CJA_DEFAULT", json.dumps(emu.cja_conn()))
+    emu.set_lake(source_lake.root)
+    event = SimpleNamespace(extra={"from_trigger": True, "payload": {"batches": ["b1"]}})
+    summary = _run(
+        {"source": "export"},  # the form default; the watcher event decides
+        triggering_asset_events={"aep_cja_dataset_batches": [event]},
+        logical_date=datetime(2026, 11, 27, 15, 20, tzinfo=UTC),
+    )
+    assert summary["source"] == "cja_reporting" and summary["mode"] == "merge"
+    assert summary["window"] == {
+        "start": "2026-11-26T00:00:00+00:00",
+        "end": "2026-11-27T15:00:00+00:00",
+    }
+    assert list(summary["partitions"]) == ["2026-11-26", "2026-11-27"]
+
+
 @pytest.mark.e2e
 def test_the_dag_lands_synthetic_data_and_emits_cja_events(airflow_db, lake: Lake) -> None:
     from airflow.dag_processing.dagbag import DagBag

@@ -105,8 +105,22 @@ def file_md5(path: Path) -> str:
     return _md5_cache[key]
 
 
+_manifest_cache: dict[tuple[str, int, int], list[tuple[str, str]] | None] = {}
+
+
 def read_manifest(path: Path) -> list[tuple[str, str]] | None:
-    """(file name, md5) pairs if ``path`` is a manifest, else None (it is a data file)."""
+    """(file name, md5) pairs if ``path`` is a manifest, else None (it is a data file).
+
+    Cached per (path, size, mtime): a landing watcher asks about the same files every poll.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _manifest_cache:
+        _manifest_cache[key] = _parse_manifest(path)
+    return _manifest_cache[key]
+
+
+def _parse_manifest(path: Path) -> list[tuple[str, str]] | None:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             head = handle.read(1 << 20)
@@ -296,7 +310,7 @@ def _csv_batches(
     path: Path, source: ExportSource, con: duckdb.DuckDBPyConnection
 ) -> Iterator[pa.Table]:
     """CSV with a header row; rows with the wrong number of fields are quarantined."""
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
+    with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as handle:  # BOM or not
         header = next(csv.reader(handle), None)
     if not header:
         return
@@ -350,44 +364,48 @@ def _json_batches(
 ) -> Iterator[pa.Table]:
     """JSON lines, one object per line keyed by column label; other lines are quarantined.
 
-    Known columns come out of one multi-path extraction per line (a JSON-to-MAP transform is
-    seven times slower); only the keys nobody mapped are looked up one by one.
+    The keys are found per batch and resolved like CSV headers; then each line is parsed
+    once, every key coming out of one multi-path extraction.
     """
-    mapped = {
-        name: source.column_mapping.get(name, DEFAULT_COLUMN_MAPPING[name])
-        for name in DEFAULT_COLUMN_MAPPING
-    }
-    keys = list(dict.fromkeys([*mapped.values(), *mapped, *source.identity_columns.values()]))
-
-    def value(key: str) -> str:
-        return f"v[{keys.index(key) + 1}]"
-
-    select = ", ".join(
-        [
-            *(
-                f"coalesce({value(label)}, {value(name)}) AS {name}"
-                for name, label in mapped.items()
-            ),
-            f"{_string_map({ns: value(lb) for ns, lb in source.identity_columns.items()})}"
-            " AS identities",
-            "map_from_entries(list_filter(list_transform("
-            "list_filter(json_keys(j), lambda k: NOT list_contains($keys, k)),"
-            " lambda k: {'k': k, 'v': json_extract_string(j, '$.\"' || replace(replace(k,"
-            " '\\', '\\\\'), '\"', '\\\"') || '\"')}), lambda e: e.v IS NOT NULL)"
-            ".list_transform(lambda e: (e.k, e.v))) AS dimensions",
-            "line AS _raw",
-            "CASE WHEN j IS NULL THEN 'malformed JSON (not one object per line)' END AS _error",
-        ]
-    )
-    paths = "[" + ", ".join(_literal(_json_path(k)) for k in keys) + "]"
-    inner = (
-        f"SELECT *, json_extract_string(j, {paths}) AS v"
-        f" FROM (SELECT *, {JSON_OBJECT} AS j FROM batch)"
-    )
+    parsed = f"SELECT *, {JSON_OBJECT} AS j FROM batch"
     line = 1
     for batch in read_lines(path):
+        con.register("batch", batch)
+        try:
+            found = con.sql(f"SELECT DISTINCT unnest(json_keys(j)) FROM ({parsed})").fetchall()
+        finally:
+            con.unregister("batch")
+        fields, identities, others = source.resolve(sorted(k for (k,) in found))
+        keys = [*fields.values(), *identities.values(), *others]
+
+        def value(key: str, keys: list[str] = keys) -> str:
+            return f"v[{keys.index(key) + 1}]"
+
+        dimensions = (
+            "map_from_entries(list_filter(list_zip($others, "
+            f"v[{len(keys) - len(others) + 1}:{len(keys)}]), lambda e: e[2] IS NOT NULL))"
+            if others
+            else "NULL"
+        )
+        select = ", ".join(
+            [
+                *(f"{value(label)} AS {name}" for name, label in fields.items()),
+                f"{_string_map({ns: value(label) for ns, label in identities.items()})}"
+                " AS identities",
+                f"{dimensions} AS dimensions",
+                "line AS _raw",
+                "CASE WHEN j IS NULL THEN 'malformed JSON (not one object per line)' END AS _error",
+            ]
+        )
+        paths = "[" + ", ".join(_literal(_json_path(k)) for k in keys) + "]::VARCHAR[]"
         yield numbered(
-            con, batch, select, file=path.name, first=line, inner=inner, params={"keys": keys}
+            con,
+            batch,
+            select,
+            file=path.name,
+            first=line,
+            inner=f"SELECT *, json_extract_string(j, {paths}) AS v FROM ({parsed})",
+            params={"others": others} if others else None,
         )
         line += batch.num_rows
 

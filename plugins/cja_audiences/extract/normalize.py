@@ -48,7 +48,7 @@ _STRING_COLUMNS = tuple(
 class Normalized:
     """One batch after checking: rows for the lake (with their UTC ``date``) and rejects."""
 
-    good: pa.Table  # EVENT_SCHEMA + "date" (string YYYY-MM-DD), sorted by date
+    good: pa.Table  # EVENT_SCHEMA + "date" (string YYYY-MM-DD)
     bad: pa.Table  # QUARANTINE_SCHEMA
 
 
@@ -140,7 +140,6 @@ def _sql(present: dict[str, pa.DataType]) -> str:
         strftime(_ts, '%Y-%m-%d') AS date,
         _reason, _where, _row_text
     FROM reasoned
-    ORDER BY date
     """
 
 

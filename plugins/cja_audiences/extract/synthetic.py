@@ -36,6 +36,7 @@ from typing import Any
 
 import duckdb
 
+from cja_audiences.extract.persons import PERSONS_FILE
 from cja_audiences.extract.publish import partition_rows, publish_partitions, staging_dir
 from cja_audiences.lake import Lake, atomic_path
 from cja_audiences.schema import EVENT_TYPES
@@ -118,6 +119,10 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _sql_tuple(values: Sequence[str]) -> str:
+    return "(" + ", ".join(_sql_str(v) for v in values) + ")"
+
+
 def _weighted(u: str, choices: Sequence[tuple[Any, float]]) -> str:
     """A CASE picking from ``choices`` (value, weight) by the uniform ``u`` in [0, 1)."""
     total = sum(weight for _, weight in choices)
@@ -162,6 +167,21 @@ def _campaign_case() -> str:
     return f"CASE {branches} END"
 
 
+# Low-cardinality columns are ENUMs while generating: a session's value is copied to its
+# events as one byte, and the Parquet writer takes the dictionary as is (files hold plain
+# strings; readers see VARCHAR). Several times cheaper than hashing strings per row.
+ENUM_TYPES = """
+CREATE TYPE namespace_t AS ENUM ('ECID');
+CREATE TYPE event_type_t AS ENUM {event_types_enum};
+CREATE TYPE page_t AS ENUM {page_names_enum};
+CREATE TYPE url_t AS ENUM {page_urls_enum};
+CREATE TYPE channel_t AS ENUM {channels_enum};
+CREATE TYPE country_t AS ENUM {countries_enum};
+CREATE TYPE region_t AS ENUM {regions_enum};
+CREATE TYPE device_t AS ENUM {devices_enum};
+CREATE TYPE browser_t AS ENUM {browsers_enum};
+"""
+
 MACROS = """
 -- hash() of several values mixes weakly (neighbouring salts correlate); re-hashing fixes that.
 CREATE OR REPLACE MACRO rnd(a, b, c) AS
@@ -172,8 +192,8 @@ CREATE OR REPLACE MACRO sku_index(u) AS floor(pow(u, 2.2) * {catalog})::INT;
 CREATE OR REPLACE MACRO sku_name(i) AS {sku_names}[i + 1];
 CREATE OR REPLACE MACRO sku_category(i) AS {sku_categories}[i + 1];
 CREATE OR REPLACE MACRO sku_price(i) AS {sku_prices}[i + 1];
-CREATE OR REPLACE MACRO page_name(i) AS {page_names}[i + 1];
-CREATE OR REPLACE MACRO page_url(i) AS {page_urls}[i + 1];
+CREATE OR REPLACE MACRO page_name(i) AS ({page_names}::page_t[])[i + 1];
+CREATE OR REPLACE MACRO page_url(i) AS ({page_urls}::url_t[])[i + 1];
 """
 
 PERSONS_SQL = """
@@ -188,10 +208,10 @@ WITH base AS (
         rnd(p, 3, 1) AS u_churn,
         {buyer} AS propensity,
         rnd(p, 5, 0) < 0.7 AS known,
-        {country} AS country,
+        ({country})::country_t AS country,
         rnd(p, 6, 1) AS u_region,
         floor(rnd(p, 6, 3) * {phase_s})::BIGINT AS phase_s,
-        {person_device} AS device_type,
+        ({person_device})::device_t AS device_type,
         -- a bijection of p (odd multiplier, coprime to 10^12) keeps ids unique but unordered
         lpad(((p::HUGEINT * 982451653 + getvariable('seed') * 7) % 1000000000000)::VARCHAR,
              12, '0') AS scrambled
@@ -205,7 +225,7 @@ WITH base AS (
 )
 SELECT *,
     last_day - first_day + 1 AS active_days,
-    {region} AS region,
+    ({region})::region_t AS region,
     CASE WHEN known THEN MAP(['CRMID'], ['CRM' || scrambled]) END AS crm_identity,
     lpad((hash(hash(getvariable('seed'), p, 7)) % 10000000000000000000)::VARCHAR, 19, '0')
         || lpad((hash(hash(getvariable('seed'), p, 8)) % 10000000)::VARCHAR, 7, '0')
@@ -235,9 +255,10 @@ WITH counted AS (
     SELECT *,
         getvariable('start')::TIMESTAMP + to_days(day) + to_hours(slot * 2)
             + to_seconds(phase_s + floor(rnd(p, s, 11) * {start_window_s})::BIGINT) AS start_ts,
-        CASE WHEN rnd(p, s, 12) < 0.8 THEN primary_device ELSE {session_device} END AS device_type,
+        CASE WHEN rnd(p, s, 12) < 0.8 THEN primary_device
+             ELSE ({session_device})::device_t END AS device_type,
         rnd(p, s, 13) AS u_browser,
-        {channel} AS channel,
+        ({channel})::channel_t AS channel,
         rnd(p, s, 15) AS u_campaign,
         known AND rnd(p, s, 16) < 0.55 AS authenticated,  -- checkout signs in the rest
         least(12, 1 + floor(-ln(greatest(rnd(p, s, 17), 1e-9)) * 2.4))::INT AS page_views,
@@ -250,7 +271,7 @@ WITH counted AS (
     FROM distinct_slots
 ), funnel AS (
     SELECT *,
-        {browser} AS browser,
+        ({browser})::browser_t AS browser,
         {campaign} AS campaign,
         product_views > 0 AND u_cart < least(0.9, 0.3 * propensity) AS carted,
         product_views > 0 AND u_cart < least(0.9, 0.3 * propensity)
@@ -312,9 +333,9 @@ SELECT
     to_timestamp(start_epoch + k * step_s + floor(rnd(p, s * 64 + k, 34) * step_s * 0.9))
         AS "timestamp",
     ecid AS person_id,
-    'ECID' AS person_namespace,
+    'ECID'::namespace_t AS person_namespace,
     identities,
-    {event_types}[type_index + 1] AS event_type,
+    ({event_types}::event_type_t[])[type_index + 1] AS event_type,
     page_name(page_index) AS page_name,
     page_url(page_index) AS page_url,
     channel AS marketing_channel,
@@ -396,6 +417,14 @@ def _render(sql: str) -> str:
         page_product=PAGE_PRODUCT,
         page_funnel=PAGE_FUNNEL,
         event_types=_sql_list(list(EVENT_TYPES)),
+        event_types_enum=_sql_tuple(EVENT_TYPES),
+        page_names_enum=_sql_tuple([name for name, _ in PAGES]),
+        page_urls_enum=_sql_tuple([f"{SITE}/{path}" for _, path in PAGES]),
+        channels_enum=_sql_tuple([c for c, _ in CHANNELS]),
+        countries_enum=_sql_tuple([c for c, _, _ in COUNTRIES]),
+        regions_enum=_sql_tuple(sorted({r for _, _, regions in COUNTRIES for r in regions})),
+        devices_enum=_sql_tuple([d for d, _ in DEVICES]),
+        browsers_enum=_sql_tuple(sorted({b for choices in BROWSERS.values() for b, _ in choices})),
         dimension_maps="["
         + ", ".join(
             f"MAP {{'login_status': {_sql_str(login)}, 'visitor_type': {_sql_str(visitor)}}}"
@@ -431,6 +460,7 @@ def _render(sql: str) -> str:
 def _connect(variables: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     _set_variables(con, variables)
+    con.execute(_render(ENUM_TYPES))
     con.execute(_render(MACROS))
     return con
 
@@ -479,7 +509,7 @@ def generate_synthetic(
         with staging_dir(lake.events) as staging:
             _write_events(con, variables, staging)
             counts = partition_rows(staging)
-            _write_persons(con, lake.persons / "persons.parquet")
+            _write_persons(con, lake.persons / PERSONS_FILE)
             published = publish_partitions(staging, lake.events)
         session_count = con.execute("SELECT count(*) FROM session").fetchone()[0]
     finally:

@@ -2,8 +2,8 @@
 
 Why this shape:
 
-* Streaming: batches are checked (``normalize``) and appended to one staging file per UTC
-  date as they arrive, so memory stays bounded whatever the delivery size.
+* Streaming: batches are checked (``normalize``), buffered (at most ``BUFFER_ROWS`` rows)
+  and appended to one staging file per UTC date, so memory stays bounded whatever the size.
 * All or nothing: nothing touches ``lake/events`` until :meth:`PartitionWriter.commit`, and
   commit refuses when the share of bad rows is above the limit. Rejected rows always go to
   ``quarantine/<source>/<run>/rejected.parquet`` with their reason, whether the extract
@@ -14,6 +14,8 @@ Why this shape:
   partition; in ``merge`` mode (the default) the rows already there are kept, and a re-sent
   event replaces its earlier version; ``replace`` mode makes the input the whole truth for
   each date it touches (a corrected re-export, a full-day API pull).
+* Persons: after landing, the persons seen in the touched partitions are merged into
+  ``lake/persons/persons.parquet`` (``persons.update_persons``).
 * Sharding: with ``buckets=N`` a partition holds one file per person bucket,
   ``part-b{bucket:04d}.parquet`` with bucket = ``hash(person_id) % N`` (DuckDB's hash);
   readers keep globbing ``date=*/*.parquet``, and a bucket's tasks glob its own file name.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -39,6 +42,7 @@ from cja_audiences.extract.normalize import (
     conform,
     normalize,
 )
+from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
 from cja_audiences.lake import Lake, atomic_path, safe_name
 from cja_audiences.schema import EVENT_SCHEMA
@@ -46,6 +50,7 @@ from cja_audiences.schema import EVENT_SCHEMA
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
 ROW_GROUP_SIZE = 128 * 1024
+BUFFER_ROWS = 256 * 1024  # rows held in memory across dates before they go to staging
 _INCOMING = EVENT_SCHEMA.append(pa.field("_seq", pa.int64()))
 
 
@@ -93,6 +98,8 @@ class PartitionWriter:
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
         self._incoming: dict[str, pq.ParquetWriter] = {}
+        self._buffers: dict[str, list[pa.Table]] = {}
+        self._buffered = 0
         self._rejects: pq.ParquetWriter | None = None
         self._reasons: Counter[str] = Counter()
         self._rows_in = 0
@@ -126,15 +133,23 @@ class PartitionWriter:
         good = checked.good
         if not good.num_rows:
             return
-        seq = pa.array(range(self._seq, self._seq + good.num_rows), pa.int64())
+        seq = pa.array(np.arange(self._seq, self._seq + good.num_rows, dtype=np.int64))
         self._seq += good.num_rows
         good = good.append_column("_seq", seq)
-        offset = 0
-        for run in pc.run_end_encode(good.column("date")).chunks:
-            for date, end in zip(run.values.to_pylist(), run.run_ends.to_pylist(), strict=True):
-                part = good.slice(offset, end - offset).drop_columns(["date"])
-                self._incoming_writer(date).write_table(part.cast(_INCOMING))
-                offset = end
+        dates = good.column("date")
+        for date in pc.unique(dates).to_pylist():
+            part = good.filter(pc.equal(dates, date)).drop_columns(["date"])
+            self._buffers.setdefault(date, []).append(part)
+        self._buffered += good.num_rows
+        if self._buffered >= BUFFER_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Append the buffered rows to each date's staging file (few, large row groups)."""
+        for date, parts in self._buffers.items():
+            self._incoming_writer(date).write_table(pa.concat_tables(parts).cast(_INCOMING))
+        self._buffers.clear()
+        self._buffered = 0
 
     def _incoming_writer(self, date: str) -> pq.ParquetWriter:
         writer = self._incoming.get(date)
@@ -172,6 +187,7 @@ class PartitionWriter:
 
     def commit(self) -> dict[str, Any]:
         """Publish the staged dates, or raise :class:`ExtractRejected` having published none."""
+        self._flush()
         dates = sorted(self._incoming)
         self._close_writers()
         rejected = self._keep_quarantine()
@@ -180,6 +196,7 @@ class PartitionWriter:
             raise ExtractRejected(self._rejection_message(rejected, bad_share))
         partitions = {date: self._finalize(date) for date in dates}
         publish_partitions(self._staging_path, self.lake.events)
+        persons = update_persons(self.lake, list(partitions), self._con)
         return {
             "source": self.source,
             "run_id": self.run_id,
@@ -187,6 +204,7 @@ class PartitionWriter:
             "rows_in": self._rows_in,
             "rows": sum(partitions.values()),
             "partitions": partitions,
+            "persons": persons,
             "quarantined": rejected,
             "bad_row_share": round(bad_share, 6),
             "quarantine_path": str(self.quarantine_path) if rejected else None,
@@ -228,18 +246,29 @@ class PartitionWriter:
             )
             params.append([str(f) for f in live_files])
         bucket = f"hash(person_id) % {int(self.buckets)}" if self.buckets else "NULL"
-        query = f"""
-            SELECT * EXCLUDE (_new, _seq, _rank), {bucket} AS _bucket FROM (
+        deduped = f"""
+            SELECT * EXCLUDE (_rank) FROM (
                 SELECT *, row_number() OVER (
                     PARTITION BY event_id ORDER BY _new DESC, _seq DESC) AS _rank
                 FROM ({union}))
-            WHERE _rank = 1
+            WHERE _rank = 1"""
+        if not live_files and self._unique_ids(incoming):
+            deduped = union  # a new date without repeated ids: nothing to dedupe
+        query = f"""
+            SELECT * EXCLUDE (_new, _seq), {bucket} AS _bucket FROM ({deduped})
             ORDER BY _bucket, person_id, "timestamp", event_id
         """
         target = self._staging_path / f"date={date}"
         target.mkdir()
         reader = self._con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
         return _write_buckets(reader, target)
+
+    def _unique_ids(self, incoming: Path) -> bool:
+        """True when no event id repeats in ``incoming`` (cheaper to check than to dedupe)."""
+        [(total, distinct)] = self._con.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [str(incoming)]
+        ).fetchall()
+        return total == distinct
 
 
 def _write_buckets(reader: pa.RecordBatchReader, target: Path) -> int:

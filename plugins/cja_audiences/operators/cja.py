@@ -37,15 +37,19 @@ from cja_audiences.lake import Lake
 from cja_audiences.settings import get_settings
 
 SOURCES = ("synthetic", "export", "aep", "reporting")
+CATALOG_LOOKBACK = timedelta(days=1)
 DEFAULT_SYNTHETIC = {"persons": 10_000, "days": 30, "seed": 42}
 
 
 class CJAExtractOperator(BaseOperator):
     """Extract one source into the lake; returns {source, rows, partitions, quarantined, ...}.
 
-    :param source: one of synthetic, export, aep, reporting (templated; default: params).
+    :param source: one of synthetic, export, aep, reporting (templated; default: what the
+        triggering watcher event implies: a delivery -> export, new AEP batches -> reporting;
+        else the run's params).
     :param start: first day / instant of the range, ISO 8601 (templated; default: params,
-        else the hour before the run for ``reporting`` and 30 days to today for synthetic).
+        else the hour before the run for ``reporting`` (from yesterday 00:00 UTC after new
+        AEP batches) and 30 days to today for synthetic).
     :param end: end of the range, exclusive for instants, inclusive for dates (templated).
     :param delivery_id: the export delivery to land (templated; default: from the triggering
         asset event, else every complete delivery in the landing folder).
@@ -107,7 +111,7 @@ class CJAExtractOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         settings = get_settings()
         lake = Lake(settings.home)
-        source = self._arg(context, "source") or "synthetic"
+        source = self.source or _triggered_source(context) or self._arg(context, "source")
         if source not in SOURCES:
             raise AirflowFailException(f"source {source!r}: use one of {', '.join(SOURCES)}")
         common = {
@@ -180,7 +184,7 @@ class CJAExtractOperator(BaseOperator):
 
         options = dict(self._arg(context, "options") or {})
         end = _instant(self._arg(context, "end"), end=True) or _hour(_run_moment(context))
-        start = _instant(self._arg(context, "start")) or end - timedelta(hours=1)
+        start = _instant(self._arg(context, "start")) or _default_start(context, end)
         hook = CJAHook(cja_conn_id=self._arg(context, "cja_conn_id") or get_settings().cja_conn_id)
         source = hook.reporting_source(
             start=start,
@@ -224,15 +228,30 @@ def _combine(source: str, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _triggered_delivery_ids(context: Context) -> list[str]:
-    """Delivery ids from the asset events that started this run (landing-zone trigger)."""
-    ids = []
+def _payloads(context: Context, key: str) -> list[Any]:
+    """``payload[key]`` of each watcher event that started this run (asset event extras)."""
+    found = []
     for events in (context.get("triggering_asset_events") or {}).values():
         for event in events:
             payload = (getattr(event, "extra", None) or {}).get("payload") or {}
-            if payload.get("delivery_id"):
-                ids.append(payload["delivery_id"])
-    return ids
+            if payload.get(key):
+                found.append(payload[key])
+    return found
+
+
+def _triggered_delivery_ids(context: Context) -> list[str]:
+    """Delivery ids from the landing-zone watcher's events."""
+    return _payloads(context, "delivery_id")
+
+
+def _triggered_source(context: Context) -> str | None:
+    """The source a watcher event implies: a delivery -> export, new AEP batches of the
+    dataset behind CJA -> reporting (the data is queryable in CJA)."""
+    if _payloads(context, "delivery_id"):
+        return "export"
+    if _payloads(context, "batches"):
+        return "reporting"
+    return None
 
 
 def _move(delivery: Delivery, target: Path) -> None:
@@ -253,6 +272,14 @@ def _run_moment(context: Context) -> datetime:
 
 def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _default_start(context: Context, end: datetime) -> datetime:
+    """The hour before ``end``; after new AEP batches (which may hold any recent time),
+    from the start of the previous UTC day."""
+    if not _payloads(context, "batches"):
+        return end - timedelta(hours=1)
+    return datetime.combine((end - CATALOG_LOOKBACK).date(), datetime.min.time(), tzinfo=UTC)
 
 
 def _date(value: Any) -> date | None:
