@@ -262,16 +262,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         {"f": str(lake.events / "*" / "*.parquet")},
     ).fetchone()
     con.close()
+    load_before = os.getloadavg()[0]
+    audiences = {name: measure(settings, name, spec, args.repeat) for name, spec in specs.items()}
     result = {
         "benchmark": "compute",
         "cores": os.cpu_count(),
+        # other work on the machine inflates every timing; ratios within the run still hold
+        "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "events": counted[0],
         "persons": counted[1],
         "days": DAYS,
         "generate_seconds": generated,
-        "audiences": {
-            name: measure(settings, name, spec, args.repeat) for name, spec in specs.items()
-        },
+        "lake_reused": generated is None,
+        "audiences": audiences,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"\n{result['events']:,} events, {result['persons']:,} persons, {result['cores']} cores\n",
+        f"\n{result['events']:,} events, {result['persons']:,} persons, {result['cores']} cores, "
+        f"load average {result['load_average']['before']} → {result['load_average']['after']}\n",
         "| audience | ours (s) | hand-written SQL (s) | ours / hand | pandas (s) | pandas / ours "
         "| compute_audience (s) | target (s) | members | agree |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -66,12 +66,14 @@ class StandaloneAirflow:
         password: str = "e2e-admin-password",
         unpause: bool = True,
         startup_timeout: float = 240.0,
+        stop_grace: float = 30.0,
     ) -> None:
         self.home = Path(home)
         self.password = password
         self.dag_ids = list(dag_ids)
         self.pools = dict(pools or {})
         self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.home / "standalone.log"
@@ -107,7 +109,6 @@ class StandaloneAirflow:
             AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             # New DAG files in seconds, not the default 5 minutes.
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-            AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="10",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="2",
         )
@@ -155,8 +156,8 @@ class StandaloneAirflow:
             raise
         self.startup_s = round(time.monotonic() - began, 1)
 
-    def stop(self, grace: float = 30.0) -> None:
-        """SIGTERM every process group we started, SIGKILL whatever is left after ``grace``."""
+    def stop(self) -> None:
+        """SIGTERM every process group we started, SIGKILL what is left after ``stop_grace``."""
         if self._process is None:
             return
         self._http.close()  # an open keep-alive connection slows the API server's shutdown
@@ -164,7 +165,7 @@ class StandaloneAirflow:
         groups = [p.pid for p in started]
         for pgid in groups:
             _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + self.stop_grace
         while any(map(_group_alive, groups)) and time.monotonic() < deadline:
             time.sleep(0.5)
         for pgid in filter(_group_alive, groups):
@@ -312,9 +313,10 @@ class StandaloneAirflow:
         """Stop the triggerer (standalone will not restart it) and start a replacement.
 
         The replacement gets the same environment and a process group of its own (a process
-        cannot join a group in another session), which `stop()` ends as well. Returns once
-        the health endpoint shows a heartbeat from the new triggerer.
+        cannot join a group in another session), which `stop()` ends as well. Returns (the
+        seconds it took) once the health endpoint shows a heartbeat from the new triggerer.
         """
+        began = time.monotonic()
         old = self.component("triggerer")
         family = [old, *old.children(recursive=True)]
         for process in family:
@@ -336,6 +338,7 @@ class StandaloneAirflow:
                 )
             )
         self._wait_healthy(time.monotonic() + timeout, triggerer_after=stopped)
+        return time.monotonic() - began
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -121,11 +121,11 @@ def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> li
     return [
         {
             "namespace": profile.code,
-            "identity": profile.key[1],
-            "status": membership.entry["status"],
-            "last_qualification_time": membership.entry["lastQualificationTime"],
+            "identity": profile.ident,
+            "status": entry["status"],
+            "last_qualification_time": entry["lastQualificationTime"],
         }
-        for profile, membership in store.audience_members(namespace, audience_id)
+        for profile, entry in store.audience_members(namespace, audience_id)
     ]
 
 

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from emulator import errors
 from emulator.auth import check_platform
-from emulator.profiles import EPOCH_ISO, Profile, ProfileStore, entity_id, iso_ms
+from emulator.profiles import EPOCH_ISO, Profile, ProfileStore, entity_id, identity_key, iso_ms
 from emulator.state import State
 
 router = APIRouter()
@@ -45,7 +45,7 @@ def _project(entity: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return out
 
 
-def _view(profile: Profile | None, key: tuple[str, str], fields: list[str]) -> dict[str, Any]:
+def _view(profile: Profile | None, key: str, fields: list[str]) -> dict[str, Any]:
     if profile is None:
         eid = entity_id(key)
         return {
@@ -56,17 +56,13 @@ def _view(profile: Profile | None, key: tuple[str, str], fields: list[str]) -> d
             "entity": {},
             "lastModifiedAt": EPOCH_ISO,
         }
-    graph = [
-        entity_id((code.lower(), item["id"]))
-        for code, items in profile.identity_map.items()
-        for item in items
-    ]
+    graph = [entity_id(key) for key in profile.identities]
     if len(graph) > MAX_IDENTITIES:
         raise _bad("Too many related identities", status=422)
     return {
         "entityId": entity_id(profile.key),
         "mergePolicy": {"id": "emulator-default-merge-policy"},
-        "sources": sorted(profile.sources),
+        "sources": list(profile.sources),
         "tags": [],
         "identityGraph": graph,
         "entity": _project(profile.entity(), fields),
@@ -114,7 +110,7 @@ async def get_entity(request: Request) -> Response:
         raise _bad("entityId is required")
     if not namespace:
         raise _bad("entityIdNS is required unless entityId is a profile id (XID)")
-    key = (namespace.lower(), ident)
+    key = identity_key(namespace, ident)
     view = _view(store.lookup(namespace, ident), key, _fields(params.get("fields")))
     return errors.json_response({view["entityId"]: view})
 
@@ -144,7 +140,7 @@ async def get_entities(request: Request) -> Response:
         )
         if not isinstance(ident, str) or not isinstance(ns, str):
             raise _bad(f"identity {requested!r} needs entityId and entityIdNS.code")
-        view = _view(store.lookup(ns, ident), (ns.lower(), ident), fields)
+        view = _view(store.lookup(ns, ident), identity_key(ns, ident), fields)
         view["requestedIdentities"] = [{"entityId": ident, "entityIdNS": {"code": ns}}]
         previous = out.get(view["entityId"])
         if previous is not None:

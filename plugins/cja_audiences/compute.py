@@ -81,8 +81,26 @@ def filter_params(spec: AudienceSpec, overrides: dict[str, Any] | None) -> dict[
             )
         if not _is_param_value(value):
             raise AudienceError(f"{spec.id}: run param {name!r} must be a literal or a list")
-        params[name] = value
+        params[name] = _like(params[name], value, f"{spec.id}: run param {name!r}")
     return params
+
+
+def _like(default: Any, value: Any, where: str) -> Any:
+    """``value`` in the type of the spec's default: forms send numbers as text, and a bound
+    VARCHAR never compares with a number."""
+    if (
+        isinstance(default, bool)
+        or not isinstance(default, int | float)
+        or not isinstance(value, str)
+    ):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise AudienceError(
+            f"{where}: expected a number like {default!r} (got {value!r})"
+        ) from None
+    return int(number) if isinstance(default, int) and number.is_integer() else number
 
 
 def _is_param_value(value: Any) -> bool:

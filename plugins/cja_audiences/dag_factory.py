@@ -196,7 +196,8 @@ def build_audience_dag(spec: AudienceSpec, settings: Settings, new_data: Asset |
         dag_display_name=f"Audience: {spec.name}",
         description=(spec.description or spec.name)[:200],
         schedule=schedule_for(spec, new_data),
-        start_date=spec.refresh.start,
+        # No start_date: a future refresh.start would make Airflow create empty manual runs
+        # (tasks never start before it); the cron carries the anchor, the gate the start.
         end_date=datetime.combine(expires, time.max, tzinfo=UTC) if expires else None,
         catchup=False,
         max_active_runs=1,  # runs of one audience diff against each other: never overlap

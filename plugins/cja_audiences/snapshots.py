@@ -159,7 +159,7 @@ def _status(record: dict[str, Any], is_current: bool) -> str:
         return "skipped"
     if "dry_run" in record or record.get("status") == "dry_run":
         return "dry_run"
-    if "publish" in record:
+    if "publish" in record or record.get("status") == "failed":
         return "failed"
     return "pending"
 
@@ -275,7 +275,10 @@ def rollback(
     marker = audience_dir / ROLLBACK_MARKER
     with _locked(audience_dir):
         if marker.exists():
-            raise SnapshotError(f"a rollback is already in progress ({read_json(marker)})")
+            raise SnapshotError(
+                f"a rollback is already in progress ({read_json(marker)}); if none is "
+                f"running (a crashed one), delete {marker}"
+            )
         write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
     try:
         new_run_dir.mkdir(parents=True)

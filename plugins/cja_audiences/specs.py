@@ -180,9 +180,14 @@ class AudienceSpec(_Strict):
     @classmethod
     def _computed(cls, fields: dict[str, str]) -> dict[str, str]:
         for name, expr in fields.items():
-            if not NAME.match(name) or name in EVENT_FIELDS or name == "person_id":
+            if (
+                not NAME.match(name)
+                or name.startswith("_")
+                or name in EVENT_FIELDS
+                or name == "person_id"
+            ):
                 raise ValueError(
-                    f"computed field {name!r}: use a new name of letters, digits and _ "
+                    f"computed field {name!r}: use a new name of letters, digits and _, starting with a letter "
                     "(not an event column)"
                 )
             if not isinstance(expr, str) or not expr.strip() or _FORBIDDEN_SQL.search(expr):

@@ -53,21 +53,24 @@ def wait_for_acknowledged(run_dir: Path, count: int, child: subprocess.Popen[byt
     pytest.fail("publisher made no progress")
 
 
-def test_kill_9_mid_publish_then_resume_sends_each_acknowledged_chunk_once(emu, run_dir):
+@pytest.mark.parametrize("kill_after", [1, 12, 45])
+def test_kill_9_mid_publish_then_resume_sends_each_acknowledged_chunk_once(
+    emu, run_dir, kill_after
+):
     write_members(run_dir / "entered.parquet", range(N))
     write_members(run_dir / "exited.parquet", [])
     expected = identities(member_table(range(N)))
     emu.faults(latency_ms=60, paths=["/collection/batch/"])  # slow enough to stop part-way
 
     child = start_child(emu, run_dir)
-    wait_for_acknowledged(run_dir, 12, child)
+    wait_for_acknowledged(run_dir, kill_after, child)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
     time.sleep(0.5)  # requests the server had already received finish processing
     first = {e["chunk"]: e for e in Ledger(run_dir).entries()}
     accepted_at_kill = emu.stats()["messages"]["accepted"]
     total_chunks = N // CHUNK
-    assert 12 <= len(first) < total_chunks, "the kill must land part-way through"
+    assert kill_after <= len(first) < total_chunks, "the kill must land part-way through"
     acknowledged_first = sum(e["acknowledged"] for e in first.values())
     assert accepted_at_kill >= acknowledged_first  # the ledger never runs ahead of AEP
 

@@ -260,3 +260,29 @@ def test_lake_run_dir_layout(settings: Settings) -> None:
     compute_audience(make_spec(), settings=settings, run_dir=run_dir, as_of=AS_OF)
     assert (run_dir / "members.parquet").is_file()
     assert not list(run_dir.glob(".*.tmp"))  # atomic write left no temporary file
+
+
+def test_run_params_take_the_type_of_the_spec_default(settings: Settings) -> None:
+    spec = make_spec(
+        filter={
+            "rules": {"metric": {"sum": "revenue"}, "op": "gte", "value": {"param": "min"}},
+            "params": {"min": 50},
+        }
+    )
+    result = evaluate_audience(spec, settings=settings, as_of=AS_OF, params={"min": "55"})
+    assert result.stats["params"]["p_min"] == 55
+    assert result.members.column("person_id").to_pylist() == ["p4"]
+    with pytest.raises(AudienceError, match="expected a number like 50 \\(got 'lots'\\)"):
+        evaluate_audience(spec, settings=settings, as_of=AS_OF, params={"min": "lots"})
+
+
+def test_template_params_stay_data(settings: Settings) -> None:
+    settings.filters_dir.mkdir()
+    (settings.filters_dir / "page.sql.j2").write_text(
+        "SELECT person_id FROM {{ events }} WHERE page_name = {{ params.page }}"
+    )
+    spec = make_spec(filter={"template": "page.sql.j2", "params": {"page": "home"}})
+    attempt = "home' OR 1=1 --"
+    result = evaluate_audience(spec, settings=settings, as_of=AS_OF, params={"page": attempt})
+    assert result.members.num_rows == 0 and attempt not in result.stats["sql"]
+    assert "page_name = $p_page" in result.stats["sql"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.util import find_spec
@@ -38,6 +39,7 @@ NEEDED_MODULES = (
     "cja_audiences.operators.aep",
 )
 _timings: dict[str, float] = {}
+_artifacts: list[Path] = []
 
 
 def missing(modules: tuple[str, ...]) -> list[str]:
@@ -95,6 +97,8 @@ class Live:
         return f"cja_audience__{self.audience_id}"
 
     def unpause(self, dag_id: str) -> None:
+        """Unpause one DAG. All start paused: a past schedule tick would start a run at once
+        (catchup=False still runs the latest tick), racing the runs a test starts itself."""
         self.airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
     def run_record(self, run_id: str) -> dict[str, Any]:
@@ -123,7 +127,7 @@ class Live:
 
 
 @pytest.fixture(scope="session")
-def live(emulator, tmp_path_factory) -> Live:
+def live(emulator, tmp_path_factory) -> Iterator[Live]:
     """Airflow standalone with this repo's DAGs and plugins, one audience, the emulator."""
     absent = missing(NEEDED_MODULES)
     if absent:
@@ -135,7 +139,7 @@ def live(emulator, tmp_path_factory) -> Live:
     lake = Lake(root / "home")
     began = time.monotonic()
     generate_synthetic(lake, persons=2000, days=8, end=last_complete_day(), seed=8)
-    _timings["synthetic lake"] = time.monotonic() - began
+    record_timing("synthetic lake", time.monotonic() - began)
     lake.landing.mkdir(parents=True, exist_ok=True)
     audience_id = copy_spec(pick_spec(REPO / "include" / "audiences"), root / "specs")
     emulator.reset()
@@ -153,29 +157,44 @@ def live(emulator, tmp_path_factory) -> Live:
         },
         dag_ids=dag_ids,
         pools=PUBLISH_POOL,
-        unpause=False,
+        unpause=False,  # see Live.unpause
+        stop_grace=10.0,  # a throwaway SQLite DB: no need to wait long for a clean exit
     )
     try:
         with airflow:
-            _timings["airflow standalone: healthy"] = airflow.healthy_s or 0.0
-            _timings["airflow standalone: healthy and DAGs parsed"] = airflow.startup_s or 0.0
+            record_timing("airflow standalone: healthy", airflow.healthy_s or 0.0)
+            record_timing("airflow standalone: healthy and DAGs parsed", airflow.startup_s or 0.0)
             live = Live(airflow=airflow, emulator=emulator, lake=lake, audience_id=audience_id)
             live.unpause(live.dag_id)
             yield live
             began = time.monotonic()
-        _timings["airflow standalone: stop"] = time.monotonic() - began
+        record_timing("airflow standalone: stop", time.monotonic() - began)
     finally:
         keep_log(airflow)
 
 
+def record_timing(name: str, seconds: float) -> None:
+    """Shown after the run with the set-up timings."""
+    _timings[name] = seconds
+
+
+def artifact(name: str) -> Path:
+    """A path under test-artifacts/e2e/ (gitignored, kept by CI), listed after the run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    _artifacts.append(path)
+    return path
+
+
 def keep_log(airflow: StandaloneAirflow) -> None:
     """Copy standalone's logs next to the screenshots, so CI keeps them with the artifacts."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for log in airflow.home.glob("*.log"):
-        shutil.copy(log, ARTIFACTS / log.name)
+        shutil.copy(log, artifact(log.name))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Print how long the shared set-up took (test bodies are in --durations)."""
+    """Print the set-up timings (test bodies are in --durations) and the artifacts."""
     for name, seconds in _timings.items():
         terminalreporter.write_line(f"e2e: {name} took {seconds:.1f} s")
+    for path in _artifacts:
+        terminalreporter.write_line(f"e2e: artifact {path}")

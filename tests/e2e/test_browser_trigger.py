@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import artifact
 
 pytestmark = pytest.mark.e2e
 
@@ -60,8 +60,7 @@ def switch_on(dialog, param: str) -> None:
 
 def screenshot(page, name: str) -> Path:
     """Kept as a CI artifact (test-artifacts/ is gitignored); the path is printed."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
+    path = artifact(f"{name}.png")
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.profiles import ProfileStore, RecordError, entity_id, parse_time
+from emulator.profiles import ProfileStore, RecordError, entity_id, identity_key, parse_time
 
 
 def _record(ident, audience="a", status="realized", when="2026-11-01T00:00:00Z", ns="ECID"):
@@ -21,11 +21,11 @@ def test_last_qualification_time_wins_regardless_of_arrival_order():
     store = ProfileStore()
     store.apply(_record("x", when="2026-11-02T00:00:00Z"), "ds", 0.0)
     store.apply(_record("x", status="exited", when="2026-11-01T23:00:00Z"), "ds", 1.0)
-    [(_, membership)] = store.audience_members("ups", "a")
-    assert membership.entry["status"] == "realized"
+    [(_, entry)] = store.audience_members("ups", "a")
+    assert entry["status"] == "realized"
     store.apply(_record("x", status="exited", when=1793577600000), "ds", 2.0)  # epoch ms
-    [(_, membership)] = store.audience_members("ups", "a")
-    assert membership.entry["status"] == "exited"
+    [(_, entry)] = store.audience_members("ups", "a")
+    assert entry["status"] == "exited"
 
 
 def test_secondary_identities_link_to_one_profile():
@@ -37,7 +37,7 @@ def test_secondary_identities_link_to_one_profile():
     assert store.profile_count == 1
     profile = store.lookup("ecid", "ecid-1")
     assert profile is store.lookup("EMAIL", "a@example.com")
-    assert set(profile.memberships["ups"]) == {"a", "b"}
+    assert set(profile.entity()["segmentMembership"]["ups"]) == {"a", "b"}
 
 
 @pytest.mark.parametrize(
@@ -72,4 +72,21 @@ def test_parse_time_treats_naive_as_utc():
 
 
 def test_entity_ids_are_stable_and_distinct():
-    assert entity_id(("ecid", "1")) == entity_id(("ecid", "1")) != entity_id(("ecid", "2"))
+    assert entity_id(identity_key("ECID", "1")) == entity_id(identity_key("ecid", "1"))
+    assert entity_id(identity_key("ecid", "1")) != entity_id(identity_key("ecid", "2"))
+
+
+def test_the_store_adds_one_gc_tracked_object_per_profile():
+    """Why the layout is what it is: the collector must not rescan millions of parts."""
+    import gc
+
+    store = ProfileStore()
+    record = _record("x", audience="a")
+    record["identityMap"]["Email"] = [{"id": "x@example.com"}]
+    profile = store.apply(record, "ds", 0.0)
+    gc.collect()
+    assert gc.is_tracked(profile)
+    assert not gc.is_tracked(profile.identities)
+    assert not gc.is_tracked(profile.memberships)
+    assert not gc.is_tracked(profile.sources)
+    assert profile.attributes is None

@@ -293,6 +293,13 @@ def test_state_survives_a_restart(tmp_path, emu):
             headers=headers,
             timeout=10,
         ).raise_for_status()
+        partial = [profile_message(c, "e3", "aud-2"), {"header": {}}]  # journaled re-encoded
+        requests.post(
+            f"{server.url}/collection/batch/{c['inlet_id']}",
+            json={"messages": partial},
+            headers=headers,
+            timeout=10,
+        ).raise_for_status()
         requests.post(
             f"{server.url}/data/core/ups/audiences",
             json={"name": "kept", "audienceId": "aud-1"},
@@ -304,6 +311,7 @@ def test_state_survives_a_restart(tmp_path, emu):
     server = start_emulator(tmp_path)
     try:
         assert len(server.membership("aud-1")) == 3
+        assert [m["identity"] for m in server.membership("aud-2")] == ["e3"]
         listed = requests.get(
             f"{server.url}/data/core/ups/audiences", headers=server.headers(), timeout=10
         ).json()

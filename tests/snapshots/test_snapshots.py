@@ -193,3 +193,14 @@ def test_dead_letters_the_publisher_accepted_do_not_stop_the_commit(audience: Pa
         run_dir, publish={"status": "ok", "dead_lettered": 1, "chunks": {"complete": True}}
     )
     assert snapshots.commit(audience, run_dir)["run_id"] == "r2"
+
+
+def test_only_one_rollback_at_a_time(audience: Path) -> None:
+    aep = FakeAep()
+    publish_and_commit(audience, aep, "r1", people(range(20)))
+    publish_and_commit(audience, aep, "r2", people(range(25)))
+    (audience / snapshots.ROLLBACK_MARKER).write_text('{"target_run_id": "r1", "run_id": "x"}')
+    with pytest.raises(SnapshotError, match="already in progress.*delete"):
+        snapshots.rollback(audience, "r1", audience / "runs" / "back", aep.publish)
+    assert (audience / snapshots.ROLLBACK_MARKER).exists()  # not ours to remove
+    assert not (audience / "runs" / "back").exists()

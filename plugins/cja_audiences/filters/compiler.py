@@ -1,12 +1,14 @@
 """Compile a filter tree (or a user template) into one DuckDB query with bound parameters.
 
 The compiler decides *what* to compute at which level (event, session, person); the SQL
-text comes only from the macros in ``cja.sql.j2``. Each value goes through :class:`Binder`
-and each column through :mod:`cja_audiences.filters.fields`.
+shapes (conditions, aggregates, sessions, sequence steps, joins) come from the macros in
+``cja.sql.j2``, Python only combines their results with AND / OR / NOT. Each value goes
+through :class:`Binder` and each column through :mod:`cja_audiences.filters.fields`.
 
-Query shape: ``ev`` (window events, needed columns + computed fields) → ``sess`` (sessions,
-built once and materialized, only when something needs them) → per-tree CTEs (sequences,
-session and person aggregates) → ``candidates`` (person ids) → the caller's final SELECT.
+Query shape: ``ev`` (window events: key columns plus every event expression the filter
+reads, evaluated once) → ``sess`` (sessions, built once and materialized, only when something
+needs them) → per-tree CTEs (sequences; session and person aggregates, restricted to the units
+a positive sequence admits) → ``candidates`` (person ids) → the caller's final SELECT.
 """
 
 from __future__ import annotations
@@ -162,7 +164,6 @@ class _Scope:
 
     aggregates: dict[str, str] = field(default_factory=dict)  # sql -> alias
     joins: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
 
 
 class QueryBuilder:
@@ -180,6 +181,10 @@ class QueryBuilder:
         self.window = window
         self.computed = dict(computed_fields or {})
         self.columns: set[str] = set(F.KEY_COLUMNS)
+        # Event expressions the trees read, computed once in ``ev``: sessions and sequences
+        # then sort narrow boolean/numeric columns instead of the raw string columns.
+        self.derived: dict[str, str] = {}
+        self.raw_events = False  # templates read raw columns: ``ev`` keeps them all
         self.sessions = False
         self.ctes: list[tuple[str, str, bool]] = []
         self._trees = 0
@@ -218,6 +223,12 @@ class QueryBuilder:
         if ref.key is not None:
             return f"{F.quote(ref.column)}[{self.binder.literal(ref.key)}]"
         return F.quote(ref.column)
+
+    def derive(self, sql: str) -> str:
+        """A column of ``ev`` holding the event expression ``sql``."""
+        if sql not in self.derived:
+            self.derived[sql] = f"__f{len(self.derived) + 1}"
+        return self.derived[sql]
 
     def is_list(self, name: str) -> bool:
         return name in F.LIST_FIELDS
@@ -258,6 +269,7 @@ class QueryBuilder:
         return self.tree(parse_rules(_unwrap(raw), where="template rules"))
 
     def template(self, name: str) -> str:
+        self.raw_events = True
         try:
             return self.env.get_template(name).render()
         except jinja2.TemplateNotFound:
@@ -269,8 +281,10 @@ class QueryBuilder:
         for name, expr in self.computed.items():
             computed.append((F.quote(name), expr))
         columns = sorted(c for c in self.columns if c not in self.computed)
+        carried = ["*"] if self.raw_events else [F.quote(c) for c in F.KEY_COLUMNS]
+        derived = [(alias, sql) for sql, alias in self.derived.items()]
         head: list[tuple[str, str, bool]] = [
-            ("ev", self.m.events([F.quote(c) for c in columns], computed), False)
+            ("ev", self.m.events(carried, computed, derived), False)
         ]
         if self.sessions:
             timeout = self.binder.literal(SESSION_TIMEOUT_MINUTES)
@@ -393,8 +407,10 @@ class TreeCompiler:
 
     def _cond(self, node: Cond) -> str:
         column = self.b.column(node.field)
-        return self.m.predicate(
-            column, node.op, self._value(node.op, node.value), self.b.is_list(node.field)
+        return self.b.derive(
+            self.m.predicate(
+                column, node.op, self._value(node.op, node.value), self.b.is_list(node.field)
+            )
         )
 
     def _event_leaf(self, event_expr: str, level: Level) -> str:
@@ -440,7 +456,7 @@ class TreeCompiler:
                 f"{measure.agg} of {measure.field!r}: not a numeric field; numeric fields: "
                 f"{', '.join(sorted(F.NUMERIC_FIELDS))} or a computed field"
             )
-        return column
+        return self.b.derive(column)
 
     def _metric(self, node: Metric, level: Level) -> str:
         measure = node.measure
@@ -604,7 +620,7 @@ class TreeCompiler:
         s2p = self.scopes["s2p"]
         joins = list(self.scopes["person"].joins)
         if s2p.aggregates:
-            session_drivers = list(person_drivers)
+            session_drivers = [d for d in person_drivers if d[0] != session_driver]
             if session_driver:
                 session_drivers.append((session_driver, _keys("session")))
             session_aggs = [(a, sql) for sql, a in self.scopes["session"].aggregates.items()]
@@ -616,6 +632,8 @@ class TreeCompiler:
         person_aggs = [(a, sql) for sql, a in self.scopes["person"].aggregates.items()]
         if s2p.aggregates and not person_aggs and (person_driver or not session_driver):
             base = f"{p}_sp"  # already one row per person that can qualify
+        elif person_driver and not person_aggs and not s2p.aggregates:
+            base = f"(SELECT DISTINCT person_id FROM {person_driver})"
         else:
             source = self.m.restricted(event_rel, person_drivers)
             b.ctes.append((f"{p}_p", self.m.group(source, ["person_id"], person_aggs), False))

@@ -12,72 +12,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.log import mask_secret
 from requests import Response, Session
 
-from cja_audiences.adobe_auth import AdobeConfig
 from cja_audiences.aep.http import TokenProvider
 from cja_audiences.aep.publish import PublishOptions, decommission_run, publish_run
-
-CONNECTION_EXTRA_FIELDS = (
-    "org_id",
-    "sandbox",
-    "scopes",
-    "ims_url",
-    "streaming_url",
-    "inlet_id",
-    "dataset_id",
-    "schema_id",
-    "segment_namespace",
-    "authenticated_inlet",
-    "rate_limit",
-    "concurrency",
-)
+from cja_audiences.hooks.adobe import AdobeHook
 
 
-class AEPHook(HttpHook):
+class AEPHook(AdobeHook):
     """Platform API calls with IMS bearer tokens (cached per process, refreshed once on 401)."""
 
     conn_name_attr = "aep_conn_id"
     default_conn_name = "aep_default"
-    conn_type = "http"
     hook_name = "Adobe Experience Platform"
+    host_label = "Platform base URL"
+    host_placeholder = "https://platform.adobe.io"
+    extra_placeholder = (
+        '{"org_id": "...@AdobeOrg", "sandbox": "prod", "inlet_id": "...", '
+        '"dataset_id": "...", "schema_id": "https://ns.adobe.com/<tenant>/schemas/<id>"}'
+    )
 
     def __init__(self, aep_conn_id: str = default_conn_name, method: str = "GET", **kwargs: Any):
-        super().__init__(method=method, http_conn_id=aep_conn_id, **kwargs)
+        super().__init__(aep_conn_id, method, **kwargs)
         self.aep_conn_id = aep_conn_id
-        self._config: AdobeConfig | None = None
         self._tokens: TokenProvider | None = None
         self._token: str | None = None
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form labels that say what each Adobe field holds."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {
-                "host": "Platform base URL",
-                "login": "Client ID",
-                "password": "Client secret",
-            },
-            "placeholders": {
-                "host": "https://platform.adobe.io",
-                "extra": '{"org_id": "...@AdobeOrg", "sandbox": "prod", "inlet_id": "...", '
-                '"dataset_id": "...", "schema_id": "https://ns.adobe.com/<tenant>/schemas/<id>"}',
-            },
-        }
-
-    def get_config(self) -> AdobeConfig:
-        """The connection as an AdobeConfig; the client secret is masked from here on."""
-        if self._config is None:
-            conn = self.get_connection(self.aep_conn_id)
-            if conn.password:
-                mask_secret(conn.password)
-            self._config = AdobeConfig.from_connection(
-                conn.host or "", conn.login or "", conn.password or "", conn.extra_dejson
-            )
-        return self._config
 
     @property
     def tokens(self) -> TokenProvider:
@@ -99,14 +59,7 @@ class AEPHook(HttpHook):
         self._base_url_initialized = True
         self.merged_extra = {"timeout": config.timeout, **(extra_options or {})}
         self._token = self.get_token()
-        session = Session()
-        session.headers.update(self.tokens.headers(self._token))
-        if self.keep_alive_adapter:
-            session.mount("https://", self.keep_alive_adapter)
-            session.mount("http://", self.keep_alive_adapter)
-        if headers:
-            session.headers.update(headers)
-        return session
+        return self.keep_alive_session({**self.tokens.headers(self._token), **(headers or {})})
 
     def run(
         self,

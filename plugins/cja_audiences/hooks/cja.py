@@ -13,72 +13,40 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.log import mask_secret
 from requests import Session
 
-from cja_audiences.adobe_auth import AdobeConfig
 from cja_audiences.extract.reporting import (
     DEFAULT_PAGE_LIMIT,
     RateLimiter,
     ReportingClient,
     ReportingSource,
 )
+from cja_audiences.hooks.adobe import AdobeHook
 
 
-class CJAHook(HttpHook):
+class CJAHook(AdobeHook):
     """Reporting API calls with IMS bearer tokens, Adobe's rate limit and retries."""
 
     conn_name_attr = "cja_conn_id"
     default_conn_name = "cja_default"
-    conn_type = "http"
     hook_name = "Adobe Customer Journey Analytics"
+    host_label = "CJA base URL"
+    host_placeholder = "https://cja.adobe.io"
+    extra_placeholder = (
+        '{"org_id": "...@AdobeOrg", "data_view_id": "dv_...", '
+        '"ims_url": "https://ims-na1.adobelogin.com"}'
+    )
 
     def __init__(self, cja_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(method="POST", http_conn_id=cja_conn_id, **kwargs)
+        super().__init__(cja_conn_id, "POST", **kwargs)
         self.cja_conn_id = cja_conn_id
-        self._config: AdobeConfig | None = None
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form labels that say what each Adobe field holds."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {
-                "host": "CJA base URL",
-                "login": "Client ID",
-                "password": "Client secret",
-            },
-            "placeholders": {
-                "host": "https://cja.adobe.io",
-                "extra": '{"org_id": "...@AdobeOrg", "data_view_id": "dv_...", '
-                '"ims_url": "https://ims-na1.adobelogin.com"}',
-            },
-        }
-
-    def get_config(self) -> AdobeConfig:
-        """The connection as an AdobeConfig; the client secret is masked from here on."""
-        if self._config is None:
-            conn = self.get_connection(self.cja_conn_id)
-            if conn.password:
-                mask_secret(conn.password)
-            self._config = AdobeConfig.from_connection(
-                conn.host or "", conn.login or "", conn.password or "", conn.extra_dejson
-            )
-        return self._config
 
     def get_conn(
         self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
     ) -> Session:
-        """A plain keep-alive session: Adobe takes a bearer token (set per request by the
-        client), and our extra fields are configuration, not headers."""
-        session = Session()
-        if self.keep_alive_adapter:
-            session.mount("https://", self.keep_alive_adapter)
-            session.mount("http://", self.keep_alive_adapter)
-        if headers:
-            session.headers.update(headers)
-        return session
+        """A keep-alive session; the client sets the bearer token per request."""
+        return self.keep_alive_session(headers)
 
     def get_client(self, limiter: RateLimiter | None = None) -> ReportingClient:
         """A Reporting API client for this connection (12 requests per 6 s by default)."""
