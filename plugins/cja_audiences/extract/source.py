@@ -7,6 +7,8 @@ landing, so all sources behave the same.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -53,8 +55,55 @@ def run_extract(
         namespace=namespace,
         list_separator=list_separator,
     ) as writer:
-        for batch in source.batches():
+        for batch in prefetched(source.batches()):
             writer.write(batch)
         summary = writer.commit()
     summary.update(source.describe())
     return summary
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetched(batches: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+    """Read the next batches in a background thread while the caller checks and stages this
+    one: reading/mapping and checking/staging are each about half the work, and DuckDB and
+    Arrow release the GIL, so the two cores both work. The reader stops when the caller
+    does (an exception, a closed generator)."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            put(_Failed(error))
+        finally:
+            put(_DONE)
+
+    reader = threading.Thread(target=produce, name="extract-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := buffer.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        reader.join()

@@ -23,9 +23,11 @@ Why this shape:
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,7 +196,7 @@ class PartitionWriter:
         bad_share = rejected / self._rows_in if self._rows_in else 0.0
         if bad_share > self.max_bad_row_share:
             raise ExtractRejected(self._rejection_message(rejected, bad_share))
-        partitions = {date: self._finalize(date) for date in dates}
+        partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
         publish_partitions(self._staging_path, self.lake.events)
         persons = update_persons(self.lake, list(partitions), self._con)
         return {
@@ -230,7 +232,20 @@ class PartitionWriter:
             f"{self.quarantine_path}. Fix the delivery (or the column mapping) and rerun."
         )
 
-    def _finalize(self, date: str) -> int:
+    def _finalize_all(self, dates: list[str]) -> list[int]:
+        """Finalize the dates on every core, each worker with its own DuckDB cursor."""
+
+        def finalize(date: str) -> int:
+            cursor = self._con.cursor()
+            try:
+                return self._finalize(date, cursor)
+            finally:
+                cursor.close()
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return list(pool.map(finalize, dates))
+
+    def _finalize(self, date: str, con: duckdb.DuckDBPyConnection) -> int:
         """Build the staged partition for ``date``: dedupe, merge, sort, bucket; its rows."""
         incoming = self._staging_path / ".incoming" / f"{date}.parquet"
         live = self.lake.event_partition(date)
@@ -252,7 +267,7 @@ class PartitionWriter:
                     PARTITION BY event_id ORDER BY _new DESC, _seq DESC) AS _rank
                 FROM ({union}))
             WHERE _rank = 1"""
-        if not live_files and self._unique_ids(incoming):
+        if not live_files and _unique_ids(incoming, con):
             deduped = union  # a new date without repeated ids: nothing to dedupe
         query = f"""
             SELECT * EXCLUDE (_new, _seq), {bucket} AS _bucket FROM ({deduped})
@@ -260,15 +275,16 @@ class PartitionWriter:
         """
         target = self._staging_path / f"date={date}"
         target.mkdir()
-        reader = self._con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
+        reader = con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
         return _write_buckets(reader, target)
 
-    def _unique_ids(self, incoming: Path) -> bool:
-        """True when no event id repeats in ``incoming`` (cheaper to check than to dedupe)."""
-        [(total, distinct)] = self._con.execute(
-            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [str(incoming)]
-        ).fetchall()
-        return total == distinct
+
+def _unique_ids(incoming: Path, con: duckdb.DuckDBPyConnection) -> bool:
+    """True when no event id repeats in ``incoming`` (cheaper to check than to dedupe)."""
+    [(total, distinct)] = con.execute(
+        "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [str(incoming)]
+    ).fetchall()
+    return total == distinct
 
 
 def _write_buckets(reader: pa.RecordBatchReader, target: Path) -> int:
