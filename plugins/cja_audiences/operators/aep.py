@@ -15,6 +15,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from cja_audiences.aep.publish import DeadLetterThresholdExceeded, PublishOptions
 from cja_audiences.hooks.aep import AEPHook
+from cja_audiences.lake import read_run_record
+from cja_audiences.refresh import summarize
 from cja_audiences.settings import get_settings
 from cja_audiences.specs import load_spec
 
@@ -105,6 +107,7 @@ class AEPProfilePublishOperator(BaseOperator):
             summary.get("requests"),
             summary.get("records_per_s"),
         )
+        self.log.info("%s", summarize(read_run_record(run_dir), run_dir))
         return summary
 
     def _target(self, context: Context) -> tuple[Any, Path, bool, bool]:
