@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from emulator.pytest_plugin import EmulatorServer, start_emulator
+from emulator.process import EmulatorServer, start_emulator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "emulator.json"
 TARGET_MESSAGES_PER_S = 50_000

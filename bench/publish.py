@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         child(args.child)
         return {}
 
-    from emulator.pytest_plugin import start_emulator
+    from emulator.process import start_emulator
 
     n = args.records or (20_000 if args.quick else 200_000)
     rss_sizes = (50_000, 200_000) if args.quick else (500_000, 2_000_000)

@@ -18,7 +18,7 @@ from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake import Lake, read_run_record
 from cja_audiences.snapshots import current_run
 from dev.local import LOCAL, airflow, airflow_env, prepare_airflow, running_emulator
-from emulator.pytest_plugin import EmulatorServer
+from emulator.process import EmulatorServer
 
 PERSONS = 20_000
 FIRST_DAYS = 35

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from emulator.pytest_plugin import EmulatorServer, start_emulator
+from emulator.process import EmulatorServer, start_emulator
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / ".local"

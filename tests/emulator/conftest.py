@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from emulator.pytest_plugin import EmulatorServer
+from emulator.process import EmulatorServer
 
 
 class Client:

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from emulator.pytest_plugin import start_emulator
+from emulator.process import start_emulator
 
 AUDIENCES = "/data/core/ups/audiences"
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from emulator.pytest_plugin import start_emulator
+from emulator.process import start_emulator
 from tests.emulator.xdm import profile_message
 
 EVENT_SCHEMA = "https://ns.adobe.com/cjaaudiencesdemo/schemas/69e398645c204a44a09c0b63581e725e"
