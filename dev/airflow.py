@@ -1,24 +1,33 @@
 """`make airflow`: `airflow standalone` with this repo's DAGs and plugins, beside the emulator.
 
 Connections point at the emulator through AIRFLOW_CONN_* (JSON form). Ctrl-C stops
-everything this started: standalone runs in its own process group, killed as a group.
+everything this started: standalone runs in its own process group, stopped as a group
+(standalone itself never stops or reaps its children).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 
 from dev.local import AIRFLOW_BIN, LOCAL, airflow_env, prepare_airflow, running_emulator
+from dev.standalone import stop_groups
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
+    # Ctrl-C or a TERM (also when started in the background, where SIGINT may be ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     airflow_home = LOCAL / "airflow"
     with running_emulator(LOCAL / "emulator", LOCAL / "home") as emulator:
         env = airflow_env(airflow_home, LOCAL / "home", emulator)
         env.setdefault("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "20")
+        env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")  # a dev UI: loopback only
         prepare_airflow(env)
         print(f"emulator: {emulator.url}")
         print("Airflow UI: http://localhost:8080  (user admin; the password is printed below on")
@@ -34,12 +43,8 @@ def main() -> int:
         except KeyboardInterrupt:
             return 0
         finally:
-            if standalone.poll() is None:
-                os.killpg(standalone.pid, signal.SIGTERM)
-                try:
-                    standalone.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(standalone.pid, signal.SIGKILL)
+            stop_groups([standalone.pid], grace=30)
+            standalone.wait(timeout=10)
 
 
 if __name__ == "__main__":

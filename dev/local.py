@@ -31,6 +31,7 @@ def airflow_env(airflow_home: Path, cja_home: Path, emulator: EmulatorServer) ->
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         CJA_AUDIENCES_HOME=str(cja_home),
         PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+        PATH=os.pathsep.join([str(AIRFLOW_BIN.parent), env.get("PATH", "")]),
         AIRFLOW_CONN_AEP_DEFAULT=json.dumps(emulator.aep_conn()),
         AIRFLOW_CONN_CJA_DEFAULT=json.dumps(emulator.cja_conn()),
     )

@@ -162,14 +162,7 @@ class StandaloneAirflow:
             return
         self._http.close()  # an open keep-alive connection slows the API server's shutdown
         started = [self._process, *self._extra]
-        groups = [p.pid for p in started]
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace
-        while any(map(_group_alive, groups)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pgid in filter(_group_alive, groups):
-            _signal_group(pgid, signal.SIGKILL)
+        stop_groups([p.pid for p in started], self.stop_grace)
         for process in started:
             try:
                 process.wait(timeout=10)
@@ -339,6 +332,17 @@ class StandaloneAirflow:
             )
         self._wait_healthy(time.monotonic() + timeout, triggerer_after=stopped)
         return time.monotonic() - began
+
+
+def stop_groups(groups: list[int], grace: float) -> None:
+    """SIGTERM every process group, then SIGKILL whatever is left after ``grace`` seconds."""
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(map(_group_alive, groups)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pgid in filter(_group_alive, groups):
+        _signal_group(pgid, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -103,7 +103,13 @@ class Persistence:
             rows = self.db.execute(
                 "SELECT received, sandbox, body FROM journal ORDER BY seq"
             ).fetchall()
-        return [JournalEntry(r, s, zlib.decompress(b)) for r, s, b in rows]
+        try:
+            return [JournalEntry(r, s, zlib.decompress(b)) for r, s, b in rows]
+        except zlib.error:
+            raise RuntimeError(
+                f"{self.path}: the streaming journal was written by an older emulator and "
+                "cannot be replayed; delete that file (or `make clean`) to start empty"
+            ) from None
 
     def clear(self) -> None:
         with self.lock:
