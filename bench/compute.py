@@ -20,7 +20,6 @@ and a markdown table. Figures are compared as ratios within the run, never asser
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -33,6 +32,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
+from bench.report import save
 from cja_audiences.compute import (
     _event_files,
     _register,
@@ -47,7 +47,6 @@ from cja_audiences.settings import PROJECT_ROOT, Settings
 from cja_audiences.specs import AudienceSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "compute.json"
 END = date(2026, 11, 20)
 DAYS = 30
 TARGETS = {"sequence": 7.0, "metric": 1.5}
@@ -276,10 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lake_reused": generated is None,
         "audiences": audiences,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(markdown(result))
+    save("compute", result, markdown(result))
     return result
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from bench.report import peak_rss_mb, save
 from cja_audiences.diff import diff_members
 
-RESULTS = Path(__file__).resolve().parent / "results" / "diff.json"
 TARGET = {"seconds": 7.0, "peak_rss_mb": 2048}
 QUICK_MEMBERS = 200_000
 KEY = "person_id, namespace, identity"
@@ -119,15 +119,6 @@ def child(variant: str, data: Path) -> None:
     print(json.dumps({"seconds": round(seconds, 3), "peak_rss_mb": peak_rss_mb(), **counts}))
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that across exec, so a
-    child would report its parent's peak (the data generator's)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
 def measure(variant: str, data: Path) -> dict[str, Any]:
     completed = subprocess.run(
         [sys.executable, "-m", "bench.diff", "--child", variant, "--data", str(data)],
@@ -211,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="bench-diff-") as data:
             result = bench(Path(data), members, args.churn)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(table(result))
+    save("diff", result, table(result))
     return 0
 
 

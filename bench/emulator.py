@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 import psutil
 
+from bench.report import save
 from emulator.process import EmulatorServer, start_emulator
 
-RESULTS = Path(__file__).resolve().parent / "results" / "emulator.json"
 TARGET_MESSAGES_PER_S = 50_000
 
 
@@ -181,23 +181,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": {f"batch_{main_run['batch']}": main_run, f"batch_{small['batch']}": small},
         "baseline": {"health_round_trips_per_s": round(baseline_rps)},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print()
-    print(
+    save("emulator", result, table(result))
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
         "| run | messages | batch | requests/s | messages/s | messages per server CPU s "
-        "| accepted | in store |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        "| accepted | in store |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in result["runs"].items():
-        print(
+        lines.append(
             f"| {name} | {r['messages']:,} | {r['batch']} | {r['requests_per_s']:,} | "
             f"{r['messages_per_s']:,} | {r['messages_per_server_cpu_s']:,} | "
             f"{r['accepted']:,} | {r['members_in_store']:,} |"
         )
-    print(f"| baseline: GET /_emulator/health | | | {round(baseline_rps):,} | | | | |")
-    return result
+    baseline = result["baseline"]["health_round_trips_per_s"]
+    lines.append(f"| baseline: GET /_emulator/health | | | {baseline:,} | | | | |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench.report import peak_rss_mb, save
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "extract.json"
 END = date(2026, 11, 27)
 DAYS = 30
 EVENTS_PER_PERSON = 21.0  # the generator's default density over 30 days
@@ -41,7 +42,7 @@ def _usage() -> dict[str, float]:
     shared machine is, wall time does."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
     }
 
@@ -201,10 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_at_start": round(load_before, 2),
         "quick": args.quick,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(table(result))
+    save("extract", result, table(result))
     return result
 
 

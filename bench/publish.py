@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
 
+from bench.report import peak_rss_mb, save
 from cja_audiences.adobe_auth import AdobeConfig, get_token, invalidate_token
 from cja_audiences.aep.publish import PublishOptions, publish_run
 from cja_audiences.aep.records import STATUS_REALIZED, RecordFactory, qualification_time
@@ -40,7 +40,6 @@ from cja_audiences.schema import MEMBER_SCHEMA
 from cja_audiences.specs import AudienceSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "publish.json"
 SPEC = {
     "id": "bench_audience",
     "name": "Benchmark audience",
@@ -116,7 +115,7 @@ def sequential_batches(config: AdobeConfig, run_dir: Path) -> float:
         return len(rows) / (time.perf_counter() - started)
 
 
-def peak_rss_mb(conn: dict[str, Any], run_dir: Path) -> tuple[float, float]:
+def publish_rss(conn: dict[str, Any], run_dir: Path) -> tuple[float, float]:
     """(peak RSS in MB, records/s) of publish_run in a fresh process."""
     env = os.environ | {
         "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(conn),
@@ -136,16 +135,7 @@ def peak_rss_mb(conn: dict[str, Any], run_dir: Path) -> tuple[float, float]:
 
 def child(run_dir: Path) -> None:
     summary = ours(AdobeConfig.from_env("aep_default"), run_dir)
-    print(json.dumps({"peak_rss_mb": peak_rss_self_mb(), **summary}))
-
-
-def peak_rss_self_mb() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the
-    pre-exec copy of the (large) parent, which would be measured instead of the publisher."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), **summary}))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -188,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rss = {}
         for size in rss_sizes:
             emu.reset()
-            rss[size] = peak_rss_mb(conn, make_run(work, f"rss{size}", size, offset=3 * n))
+            rss[size] = publish_rss(conn, make_run(work, f"rss{size}", size, offset=3 * n))
     finally:
         emu.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -219,10 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "quick": args.quick,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(table(result))
+    save("publish", result, table(result))
     return result
 
 
