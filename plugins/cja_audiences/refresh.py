@@ -1,6 +1,6 @@
-"""One audience refresh, stage by stage: gate, compute, diff, guardrails, publish, commit.
+"""One audience refresh, stage by stage: gate, compute, diff, guardrails, (publish), commit.
 
-Each method is one Airflow task (and one step of the demo and CLI). Stages talk only
+Each method is one Airflow task; publish goes through the AEP hook. Stages talk only
 through the run folder, so any stage can be retried alone and XCom carries summaries only.
 """
 
