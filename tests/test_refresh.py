@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from cja_audiences.refresh import RefreshRequest, summarize
+from cja_audiences.refresh import AudienceRefresh, RefreshRequest, summarize
+from cja_audiences.settings import settings_from_env
+from cja_audiences.specs import AudienceSpec
 
 
 def test_request_defaults_to_the_last_complete_day():
@@ -44,3 +46,29 @@ def test_summary_names_every_stage_and_the_folder(tmp_path):
     assert "120 members" in text and "+20 entered, -5 exited" in text
     assert "passed, 1 warnings" in text and "25 records acknowledged" in text
     assert str(tmp_path) in text
+
+
+def future_spec(start: datetime) -> AudienceSpec:
+    return AudienceSpec.model_validate(
+        {
+            "id": "later",
+            "name": "Starts later",
+            "refresh": {"frequency": "daily", "lookback_days": 7, "start": start},
+            "filter": {"template": "x.sql.j2"},
+        }
+    )
+
+
+def test_scheduled_runs_wait_for_the_audiences_start_but_people_need_not(tmp_path):
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    spec = future_spec(now + timedelta(days=2))
+    settings = settings_from_env({"CJA_AUDIENCES_HOME": str(tmp_path)})
+
+    def gate(scheduled: bool) -> dict:
+        request = RefreshRequest(run_id=f"r{scheduled}", as_of=now.date(), scheduled=scheduled)
+        return AudienceRefresh(spec, settings, request).gate(now)
+
+    held = gate(scheduled=True)
+    assert not held["due"] and "schedule starts at 2026-11-30" in held["reason"]
+    assert held["next_allowed"] == spec.refresh.start
+    assert gate(scheduled=False)["due"]

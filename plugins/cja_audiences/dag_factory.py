@@ -196,7 +196,8 @@ def build_audience_dag(spec: AudienceSpec, settings: Settings, new_data: Asset |
         dag_display_name=f"Audience: {spec.name}",
         description=(spec.description or spec.name)[:200],
         schedule=schedule_for(spec, new_data),
-        start_date=spec.refresh.start,  # no scheduled run before the audience starts
+        # No start_date: Airflow would create empty manual runs before it (the UI form's
+        # logical date is now); the refresh gate skips scheduled runs before refresh.start.
         end_date=datetime.combine(expires, time.max, tzinfo=UTC) if expires else None,
         catchup=False,
         max_active_runs=1,  # runs of one audience diff against each other: never overlap

@@ -32,10 +32,11 @@ class RefreshRequest:
     dry_run: bool = False
     full_republish: bool = False
     filter_params: dict[str, Any] = field(default_factory=dict)
+    scheduled: bool = False  # started by the timetable (not by a person or an event)
 
     @classmethod
     def from_params(
-        cls, run_id: str, params: dict[str, Any], default_as_of: date
+        cls, run_id: str, params: dict[str, Any], default_as_of: date, *, scheduled: bool = False
     ) -> RefreshRequest:
         """From a DAG run's params; ``as_of`` defaults to the last complete day."""
         as_of = params.get("as_of")
@@ -50,6 +51,7 @@ class RefreshRequest:
             dry_run=bool(params.get("dry_run")),
             full_republish=bool(params.get("full_republish")),
             filter_params=dict(params.get("filter_params") or {}),
+            scheduled=scheduled,
         )
 
 
@@ -72,9 +74,18 @@ class AudienceRefresh:
     def gate(self, now: datetime | None = None) -> dict[str, Any]:
         """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses)."""
         now = now or datetime.now(UTC)
-        last = snapshots.last_committed_at(self.audience_dir)
-        due, reason, next_allowed = guardrails.refresh_due(self.spec, last, now, self.request.force)
-        verdict = {"due": due, "reason": reason, "next_allowed": next_allowed}
+        start = self.spec.refresh.start
+        if self.request.scheduled and now < start:
+            verdict = {
+                "due": False,
+                "reason": f"skipped: the audience's schedule starts at {start.isoformat()}; "
+                "trigger a run by hand to publish earlier",
+                "next_allowed": start,
+            }
+        else:
+            last = snapshots.last_committed_at(self.audience_dir)
+            due, reason, allowed = guardrails.refresh_due(self.spec, last, now, self.request.force)
+            verdict = {"due": due, "reason": reason, "next_allowed": allowed}
         update_run_record(
             self.run_dir,
             audience_id=self.spec.id,

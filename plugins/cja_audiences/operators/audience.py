@@ -27,8 +27,12 @@ def last_complete_day(context: Context) -> date:
 def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
     settings = get_settings()
     spec = load_spec(settings.audiences_dir / f"{audience_id}.yaml")
+    run_type = getattr(context.get("dag_run"), "run_type", None)
     request = RefreshRequest.from_params(
-        context["run_id"], dict(context["params"]), default_as_of=last_complete_day(context)
+        context["run_id"],
+        dict(context["params"]),
+        default_as_of=last_complete_day(context),
+        scheduled=getattr(run_type, "value", run_type) == "scheduled",
     )
     return AudienceRefresh(spec, settings, request)
 
