@@ -210,13 +210,20 @@ def evaluate_audience(
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
     preview: bool = True,
+    definition: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation;
-    ``preview=False`` skips the preview figures (another pass over the window's events)."""
+    ``preview=False`` skips the preview figures (another pass over the window's events);
+    ``definition`` is a segment definition the caller already fetched."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
     rendered = render_audience(
-        spec, settings=settings, as_of=as_of, lookback_days=lookback_days, params=params
+        spec,
+        settings=settings,
+        as_of=as_of,
+        lookback_days=lookback_days,
+        params=params,
+        definition=definition,
     )
     lake = Lake(settings.home)
     con = duckdb.connect()
@@ -260,11 +267,17 @@ def compute_audience(
     as_of: date,
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
+    definition: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``run_dir/members.parquet`` atomically; record and return the stats."""
     started = time.perf_counter()
     result = evaluate_audience(
-        spec, settings=settings, as_of=as_of, lookback_days=lookback_days, params=params
+        spec,
+        settings=settings,
+        as_of=as_of,
+        lookback_days=lookback_days,
+        params=params,
+        definition=definition,
     )
     path = write_parquet(result.members, Path(run_dir) / MEMBERS_FILE)
     stats = {

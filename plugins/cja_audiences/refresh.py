@@ -95,7 +95,8 @@ class AudienceRefresh:
         )
         return verdict
 
-    def compute(self) -> dict[str, Any]:
+    def compute(self, definition: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``definition``: the CJA segment definition, when the caller fetched it already."""
         return compute.compute_audience(
             self.spec,
             settings=self.settings,
@@ -103,6 +104,7 @@ class AudienceRefresh:
             as_of=self.request.as_of,
             lookback_days=self.request.lookback_days,
             params=self.request.filter_params or None,
+            definition=definition,
         )
 
     def diff(self) -> dict[str, Any]:

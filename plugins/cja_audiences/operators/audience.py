@@ -77,10 +77,21 @@ class RefreshGateOperator(AudienceStageOperator):
 
 
 class AudienceComputeOperator(AudienceStageOperator):
+    """Computes the members; a segment given by id is fetched through the CJA connection
+    (any Airflow secrets backend, secret masked), not only from the environment."""
+
     ui_color = "#e4f0ff"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        result = refresh.compute()
+        segment = refresh.spec.filter.segment
+        definition = None
+        if segment is not None and segment.id is not None:
+            from cja_audiences.filters.segment import fetch_definition
+            from cja_audiences.hooks.cja import CJAHook
+
+            config = CJAHook(cja_conn_id=refresh.settings.cja_conn_id).get_config()
+            definition = fetch_definition(config, segment.id)
+        result = refresh.compute(definition=definition)
         return {k: result.get(k) for k in ("size", "members_path", "window", "elapsed_s")}
 
 
