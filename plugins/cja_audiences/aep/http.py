@@ -101,6 +101,10 @@ class TokenProvider:
 class PlatformError(RuntimeError):
     """A Platform API call failed for good; the message names the call and the status."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class PlatformClient:
     """Small JSON client for platform.adobe.io routes (the Audiences API)."""
@@ -154,7 +158,8 @@ class PlatformClient:
                 continue
             if response.status_code >= 400:
                 raise PlatformError(
-                    f"{method} {path} failed: HTTP {response.status_code}: {response.text[:300]}"
+                    f"{method} {path} failed: HTTP {response.status_code}: {response.text[:300]}",
+                    status=response.status_code,
                 )
             return response.json() if response.content else {}
 

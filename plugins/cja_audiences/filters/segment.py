@@ -440,26 +440,19 @@ def glob_to_like(pattern: Any) -> str:
     return "".join(out)
 
 
-def fetch_definition(config: Any, segment_id: str, session: Any = None) -> dict[str, Any]:
-    """GET {base_url}/segments/{id}?expansion=definition with the IMS token's headers; a 401
-    refreshes the token once (it may have been revoked before its expiry)."""
-    import requests
+def fetch_definition(config: Any, segment_id: str) -> dict[str, Any]:
+    """GET {base_url}/segments/{id}?expansion=definition through the platform client (IMS
+    headers, one token refresh on 401, backoff on 429 and 5xx)."""
+    from cja_audiences.aep.http import PlatformClient, PlatformError, TokenProvider
 
-    from cja_audiences.adobe_auth import get_token, invalidate_token
-
-    http = session or requests.Session()
-    url = f"{config.base_url.rstrip('/')}/segments/{segment_id}"
-    for attempt in range(2):
-        headers = config.platform_headers(get_token(config, http))
-        response = http.get(
-            url, params={"expansion": "definition"}, headers=headers, timeout=config.timeout
-        )
-        if response.status_code != 401 or attempt:
-            break
-        invalidate_token(config)
     where = f"segment {segment_id}"
-    if response.status_code == 404:
-        raise SegmentError(where, "not found in CJA (check filter.segment.id)")
-    if not response.ok:
-        raise SegmentError(where, f"the CJA Segments API answered {response.status_code}")
-    return load_definition(response.json(), where)
+    try:
+        with PlatformClient(config, TokenProvider(config)) as client:
+            body = client.request(
+                "GET", f"/segments/{segment_id}", params={"expansion": "definition"}
+            )
+    except PlatformError as exc:
+        if exc.status == 404:
+            raise SegmentError(where, "not found in CJA (check filter.segment.id)") from None
+        raise SegmentError(where, f"the CJA Segments API failed: {exc}") from None
+    return load_definition(body, where)
