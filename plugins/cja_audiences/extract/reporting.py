@@ -33,6 +33,7 @@ import pyarrow as pa
 import requests
 
 from cja_audiences.adobe_auth import AdobeConfig, get_token, invalidate_token
+from cja_audiences.aep.http import parse_retry_after
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.writer import Mode
 from cja_audiences.lake import Lake, read_json, write_json
@@ -160,9 +161,10 @@ class ReportingClient:
     def _backoff(self, attempt: int, response: requests.Response | None, why: str) -> None:
         if attempt >= self.max_attempts:
             return
-        retry_after = response.headers.get("Retry-After") if response is not None else None
-        if retry_after and retry_after.replace(".", "", 1).isdigit():
-            pause = float(retry_after)
+        header = response.headers.get("Retry-After") if response is not None else None
+        retry_after = parse_retry_after(header)
+        if retry_after is not None:
+            pause = retry_after
         else:
             pause = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
             pause *= random.uniform(0.5, 1.0)  # jitter: several workers do not retry in step
