@@ -243,6 +243,17 @@ def spec_paths(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.y*ml") if re.fullmatch(r".+\.ya?ml", p.name))
 
 
+def spec_by_id(folder: Path, audience_id: str) -> AudienceSpec:
+    """The spec whose file stem is ``audience_id`` (``.yaml`` or ``.yml``)."""
+    for path in spec_paths(folder):
+        if path.stem == audience_id:
+            return load_spec(path)
+    raise SpecError(
+        folder / f"{audience_id}.yaml",
+        f"no audience spec {audience_id!r} in {folder} (CJA_AUDIENCES_SPECS)",
+    )
+
+
 def load_specs(folder: Path) -> tuple[list[AudienceSpec], list[SpecError]]:
     """Every spec in ``folder``; a bad file becomes an error and never hides the others."""
     specs: list[AudienceSpec] = []

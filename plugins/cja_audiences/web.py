@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from cja_audiences import snapshots
 from cja_audiences.lake import Lake
 from cja_audiences.settings import get_settings
-from cja_audiences.specs import AudienceSpec, SpecError, load_spec, load_specs
+from cja_audiences.specs import AudienceSpec, SpecError, load_specs, spec_by_id
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>CJA audiences</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
@@ -27,8 +27,8 @@ td,th{{border-bottom:1px solid #ddd;padding:.4rem .8rem;text-align:left}}</style
 def _spec(audience_id: str) -> AudienceSpec:
     settings = get_settings()
     try:
-        return load_spec(settings.audiences_dir / f"{audience_id}.yaml")
-    except (FileNotFoundError, SpecError) as exc:
+        return spec_by_id(settings.audiences_dir, audience_id)
+    except SpecError as exc:
         raise HTTPException(404, f"no usable audience {audience_id!r}: {exc}") from None
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cja_audiences.settings import PROJECT_ROOT
-from cja_audiences.specs import AudienceSpec, SpecError, load_spec, load_specs
+from cja_audiences.specs import AudienceSpec, SpecError, load_spec, load_specs, spec_by_id
 
 EXAMPLES = PROJECT_ROOT / "include" / "audiences"
 BASE = {
@@ -160,3 +160,11 @@ def test_params_accept_literals_and_lists() -> None:
         )
     )
     assert spec.filter.params["pages"] == ["a", "b"]
+
+
+def test_spec_by_id_finds_yml_too_and_names_the_folder_when_missing(tmp_path: Path) -> None:
+    source = PROJECT_ROOT / "include" / "audiences" / "churn_risk.yaml"
+    (tmp_path / "churn_risk.yml").write_text(source.read_text())
+    assert spec_by_id(tmp_path, "churn_risk").id == "churn_risk"
+    with pytest.raises(SpecError, match=f"no audience spec 'nope' in {tmp_path}"):
+        spec_by_id(tmp_path, "nope")

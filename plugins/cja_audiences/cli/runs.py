@@ -22,7 +22,7 @@ from typing import Any
 from cja_audiences import snapshots
 from cja_audiences.lake import Lake, safe_name
 from cja_audiences.settings import Settings, get_settings
-from cja_audiences.specs import AudienceSpec, SpecError, load_spec, spec_paths
+from cja_audiences.specs import SpecError, spec_by_id
 
 LIST_COLUMNS = ("run_id", "created_at", "status", "size", "entered", "exited", "rollback_of")
 
@@ -135,19 +135,9 @@ def _publisher(settings: Settings, audience_id: str) -> Callable[[Path], dict[st
     from cja_audiences.adobe_auth import AdobeConfig
     from cja_audiences.aep import publish_run
 
-    spec = _spec(settings, audience_id)
+    spec = spec_by_id(settings.audiences_dir, audience_id)
     config = AdobeConfig.from_env(settings.aep_conn_id)
     return lambda run_dir: publish_run(config, spec, run_dir)
-
-
-def _spec(settings: Settings, audience_id: str) -> AudienceSpec:
-    for path in spec_paths(settings.audiences_dir):
-        if path.stem == audience_id:
-            return load_spec(path)
-    raise LookupError(
-        f"no spec {audience_id}.yaml in {settings.audiences_dir} (CJA_AUDIENCES_SPECS); "
-        "rollback publishes with the audience's spec"
-    )
 
 
 def prune_command(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from cja_audiences.hooks.aep import AEPHook
 from cja_audiences.lake import read_run_record
 from cja_audiences.refresh import summarize
 from cja_audiences.settings import get_settings
-from cja_audiences.specs import load_spec
+from cja_audiences.specs import spec_by_id
 
 
 class AEPAudienceLink(BaseOperatorLink):
@@ -113,7 +113,7 @@ class AEPProfilePublishOperator(BaseOperator):
     def _target(self, context: Context) -> tuple[Any, Path, bool, bool]:
         """(spec, run folder, full_republish, dry_run) from arguments or the DAG run."""
         if self.run_dir:
-            spec = load_spec(get_settings().audiences_dir / f"{self.audience_id}.yaml")
+            spec = spec_by_id(get_settings().audiences_dir, self.audience_id)
             return spec, Path(self.run_dir), _flag(self.full_republish), _flag(self.dry_run)
         from cja_audiences.operators.audience import audience_refresh
 

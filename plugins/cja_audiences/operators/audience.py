@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cja_audiences.refresh import AudienceRefresh, GuardrailBlocked, RefreshRequest
 from cja_audiences.settings import get_settings
-from cja_audiences.specs import load_spec
+from cja_audiences.specs import spec_by_id
 
 
 def last_complete_day(context: Context) -> date:
@@ -26,7 +26,7 @@ def last_complete_day(context: Context) -> date:
 
 def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
     settings = get_settings()
-    spec = load_spec(settings.audiences_dir / f"{audience_id}.yaml")
+    spec = spec_by_id(settings.audiences_dir, audience_id)
     run_type = getattr(context.get("dag_run"), "run_type", None)
     request = RefreshRequest.from_params(
         context["run_id"],
