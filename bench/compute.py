@@ -41,10 +41,10 @@ from cja_audiences.compute import (
     evaluate_audience,
 )
 from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.lake import Lake
-from cja_audiences.schema import EVENT_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.schema import EVENT_SCHEMA, PERSON_SCHEMA
 from cja_audiences.settings import PROJECT_ROOT, Settings
-from cja_audiences.specs import AudienceSpec, load_spec
+from cja_audiences.specs.model import AudienceSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 END = date(2026, 11, 20)

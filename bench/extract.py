@@ -63,7 +63,7 @@ def _gzip_sizes(files: list[Path]) -> tuple[int, int]:
 
 def child_synthetic(home: Path, persons: int) -> dict[str, Any]:
     from cja_audiences.extract.synthetic import generate_synthetic
-    from cja_audiences.lake import Lake
+    from cja_audiences.lake.layout import Lake
 
     started = time.perf_counter()
     summary = generate_synthetic(
@@ -76,7 +76,7 @@ def child_synthetic(home: Path, persons: int) -> dict[str, Any]:
 def child_export(home: Path, landing: Path) -> dict[str, Any]:
     from cja_audiences.extract.exports import ExportSource, complete_deliveries
     from cja_audiences.extract.source import run_extract
-    from cja_audiences.lake import Lake
+    from cja_audiences.lake.layout import Lake
 
     started = time.perf_counter()
     [delivery] = complete_deliveries(landing)
@@ -137,7 +137,7 @@ def prepare_delivery(work: Path, megabytes: int) -> tuple[Path, int]:
     """A synthetic lake written as a 4-file JSON delivery of about ``megabytes`` (untimed)."""
     from cja_audiences.extract.exports import write_delivery
     from cja_audiences.extract.synthetic import generate_synthetic
-    from cja_audiences.lake import Lake
+    from cja_audiences.lake.layout import Lake
 
     events = megabytes * 1_000_000 // JSON_BYTES_PER_EVENT
     source = Lake(work / "export-source")

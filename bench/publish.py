@@ -31,13 +31,13 @@ import pyarrow.parquet as pq
 import requests
 
 from bench.report import peak_rss_mb, save
-from cja_audiences.adobe_auth import AdobeConfig, get_token, invalidate_token
-from cja_audiences.aep.publish import PublishOptions, publish_run
-from cja_audiences.aep.records import STATUS_REALIZED, RecordFactory, qualification_time
-from cja_audiences.aep.sender import SendOptions
-from cja_audiences.lake import write_parquet
-from cja_audiences.schema import MEMBER_SCHEMA
-from cja_audiences.specs import AudienceSpec
+from cja_audiences.adobe.auth import AdobeConfig, get_token, invalidate_token
+from cja_audiences.adobe.records import STATUS_REALIZED, RecordFactory, qualification_time
+from cja_audiences.adobe.sender import SendOptions
+from cja_audiences.lake.layout import write_parquet
+from cja_audiences.lake.schema import MEMBER_SCHEMA
+from cja_audiences.publish.streaming import PublishOptions, publish_run
+from cja_audiences.specs.model import AudienceSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {

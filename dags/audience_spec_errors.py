@@ -6,7 +6,7 @@ cja_audiences.py load while the Airflow UI still shows what is wrong and how to 
 
 from __future__ import annotations
 
-from cja_audiences.dag_factory import InvalidSpecs, load_schedulable_specs
+from cja_audiences.airflow.dag_factory import InvalidSpecs, load_schedulable_specs
 from cja_audiences.settings import get_settings
 
 _, _errors = load_schedulable_specs(get_settings())

@@ -6,8 +6,12 @@ and reported as one import error by audience_spec_errors.py, so it never hides t
 
 from __future__ import annotations
 
-from cja_audiences.assets import CJA_EVENTS
-from cja_audiences.dag_factory import build_all_dag, build_audience_dag, load_schedulable_specs
+from cja_audiences.airflow.assets import CJA_EVENTS
+from cja_audiences.airflow.dag_factory import (
+    build_all_dag,
+    build_audience_dag,
+    load_schedulable_specs,
+)
 from cja_audiences.settings import get_settings
 
 _settings = get_settings()

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
-from cja_audiences.assets import CJA_EVENTS, extract_schedule, watched_assets
-from cja_audiences.operators.cja import SOURCES, CJAExtractOperator
+from cja_audiences.airflow.assets import CJA_EVENTS, extract_schedule, watched_assets
+from cja_audiences.airflow.operators.cja import SOURCES, CJAExtractOperator
 from cja_audiences.settings import get_settings
 
 with DAG(

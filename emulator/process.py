@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 if TYPE_CHECKING:
-    from cja_audiences.adobe_auth import AdobeConfig
+    from cja_audiences.adobe.auth import AdobeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
@@ -81,7 +81,7 @@ class EmulatorServer:
 
     def adobe_config(self, kind: str = "aep", **extra: Any) -> AdobeConfig:
         """An :class:`AdobeConfig` for the AEP (default) or CJA connection."""
-        from cja_audiences.adobe_auth import AdobeConfig
+        from cja_audiences.adobe.auth import AdobeConfig
 
         conn = self.cja_conn(**extra) if kind == "cja" else self.aep_conn(**extra)
         return AdobeConfig.from_connection(

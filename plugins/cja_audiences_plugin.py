@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from cja_audiences.web import create_app
+from cja_audiences.airflow.web import create_app
 
 
 class CJAAudiencesPlugin(AirflowPlugin):

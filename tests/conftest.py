@@ -38,3 +38,11 @@ def fresh_settings():
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """An empty run folder of the audience ``high_value``."""
+    path = tmp_path / "audiences" / "high_value" / "runs" / "r1"
+    path.mkdir(parents=True)
+    return path

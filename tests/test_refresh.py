@@ -6,7 +6,7 @@ import pytest
 
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest, summarize
 from cja_audiences.settings import settings_from_env
-from cja_audiences.specs import AudienceSpec
+from cja_audiences.specs.model import AudienceSpec
 
 
 def test_request_defaults_to_the_last_complete_day():

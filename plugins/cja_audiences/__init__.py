@@ -1,7 +1,10 @@
 """cja-audiences: CJA data to audiences, published to Adobe Real-Time Customer Profile.
 
-The package is a functional core (no Airflow imports) with thin Airflow adapters in
-``hooks/``, ``operators/``, ``sensors/`` and ``triggers/``.
+A functional core with no Airflow imports, laid out in the order data flows: ``extract`` ->
+``lake`` -> ``filters``/``compute`` -> ``diff`` -> ``guardrails`` -> ``publish`` ->
+``snapshots`` (commit), with ``specs`` (audiences as code, limits, the refresh calendar) and
+``adobe`` (the HTTP clients) beside them. The Airflow shell (hooks, operators, sensors,
+triggers, the DAG factory, assets, the web view) lives in ``cja_audiences.airflow``.
 """
 
 from __future__ import annotations

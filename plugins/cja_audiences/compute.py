@@ -28,10 +28,10 @@ from cja_audiences.filters.segment import (
     parse_segment,
     read_definition,
 )
-from cja_audiences.lake import Lake, update_run_record, write_parquet
-from cja_audiences.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.layout import Lake, update_run_record, write_parquet
+from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
 from cja_audiences.settings import Settings
-from cja_audiences.specs import AudienceSpec
+from cja_audiences.specs.model import AudienceSpec
 
 SAMPLE_SIZE = 20
 MEMBERS_FILE = "members.parquet"
@@ -115,7 +115,7 @@ def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]
     ref = spec.filter.segment
     assert ref is not None
     if ref.id is not None:
-        from cja_audiences.adobe_auth import AdobeConfig
+        from cja_audiences.adobe.auth import AdobeConfig
 
         try:
             config = AdobeConfig.from_env(settings.cja_conn_id)

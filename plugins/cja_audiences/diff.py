@@ -20,8 +20,8 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from cja_audiences.lake import atomic_path, update_run_record
-from cja_audiences.schema import MEMBER_SCHEMA
+from cja_audiences.lake.layout import atomic_path, update_run_record
+from cja_audiences.lake.schema import MEMBER_SCHEMA
 
 MEMBERS = "members.parquet"
 ENTERED = "entered.parquet"

@@ -5,152 +5,39 @@ everybody, a bug that doubles it, an event storm refreshing it every few minutes
 check here gives pass / warn / block with a message naming the figure, the limit and the fix;
 a block stops the run before publish, with one message listing every violation.
 
-All limits live in this module: Adobe's in ``HARD`` (they can only be tightened), ours in
-``DEFAULTS``. An audience tightens or adjusts its own in YAML (``guardrails:``), validated by
-``AudienceGuardrails``: a value that would loosen a hard limit is a validation error, so the
-spec never loads. Spec-level checks (``check_spec``) run when specs load; data-level checks
+The limits are in ``specs.limits``, the refresh calendar in ``specs.calendar``. Spec-level checks (``check_spec``) run when specs load; data-level checks
 (``check_run``) run after compute and diff and stream the member Parquet through DuckDB, so
 they cost the same memory at 20M members as at 20.
 """
 
 from __future__ import annotations
 
-import calendar
-from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime, time, timedelta
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cja_audiences.lake import read_run_record, update_run_record
+from cja_audiences.lake.layout import read_run_record, update_run_record
+from cja_audiences.specs.calendar import is_refreshing, latest_schedule_end, schedule_end, when
+from cja_audiences.specs.limits import (
+    DEFAULTS,
+    ECID_PATTERN,
+    EMAIL_PATTERN,
+    FREQUENCY_HOURS,
+    HARD,
+    HARD_FIELDS,
+    RECORD_ENVELOPE_BYTES,
+    SHA256_PATTERN,
+    Limits,
+)
 
 if TYPE_CHECKING:
     from cja_audiences.settings import Settings
-    from cja_audiences.specs import AudienceSpec
+    from cja_audiences.specs.model import AudienceSpec
 
 Verdict = Literal["pass", "warn", "block"]
-
-
-@dataclass(frozen=True)
-class HardLimits:
-    """Adobe's system-enforced limits (CJA guardrails page; RTCDP profile guardrails).
-
-    The expiry follows the guardrails page (13 months, extendable by 13); the publish and
-    manage pages say "1 year" (reference/adobe-apis.md §1.3 CONFLICT): an audience that wants
-    the stricter reading sets ``refresh.expires``.
-    """
-
-    max_members: int = 20_000_000
-    min_refresh_hours: int = 4
-    max_lookback_days: int = 90
-    max_refreshing_audiences: int = 150  # 75 on smaller packages: Settings
-    schedule_months: int = 13
-    extension_months: int = 13
-    max_segments: int = 20
-    max_streaming_audiences: int = 500  # per AEP sandbox; every CJA audience is streaming
-    max_record_kb: int = 100  # Profile drops larger records
-
-
-HARD = HardLimits()
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The effective limits of one audience: ``DEFAULTS`` with its YAML overrides applied."""
-
-    max_size: int = HARD.max_members
-    max_record_kb: float = HARD.max_record_kb
-    min_size: int = 10  # privacy floor: smaller audiences identify individuals
-    max_change_pct: float = 50.0  # entered + exited, as % of the previous committed size
-    max_exits: int | None = None  # None: bounded by max_change_pct only
-    allow_empty: bool = False
-    max_invalid_identities: int = 0
-    crm_id_pattern: str = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"
-    warn_ratio: float = 0.9  # warn from this share of a limit on
-    expiry_warning_days: int = 30
-
-
-DEFAULTS = Limits()
-HARD_FIELDS = ("max_size", "max_record_kb")  # fields of Limits that hold an Adobe limit
-
-ECID_PATTERN = r"[0-9]{38}"
-EMAIL_PATTERN = r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+"
-SHA256_PATTERN = r"[0-9a-f]{64}"
-# An XDM profile record carries the identity map and segmentMembership around the identity
-# value; 2 KB is a generous bound for everything but the identity value itself.
-RECORD_ENVELOPE_BYTES = 2048
-
-FREQUENCY_HOURS = {"every_4_hours": 4, "daily": 24, "weekly": 24 * 7, "monthly": 24 * 28}
-
-
-class AudienceGuardrails(BaseModel):
-    """Per-audience guardrails in YAML. Unset fields take ``DEFAULTS``.
-
-    Hard limits (``max_size``, ``max_record_kb``) may only be tightened; our own limits may
-    be set either way (an audience that legitimately swings may allow a larger change).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_size: int | None = Field(None, ge=1, description="block above this size (<= 20,000,000)")
-    max_record_kb: float | None = Field(None, gt=0, description="profile record size (<= 100)")
-    min_size: int | None = Field(None, ge=0, description="privacy floor: block below this size")
-    max_change_pct: float | None = Field(
-        None, gt=0, description="block when entered+exited exceeds this % of the previous size"
-    )
-    max_exits: int | None = Field(None, ge=0, description="block when more members exit")
-    allow_empty: bool | None = Field(None, description="warn instead of block when empty")
-    max_invalid_identities: int | None = Field(
-        None, ge=0, description="identity values failing their namespace's format"
-    )
-    crm_id_pattern: str | None = Field(None, description="RE2 pattern a CRMID must fully match")
-
-    @field_validator("max_size")
-    @classmethod
-    def _size_hard(cls, value: int | None) -> int | None:
-        return _not_looser(value, HARD.max_members, "members")
-
-    @field_validator("max_record_kb")
-    @classmethod
-    def _record_hard(cls, value: float | None) -> float | None:
-        return _not_looser(value, HARD.max_record_kb, "KB per profile record")
-
-    @field_validator("crm_id_pattern")
-    @classmethod
-    def _re2(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                duckdb.execute("SELECT regexp_full_match('', $p)", {"p": value})
-            except duckdb.Error as exc:
-                raise ValueError(f"not a valid RE2 pattern: {exc}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AudienceGuardrails:
-        limits = self.limits()
-        if limits.min_size > limits.max_size:
-            raise ValueError(
-                f"min_size {limits.min_size:,} is above max_size {limits.max_size:,}; "
-                "no audience could pass"
-            )
-        return self
-
-    def limits(self) -> Limits:
-        """``DEFAULTS`` with every field this audience sets."""
-        names = [f.name for f in fields(Limits) if f.name in type(self).model_fields]
-        overrides = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-        return replace(DEFAULTS, **overrides)
-
-
-def _not_looser(value: Any, hard: float, unit: str) -> Any:
-    if value is not None and value > hard:
-        raise ValueError(
-            f"{value:,} would loosen Adobe's hard limit of {hard:,} {unit}; "
-            f"use a value <= {hard:,} or leave it out"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -219,10 +106,6 @@ def _at_most(
         verdict = "pass"
         text = f"{figure:,} {unit} is within the limit of {limit:,} ({source})"
     return Check(name, verdict, figure, limit, f"{name}: {text}")
-
-
-def _when(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def _info(name: str, figure: Any, limit: Any, text: str) -> Check:
@@ -311,29 +194,6 @@ def _lookback_check(spec: AudienceSpec) -> Check:
     )
 
 
-def add_months(moment: datetime, months: int) -> datetime:
-    """Same day and time ``months`` later, clamped to the month's last day (Jan 31 + 1 = Feb 28)."""
-    index = moment.year * 12 + moment.month - 1 + months
-    year, month = divmod(index, 12)
-    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
-    return moment.replace(year=year, month=month + 1, day=day)
-
-
-def latest_schedule_end(spec: AudienceSpec) -> datetime:
-    """Creation (refresh.start) + 13 months, + 13 more with ``refresh.extended``."""
-    months = HARD.schedule_months + (HARD.extension_months if spec.refresh.extended else 0)
-    return add_months(spec.refresh.start, months)
-
-
-def schedule_end(spec: AudienceSpec) -> datetime | None:
-    """When the refresh schedule stops: the end of ``refresh.expires``, else the latest allowed."""
-    if spec.refresh.frequency == "one_time":
-        return None
-    if spec.refresh.expires is None:
-        return latest_schedule_end(spec)
-    return datetime.combine(spec.refresh.expires + timedelta(days=1), time(), UTC)
-
-
 def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
     end = schedule_end(spec)
     latest = latest_schedule_end(spec)
@@ -354,7 +214,7 @@ def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
             str(spec.refresh.expires),
             latest.isoformat(),
             f"schedule_expiry: refresh.expires {spec.refresh.expires} is after the latest "
-            f"allowed end {_when(latest)} ({basis}, Adobe hard limit); fix: set "
+            f"allowed end {when(latest)} ({basis}, Adobe hard limit); fix: set "
             f"refresh.expires before {latest:%Y-%m-%d} or {extend}",
         )
     if now >= end:
@@ -363,7 +223,7 @@ def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
             "block",
             now.isoformat(),
             end.isoformat(),
-            f"schedule_expiry: the refresh schedule ended at {_when(end)} "
+            f"schedule_expiry: the refresh schedule ended at {when(end)} "
             f"({basis}); fix: {extend}, or make it one_time",
         )
     days_left = (end - now).days
@@ -373,7 +233,7 @@ def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
         verdict,
         days_left,
         end.isoformat(),
-        f"schedule_expiry: the refresh schedule ends at {_when(end)}, in "
+        f"schedule_expiry: the refresh schedule ends at {when(end)}, in "
         f"{days_left} days ({basis})" + (f"; fix: {extend}" if verdict == "warn" else ""),
     )
 
@@ -417,11 +277,6 @@ def _creation_order(spec: AudienceSpec) -> tuple[datetime, str]:
 def _ranked(spec: AudienceSpec, specs: list[AudienceSpec]) -> tuple[int, int]:
     ordered = sorted(specs, key=_creation_order)
     return ordered.index(spec) + 1, len(ordered)
-
-
-def is_refreshing(spec: AudienceSpec, now: datetime) -> bool:
-    end = schedule_end(spec)
-    return end is not None and now < end
 
 
 def _refreshing_check(
@@ -469,83 +324,6 @@ def _by_position(check: Check, position: int, limit: int, audience_id: str) -> C
     if check.verdict == "block":
         return replace(check, message=f"{check.message} ({audience_id} is #{position})")
     return check
-
-
-# --------------------------------------------------------------------------- refresh guard
-
-
-def period_start(spec: AudienceSpec, now: datetime) -> datetime | None:
-    """Start of the schedule period holding ``now`` (periods anchored at refresh.start)."""
-    start = spec.refresh.start
-    if now < start:
-        return None
-    if spec.refresh.frequency == "monthly":
-        months = (now.year - start.year) * 12 + now.month - start.month
-        while add_months(start, months) > now:
-            months -= 1
-        return add_months(start, months)
-    step = timedelta(hours=FREQUENCY_HOURS[spec.refresh.frequency])
-    return start + step * ((now - start) // step)
-
-
-def next_period(spec: AudienceSpec, current: datetime) -> datetime:
-    if spec.refresh.frequency == "monthly":
-        months = 1
-        while add_months(spec.refresh.start, months) <= current:
-            months += 1
-        return add_months(spec.refresh.start, months)
-    return current + timedelta(hours=FREQUENCY_HOURS[spec.refresh.frequency])
-
-
-def refresh_due(
-    spec: AudienceSpec, last_committed_at: datetime | None, now: datetime, force: bool
-) -> tuple[bool, str, datetime | None]:
-    """Whether a run (scheduled, event-triggered or manual) may refresh the audience now.
-
-    At most one committed refresh per schedule period: a run whose period already holds a
-    committed publish is skipped (not failed), saying when the next one is allowed. Periods
-    rather than "24 h since the last commit" so the next scheduled run is not skipped just
-    because yesterday's publish committed a few minutes after its period began.
-    """
-    if force:
-        return True, "forced (force=true): the refresh-frequency guard is bypassed", None
-    frequency = spec.refresh.frequency
-    if frequency == "one_time":
-        if last_committed_at is None:
-            return True, "first publish of a one-time audience", None
-        return (
-            False,
-            f"skipped: one-time audience already published at {_when(last_committed_at)}; "
-            "run with force=true to publish it again",
-            None,
-        )
-    end = schedule_end(spec)
-    if end is not None and now >= end:
-        return (
-            False,
-            f"skipped: the refresh schedule ended at {_when(end)}; renew it "
-            "(refresh.extended / refresh.expires) or run with force=true",
-            None,
-        )
-    if last_committed_at is None:
-        return True, "first publish", None
-    begun = period_start(spec, now)
-    if begun is None:
-        return (
-            False,
-            f"skipped: the schedule starts at {_when(spec.refresh.start)}",
-            spec.refresh.start,
-        )
-    if last_committed_at < begun:
-        return True, f"due: no publish yet in the {frequency} period from {_when(begun)}", None
-    allowed = next_period(spec, begun)
-    return (
-        False,
-        f"skipped: the {frequency} audience was already published at "
-        f"{_when(last_committed_at)} in this period; the next refresh is allowed "
-        f"at {_when(allowed)} (or run with force=true)",
-        allowed,
-    )
 
 
 # --------------------------------------------------------------------------- data-level

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from cja_audiences import compute, diff, guardrails, snapshots
-from cja_audiences.lake import Lake, read_run_record, update_run_record
+from cja_audiences.lake.layout import Lake, read_run_record, update_run_record
 from cja_audiences.settings import Settings
-from cja_audiences.specs import AudienceSpec
+from cja_audiences.specs import calendar
+from cja_audiences.specs.model import AudienceSpec
 
 
 class GuardrailBlocked(RuntimeError):
@@ -84,7 +85,7 @@ class AudienceRefresh:
             }
         else:
             last = snapshots.last_committed_at(self.audience_dir)
-            due, reason, allowed = guardrails.refresh_due(self.spec, last, now, self.request.force)
+            due, reason, allowed = calendar.refresh_due(self.spec, last, now, self.request.force)
             verdict = {"due": due, "reason": reason, "next_allowed": allowed}
         update_run_record(
             self.run_dir,

@@ -1,6 +1,6 @@
 """One home for every setting: read from the environment, documented in the README.
 
-Credentials never live here; they come from Airflow connections (see ``adobe_auth``).
+Credentials never live here; they come from Airflow connections (see ``adobe.auth``).
 """
 
 from __future__ import annotations

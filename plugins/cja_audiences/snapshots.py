@@ -22,7 +22,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
-from cja_audiences.lake import (
+from cja_audiences.lake.layout import (
     atomic_path,
     read_json,
     read_run_record,
@@ -65,7 +65,7 @@ def current_run_dir(audience_dir: Path) -> Path | None:
 
 
 def last_committed_at(audience_dir: Path) -> datetime | None:
-    """For ``guardrails.refresh_due``."""
+    """For ``specs.calendar.refresh_due``."""
     current = current_run(audience_dir)
     return datetime.fromisoformat(current["committed_at"]) if current else None
 
@@ -122,7 +122,7 @@ def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]
 
 
 def publish_succeeded(publish: dict[str, Any]) -> bool:
-    """``aep.publish_run`` says "ok" only when every chunk was acknowledged and dead letters
+    """``publish.publish_run`` says "ok" only when every chunk was acknowledged and dead letters
     stayed under its threshold; a publisher without a status must have no dead letters."""
     if "status" in publish:
         return publish["status"] == "ok" and publish.get("chunks", {}).get("complete", True)

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from cja_audiences import snapshots
-from cja_audiences.adobe_auth import AdobeConfig
+from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.cli.main import main
-from cja_audiences.lake import Lake, update_run_record
+from cja_audiences.lake.layout import Lake, update_run_record
 from cja_audiences.settings import get_settings
 from tests.guardrails.helpers import make_spec, read_members
 from tests.snapshots.fakes import FakeAep, people, publish_and_commit
@@ -86,9 +86,9 @@ def test_runs_rollback_publishes_through_aep_publish_run(
         update_run_record(run_dir, publish=record)
         return record
 
-    fake = types.ModuleType("cja_audiences.aep")
+    fake = types.ModuleType("cja_audiences.publish")
     fake.publish_run = publish_run
-    monkeypatch.setitem(sys.modules, "cja_audiences.aep", fake)
+    monkeypatch.setitem(sys.modules, "cja_audiences.publish", fake)
 
     assert main(["runs", "rollback", "buyers", "r1"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -12,8 +12,8 @@ import pyarrow as pa
 from cja_audiences.filters.compiler import QueryBuilder
 from cja_audiences.filters.ir import Node
 from cja_audiences.filters.rules import parse_rules
-from cja_audiences.lake import Lake, write_parquet
-from cja_audiences.schema import EVENT_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.layout import Lake, write_parquet
+from cja_audiences.lake.schema import EVENT_SCHEMA, PERSON_SCHEMA
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 VIEW = "commerce.productViews"

@@ -16,10 +16,10 @@ from cja_audiences.compute import (
     evaluate_audience,
     render_audience,
 )
-from cja_audiences.lake import Lake
-from cja_audiences.schema import MEMBER_SCHEMA
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.schema import MEMBER_SCHEMA
 from cja_audiences.settings import Settings
-from cja_audiences.specs import AudienceSpec
+from cja_audiences.specs.model import AudienceSpec
 from tests.compute.helpers import ADD, BUY, T0, VIEW, ev, write_lake
 
 DAY = 24 * 60

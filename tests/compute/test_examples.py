@@ -8,9 +8,9 @@ import pytest
 
 from cja_audiences.compute import evaluate_audience
 from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.lake import Lake
+from cja_audiences.lake.layout import Lake
 from cja_audiences.settings import PROJECT_ROOT, Settings
-from cja_audiences.specs import load_specs
+from cja_audiences.specs.model import load_specs
 
 END = date(2026, 11, 20)
 SPECS, ERRORS = load_specs(PROJECT_ROOT / "include" / "audiences")

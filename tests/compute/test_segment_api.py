@@ -10,7 +10,7 @@ import pytest
 from cja_audiences.compute import evaluate_audience, render_audience
 from cja_audiences.filters.segment import SegmentError, fetch_definition
 from cja_audiences.settings import Settings
-from cja_audiences.specs import AudienceSpec
+from cja_audiences.specs.model import AudienceSpec
 from tests.compute.helpers import ADD, BUY, T0, ev, write_lake
 
 pytestmark = pytest.mark.integration

@@ -35,8 +35,8 @@ NEEDED_MODULES = (
     "cja_audiences.compute",
     "cja_audiences.diff",
     "cja_audiences.snapshots",
-    "cja_audiences.aep",
-    "cja_audiences.operators.aep",
+    "cja_audiences.publish",
+    "cja_audiences.airflow.operators.aep",
 )
 _timings: dict[str, float] = {}
 _artifacts: list[Path] = []
@@ -102,13 +102,13 @@ class Live:
         self.airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
     def run_record(self, run_id: str) -> dict[str, Any]:
-        from cja_audiences.lake import read_run_record
+        from cja_audiences.lake.layout import read_run_record
 
         return read_run_record(self.lake.run_dir(self.audience_id, run_id))
 
     def committed_run(self) -> str | None:
         """The run folder name current.json points at (None before any commit)."""
-        from cja_audiences.lake import read_json
+        from cja_audiences.lake.layout import read_json
 
         current = read_json(self.lake.audience_dir(self.audience_id) / "current.json", None)
         return current["run_id"] if current else None
@@ -133,7 +133,7 @@ def live(emulator, tmp_path_factory) -> Iterator[Live]:
     if absent:
         pytest.skip(f"the audience pipeline is not on this branch yet: missing {absent}")
     from cja_audiences.extract.synthetic import generate_synthetic
-    from cja_audiences.lake import Lake
+    from cja_audiences.lake.layout import Lake
 
     root = tmp_path_factory.mktemp("e2e")
     lake = Lake(root / "home")

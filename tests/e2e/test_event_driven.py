@@ -38,7 +38,7 @@ def deliveries(live, tmp_path) -> dict[str, list[Path]]:
     if not details["asset_expression"]:
         pytest.skip(
             f"{EXTRACT_DAG} is not scheduled on the landing asset yet (issue 8 item 3a: an "
-            "AssetWatcher with cja_audiences.triggers.cja.LandingDeliveryTrigger)"
+            "AssetWatcher with cja_audiences.airflow.triggers.cja.LandingDeliveryTrigger)"
         )
     from cja_audiences.extract.exports import write_delivery
 

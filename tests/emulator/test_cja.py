@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cja_audiences.schema import EVENT_SCHEMA
+from cja_audiences.lake.schema import EVENT_SCHEMA
 
 RANGE = "2026-11-01T00:00:00.000/2026-11-03T00:00:00.000"
 VIEW = "web.webpagedetails.pageViews"

@@ -89,7 +89,7 @@ def test_tokens_do_not_survive_reset(emu):
 
 
 def test_package_ims_client_works_against_the_emulator(emu):
-    from cja_audiences.adobe_auth import ImsError, get_token, invalidate_token
+    from cja_audiences.adobe.auth import ImsError, get_token, invalidate_token
 
     config = emu.adobe_config()
     invalidate_token(config)

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.lake import Lake
+from cja_audiences.lake.layout import Lake
 
 END = date(2026, 11, 27)
 

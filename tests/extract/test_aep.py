@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cja_audiences.extract.aep import AEPExportSource, dataset_files, write_xdm_export
 from cja_audiences.extract.source import run_extract
-from cja_audiences.lake import Lake
+from cja_audiences.lake.layout import Lake
 from tests.extract.conftest import lake_digest, query
 from tests.extract.test_exports import COMPARED
 

@@ -19,7 +19,7 @@ from cja_audiences.extract.exports import (
 )
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.writer import ExtractRejected
-from cja_audiences.lake import Lake
+from cja_audiences.lake.layout import Lake
 from tests.extract.conftest import lake_digest, query
 
 COMPARED = (

@@ -12,8 +12,8 @@ from cja_audiences.extract.exports import ExportSource, complete_deliveries, wri
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.extract.writer import PartitionWriter
-from cja_audiences.lake import Lake
-from cja_audiences.schema import PERSON_SCHEMA
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.schema import PERSON_SCHEMA
 from tests.extract.conftest import END
 
 

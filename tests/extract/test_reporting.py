@@ -16,7 +16,7 @@ from cja_audiences.extract.reporting import (
     extract_reporting,
     windows,
 )
-from cja_audiences.lake import Lake
+from cja_audiences.lake.layout import Lake
 from tests.extract.conftest import lake_digest, query
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cja_audiences.extract.synthetic import generate_synthetic, main
-from cja_audiences.lake import Lake
-from cja_audiences.schema import EVENT_SCHEMA, EVENT_TYPES, PERSON_SCHEMA
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.schema import EVENT_SCHEMA, EVENT_TYPES, PERSON_SCHEMA
 
 END = date(2026, 11, 27)
 

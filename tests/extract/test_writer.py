@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cja_audiences.extract.writer import ExtractRejected, PartitionWriter
-from cja_audiences.lake import Lake
-from cja_audiences.schema import EVENT_SCHEMA
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.schema import EVENT_SCHEMA
 from tests.extract.conftest import END, generate_synthetic, lake_digest, query
 
 

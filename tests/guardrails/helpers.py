@@ -9,9 +9,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cja_audiences.schema import MEMBER_SCHEMA
+from cja_audiences.lake.schema import MEMBER_SCHEMA
 from cja_audiences.settings import Settings
-from cja_audiences.specs import AudienceSpec
+from cja_audiences.specs.model import AudienceSpec
 
 Member = tuple[str, str, str]
 

@@ -9,17 +9,11 @@ import pytest
 import yaml
 
 from cja_audiences.diff import diff_members
-from cja_audiences.guardrails import (
-    DEFAULTS,
-    HARD,
-    AudienceGuardrails,
-    check_run,
-    check_spec,
-    count_segments,
-    refresh_due,
-)
-from cja_audiences.lake import read_run_record
-from cja_audiences.specs import SpecError, load_spec
+from cja_audiences.guardrails import check_run, check_spec, count_segments
+from cja_audiences.lake.layout import read_run_record
+from cja_audiences.specs.calendar import refresh_due
+from cja_audiences.specs.limits import DEFAULTS, HARD, AudienceGuardrails
+from cja_audiences.specs.model import SpecError, load_spec
 from tests.guardrails.helpers import (
     ecid,
     make_settings,

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from cja_audiences import snapshots
-from cja_audiences.aep.publish import publish_run
 from cja_audiences.cli.main import main
 from cja_audiences.diff import diff_members
-from cja_audiences.lake import Lake
+from cja_audiences.lake.layout import Lake
+from cja_audiences.publish.streaming import publish_run
 from cja_audiences.settings import get_settings
-from tests.aep.conftest import fast_options, held, identities, make_spec, member_table
-from tests.aep.conftest import write_members as write_aep_members
+from tests.publish.helpers import fast_options, held, identities, make_spec, member_table
+from tests.publish.helpers import write_members as write_aep_members
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cja_audiences.settings import Settings, settings_from_env
-from cja_audiences.specs import AudienceSpec, SpecError, load_spec, spec_paths
+from cja_audiences.specs.model import AudienceSpec, SpecError, load_spec, spec_paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,7 +99,7 @@ def _params(pairs: list[str]) -> dict[str, Any]:
 
 
 def _latest_event_date(settings: Settings) -> date:
-    from cja_audiences.lake import Lake
+    from cja_audiences.lake.layout import Lake
 
     days = sorted(p.name.removeprefix("date=") for p in Lake(settings.home).events.glob("date=*"))
     return date.fromisoformat(days[-1]) if days else datetime.now(UTC).date()
@@ -182,7 +182,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, write: bool) -> int:
     from cja_audiences.compute import AudienceError, compute_audience, evaluate_audience
-    from cja_audiences.lake import Lake
+    from cja_audiences.lake.layout import Lake
 
     settings = _settings(args)
     try:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from cja_audiences import snapshots
-from cja_audiences.lake import Lake, safe_name
+from cja_audiences.lake.layout import Lake, safe_name
 from cja_audiences.settings import Settings, get_settings
-from cja_audiences.specs import SpecError, spec_by_id
+from cja_audiences.specs.model import SpecError, spec_by_id
 
 LIST_COLUMNS = ("run_id", "created_at", "status", "size", "entered", "exited", "rollback_of")
 
@@ -132,8 +132,8 @@ def _no_publish(run_dir: Path) -> dict[str, Any]:
 
 def _publisher(settings: Settings, audience_id: str) -> Callable[[Path], dict[str, Any]]:
     """publish_run with the configured AEP connection (imported here: only rollback needs it)."""
-    from cja_audiences.adobe_auth import AdobeConfig
-    from cja_audiences.aep import publish_run
+    from cja_audiences.adobe.auth import AdobeConfig
+    from cja_audiences.publish import publish_run
 
     spec = spec_by_id(settings.audiences_dir, audience_id)
     config = AdobeConfig.from_env(settings.aep_conn_id)

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cja_audiences.schema import EVENT_SCHEMA
+from cja_audiences.lake.schema import EVENT_SCHEMA
 
 DEFAULT_NAMESPACE = "ECID"
 DEFAULT_LIST_SEPARATOR = ","

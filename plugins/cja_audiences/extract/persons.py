@@ -13,8 +13,8 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from cja_audiences.lake import Lake, write_parquet
-from cja_audiences.schema import IDENTITY_COLUMNS, PERSON_SCHEMA
+from cja_audiences.lake.layout import Lake, write_parquet
+from cja_audiences.lake.schema import IDENTITY_COLUMNS, PERSON_SCHEMA
 
 PERSONS_FILE = "persons.parquet"
 

@@ -32,11 +32,11 @@ import duckdb
 import pyarrow as pa
 import requests
 
-from cja_audiences.adobe_auth import AdobeConfig, get_token, invalidate_token
-from cja_audiences.aep.http import parse_retry_after
+from cja_audiences.adobe.auth import AdobeConfig, get_token, invalidate_token
+from cja_audiences.adobe.http import parse_retry_after
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.writer import Mode
-from cja_audiences.lake import Lake, read_json, write_json
+from cja_audiences.lake.layout import Lake, read_json, write_json
 
 REQUESTS_PER_WINDOW = 12
 RATE_WINDOW_S = 6.0

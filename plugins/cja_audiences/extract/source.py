@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from cja_audiences.extract.normalize import DEFAULT_LIST_SEPARATOR, DEFAULT_NAMESPACE
 from cja_audiences.extract.writer import Mode, PartitionWriter
-from cja_audiences.lake import Lake
+from cja_audiences.lake.layout import Lake
 
 
 class Source(Protocol):

@@ -38,8 +38,8 @@ import duckdb
 
 from cja_audiences.extract.persons import PERSONS_FILE
 from cja_audiences.extract.publish import partition_rows, publish_partitions, staging_dir
-from cja_audiences.lake import Lake, atomic_path
-from cja_audiences.schema import EVENT_TYPES
+from cja_audiences.lake.layout import Lake, atomic_path
+from cja_audiences.lake.schema import EVENT_TYPES
 
 # Calibration: events per drawn session of the funnel below (measured; about 5 % of drawn
 # sessions fall on an occupied slot and are dropped). Turns the

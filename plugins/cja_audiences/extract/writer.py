@@ -46,8 +46,8 @@ from cja_audiences.extract.normalize import (
 )
 from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
-from cja_audiences.lake import Lake, atomic_path, safe_name
-from cja_audiences.schema import EVENT_SCHEMA
+from cja_audiences.lake.layout import Lake, atomic_path, safe_name
+from cja_audiences.lake.schema import EVENT_SCHEMA
 
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from cja_audiences.schema import EVENT_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.schema import EVENT_SCHEMA, PERSON_SCHEMA
 
 # Columns every compiled query reads regardless of the filter.
 KEY_COLUMNS = ("person_id", "timestamp", "event_id")

@@ -443,7 +443,7 @@ def glob_to_like(pattern: Any) -> str:
 def fetch_definition(config: Any, segment_id: str) -> dict[str, Any]:
     """GET {base_url}/segments/{id}?expansion=definition through the platform client (IMS
     headers, one token refresh on 401, backoff on 429 and 5xx)."""
-    from cja_audiences.aep.http import PlatformClient, PlatformError, TokenProvider
+    from cja_audiences.adobe.http import PlatformClient, PlatformError, TokenProvider
 
     where = f"segment {segment_id}"
     try:

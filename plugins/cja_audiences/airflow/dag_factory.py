@@ -1,0 +1,251 @@
+"""Builds one Airflow DAG per audience spec, and the DAG that refreshes a chosen set at once.
+
+DAG files call these; all wiring lives here so every audience DAG looks the same. Parsing
+stays cheap: specs are YAML + pydantic, nothing here touches the lake or the network.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    task,
+    task_group,
+)
+
+from cja_audiences import guardrails
+from cja_audiences.airflow.operators.aep import AEPProfilePublishOperator
+from cja_audiences.airflow.operators.audience import (
+    AudienceCommitOperator,
+    AudienceComputeOperator,
+    AudienceDiffOperator,
+    AudienceGuardrailsOperator,
+    RefreshGateOperator,
+    record_failure,
+)
+from cja_audiences.airflow.sensors.lake import LakeFreshnessSensor
+from cja_audiences.settings import Settings
+from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs
+
+DAG_PREFIX = "cja_audience__"
+PUBLISH_POOL = "aep_publish"
+DEFAULT_ARGS = {
+    "owner": "cja-audiences",
+    "retries": 1,
+    "retry_delay": timedelta(minutes=1),
+    "on_failure_callback": record_failure,
+}
+
+
+class InvalidSpecs(Exception):
+    """Raised by the errors DAG file so the UI lists every unusable spec in one import error."""
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        lines = "\n".join(f"- {error}" for error in errors)
+        super().__init__(f"{len(errors)} audience spec(s) cannot be scheduled:\n{lines}")
+
+
+def load_schedulable_specs(settings: Settings) -> tuple[list[AudienceSpec], list[SpecError]]:
+    """Specs that load and pass the spec-level guardrails; the rest become errors."""
+    specs, errors = load_specs(settings.audiences_dir)
+    good: list[AudienceSpec] = []
+    for spec in specs:
+        report = guardrails.check_spec(spec, settings, all_specs=specs)
+        if report.blocked:
+            errors.append(SpecError(spec.source_path, report.message))
+        else:
+            good.append(spec)
+    return good, errors
+
+
+def cron_for(spec: AudienceSpec) -> str | None:
+    """CJA anchors refreshes to the first publish: time of day, weekday, day of month."""
+    start = spec.refresh.start
+    minute, hour = start.minute, start.hour
+    match spec.refresh.frequency:
+        case "every_4_hours":
+            hours = ",".join(str(h) for h in range(hour % 4, 24, 4))
+            return f"{minute} {hours} * * *"
+        case "daily":
+            return f"{minute} {hour} * * *"
+        case "weekly":
+            return f"{minute} {hour} * * {start.isoweekday() % 7}"
+        case "monthly":  # days 29-31 do not exist every month: anchor to the 28th at most
+            return f"{minute} {hour} {min(start.day, 28)} * *"
+    return None  # one_time: manual runs only
+
+
+def schedule_for(spec: AudienceSpec, new_data: Asset | None) -> Any:
+    """The refresh timetable, or-ed with new data landing (the refresh gate still applies)."""
+    cron = cron_for(spec)
+    if cron is None:
+        return None
+    timetable = CronTriggerTimetable(cron, timezone="UTC")
+    if new_data is None:
+        return timetable
+    return AssetOrTimeSchedule(timetable=timetable, assets=[new_data])
+
+
+def refresh_params(spec: AudienceSpec | None = None) -> dict[str, Param]:
+    """The trigger form: every field validated by the form before a run is created."""
+    default_lookback = spec.refresh.lookback_days if spec else None
+    return {
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            section="Run mode",
+            description="Compute, check and diff; report what would be sent; "
+            "send and commit nothing.",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force",
+            section="Run mode",
+            description="Refresh even if the audience's frequency does not allow it "
+            "yet (the refresh-frequency guard).",
+        ),
+        "full_republish": Param(
+            False,
+            type="boolean",
+            title="Full republish",
+            section="Run mode",
+            description="Send every member as realized, not only changes "
+            "(for a new sandbox or a repair).",
+        ),
+        "lookback_days": Param(
+            default_lookback,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=90,
+            title="Lookback days",
+            section="Window",
+            description="Days of history evaluated (1-90). Empty: the spec's.",
+        ),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="As of",
+            section="Window",
+            description="Last day of the window (YYYY-MM-DD). Empty: yesterday.",
+        ),
+    }
+
+
+def doc_md(spec: AudienceSpec) -> str:
+    f = spec.filter
+    how = {
+        "template": f"Jinja template `{f.template}`",
+        "rules": "declarative rules",
+        "segment": f"CJA segment definition `{f.segment}`",
+    }[f.kind]
+    window = (
+        f"{spec.refresh.lookback_days}-day lookback"
+        if spec.refresh.lookback_days
+        else f"{spec.refresh.date_range.start} to {spec.refresh.date_range.end}"
+    )
+    return "\n".join(
+        [
+            f"# {spec.name}",
+            spec.description or "",
+            "",
+            f"* **Audience id**: `{spec.id}` (spec: `{spec.source_path}`)",
+            f"* **Filter**: {how}",
+            f"* **Identity**: {spec.identity.namespace}",
+            f"* **Refresh**: {spec.refresh.frequency}, {window}, expires {spec.refresh.expires or '-'}",
+            f"* **Guardrails**: {spec.guardrails.model_dump(exclude_none=True) or 'defaults'}",
+            f"* **Rendered SQL**: [/cja-audiences/audiences/{spec.id}/sql]"
+            f"(/cja-audiences/audiences/{spec.id}/sql) or `python -m cja_audiences render {spec.id}`",
+        ]
+    )
+
+
+def add_refresh_tasks(audience_id: Any, aep_conn_id: str) -> Any:
+    """gate -> freshness -> compute -> diff -> guardrails -> publish -> commit; returns gate."""
+    gate = RefreshGateOperator(task_id="refresh_gate", audience_id=audience_id)
+    fresh = LakeFreshnessSensor(task_id="wait_for_data", audience_id=audience_id)
+    computed = AudienceComputeOperator(task_id="compute", audience_id=audience_id)
+    diffed = AudienceDiffOperator(task_id="diff", audience_id=audience_id)
+    checked = AudienceGuardrailsOperator(task_id="guardrails", audience_id=audience_id, retries=0)
+    published = AEPProfilePublishOperator(
+        task_id="publish",
+        audience_id=audience_id,
+        aep_conn_id=aep_conn_id,
+        pool=PUBLISH_POOL,
+        retries=3,
+        retry_delay=timedelta(seconds=30),
+        retry_exponential_backoff=True,
+    )
+    committed = AudienceCommitOperator(task_id="commit", audience_id=audience_id)
+    gate >> fresh >> computed >> diffed >> checked >> published >> committed
+    return gate
+
+
+def build_audience_dag(spec: AudienceSpec, settings: Settings, new_data: Asset | None) -> DAG:
+    expires = spec.refresh.expires
+    with DAG(
+        dag_id=f"{DAG_PREFIX}{spec.id}",
+        dag_display_name=f"Audience: {spec.name}",
+        description=(spec.description or spec.name)[:200],
+        schedule=schedule_for(spec, new_data),
+        # No start_date: Airflow would create empty manual runs before it (the UI form's
+        # logical date is now); the refresh gate skips scheduled runs before refresh.start.
+        end_date=datetime.combine(expires, time.max, tzinfo=UTC) if expires else None,
+        catchup=False,
+        max_active_runs=1,  # runs of one audience diff against each other: never overlap
+        tags=["cja-audience", spec.refresh.frequency, *spec.tags],
+        default_args=DEFAULT_ARGS,
+        params=refresh_params(spec),
+        doc_md=doc_md(spec),
+    ) as dag:
+        add_refresh_tasks(spec.id, settings.aep_conn_id)
+    return dag
+
+
+def build_all_dag(specs: list[AudienceSpec], settings: Settings) -> DAG:
+    """Refreshes a chosen set of audiences at once, one mapped task group per audience."""
+    ids = [s.id for s in specs]
+    params = refresh_params()
+    params["audiences"] = Param(
+        ids,
+        type="array",
+        items={"type": "string", "enum": ids or [""]},
+        title="Audiences",
+        section="Audiences",
+        uniqueItems=True,
+        description="Which audiences to refresh (default: all).",
+    )
+    with DAG(
+        dag_id="cja_audiences_all",
+        dag_display_name="Audiences: refresh a set",
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        tags=["cja-audience", "manual"],
+        default_args=DEFAULT_ARGS,
+        params=params,
+        doc_md="Refresh several audiences in one run (one mapped group per audience).",
+    ) as dag:
+
+        @task
+        def chosen_audiences(params: dict[str, Any] | None = None) -> list[str]:
+            chosen = list((params or {}).get("audiences") or [])
+            unknown = sorted(set(chosen) - set(ids))
+            if unknown:
+                raise ValueError(f"unknown audience ids {unknown}; known: {ids}")
+            return chosen
+
+        @task_group(group_id="refresh")
+        def refresh(audience_id: str) -> None:
+            add_refresh_tasks(audience_id, settings.aep_conn_id)
+
+        refresh.expand(audience_id=chosen_audiences())
+    return dag

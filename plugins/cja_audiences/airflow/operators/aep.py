@@ -1,0 +1,147 @@
+"""The publish task: sends a run's membership changes to AEP through :class:`AEPHook`.
+
+By default it publishes the current DAG run's folder (as the other stage operators do);
+``run_dir`` points it at any run folder instead. A task retry resumes from the run's ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from cja_audiences.airflow.hooks.aep import AEPHook
+from cja_audiences.lake.layout import read_run_record
+from cja_audiences.publish.streaming import DeadLetterThresholdExceeded, PublishOptions
+from cja_audiences.refresh import summarize
+from cja_audiences.settings import get_settings
+from cja_audiences.specs.model import spec_by_id
+
+
+class AEPAudienceLink(BaseOperatorLink):
+    """Opens the published audience in the AEP UI (computed on the worker after execute)."""
+
+    name = "AEP audience"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        return getattr(operator, "audience_url", None) or ""
+
+
+class AEPProfilePublishOperator(BaseOperator):
+    """Publish one audience run to AEP; returns the publish summary (small, for XCom).
+
+    :param audience_id: the spec id (templated).
+    :param aep_conn_id: the AEP connection (templated).
+    :param run_dir: run folder to publish; default: this DAG run's folder (templated).
+    :param full_republish: send the whole membership as realized; default: the run's
+        ``full_republish`` param (templated).
+    :param dry_run: encode and check everything, send nothing; default: the run's param.
+    :param decommission: send every member of the last committed run as exited and mark
+        the AEP audience inactive (it is never deleted).
+    :param chunk_size: records per ledger chunk (resume granularity).
+    :param max_dead_letter_share: fail when more than this share of records is refused.
+    """
+
+    template_fields: Sequence[str] = (
+        "audience_id",
+        "aep_conn_id",
+        "run_dir",
+        "full_republish",
+        "dry_run",
+        "decommission",
+    )
+    operator_extra_links = (AEPAudienceLink(),)
+    ui_color = "#ffe4e4"
+
+    def __init__(
+        self,
+        *,
+        audience_id: str,
+        aep_conn_id: str = AEPHook.default_conn_name,
+        run_dir: str | None = None,
+        full_republish: bool | str | None = None,
+        dry_run: bool | str | None = None,
+        decommission: bool | str = False,
+        chunk_size: int | None = None,
+        max_dead_letter_share: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.audience_id = audience_id
+        self.aep_conn_id = aep_conn_id
+        self.run_dir = run_dir
+        self.full_republish = full_republish
+        self.dry_run = dry_run
+        self.decommission = decommission
+        self.chunk_size = chunk_size
+        self.max_dead_letter_share = max_dead_letter_share
+        self.audience_url: str | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        spec, run_dir, full_republish, dry_run = self._target(context)
+        hook = AEPHook(aep_conn_id=self.aep_conn_id)
+        try:
+            if _flag(self.decommission):
+                summary = hook.decommission(spec, run_dir, dry_run=dry_run, options=self._options())
+            else:
+                summary = hook.publish(
+                    spec,
+                    run_dir,
+                    full_republish=full_republish,
+                    dry_run=dry_run,
+                    options=self._options(),
+                )
+        except DeadLetterThresholdExceeded as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would refuse them again
+        self.audience_url = (summary.get("audience") or {}).get("url")
+        self.log.info(
+            "audience %s: %s of %s records acknowledged this run, %s dead-lettered, "
+            "%s requests, %s records/s",
+            spec.id,
+            summary.get("acknowledged", 0),
+            summary.get("records"),
+            summary.get("dead_lettered", 0),
+            summary.get("requests"),
+            summary.get("records_per_s"),
+        )
+        self.log.info("%s", summarize(read_run_record(run_dir), run_dir))
+        return summary
+
+    def _target(self, context: Context) -> tuple[Any, Path, bool, bool]:
+        """(spec, run folder, full_republish, dry_run) from arguments or the DAG run."""
+        if self.run_dir:
+            spec = spec_by_id(get_settings().audiences_dir, self.audience_id)
+            return spec, Path(self.run_dir), _flag(self.full_republish), _flag(self.dry_run)
+        from cja_audiences.airflow.operators.audience import audience_refresh
+
+        refresh = audience_refresh(self.audience_id, context)
+        run_dir = refresh.run_dir
+        if _flag(self.decommission):
+            run_dir = refresh.previous_run_dir
+            if run_dir is None:
+                raise AirflowFailException(
+                    f"audience {self.audience_id} has no committed run: nothing to decommission"
+                )
+        full = (
+            refresh.request.full_republish if self.full_republish is None else self.full_republish
+        )
+        dry = refresh.request.dry_run if self.dry_run is None else self.dry_run
+        return refresh.spec, run_dir, _flag(full), _flag(dry)
+
+    def _options(self) -> PublishOptions | None:
+        overrides: dict[str, Any] = {}
+        if self.chunk_size is not None:
+            overrides["chunk_size"] = self.chunk_size
+        if self.max_dead_letter_share is not None:
+            overrides["max_dead_letter_share"] = self.max_dead_letter_share
+        return PublishOptions(**overrides) if overrides else None
+
+
+def _flag(value: Any) -> bool:
+    """A templated flag: rendered templates are strings unless rendered as native objects."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes", "on"}
+    return bool(value)

@@ -1,0 +1,129 @@
+"""Operators for the stages of an audience refresh: each reads context, calls the core.
+
+The work lives in :mod:`cja_audiences.refresh`; these only turn an Airflow context into a
+:class:`RefreshRequest`, map outcomes to Airflow states, and return a small summary for XCom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from cja_audiences.refresh import AudienceRefresh, GuardrailBlocked, RefreshRequest
+from cja_audiences.settings import get_settings
+from cja_audiences.specs.model import spec_by_id
+
+
+def last_complete_day(context: Context) -> date:
+    """The day before the run's end (or its start time, for manual and event runs), in UTC."""
+    moment = context.get("data_interval_end") or context["dag_run"].run_after
+    return moment.date() - timedelta(days=1)
+
+
+def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
+    settings = get_settings()
+    spec = spec_by_id(settings.audiences_dir, audience_id)
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    request = RefreshRequest.from_params(
+        context["run_id"],
+        dict(context["params"]),
+        default_as_of=last_complete_day(context),
+        scheduled=getattr(run_type, "value", run_type) == "scheduled",
+    )
+    return AudienceRefresh(spec, settings, request)
+
+
+def record_failure(context: Context) -> None:
+    """``on_failure_callback`` of audience tasks: run.json names the failed stage and reason."""
+    audience_id = getattr(context["task"], "audience_id", None)
+    if not isinstance(audience_id, str):
+        return
+    refresh = audience_refresh(audience_id, context)
+    refresh.record_failure(context["ti"].task_id, str(context.get("exception") or "unknown"))
+    context["task"].log.error("%s", refresh.summary())
+
+
+class AudienceStageOperator(BaseOperator):
+    """Base for one stage of one audience's refresh; subclasses implement :meth:`run_stage`."""
+
+    template_fields: Sequence[str] = ("audience_id",)
+
+    def __init__(self, *, audience_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.audience_id = audience_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self.run_stage(audience_refresh(self.audience_id, context))
+
+    def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class RefreshGateOperator(AudienceStageOperator):
+    """Skips the run (and everything after it) when a refresh is not allowed yet."""
+
+    ui_color = "#f0e4ff"
+
+    def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        verdict = refresh.gate()
+        if not verdict["due"]:
+            raise AirflowSkipException(verdict["reason"])
+        self.log.info("refresh allowed: %s", verdict["reason"])
+        return verdict
+
+
+class AudienceComputeOperator(AudienceStageOperator):
+    """Computes the members; a segment given by id is fetched through the CJA connection
+    (any Airflow secrets backend, secret masked), not only from the environment."""
+
+    ui_color = "#e4f0ff"
+
+    def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        segment = refresh.spec.filter.segment
+        definition = None
+        if segment is not None and segment.id is not None:
+            from cja_audiences.airflow.hooks.cja import CJAHook
+            from cja_audiences.filters.segment import fetch_definition
+
+            config = CJAHook(cja_conn_id=refresh.settings.cja_conn_id).get_config()
+            definition = fetch_definition(config, segment.id)
+        result = refresh.compute(definition=definition)
+        return {k: result.get(k) for k in ("size", "members_path", "window", "elapsed_s")}
+
+
+class AudienceDiffOperator(AudienceStageOperator):
+    ui_color = "#e4fff0"
+
+    def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        return refresh.diff()
+
+
+class AudienceGuardrailsOperator(AudienceStageOperator):
+    """Fails (without retries) when a guardrail blocks: retrying would block again."""
+
+    ui_color = "#fff4e4"
+
+    def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        try:
+            report = refresh.check()
+        except GuardrailBlocked as exc:
+            raise AirflowFailException(str(exc)) from None
+        warnings = [c["message"] for c in report["checks"] if c["verdict"] == "warn"]
+        for warning in warnings:
+            self.log.warning("guardrail warning: %s", warning)
+        return {"blocked": False, "warnings": len(warnings)}
+
+
+class AudienceCommitOperator(AudienceStageOperator):
+    """Moves the audience's current snapshot, then logs the run's summary."""
+
+    ui_color = "#e8ffe4"
+
+    def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        result = refresh.commit()
+        self.log.info("%s", refresh.summary())
+        return result

@@ -1,0 +1,421 @@
+"""Publish one run's membership changes to AEP: register, stream, ledger, dead letters.
+
+``publish_run`` is the stage function of the contract (CONTRACTS.md). It sends entered
+members as ``realized`` and exited members as ``exited``; ``full_republish`` sends the whole
+membership as realized (a new sandbox, a repair). ``decommission_run`` sends every member as
+exited and marks the AEP audience inactive. Every mode resumes from ``run_dir/ledger``.
+The run fails, and the snapshot must not be committed, when dead letters exceed
+``max_dead_letter_share`` of the records (default 0.1%).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from cja_audiences.adobe.audiences import (
+    audience_url,
+    deactivate_audience,
+    ensure_audience,
+    find_audience,
+)
+from cja_audiences.adobe.auth import AdobeConfig
+from cja_audiences.adobe.http import PlatformClient, TokenProvider
+from cja_audiences.adobe.records import (
+    STATUS_EXITED,
+    STATUS_REALIZED,
+    InvalidRecord,
+    RecordFactory,
+    qualification_time,
+)
+from cja_audiences.adobe.sender import (
+    Failure,
+    Item,
+    SendOptions,
+    SendStats,
+    StreamingSender,
+    pack,
+    shared_bucket,
+)
+from cja_audiences.lake.layout import update_run_record, write_parquet
+from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
+
+DEFAULT_CHUNK_SIZE = 5_000
+DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
+DEAD_LETTER_FILE = "dead_letter.parquet"
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("chunk", pa.string(), nullable=False),
+        pa.field("person_id", pa.string(), nullable=False),
+        pa.field("namespace", pa.string(), nullable=False),
+        pa.field("identity", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # realized | exited
+        pa.field("status_code", pa.int32()),  # AEP's status; null when refused before sending
+        pa.field("message", pa.string(), nullable=False),
+    ]
+)
+
+# mode -> inputs as (kind, file in the run folder, membership status, required)
+PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
+    "delta": (
+        ("entered", "entered.parquet", STATUS_REALIZED, True),
+        ("exited", "exited.parquet", STATUS_EXITED, True),
+    ),
+    "full": (
+        ("members", "members.parquet", STATUS_REALIZED, True),
+        ("exited", "exited.parquet", STATUS_EXITED, False),
+    ),
+    "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
+}
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """Publish knobs; ``send`` defaults to the connection's concurrency, rate and timeout."""
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_dead_letter_share: float = DEFAULT_MAX_DEAD_LETTER_SHARE
+    send: SendOptions | None = None
+
+    def send_options(self, config: AdobeConfig) -> SendOptions:
+        return self.send or SendOptions(
+            concurrency=config.concurrency, rate_limit=config.rate_limit, timeout=config.timeout
+        )
+
+
+class PublishError(RuntimeError):
+    """The publish did not complete; the ledger keeps what was acknowledged."""
+
+
+class DeadLetterThresholdExceeded(PublishError):
+    """Too many records were refused: do not commit the snapshot."""
+
+
+def publish_run(
+    config: AdobeConfig,
+    spec: Any,
+    run_dir: Path,
+    *,
+    full_republish: bool = False,
+    dry_run: bool = False,
+    options: PublishOptions | None = None,
+    tokens: TokenProvider | None = None,
+) -> dict[str, Any]:
+    """Send the run's entered (realized) and exited (exited) members; see the module doc."""
+    mode = "full" if full_republish else "delta"
+    return _Publish(config, spec, Path(run_dir), mode, options, tokens).run(dry_run)
+
+
+def decommission_run(
+    config: AdobeConfig,
+    spec: Any,
+    run_dir: Path,
+    *,
+    dry_run: bool = False,
+    options: PublishOptions | None = None,
+    tokens: TokenProvider | None = None,
+) -> dict[str, Any]:
+    """Send every member of ``run_dir`` (the last committed run) as exited, then mark the
+    AEP audience inactive. The audience is never deleted."""
+    return _Publish(config, spec, Path(run_dir), "decommission", options, tokens).run(dry_run)
+
+
+@dataclass
+class _ChunkWork:
+    chunk: Chunk
+    refused: list[Failure] = field(default_factory=list)  # before sending: invalid, oversize
+
+
+class _Publish:
+    def __init__(
+        self,
+        config: AdobeConfig,
+        spec: Any,
+        run_dir: Path,
+        mode: str,
+        options: PublishOptions | None,
+        tokens: TokenProvider | None,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.run_dir = run_dir
+        self.mode = mode
+        self.options = options or PublishOptions()
+        self.send_options = self.options.send_options(config)
+        self.tokens = tokens or TokenProvider(config)
+        self.inputs = self._inputs()
+        self.kinds = {kind for kind, *_ in self.inputs}
+        self.total = sum(
+            count_chunks(path, self.options.chunk_size)[0] for _, path, _ in self.inputs
+        )
+        self.allowed_dead = math.floor(self.options.max_dead_letter_share * self.total)
+        self.ledger = Ledger(run_dir)
+        self.session = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.stats = SendStats()
+        self.acknowledged_now = {"chunks": 0, "records": 0}
+        self.dead = 0
+
+    def _inputs(self) -> list[tuple[str, Path, str]]:
+        found = []
+        for kind, name, status, required in PLANS[self.mode]:
+            path = self.run_dir / name
+            if path.exists():
+                found.append((kind, path, status))
+            elif required:
+                raise FileNotFoundError(
+                    f"{path} is missing: a {self.mode} publish needs it "
+                    "(run compute and diff for this run first)"
+                )
+        return found
+
+    # -- the whole publish ------------------------------------------------------------------
+    def run(self, dry_run: bool) -> dict[str, Any]:
+        if dry_run:
+            return self._dry_run()
+        started = time.monotonic()
+        audience: dict[str, Any] | None = None
+        before: dict[str, int] | None = None
+        try:
+            audience = self._register()
+            manifest = self.ledger.open(self.options.chunk_size, self._fingerprints())
+            before = self._ledger_totals()
+            self.dead = before["dead"]
+            self._send(manifest)
+            if self.dead > self.allowed_dead:  # e.g. all left by an earlier session
+                raise DeadLetterThresholdExceeded(self._threshold_message(self.dead))
+            if self.mode == "decommission":
+                audience = {**audience, **(self._deactivate() or {})}
+        except BaseException as exc:
+            failed = self._summary(started, audience, before, status="failed")
+            failed["error"] = f"{type(exc).__name__}: {exc}"
+            self._record(failed)
+            raise
+        summary = self._summary(started, audience, before, status="ok")
+        self._record(summary)
+        return summary
+
+    def _register(self) -> dict[str, Any]:
+        with PlatformClient(self.config, self.tokens) as client:
+            if self.mode == "decommission":
+                found = find_audience(client, self.spec.id)
+                return {"id": found and found.get("id"), "audienceId": self.spec.id}
+            return ensure_audience(
+                client, self.spec, segment_namespace=self.config.segment_namespace
+            )
+
+    def _deactivate(self) -> dict[str, Any] | None:
+        with PlatformClient(self.config, self.tokens) as client:
+            return deactivate_audience(client, self.spec.id)
+
+    def _fingerprints(self) -> dict[str, dict[str, Any]]:
+        now = qualification_time()
+        return {
+            kind: {**fingerprint(path), "qualification_time": now} for kind, path, _ in self.inputs
+        }
+
+    def _send(self, manifest: dict[str, Any]) -> None:
+        factories = {
+            kind: self._factory(manifest["inputs"][kind]["qualification_time"])
+            for kind in self.kinds
+        }
+        sender = StreamingSender(
+            self.config,
+            self.send_options,
+            self.tokens,
+            self.stats,
+            shared_bucket(self.config.org_id, self.send_options.rate_limit),
+        )
+        try:
+            sender.run(self._work(factories), self._chunk_done)
+        finally:
+            sender.close()
+
+    def _factory(self, when: str) -> RecordFactory:
+        return RecordFactory(
+            org_id=self.config.org_id,
+            dataset_id=self.config.dataset_id,
+            schema_id=self.config.schema_id,
+            segment_namespace=self.config.segment_namespace,
+            audience_id=self.spec.id,
+            qualification_time=when,
+        )
+
+    def _work(
+        self, factories: dict[str, RecordFactory]
+    ) -> Iterator[tuple[_ChunkWork, list[list[Item]]]]:
+        """Chunks not yet acknowledged, encoded and packed; skipped ones are never encoded."""
+        for kind, path, status in self.inputs:
+            for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
+                if self.ledger.is_acknowledged(chunk.id):
+                    continue
+                work, items = _encode(chunk, factories[kind])
+                requests_, oversize = pack(items, self.send_options.byte_budget)
+                work.refused += [
+                    Failure(key, None, f"record of {len(data)} bytes exceeds the request budget")
+                    for key, data in oversize
+                ]
+                yield work, requests_
+
+    def _chunk_done(self, work: _ChunkWork, failures: list[Failure], requests_: int) -> None:
+        """Write the chunk's ledger entry (atomically) before it counts as acknowledged."""
+        chunk = work.chunk
+        dead = work.refused + failures
+        self.ledger.acknowledge(
+            {
+                "chunk": chunk.id,
+                "kind": chunk.kind,
+                "index": chunk.index,
+                "status": chunk.status,
+                "records": len(chunk),
+                "acknowledged": len(chunk) - len(dead),
+                "dead_letters": _dead_letter_rows(chunk, dead),
+                "requests": requests_,
+                "session": self.session,
+                "acknowledged_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            }
+        )
+        self.acknowledged_now["chunks"] += 1
+        self.acknowledged_now["records"] += len(chunk) - len(dead)
+        self.dead += len(dead)
+        if self.dead > self.allowed_dead:
+            raise DeadLetterThresholdExceeded(self._threshold_message(self.dead))
+
+    def _threshold_message(self, dead: int) -> str:
+        return (
+            f"{dead} of {self.total} records were refused by AEP, more than the allowed "
+            f"{self.options.max_dead_letter_share:.3%} ({self.allowed_dead}); see "
+            f"{self.run_dir / DEAD_LETTER_FILE} for each record's status and message. "
+            "The snapshot must not be committed."
+        )
+
+    # -- results ----------------------------------------------------------------------------
+    def _ledger_totals(self) -> dict[str, int]:
+        totals = {"chunks": 0, "records": 0, "acknowledged": 0, "dead": 0}
+        for entry in self.ledger.entries(self.kinds):
+            totals["chunks"] += 1
+            totals["records"] += entry["records"]
+            totals["acknowledged"] += entry["acknowledged"]
+            totals["dead"] += len(entry["dead_letters"])
+        return totals
+
+    def _summary(
+        self,
+        started: float,
+        audience: dict[str, Any] | None,
+        before: dict[str, int] | None,
+        status: str,
+    ) -> dict[str, Any]:
+        elapsed = time.monotonic() - started
+        after = self._ledger_totals() if self.ledger.dir.exists() else None
+        dead_path = self._write_dead_letters()
+        chunk_total = sum(
+            count_chunks(path, self.options.chunk_size)[1] for _, path, _ in self.inputs
+        )
+        aep_id = (audience or {}).get("id")
+        return {
+            "status": status,
+            "mode": self.mode,
+            "session": self.session,
+            "records": self.total,
+            "skipped": before["records"] if before else 0,
+            "sent": self.stats.sent,
+            "acknowledged": self.acknowledged_now["records"],
+            "acknowledged_total": after["acknowledged"] if after else 0,
+            "retried": self.stats.retried,
+            "dead_lettered": after["dead"] if after else 0,
+            "dead_letter_path": str(dead_path) if dead_path else None,
+            "requests": self.stats.requests,
+            "splits": self.stats.splits,
+            "token_refreshes": self.stats.token_refreshes,
+            "chunks": {
+                "total": chunk_total,
+                "acknowledged_before": before["chunks"] if before else 0,
+                "acknowledged_now": self.acknowledged_now["chunks"],
+                "complete": bool(after) and after["chunks"] == chunk_total,
+            },
+            "elapsed_s": round(elapsed, 3),
+            "records_per_s": round(self.stats.sent / elapsed, 1) if elapsed > 0 else 0.0,
+            "audience": {
+                **(audience or {}),
+                "url": audience_url(self.config.org_id, self.config.sandbox, aep_id)
+                if aep_id
+                else None,
+            },
+        }
+
+    def _write_dead_letters(self) -> Path | None:
+        if not self.ledger.dir.exists():
+            return None
+        rows = [row for entry in self.ledger.entries(self.kinds) for row in entry["dead_letters"]]
+        if not rows:
+            return None
+        table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
+        return write_parquet(table, self.run_dir / DEAD_LETTER_FILE)
+
+    def _record(self, summary: dict[str, Any]) -> None:
+        section = "decommission" if self.mode == "decommission" else "publish"
+        update_run_record(self.run_dir, **{section: summary})
+
+    def _dry_run(self) -> dict[str, Any]:
+        """Encode, validate and pack everything without sending; nothing is written."""
+        started = time.monotonic()
+        factory = self._factory(qualification_time())
+        requests_ = refused = 0
+        bytes_ = 0
+        for kind, path, status in self.inputs:
+            for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
+                work, items = _encode(chunk, factory)
+                packed, oversize = pack(items, self.send_options.byte_budget)
+                requests_ += len(packed)
+                refused += len(work.refused) + len(oversize)
+                bytes_ += sum(len(data) for _, data in items)
+        return {
+            "status": "dry_run",
+            "mode": self.mode,
+            "records": self.total,
+            "would_send": self.total - refused,
+            "refused": refused,
+            "requests": requests_,
+            "bytes": bytes_,
+            "elapsed_s": round(time.monotonic() - started, 3),
+        }
+
+
+def _encode(chunk: Chunk, factory: RecordFactory) -> tuple[_ChunkWork, list[Item]]:
+    work = _ChunkWork(chunk)
+    items: list[Item] = []
+    namespaces = chunk.table.column("namespace").to_pylist()
+    identities = chunk.table.column("identity").to_pylist()
+    encode = factory.encode
+    for key, (namespace, identity) in enumerate(zip(namespaces, identities, strict=True)):
+        try:
+            items.append((key, encode(namespace, identity, chunk.status)))
+        except InvalidRecord as exc:
+            work.refused.append(Failure(key, None, f"invalid record: {exc}"))
+    return work, items
+
+
+def _dead_letter_rows(chunk: Chunk, failures: list[Failure]) -> list[dict[str, Any]]:
+    if not failures:
+        return []
+    keys = sorted(failures, key=lambda f: f.key)
+    rows = chunk.table.take([f.key for f in keys]).to_pylist()
+    return [
+        {
+            "chunk": chunk.id,
+            **row,
+            "status": chunk.status,
+            "status_code": failure.status_code,
+            "message": failure.message,
+        }
+        for row, failure in zip(rows, keys, strict=True)
+    ]

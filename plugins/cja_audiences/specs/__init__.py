@@ -1,0 +1,1 @@
+"""Audiences as code: the spec model, the limits it is checked against, the refresh calendar."""

@@ -1,0 +1,266 @@
+"""Audiences as code: one YAML file per audience, validated into a typed spec (DESIGN §4).
+
+Errors name the file, the field and the allowed values. Loading is cheap (YAML + pydantic,
+no SQL), so every DAG file can load every spec at parse time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cja_audiences.filters.fields import EVENT_FIELDS, PERSON_FIELDS
+from cja_audiences.filters.rules import NAME, RuleError, parse_rules
+from cja_audiences.lake.schema import IDENTITY_COLUMNS
+from cja_audiences.specs.limits import AudienceGuardrails
+
+Frequency = Literal["one_time", "every_4_hours", "daily", "weekly", "monthly"]
+ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+TEMPLATE_NAME = r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*\.sql\.j2$"
+SEGMENT_ID = r"^[A-Za-z0-9_\-.]{1,100}$"
+# SQL a computed field may not contain: it is an expression over one event's columns.
+_FORBIDDEN_SQL = re.compile(
+    r";|--|/\*|\b(select|from|join|attach|detach|copy|install|load|pragma|call|create|insert|"
+    r"update|delete|drop|alter|set|export|import|read_\w+|glob|getenv|query\w*)\b",
+    re.IGNORECASE,
+)
+_IDENTITY_SOURCES = sorted(n for n, t in PERSON_FIELDS.items() if str(t) == "string")
+ParamValue = str | int | float | bool | list[str | int | float | bool]
+
+
+class IdentitySpec(_Strict):
+    """Which identity namespace is published, and where each member's value comes from."""
+
+    namespace: str = Field("ECID", description="AEP identity namespace code: ECID, Email, CRMID")
+    source: str | None = Field(None, description="persons column; default by namespace")
+    hash_email: bool = Field(False, description="send Email values as SHA-256 hashes")
+
+    @model_validator(mode="after")
+    def _source(self) -> IdentitySpec:
+        if self.source is None and self.namespace not in IDENTITY_COLUMNS:
+            raise ValueError(
+                f"namespace {self.namespace!r} has no default persons column; use one of "
+                f"{', '.join(IDENTITY_COLUMNS)} or set identity.source to one of "
+                f"{', '.join(_IDENTITY_SOURCES)}"
+            )
+        if self.source is not None and self.source not in _IDENTITY_SOURCES:
+            raise ValueError(
+                f"identity.source {self.source!r} is not a persons column; allowed: "
+                f"{', '.join(_IDENTITY_SOURCES)}"
+            )
+        if self.hash_email and self.namespace != "Email":
+            raise ValueError("hash_email applies only to namespace Email")
+        return self
+
+    @property
+    def column(self) -> str:
+        """The persons column holding this namespace's values."""
+        return self.source or IDENTITY_COLUMNS[self.namespace]
+
+
+class DateRange(_Strict):
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRange:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class RefreshSpec(_Strict):
+    frequency: Frequency = "daily"
+    lookback_days: int | None = Field(None, ge=1, le=90)
+    date_range: DateRange | None = None
+    start: datetime = Field(
+        default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+        description="anchor of the schedule (time of day, weekday, day of month) and creation",
+    )
+    expires: date | None = None
+    extended: bool = Field(False, description="explicit 13-month extension of the expiry")
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @model_validator(mode="after")
+    def _window(self) -> RefreshSpec:
+        if self.frequency == "one_time":
+            if self.date_range is None:
+                raise ValueError("a one_time audience needs refresh.date_range {start, end}")
+        elif self.lookback_days is None:
+            raise ValueError("a refreshing audience needs refresh.lookback_days (1-90)")
+        return self
+
+
+class SegmentRef(_Strict):
+    """A CJA segment definition: a JSON file (relative to the spec's folder, or to
+    include/segments/) or a segment id fetched from the CJA Segments API at compute time."""
+
+    path: str | None = None
+    id: str | None = Field(None, pattern=SEGMENT_ID)
+    mapping: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="data-view mapping overrides: {dimensions: {...}, metrics: {...}}",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SegmentRef:
+        if (self.path is None) == (self.id is None):
+            raise ValueError("give exactly one of segment.path (a JSON file) or segment.id")
+        unknown = set(self.mapping) - {"dimensions", "metrics"}
+        if unknown:
+            raise ValueError(
+                f"unknown mapping keys {sorted(unknown)}; allowed: dimensions, metrics"
+            )
+        return self
+
+
+class FilterSpec(_Strict):
+    """Exactly one of: a Jinja template, declarative rules, or a CJA segment definition."""
+
+    template: str | None = Field(
+        None, pattern=TEMPLATE_NAME, description="file in include/filters/, e.g. x.sql.j2"
+    )
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict, description="values bound as DuckDB parameters; runs may override"
+    )
+    rules: dict[str, Any] | None = None
+    segment: SegmentRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FilterSpec:
+        given = [k for k in ("template", "rules", "segment") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of template, rules or segment (got {given or 'none'})"
+            )
+        bad = [name for name in self.params if not NAME.match(name)]
+        if bad:
+            raise ValueError(f"params {bad}: names are letters, digits and _ (not first)")
+        if self.rules is not None:
+            try:
+                parse_rules(self.rules)
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("template", "rules", "segment") if getattr(self, k) is not None)
+
+
+class AudienceSpec(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    identity: IdentitySpec = Field(default_factory=IdentitySpec)
+    refresh: RefreshSpec
+    filter: FilterSpec
+    computed_fields: dict[str, str] = Field(default_factory=dict)
+    guardrails: AudienceGuardrails = Field(default_factory=AudienceGuardrails)
+
+    source_path: Path | None = Field(None, exclude=True, description="set by the loader")
+
+    @field_validator("computed_fields")
+    @classmethod
+    def _computed(cls, fields: dict[str, str]) -> dict[str, str]:
+        for name, expr in fields.items():
+            if (
+                not NAME.match(name)
+                or name.startswith("_")
+                or name in EVENT_FIELDS
+                or name == "person_id"
+            ):
+                raise ValueError(
+                    f"computed field {name!r}: use a new name of letters, digits and _, starting with a letter "
+                    "(not an event column)"
+                )
+            if not isinstance(expr, str) or not expr.strip() or _FORBIDDEN_SQL.search(expr):
+                raise ValueError(
+                    f"computed field {name!r}: give one SQL expression over event columns "
+                    "(no statements, subqueries, comments or file access)"
+                )
+        return fields
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names the file, the field and the fix."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+def load_spec(path: Path) -> AudienceSpec:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(path, f"not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(path, "the file must hold a mapping of fields (id, name, refresh, ...)")
+    try:
+        spec = AudienceSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(path, _describe(exc)) from None
+    if spec.id != path.stem:
+        raise SpecError(path, f"id {spec.id!r} must equal the file name {path.stem!r}")
+    return spec.model_copy(update={"source_path": path})
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(file)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or fix its spelling"
+        elif err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "string_pattern_mismatch" and field == "id":
+            msg = "use lower-case letters, digits and _ (2-63 chars, starting with a letter)"
+        elif err["type"] == "string_pattern_mismatch" and field == "filter.template":
+            msg = "a file name in include/filters/ ending in .sql.j2 (no '..')"
+        lines.append(f"field {field}: {msg}")
+    return "; ".join(lines)
+
+
+def spec_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.y*ml") if re.fullmatch(r".+\.ya?ml", p.name))
+
+
+def spec_by_id(folder: Path, audience_id: str) -> AudienceSpec:
+    """The spec whose file stem is ``audience_id`` (``.yaml`` or ``.yml``)."""
+    for path in spec_paths(folder):
+        if path.stem == audience_id:
+            return load_spec(path)
+    raise SpecError(
+        folder / f"{audience_id}.yaml",
+        f"no audience spec {audience_id!r} in {folder} (CJA_AUDIENCES_SPECS)",
+    )
+
+
+def load_specs(folder: Path) -> tuple[list[AudienceSpec], list[SpecError]]:
+    """Every spec in ``folder``; a bad file becomes an error and never hides the others."""
+    specs: list[AudienceSpec] = []
+    errors: list[SpecError] = []
+    for path in spec_paths(folder):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as exc:
+            errors.append(exc)
+    return specs, errors
