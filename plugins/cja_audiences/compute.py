@@ -29,7 +29,9 @@ from cja_audiences.filters.segment import (
     read_definition,
 )
 from cja_audiences.lake.layout import Lake, update_run_record, write_parquet
+from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.storage import LakePath, connect, lake_path
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
@@ -226,7 +228,7 @@ def evaluate_audience(
         definition=definition,
     )
     lake = Lake(settings.home)
-    con = duckdb.connect()
+    con = connect(lake.root)
     try:
         _register(con, "raw_events", _event_files(lake, window), EVENT_SCHEMA)
         _register(con, "raw_persons", sorted(lake.persons.glob("*.parquet")), PERSON_SCHEMA)
@@ -263,13 +265,14 @@ def compute_audience(
     spec: AudienceSpec,
     *,
     settings: Settings,
-    run_dir: Path,
+    run_dir: LakePath,
     as_of: date,
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``run_dir/members.parquet`` atomically; record and return the stats."""
+    run_dir = lake_path(run_dir)
     started = time.perf_counter()
     result = evaluate_audience(
         spec,
@@ -279,26 +282,26 @@ def compute_audience(
         params=params,
         definition=definition,
     )
-    path = write_parquet(result.members, Path(run_dir) / MEMBERS_FILE)
+    path = write_parquet(result.members, run_dir / MEMBERS_FILE)
     stats = {
         **result.stats,
         "members_path": str(path),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
-    update_run_record(Path(run_dir), compute=stats)
+    update_run_record(run_dir, compute=stats)
     return stats
 
 
-def _event_files(lake: Lake, window: Window) -> list[Path]:
+def _event_files(lake: Lake, window: Window) -> list[LakePath]:
     """Parquet files of the window's partitions only (hive partition pruning by path)."""
-    files: list[Path] = []
+    files: list[LakePath] = []
     for day in window.days():
-        files.extend(sorted(lake.event_partition(day.isoformat()).glob("*.parquet")))
+        files.extend(partition_files(lake.event_partition(day.isoformat())))
     return files
 
 
 def _register(
-    con: duckdb.DuckDBPyConnection, name: str, files: list[Path], schema: pa.Schema
+    con: duckdb.DuckDBPyConnection, name: str, files: list[LakePath], schema: pa.Schema
 ) -> None:
     if files:
         relation = con.read_parquet([str(f) for f in files], union_by_name=True)

@@ -10,7 +10,6 @@ more than its share of rows, so the hash table stays small and nothing spills to
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from itertools import pairwise
@@ -22,6 +21,14 @@ import pyarrow.parquet as pq
 
 from cja_audiences.lake.layout import atomic_path, update_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
+from cja_audiences.lake.storage import (
+    LakePath,
+    connect,
+    copy_file,
+    is_remote,
+    parquet_file,
+    parquet_rows,
+)
 
 MEMBERS = "members.parquet"
 ENTERED = "entered.parquet"
@@ -36,7 +43,7 @@ THREADS = 2
 _KEY = "person_id, namespace, identity"
 
 
-def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]:
+def diff_members(run_dir: LakePath, previous_run_dir: LakePath | None) -> dict[str, Any]:
     """Write entered/exited.parquet (MEMBER_SCHEMA, sorted by person_id) and record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
@@ -44,13 +51,13 @@ def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]
     """
     started = time.perf_counter()
     members = run_dir / MEMBERS
-    size = _rows(members)
+    size = parquet_rows(members)
     if previous_run_dir is None:
         _first_run(members, run_dir)
         entered, exited, previous_size = size, 0, 0
     else:
         previous = previous_run_dir / MEMBERS
-        previous_size = _rows(previous)
+        previous_size = parquet_rows(previous)
         entered, exited = _diff_files(members, previous, run_dir)
     record = {
         "entered": entered,
@@ -65,35 +72,31 @@ def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]
     return record
 
 
-def _rows(path: Path) -> int:
-    """Row count from the Parquet footer: no data is read."""
-    return pq.ParquetFile(path).metadata.num_rows
-
-
-def _first_run(members: Path, run_dir: Path) -> None:
+def _first_run(members: LakePath, run_dir: LakePath) -> None:
     """Everybody enters; an empty exited file keeps publish's reading uniform."""
-    with atomic_path(run_dir / ENTERED) as tmp:
-        shutil.copyfile(members, tmp)
+    copy_file(members, run_dir / ENTERED)
     with atomic_path(run_dir / EXITED) as tmp:
         pq.write_table(MEMBER_SCHEMA.empty_table(), tmp)
 
 
-def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(
+def _connect(spill_dir: Path, run_dir: LakePath) -> duckdb.DuckDBPyConnection:
+    con = connect(
+        run_dir,
         config={
             "threads": THREADS,
             "memory_limit": MEMORY_LIMIT,
             "preserve_insertion_order": False,
             "temp_directory": str(spill_dir),
-        }
+        },
     )
     con.execute("SET enable_progress_bar = false")
     return con
 
 
-def _diff_files(current: Path, previous: Path, run_dir: Path) -> tuple[int, int]:
-    with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
-        con = _connect(Path(spill))
+def _diff_files(current: LakePath, previous: LakePath, run_dir: LakePath) -> tuple[int, int]:
+    spill_parent = None if is_remote(run_dir) else run_dir
+    with tempfile.TemporaryDirectory(prefix=".diff-", dir=spill_parent) as spill:
+        con = _connect(Path(spill), run_dir)
         try:
             con.execute(
                 "CREATE TEMP TABLE changes (person_id VARCHAR NOT NULL, namespace VARCHAR NOT "
@@ -110,8 +113,8 @@ def _diff_files(current: Path, previous: Path, run_dir: Path) -> tuple[int, int]
 
 def _diff_range(
     con: duckdb.DuckDBPyConnection,
-    current: Path,
-    previous: Path,
+    current: LakePath,
+    previous: LakePath,
     low: str | None,
     high: str | None,
 ) -> None:
@@ -144,17 +147,17 @@ def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str
     return " AND ".join(terms) or "true", bounds
 
 
-def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int:
+def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: LakePath) -> int:
     with atomic_path(path) as tmp:
         con.execute(
             f"COPY (SELECT {_KEY} FROM changes WHERE entered = $entered ORDER BY {_KEY}) "
             "TO $path (FORMAT parquet, COMPRESSION zstd)",
             {"entered": entered, "path": str(tmp)},
         )
-    return _rows(path)
+    return parquet_rows(path)
 
 
-def key_ranges(paths: list[Path], range_rows: int) -> list[tuple[str | None, str | None]]:
+def key_ranges(paths: list[LakePath], range_rows: int) -> list[tuple[str | None, str | None]]:
     """Split person_id into (low, high] ranges of about ``range_rows`` rows over all ``paths``.
 
     Uses only the Parquet footers (row-group min/max), never the data. When a file is not
@@ -179,9 +182,9 @@ def key_ranges(paths: list[Path], range_rows: int) -> list[tuple[str | None, str
     return list(pairwise(edges))
 
 
-def _row_group_bounds(path: Path) -> list[tuple[str, str, int]] | None:
+def _row_group_bounds(path: LakePath) -> list[tuple[str, str, int]] | None:
     """(min, max, rows) of person_id per row group, or None when unsorted or without stats."""
-    metadata = pq.ParquetFile(path).metadata
+    metadata = parquet_file(path).metadata
     column = metadata.schema.names.index("person_id")
     bounds = []
     for index in range(metadata.num_row_groups):

@@ -5,11 +5,20 @@ Credentials never live here; they come from Airflow connections (see ``adobe.aut
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+
+def _home(value: Any) -> Any:
+    """A local folder becomes a Path; a URL (s3://, gs://, abfs://) stays text for the lake."""
+    text = str(value)
+    return text if "://" in text and not text.startswith("file://") else Path(text).expanduser()
+
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +26,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 class Settings(BaseModel):
     """Runtime settings. Build with :func:`get_settings` (environment) or directly in tests."""
 
-    home: Path = Field(description="CJA_AUDIENCES_HOME: root of landing/, lake/, audiences/")
+    home: Annotated[Path | str, BeforeValidator(_home)] = Field(
+        description="CJA_AUDIENCES_HOME: root of landing/, lake/, audiences/; a folder or a URL"
+    )
     audiences_dir: Path = Field(description="CJA_AUDIENCES_SPECS: folder of audience YAML files")
     filters_dir: Path = Field(description="CJA_AUDIENCES_FILTERS: folder of Jinja filter templates")
     aep_conn_id: str = "aep_default"
@@ -30,6 +41,11 @@ class Settings(BaseModel):
         None, description="AEP dataset behind CJA: its new batches start an extract"
     )
     catalog_poll_s: float = Field(60.0, gt=0)
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="CJA_AUDIENCES_STORAGE_OPTIONS: fsspec options (JSON) for an object-storage "
+        "home, e.g. endpoint_url; credentials come from the provider's own chain",
+    )
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
@@ -41,7 +57,7 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
         return Path(value).expanduser() if value else default
 
     values: dict[str, object] = {
-        "home": path("CJA_AUDIENCES_HOME", Path.home() / "cja_audiences"),
+        "home": env.get("CJA_AUDIENCES_HOME") or Path.home() / "cja_audiences",
         "audiences_dir": path("CJA_AUDIENCES_SPECS", PROJECT_ROOT / "include" / "audiences"),
         "filters_dir": path("CJA_AUDIENCES_FILTERS", PROJECT_ROOT / "include" / "filters"),
     }
@@ -58,6 +74,8 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
     for env_name, field in optional.items():
         if env.get(env_name):
             values[field] = env[env_name]
+    if env.get("CJA_AUDIENCES_STORAGE_OPTIONS"):
+        values["storage_options"] = json.loads(env["CJA_AUDIENCES_STORAGE_OPTIONS"])
     return Settings(**values)
 
 

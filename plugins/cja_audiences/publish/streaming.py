@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -47,6 +46,7 @@ from cja_audiences.adobe.sender import (
     shared_bucket,
 )
 from cja_audiences.lake.layout import update_run_record, write_parquet
+from cja_audiences.lake.storage import LakePath, lake_path
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
 
 DEFAULT_CHUNK_SIZE = 5_000
@@ -103,7 +103,7 @@ class DeadLetterThresholdExceeded(PublishError):
 def publish_run(
     config: AdobeConfig,
     spec: Any,
-    run_dir: Path,
+    run_dir: LakePath,
     *,
     full_republish: bool = False,
     dry_run: bool = False,
@@ -112,13 +112,13 @@ def publish_run(
 ) -> dict[str, Any]:
     """Send the run's entered (realized) and exited (exited) members; see the module doc."""
     mode = "full" if full_republish else "delta"
-    return _Publish(config, spec, Path(run_dir), mode, options, tokens).run(dry_run)
+    return _Publish(config, spec, lake_path(run_dir), mode, options, tokens).run(dry_run)
 
 
 def decommission_run(
     config: AdobeConfig,
     spec: Any,
-    run_dir: Path,
+    run_dir: LakePath,
     *,
     dry_run: bool = False,
     options: PublishOptions | None = None,
@@ -126,7 +126,7 @@ def decommission_run(
 ) -> dict[str, Any]:
     """Send every member of ``run_dir`` (the last committed run) as exited, then mark the
     AEP audience inactive. The audience is never deleted."""
-    return _Publish(config, spec, Path(run_dir), "decommission", options, tokens).run(dry_run)
+    return _Publish(config, spec, lake_path(run_dir), "decommission", options, tokens).run(dry_run)
 
 
 @dataclass
@@ -140,7 +140,7 @@ class _Publish:
         self,
         config: AdobeConfig,
         spec: Any,
-        run_dir: Path,
+        run_dir: LakePath,
         mode: str,
         options: PublishOptions | None,
         tokens: TokenProvider | None,
@@ -164,7 +164,7 @@ class _Publish:
         self.acknowledged_now = {"chunks": 0, "records": 0}
         self.dead = 0
 
-    def _inputs(self) -> list[tuple[str, Path, str]]:
+    def _inputs(self) -> list[tuple[str, LakePath, str]]:
         found = []
         for kind, name, status, required in PLANS[self.mode]:
             path = self.run_dir / name
@@ -352,7 +352,7 @@ class _Publish:
             },
         }
 
-    def _write_dead_letters(self) -> Path | None:
+    def _write_dead_letters(self) -> LakePath | None:
         if not self.ledger.dir.exists():
             return None
         rows = [row for entry in self.ledger.entries(self.kinds) for row in entry["dead_letters"]]
