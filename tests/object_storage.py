@@ -95,8 +95,6 @@ def s3_home(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = s3_server.create_bucket()
     home = f"s3://{bucket}/home"
     monkeypatch.setenv("CJA_AUDIENCES_HOME", home)
-    monkeypatch.setenv(
-        "CJA_AUDIENCES_STORAGE_OPTIONS", json.dumps({"endpoint_url": s3_server.url})
-    )
+    monkeypatch.setenv("CJA_AUDIENCES_STORAGE_OPTIONS", json.dumps({"endpoint_url": s3_server.url}))
     get_settings.cache_clear()
     return home

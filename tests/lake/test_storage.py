@@ -101,8 +101,9 @@ def test_a_lock_left_by_a_crashed_holder_expires(s3_home):
         assert json.loads(read_versioned(lock).data)["owner"] != "dead"
     assert not lock.exists()
     create_exclusive(lock, json.dumps({"owner": "alive", "expires": time.time() + 60}).encode())
-    with pytest.raises(StorageError, match="locked by another writer"), exclusive(
-        lock, timeout_s=0.3
+    with (
+        pytest.raises(StorageError, match="locked by another writer"),
+        exclusive(lock, timeout_s=0.3),
     ):
         pass
 
@@ -111,9 +112,9 @@ def test_duckdb_reads_and_writes_the_lake_offline(root):
     source = write_parquet(pa.table({"x": [1, 2, 3]}), root / "a" / "t.parquet")
     con = connect(root)
     try:
-        assert con.execute("SELECT sum(x) FROM read_parquet($p)", {"p": str(source)}).fetchone() == (
-            6,
-        )
+        assert con.execute(
+            "SELECT sum(x) FROM read_parquet($p)", {"p": str(source)}
+        ).fetchone() == (6,)
         autoload = con.execute("SELECT current_setting('autoload_known_extensions')").fetchone()
         assert autoload == (False,)
         with atomic_path(root / "b" / "out.parquet") as tmp:
