@@ -21,7 +21,7 @@ import requests
 
 from emulator.process import free_port
 
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 90.0  # moto imports slowly on a loaded 2-core machine
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -9,11 +9,13 @@ import pytest
 
 from cja_audiences import snapshots
 from cja_audiences.extract.aep import AEPExportSource, write_xdm_export
+from cja_audiences.extract.exports import ExportSource, complete_deliveries, write_delivery
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake.freshness import partition_ready
 from cja_audiences.lake.layout import Lake, read_run_record
 from cja_audiences.lake.partitions import partition_files
+from cja_audiences.lake.storage import move, parquet_file, upload_tree
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest
 from cja_audiences.settings import PROJECT_ROOT, Settings
@@ -56,8 +58,6 @@ def refresh(settings: Settings, run_id: str, emu=None) -> AudienceRefresh:
 
 
 def members(run_dir) -> list[tuple]:
-    from cja_audiences.lake.storage import parquet_file
-
     table = parquet_file(run_dir / "members.parquet").read()
     return sorted(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
@@ -93,3 +93,21 @@ def test_a_refresh_on_s3_matches_the_local_lake_and_aep(s3_home, tmp_path, emu):
     statuses = {r["run_id"]: r["status"] for r in snapshots.list_runs(second.audience_dir)}
     assert statuses == {"manual__1": "published", "manual__2": "current"}
     assert snapshots.prune(second.audience_dir, keep=1) == ["manual__1"]
+
+
+def test_a_delivery_landed_on_s3_is_found_read_and_claimed(s3_home, tmp_path):
+    source = Lake(tmp_path / "source")
+    generate_synthetic(source, persons=300, days=2, end=END, seed=4)
+    local_landing = tmp_path / "delivery"
+    events = [str(f) for f in partition_files(source.event_partition(END.isoformat()))]
+    write_delivery(events, local_landing, report_instance_id="ri1", files=2)
+    lake = Lake(s3_home)
+    assert complete_deliveries(lake.landing) == []
+    upload_tree(local_landing, lake.landing)  # what the watcher in the triggerer polls
+    [delivery] = complete_deliveries(str(lake.landing))
+    summary = run_extract(ExportSource(delivery), lake, run_id="export__1")
+    assert summary["rows"] == sum(pq.ParquetFile(f).metadata.num_rows for f in events)
+    for path in (*delivery.files, delivery.manifest):
+        move(path, lake.landing / "processed" / delivery.id / path.name)
+    assert complete_deliveries(lake.landing) == []
+    assert len(list((lake.landing / "processed" / delivery.id).iterdir())) == 3

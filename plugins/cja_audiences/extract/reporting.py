@@ -19,13 +19,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -37,6 +35,7 @@ from cja_audiences.adobe.http import parse_retry_after
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.writer import Mode
 from cja_audiences.lake.layout import Lake, read_json, write_json
+from cja_audiences.lake.storage import LakePath, makedirs, remove_tree
 
 REQUESTS_PER_WINDOW = 12
 RATE_WINDOW_S = 6.0
@@ -243,7 +242,7 @@ class ReportingSource:
     data_view_id: str
     start: datetime
     end: datetime
-    checkpoint_dir: Path
+    checkpoint_dir: LakePath
     granularity: str = "day"
     page_limit: int = DEFAULT_PAGE_LIMIT
     name: str = "cja_reporting"
@@ -265,7 +264,7 @@ class ReportingSource:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @property
-    def pages_dir(self) -> Path:
+    def pages_dir(self) -> LakePath:
         return self.checkpoint_dir / self.pull_id
 
     def body(self, window: tuple[datetime, datetime], page: int) -> dict[str, Any]:
@@ -290,7 +289,7 @@ class ReportingSource:
 
     def pages(self) -> Iterator[tuple[tuple[datetime, datetime], int, dict[str, Any]]]:
         """(window, page number, response body) for every page of the pull, in order."""
-        self.pages_dir.mkdir(parents=True, exist_ok=True)
+        makedirs(self.pages_dir)
         for index, window in enumerate(windows(self.start, self.end, self.granularity)):
             page = 0
             while True:
@@ -359,7 +358,7 @@ class ReportingSource:
 
     def discard_checkpoints(self) -> None:
         """Drop the saved pages once the pull has landed (a rerun then pulls afresh)."""
-        shutil.rmtree(self.pages_dir, ignore_errors=True)
+        remove_tree(self.pages_dir)
 
 
 def covers_whole_days(start: datetime, end: datetime) -> bool:

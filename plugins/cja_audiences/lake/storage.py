@@ -136,6 +136,16 @@ def upload_tree(local_dir: Path, target: LakePath) -> list[str]:
     return names
 
 
+def move(source: LakePath, target: LakePath) -> None:
+    """Move one file (copy then delete on object storage, where there is no rename)."""
+    if is_remote(source) or is_remote(target):
+        copy_file(source, target)
+        source.unlink()
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(source, target)
+
+
 def remove_tree(path: LakePath) -> None:
     if is_remote(path):
         if path.exists():
@@ -151,6 +161,18 @@ def makedirs(path: LakePath) -> None:
 
 
 # -- reading ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def local_copy(path: LakePath) -> Iterator[Path]:
+    """A local file with ``path``'s bytes, for readers that need one (gzip CSV, JSON lines)."""
+    if not is_remote(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="cja-download-") as scratch:
+        local = Path(scratch) / path.name
+        path.fs.get_file(_key(path), str(local))
+        yield local
 
 
 def parquet_file(path: LakePath) -> pq.ParquetFile:

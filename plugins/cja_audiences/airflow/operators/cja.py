@@ -12,10 +12,8 @@ fails the task without retries and moves to ``landing/rejected/<delivery id>/``.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
@@ -34,6 +32,7 @@ from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.extract.writer import ExtractRejected
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.storage import LakePath, lake_path, move
 from cja_audiences.settings import get_settings
 
 SOURCES = ("synthetic", "export", "aep", "reporting")
@@ -172,7 +171,7 @@ class CJAExtractOperator(BaseOperator):
         return complete_deliveries(lake.landing)
 
     def _extract_aep(self, context: Context, lake: Lake, common: dict) -> dict:
-        path = Path(self._arg(context, "path") or lake.landing / "aep")
+        path = lake_path(self._arg(context, "path") or lake.landing / "aep")
         files = [path] if path.is_file() else dataset_files(path)
         if not files:
             raise AirflowSkipException(f"no XDM JSON-lines files under {path}")
@@ -254,11 +253,10 @@ def _triggered_source(context: Context) -> str | None:
     return None
 
 
-def _move(delivery: Delivery, target: Path) -> None:
+def _move(delivery: Delivery, target: LakePath) -> None:
     """Claim a delivery's files so neither the trigger nor the next hourly run sees them again."""
-    target.mkdir(parents=True, exist_ok=True)
     for path in (*delivery.files, *([delivery.manifest] if delivery.manifest else [])):
-        shutil.move(str(path), target / path.name)
+        move(path, target / path.name)
 
 
 def _run_moment(context: Context) -> datetime:
