@@ -15,13 +15,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
-from cja_audiences.lake.layout import (
+from cja_audiences.diff import diff_members
+from cja_audiences.lake.layout import read_json, write_json
+from cja_audiences.lake.runs import (
+    CURRENT,
+    ENTERED,
+    EXITED,
+    MEMBERS,
     RUN_RECORD,
-    read_json,
+    RUNS,
     read_run_record,
     update_run_record,
-    write_json,
 )
 from cja_audiences.lake.storage import (
     LakePath,
@@ -34,8 +38,6 @@ from cja_audiences.lake.storage import (
     same_path,
 )
 
-CURRENT = "current.json"
-RUNS = "runs"
 ROLLBACK_MARKER = "rollback.json"  # a rollback in progress: its target and new run are kept
 LOCK = ".lock"
 SAMPLE_SIZE = 5

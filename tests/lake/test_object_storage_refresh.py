@@ -13,8 +13,9 @@ from cja_audiences.extract.exports import ExportSource, complete_deliveries, wri
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake.freshness import partition_ready
-from cja_audiences.lake.layout import Lake, read_run_record
+from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.partitions import partition_files
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.lake.storage import move, parquet_file, upload_tree
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest

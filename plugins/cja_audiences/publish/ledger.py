@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cja_audiences.lake.layout import read_json, write_json
+from cja_audiences.lake.runs import LEDGER_DIR
 from cja_audiences.lake.storage import LakePath, parquet_file, parquet_rows
 
-LEDGER_DIR = "ledger"
 MANIFEST = "manifest.json"
 LEDGER_VERSION = 1
 COLUMNS = ("person_id", "namespace", "identity")
