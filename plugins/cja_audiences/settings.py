@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description="AEP dataset behind CJA: its new batches start an extract",
     )
     catalog_poll_s: float = Field(60.0, gt=0)
+    rate_budget_url: str = Field(
+        "",
+        description="where the per-org records/s budget lives across processes: redis://… "
+        "(Celery deployments); empty = one budget per process",
+    )
     storage_options: Annotated[dict[str, Any], BeforeValidator(_json_object)] = Field(
         default_factory=dict,
         description="fsspec options (JSON) for an object-storage home, e.g. endpoint_url; "

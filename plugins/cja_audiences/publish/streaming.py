@@ -29,7 +29,7 @@ from cja_audiences.adobe.audiences import (
 )
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
-from cja_audiences.adobe.rate import shared_bucket
+from cja_audiences.adobe.rate import records_per_request, shared_bucket
 from cja_audiences.adobe.records import (
     STATUS_EXITED,
     STATUS_REALIZED,
@@ -49,6 +49,7 @@ from cja_audiences.lake.layout import write_parquet
 from cja_audiences.lake.runs import DEAD_LETTERS, ENTERED, EXITED, MEMBERS, update_run_record
 from cja_audiences.lake.storage import LakePath, lake_path
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
+from cja_audiences.settings import get_settings
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
@@ -151,6 +152,7 @@ class _Publish:
         self.mode = mode
         self.options = options or PublishOptions()
         self.send_options = self.options.send_options(config)
+        self._max_records = records_per_request(self.send_options.rate_limit)
         self.tokens = tokens or TokenProvider(config)
         self.inputs = self._inputs()
         self.kinds = {kind for kind, *_ in self.inputs}
@@ -232,7 +234,9 @@ class _Publish:
             self.send_options,
             self.tokens,
             self.stats,
-            shared_bucket(self.config.org_id, self.send_options.rate_limit),
+            shared_bucket(
+                self.config.org_id, self.send_options.rate_limit, get_settings().rate_budget_url
+            ),
         )
         try:
             sender.run(self._work(factories), self._chunk_done)
@@ -258,7 +262,7 @@ class _Publish:
                 if self.ledger.is_acknowledged(chunk.id):
                     continue
                 work, items = _encode(chunk, factories[kind])
-                requests_, oversize = pack(items, self.send_options.byte_budget)
+                requests_, oversize = pack(items, self.send_options.byte_budget, self._max_records)
                 work.refused += [
                     Failure(key, None, f"record of {len(data)} bytes exceeds the request budget")
                     for key, data in oversize
@@ -374,7 +378,7 @@ class _Publish:
         for kind, path, status in self.inputs:
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
                 work, items = _encode(chunk, factory)
-                packed, oversize = pack(items, self.send_options.byte_budget)
+                packed, oversize = pack(items, self.send_options.byte_budget, self._max_records)
                 requests_ += len(packed)
                 refused += len(work.refused) + len(oversize)
                 bytes_ += sum(len(data) for _, data in items)
