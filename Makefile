@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export CJA_AUDIENCES_HOME ?= $(CURDIR)/.local/home
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: venv demo test lint format airflow emulator bench clean
+.PHONY: venv demo test lint format airflow celery emulator bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ format: venv
 
 airflow: venv
 	$(PY) -m dev.airflow
+
+celery: venv
+	$(PY) -m dev.celery
 
 emulator: venv
 	$(PY) -m emulator --host 127.0.0.1 --port 8765 --state $(CURDIR)/.local/emulator

@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cja_audiences.buckets import bucket_filter
 from cja_audiences.filters.compiler import CompiledQuery, CompileError, QueryBuilder
 from cja_audiences.filters.fields import quote
 from cja_audiences.filters.rules import parse_rules
@@ -213,10 +214,12 @@ def evaluate_audience(
     params: dict[str, Any] | None = None,
     preview: bool = True,
     definition: dict[str, Any] | None = None,
+    bucket: tuple[int, int] | None = None,
 ) -> Evaluation:
     """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation;
     ``preview=False`` skips the preview figures (another pass over the window's events);
-    ``definition`` is a segment definition the caller already fetched."""
+    ``definition`` is a segment definition the caller already fetched; ``bucket`` (b, N)
+    keeps only the persons of one bucket (``buckets``)."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
     rendered = render_audience(
@@ -230,8 +233,9 @@ def evaluate_audience(
     lake = Lake(settings.home)
     con = connect(lake.root)
     try:
-        _register(con, "raw_events", _event_files(lake, window), EVENT_SCHEMA)
-        _register(con, "raw_persons", sorted(lake.persons.glob("*.parquet")), PERSON_SCHEMA)
+        only = bucket_filter(*bucket) if bucket else None
+        _register(con, "raw_events", _event_files(lake, window), EVENT_SCHEMA, only)
+        _register(con, "raw_persons", sorted(lake.persons.glob("*.parquet")), PERSON_SCHEMA, only)
         table = con.sql(rendered.sql, params=rendered.params).to_arrow_table()
         has_identity = pc.fill_null(pc.not_equal(table["identity"], ""), False)
         members = pa.table(
@@ -270,6 +274,7 @@ def compute_audience(
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
+    bucket: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Write ``run_dir/members.parquet`` atomically; record and return the stats."""
     run_dir = lake_path(run_dir)
@@ -281,6 +286,8 @@ def compute_audience(
         lookback_days=lookback_days,
         params=params,
         definition=definition,
+        bucket=bucket,
+        preview=bucket is None,  # preview figures are for the whole audience
     )
     path = write_parquet(result.members, run_dir / MEMBERS)
     stats = {
@@ -301,13 +308,17 @@ def _event_files(lake: Lake, window: Window) -> list[LakePath]:
 
 
 def _register(
-    con: duckdb.DuckDBPyConnection, name: str, files: list[LakePath], schema: pa.Schema
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    files: list[LakePath],
+    schema: pa.Schema,
+    where: str | None = None,
 ) -> None:
     if files:
         relation = con.read_parquet([str(f) for f in files], union_by_name=True)
     else:
         relation = con.from_arrow(schema.empty_table())
-    relation.create_view(name)
+    (relation.filter(where) if where else relation).create_view(name)
 
 
 def _members_sql(query: CompiledQuery, spec: AudienceSpec) -> str:

@@ -40,11 +40,17 @@ THREADS = 2
 _KEY = "person_id, namespace, identity"
 
 
-def diff_members(run_dir: LakePath, previous_run_dir: LakePath | None) -> dict[str, Any]:
+def diff_members(
+    run_dir: LakePath,
+    previous_run_dir: LakePath | None,
+    *,
+    previous_members: LakePath | None = None,
+) -> dict[str, Any]:
     """Write entered/exited.parquet (MEMBER_SCHEMA, sorted by person_id) and record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
-    the audience was never published, so every member enters.
+    the audience was never published, so every member enters. ``previous_members`` replaces
+    that run's members file (a bucket diffs against its slice of it).
     """
     started = time.perf_counter()
     members = run_dir / MEMBERS
@@ -53,7 +59,7 @@ def diff_members(run_dir: LakePath, previous_run_dir: LakePath | None) -> dict[s
         _first_run(members, run_dir)
         entered, exited, previous_size = size, 0, 0
     else:
-        previous = previous_run_dir / MEMBERS
+        previous = previous_members or previous_run_dir / MEMBERS
         previous_size = parquet_rows(previous)
         entered, exited = _diff_files(members, previous, run_dir)
     record = {

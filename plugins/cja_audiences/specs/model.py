@@ -90,6 +90,13 @@ class RefreshSpec(_Strict):
     )
     expires: date | None = None
     extended: bool = Field(False, description="explicit 13-month extension of the expiry")
+    buckets: int | None = Field(
+        None,
+        ge=2,
+        le=256,
+        description="split the audience by hash(person_id) % buckets: compute, diff and "
+        "publish per bucket as mapped tasks (person-local filters only)",
+    )
 
     @field_validator("start")
     @classmethod
