@@ -19,6 +19,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,42 @@ COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 
 def worker_hostname() -> str:
     """``[core] hostname_callable`` of the workers: the name the cluster gave each one."""
-    import socket
-
     return os.environ.get("CJA_AUDIENCES_WORKER_NAME") or socket.getfqdn()
+
+
+def start_redis(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Debian's ``redis-server`` on 127.0.0.1:``port`` (no persistence), once it listens."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: apt-get install redis-server")
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"redis-server did not listen on 127.0.0.1:{port}; see {log}")
 
 
 def _postgres_bin(name: str) -> Path:
@@ -219,7 +253,7 @@ class CeleryCluster(StandaloneAirflow):
         self.passwords_file.write_text(json.dumps({ADMIN_USER: self.password}))
         began = time.monotonic()
         try:
-            self._start_redis()
+            self._redis = start_redis(self.redis_port, self.home / "redis.log")
             self.postgres.start(self.home / "postgres.log")
             with (self.home / "db-migrate.log").open("ab") as log:
                 migrated = subprocess.run(
@@ -251,28 +285,6 @@ class CeleryCluster(StandaloneAirflow):
             self.stop()
             raise
         self.startup_s = round(time.monotonic() - began, 1)
-
-    def _start_redis(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: apt-get install redis-server")
-        with (self.home / "redis.log").open("ab") as log:
-            self._redis = subprocess.Popen(
-                [
-                    binary,
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.redis_port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
 
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> None:
         with (self.home / f"{name}.log").open("ab") as log:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 BUDGET = 2000
 ALONE = ("cart_abandoners", "high_value_repeat_buyers")  # each through its own DAG
-TOGETHER = ("churn_risk", "paid_social_apparel_browsers")  # through cja_audiences_all
+TOGETHER = ("checkout_in_one_session", "paid_social_apparel_browsers")  # through cja_audiences_all
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def cluster(emulator, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("celery")
     lake = Lake(root / "home")
-    generate_synthetic(lake, persons=6000, days=8, end=last_complete_day(), seed=15)
+    generate_synthetic(lake, persons=60_000, days=8, end=last_complete_day(), seed=15)
     for audience in (*ALONE, *TOGETHER):
         copy_spec(REPO / "include" / "audiences" / f"{audience}.yaml", root / "specs")
     emulator.reset()
