@@ -103,6 +103,7 @@ def collect_publish(run_dir: LakePath, buckets: int) -> dict[str, Any]:
         "buckets": buckets,
         "elapsed_s": max(r.get("elapsed_s", 0) for r in records),
         "audience": records[0].get("audience"),
+        "publish_mode": records[0].get("publish_mode", "streaming"),
     }
     update_run_record(run_dir, publish=summary)
     return summary

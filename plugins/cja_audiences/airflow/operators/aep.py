@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from cja_audiences.airflow.hooks.aep import AEPHook
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.lake.storage import lake_path
+from cja_audiences.publish import publish_mode
 from cja_audiences.publish.streaming import DeadLetterThresholdExceeded, PublishOptions
 from cja_audiences.refresh import summarize
 from cja_audiences.settings import get_settings
@@ -87,6 +88,12 @@ class AEPProfilePublishOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         spec, run_dirs, full_republish, dry_run = self._target(context)
         hook = AEPHook(aep_conn_id=self.aep_conn_id)
+        if spec.refresh.buckets and publish_mode(spec, hook.get_config()) != "streaming":
+            raise AirflowFailException(
+                f"audience {spec.id} is bucketed (refresh.buckets) but its connection publishes "
+                "external audiences; buckets publish as streaming records: set publish.mode: "
+                "streaming in the spec, or drop refresh.buckets"
+            )
         summary: dict[str, Any] = {}
         for run_dir in run_dirs:  # one folder, or a bucketed audience's buckets
             try:
