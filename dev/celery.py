@@ -29,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
+
 from dev.standalone import ADMIN_USER, VENV_BIN, StandaloneAirflow, free_port, stop_groups
 
 WORKERS = 2
@@ -229,6 +231,8 @@ class CeleryCluster(StandaloneAirflow):
         self.postgres = Postgres(pg_dir, free_port())
         self.worker_names = [f"celery-worker-{i + 1}" for i in range(workers)]
         self.env.update(self._celery_environment(env or {}))
+        # every component shares two cores here: the API may answer slowly, not fail
+        self._http = httpx.Client(base_url=self.url, timeout=120.0)
         self._processes: list[subprocess.Popen[bytes]] = []
         self._redis: subprocess.Popen[bytes] | None = None
 
@@ -342,6 +346,16 @@ class CeleryCluster(StandaloneAirflow):
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def api(self, method: str, path: str, *, check: bool = True, **kwargs: Any) -> httpx.Response:
+        """As the standalone client, retrying reads the busy API server timed out on."""
+        for attempt in range(3):
+            try:
+                return super().api(method, path, check=check, **kwargs)
+            except httpx.TimeoutException:
+                if method != "GET" or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def task_hosts(self, dag_id: str, run_id: str) -> dict[str, str]:
         """Which worker ran each task instance of a run (``task[map_index]`` -> hostname)."""
