@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     days = 30
     persons = max(1000, round(events / (0.7 * days)))
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    (work / "emulator").mkdir()
     emu = start_emulator(work / "emulator")
     port = free_port()
     redis = start_redis(port, work / "redis.log")

@@ -26,12 +26,18 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
-from dev.standalone import ADMIN_USER, VENV_BIN, StandaloneAirflow, free_port, stop_groups
+from dev.standalone import (
+    ADMIN_USER,
+    VENV_BIN,
+    StandaloneAirflow,
+    free_port,
+    interrupt_on_term,
+    stop_groups,
+)
 
 WORKERS = 2
 WORKER_CONCURRENCY = 2
@@ -144,51 +150,32 @@ class Postgres:
                 start_new_session=True,
             )
         deadline = time.monotonic() + 60
-        ready = [
-            str(_postgres_bin("pg_isready")),
+        while subprocess.run(self._client("pg_isready"), stdout=subprocess.DEVNULL).returncode:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not start; see {log}")
+            time.sleep(0.3)
+        query = "SELECT 1 FROM pg_database WHERE datname = 'airflow'"
+        found = subprocess.run(
+            self._client("psql", "-d", "postgres", "-tAc", query),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        if not found.stdout.strip():
+            subprocess.run(self._client("createdb", "airflow"), check=True)
+
+    def _client(self, tool: str, *args: str) -> list[str]:
+        """A PostgreSQL client command against this server as ``airflow``."""
+        return [
+            str(_postgres_bin(tool)),
             "-h",
             "127.0.0.1",
             "-p",
             str(self.port),
             "-U",
             "airflow",
+            *args,
         ]
-        while subprocess.run(ready, stdout=subprocess.DEVNULL).returncode != 0:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not start; see {log}")
-            time.sleep(0.3)
-        exists = subprocess.run(
-            [
-                str(_postgres_bin("psql")),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "airflow",
-                "-d",
-                "postgres",
-                "-tAc",
-                "SELECT 1 FROM pg_database WHERE datname='airflow'",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        if not exists:
-            subprocess.run(
-                [
-                    str(_postgres_bin("createdb")),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "airflow",
-                    "airflow",
-                ],
-                check=True,
-            )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -278,17 +265,10 @@ class CeleryCluster(StandaloneAirflow):
                 args = ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h"]
                 self._spawn(name, args, env)
             self._process = self._processes[COMPONENTS.index("api-server")]
-            self._wait_healthy(began + self.startup_timeout)
-            self.healthy_s = round(time.monotonic() - began, 1)
-            for name, slots in self.pools.items():
-                self.api("POST", "/api/v2/pools", json={"name": name, "slots": slots})
-            self.wait_for_dags(
-                self.dag_ids, timeout=began + self.startup_timeout - time.monotonic()
-            )
+            self._ready(began)
         except BaseException:
             self.stop()
             raise
-        self.startup_s = round(time.monotonic() - began, 1)
 
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> None:
         with (self.home / f"{name}.log").open("ab") as log:
@@ -335,27 +315,16 @@ class CeleryCluster(StandaloneAirflow):
         if self._pg_dir_is_temporary:
             shutil.rmtree(self.postgres.data_dir.parent, ignore_errors=True)
 
-    def __enter__(self) -> CeleryCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def api(self, method: str, path: str, *, check: bool = True, **kwargs: Any) -> httpx.Response:
         """As the standalone client, retrying reads the busy API server timed out on."""
-        for attempt in range(3):
+        attempts = 3 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
             try:
                 return super().api(method, path, check=check, **kwargs)
             except httpx.TimeoutException:
-                if method != "GET" or attempt == 2:
+                if attempt == attempts:
                     raise
-        raise AssertionError("unreachable")
+        raise RuntimeError(f"{method} {path}: no attempt made")
 
     def task_hosts(self, dag_id: str, run_id: str) -> dict[str, str]:
         """Which worker ran each task instance of a run (``task[map_index]`` -> hostname)."""
@@ -367,16 +336,11 @@ class CeleryCluster(StandaloneAirflow):
         }
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     """Start everything under .local/celery/ with the emulator; wait for Ctrl-C or TERM."""
     from dev.local import LOCAL, airflow_env, running_emulator
 
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_term()
     root = LOCAL / "celery"
     with running_emulator(LOCAL / "emulator", LOCAL / "home") as emulator:
         env = airflow_env(root / "airflow", LOCAL / "home", emulator)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from dev.celery import CeleryCluster
+from emulator.process import start_emulator
 from tests.e2e.conftest import REPO, copy_spec, keep_log, last_complete_day, record_timing
 
 pytestmark = pytest.mark.e2e
@@ -21,6 +22,16 @@ pytestmark = pytest.mark.e2e
 BUDGET = 2000
 ALONE = ("cart_abandoners", "high_value_repeat_buyers")  # each through its own DAG
 TOGETHER = ("checkout_in_one_session", "paid_social_apparel_browsers")  # through cja_audiences_all
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """An emulator of this module's own: the session one holds the standalone tests' state."""
+    server = start_emulator(tmp_path_factory.mktemp("celery-emulator"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +44,6 @@ def cluster(emulator, tmp_path_factory):
     generate_synthetic(lake, persons=60_000, days=8, end=last_complete_day(), seed=15)
     for audience in (*ALONE, *TOGETHER):
         copy_spec(REPO / "include" / "audiences" / f"{audience}.yaml", root / "specs")
-    emulator.reset()
     cluster = CeleryCluster(
         root / "airflow",
         env={
