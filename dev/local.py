@@ -22,7 +22,9 @@ LOCAL = REPO / ".local"
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 
 
-def demo_environment(airflow_home: Path, cja_home: Path, emulator: EmulatorServer) -> dict[str, str]:
+def demo_environment(
+    airflow_home: Path, cja_home: Path, emulator: EmulatorServer
+) -> dict[str, str]:
     """The variables the demo, `make airflow` and `dev/env.sh` share (one list, one place).
 
     Local only: DAGs are created unpaused (a deployment keeps Airflow's default, paused) and

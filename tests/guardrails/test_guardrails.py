@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cja_audiences.diff import diff_members
-from cja_audiences.guardrails import check_run, check_spec, count_segments
+from cja_audiences.guardrails import (
+    check_run,
+    check_spec,
+    check_specs,
+    count_segments,
+    spec_folder_with,
+)
 from cja_audiences.lake.layout import read_run_record
 from cja_audiences.specs.calendar import refresh_due
 from cja_audiences.specs.limits import DEFAULTS, HARD, AudienceGuardrails
@@ -97,7 +103,25 @@ def test_a_sane_spec_passes_every_spec_check(tmp_path: Path) -> None:
     report = check_spec(make_spec(), make_settings(tmp_path), [make_spec()], now=NOW)
     assert not report.blocked
     assert set(verdicts(report).values()) == {"pass"}
-    assert "all 6 guardrails pass" in report.message
+    assert "all 5 guardrails pass" in report.message
+
+
+def test_a_one_time_range_beyond_90_days_blocks_even_if_it_bypassed_validation(
+    tmp_path: Path,
+) -> None:
+    spec = make_spec(
+        refresh={
+            "frequency": "one_time",
+            "date_range": {"start": "2026-01-01", "end": "2026-01-31"},
+        }
+    )
+    assert verdicts(check_spec(spec, make_settings(tmp_path), now=NOW))["lookback_days"] == "pass"
+    long = spec.refresh.date_range.model_construct(start=date(2026, 1, 1), end=date(2026, 6, 30))
+    spec = spec.model_copy(update={"refresh": spec.refresh.model_copy(update={"date_range": long})})
+    report = check_spec(spec, make_settings(tmp_path), now=NOW)
+    assert verdicts(report)["lookback_days"] == "block"
+    assert "181 days of lookback is above the limit of 90" in report.message
+    assert "refresh.date_range" in report.message
 
 
 def test_lookback_beyond_90_days_blocks_even_if_it_bypassed_validation(tmp_path: Path) -> None:
@@ -185,6 +209,21 @@ def test_streaming_audiences_count_ours_and_the_live_count(tmp_path: Path) -> No
     over = check_spec(specs[1], settings, specs, now=NOW, other_streaming_audiences=499)
     assert verdicts(over)["streaming_audiences"] == "block"
     assert "501 streaming audiences in the sandbox (2 ours, 499 others)" in over.message
+
+
+def test_the_guardrails_task_counts_the_spec_folder_as_dag_parsing_does(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_refreshing_audiences=2)
+    settings.audiences_dir.mkdir()
+    for spec in specs_created_daily(3):
+        raw = spec.model_dump(mode="json", exclude_defaults=True)
+        (settings.audiences_dir / f"{spec.id}.yaml").write_text(yaml.safe_dump(raw))
+    newest = load_spec(settings.audiences_dir / "aud_002.yaml")
+    parsed = check_specs(spec_folder_with(settings.audiences_dir, []), settings)["aud_002"]
+    assert verdicts(parsed)["refreshing_audiences"] == "block"
+
+    report = run_checks(tmp_path, newest, people(20), settings=settings)
+    assert verdicts(report)["refreshing_audiences"] == "block"
+    assert "3 refreshing audiences is above the limit of 2" in report.message
 
 
 # ------------------------------------------------------------------ data-level

@@ -58,6 +58,15 @@ def test_valid_spec_round_trip(tmp_path: Path) -> None:
             r"lookback_days: .*less than or equal to 90",
         ),
         (with_(refresh={"frequency": "one_time"}), r"one_time audience needs refresh.date_range"),
+        (
+            with_(
+                refresh={
+                    "frequency": "one_time",
+                    "date_range": {"start": "2026-01-01", "end": "2026-04-01"},
+                }
+            ),
+            r"refresh.date_range: 2026-01-01 to 2026-04-01 is 91 days; a window holds at most 90",
+        ),
         (with_(filter={}), r"give exactly one of template, rules or segment \(got none\)"),
         (
             with_(

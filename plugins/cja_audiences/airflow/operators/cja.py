@@ -16,25 +16,17 @@ import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cja_audiences.airflow.assets import CJA_EVENTS
-from cja_audiences.extract.aep import AEPExportSource, dataset_files
-from cja_audiences.extract.exports import (
-    Delivery,
-    ExportSource,
-    complete_deliveries,
-    find_delivery,
-)
-from cja_audiences.extract.reporting import extract_reporting
-from cja_audiences.extract.source import run_extract
-from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.extract.writer import ExtractRejected
 from cja_audiences.lake.layout import Lake
 from cja_audiences.settings import get_settings
+
+if TYPE_CHECKING:  # the extract core is imported when a task runs, not when the DAG parses
+    from cja_audiences.extract.exports import Delivery
 
 SOURCES = ("synthetic", "export", "aep", "reporting")
 CATALOG_LOOKBACK = timedelta(days=1)
@@ -109,6 +101,8 @@ class CJAExtractOperator(BaseOperator):
         return None if value in ("", "None") else value
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.extract.writer import ExtractRejected
+
         settings = get_settings()
         lake = Lake(settings.home)
         source = self.source or _triggered_source(context) or self._arg(context, "source")
@@ -132,6 +126,8 @@ class CJAExtractOperator(BaseOperator):
     # -- sources ---------------------------------------------------------------------------
 
     def _extract_synthetic(self, context: Context, lake: Lake, common: dict) -> dict:
+        from cja_audiences.extract.synthetic import generate_synthetic
+
         opts = {**DEFAULT_SYNTHETIC, **(self._arg(context, "options") or {})}
         end = _date(self._arg(context, "end")) or _run_moment(context).date()
         start = _date(self._arg(context, "start"))
@@ -146,6 +142,10 @@ class CJAExtractOperator(BaseOperator):
         )
 
     def _extract_export(self, context: Context, lake: Lake, common: dict) -> dict:
+        from cja_audiences.extract.exports import ExportSource
+        from cja_audiences.extract.source import run_extract
+        from cja_audiences.extract.writer import ExtractRejected
+
         deliveries = self._deliveries(context, lake)
         if not deliveries:
             raise AirflowSkipException(f"no complete export delivery in {lake.landing}")
@@ -165,6 +165,8 @@ class CJAExtractOperator(BaseOperator):
         return _combine("export", landed)
 
     def _deliveries(self, context: Context, lake: Lake) -> list[Delivery]:
+        from cja_audiences.extract.exports import complete_deliveries, find_delivery
+
         wanted = self._arg(context, "delivery_id")
         ids = [wanted] if wanted else _triggered_delivery_ids(context)
         if ids:
@@ -172,6 +174,9 @@ class CJAExtractOperator(BaseOperator):
         return complete_deliveries(lake.landing)
 
     def _extract_aep(self, context: Context, lake: Lake, common: dict) -> dict:
+        from cja_audiences.extract.aep import AEPExportSource, dataset_files
+        from cja_audiences.extract.source import run_extract
+
         path = Path(self._arg(context, "path") or lake.landing / "aep")
         files = [path] if path.is_file() else dataset_files(path)
         if not files:
@@ -181,6 +186,7 @@ class CJAExtractOperator(BaseOperator):
 
     def _extract_reporting(self, context: Context, lake: Lake, common: dict) -> dict:
         from cja_audiences.airflow.hooks.cja import CJAHook
+        from cja_audiences.extract.reporting import extract_reporting
 
         options = dict(self._arg(context, "options") or {})
         end = _instant(self._arg(context, "end"), end=True) or _hour(_run_moment(context))
