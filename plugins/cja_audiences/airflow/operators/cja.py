@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the extract core is imported when a task runs, not when the
 SOURCES = ("synthetic", "export", "aep", "reporting")
 CATALOG_LOOKBACK = timedelta(days=1)
 DEFAULT_SYNTHETIC = {"persons": 10_000, "days": 30, "seed": 42}
+SYNTHETIC_OPTIONS = (*DEFAULT_SYNTHETIC, "events_per_person")
 
 
 class CJAExtractOperator(BaseOperator):
@@ -128,7 +129,9 @@ class CJAExtractOperator(BaseOperator):
     def _extract_synthetic(self, context: Context, lake: Lake, common: dict) -> dict:
         from cja_audiences.extract.synthetic import generate_synthetic
 
-        opts = {**DEFAULT_SYNTHETIC, **(self._arg(context, "options") or {})}
+        given = self._arg(context, "options") or {}
+        _refuse_for_synthetic(given, common)
+        opts = {**DEFAULT_SYNTHETIC, **given}
         end = _date(self._arg(context, "end")) or _run_moment(context).date()
         start = _date(self._arg(context, "start"))
         days = (end - start).days + 1 if start else int(opts["days"])
@@ -258,6 +261,28 @@ def _triggered_source(context: Context) -> str | None:
     if _payloads(context, "batches"):
         return "reporting"
     return None
+
+
+def _refuse_for_synthetic(options: dict[str, Any], common: dict[str, Any]) -> None:
+    """Synthetic data is generated valid and written whole per date (the same seed gives the
+    same lake), so merge mode, person buckets and unknown options would be silently ignored:
+    refuse them instead. (Nothing is ever quarantined, so the bad-row share never applies.)"""
+    unknown = sorted(set(options) - set(SYNTHETIC_OPTIONS))
+    if unknown:
+        raise AirflowFailException(
+            f"options {unknown} do not apply to source synthetic; allowed: "
+            f"{', '.join(SYNTHETIC_OPTIONS)}"
+        )
+    if common.get("mode", "replace") != "replace":
+        raise AirflowFailException(
+            f"mode={common['mode']}: source synthetic always replaces the dates it generates; "
+            "leave mode empty or set replace"
+        )
+    if common.get("buckets"):
+        raise AirflowFailException(
+            f"buckets={common['buckets']}: source synthetic writes one file per date; "
+            "leave buckets unset"
+        )
 
 
 def _move(delivery: Delivery, target: Path) -> None:
