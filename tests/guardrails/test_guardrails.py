@@ -16,7 +16,7 @@ from cja_audiences.guardrails import (
     count_segments,
     spec_folder_with,
 )
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.specs.calendar import refresh_due
 from cja_audiences.specs.limits import DEFAULTS, HARD, AudienceGuardrails
 from cja_audiences.specs.model import SpecError, load_spec

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
 
