@@ -218,3 +218,26 @@ def test_validate_compiles_a_segment_by_id_through_the_cja_connection(
     assert "segment s_nope: not found in CJA" in captured.err
     assert "bad_id.yaml: filter:" in captured.err and "segment-ref" in captured.err
     assert captured.out.strip().splitlines()[-1] == "2 valid, 2 invalid"
+
+
+@pytest.mark.parametrize("command", ["preview", "compute"])
+def test_a_missing_lake_is_named_with_how_to_fill_it_and_never_created(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    home = tmp_path / "nowhere"
+    monkeypatch.setenv("CJA_AUDIENCES_HOME", str(home))
+    assert main([command, "cart_abandoners", "--audiences", str(EXAMPLES)]) == 1
+    err = capsys.readouterr().err
+    assert f"the lake {home / 'lake' / 'events'} does not exist" in err
+    assert f"CJA_AUDIENCES_HOME={home}" in err and "make demo" in err and "cja_extract" in err
+    assert not home.exists()
+
+
+def test_a_window_outside_the_lake_names_the_dates_it_holds(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["preview", "adders", "--audiences", str(home / "specs"), "--as-of", "2020-01-31"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "the window 2020-01-25 .. 2020-01-31 holds no events" in err
+    assert f"holds {T0.date()} .. {T0.date()}" in err

@@ -98,11 +98,48 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _latest_event_date(settings: Settings) -> date:
+FILL_THE_LAKE = (
+    "fill it with `make demo` (then `source dev/env.sh` points CJA_AUDIENCES_HOME at the demo "
+    "lake), a cja_extract run, or `python -m cja_audiences.extract.synthetic --home DIR`"
+)
+
+
+class LakeMissing(LookupError):
+    """The lake holds no events where CJA_AUDIENCES_HOME points; says how to fill it."""
+
+
+def _event_dates(settings: Settings) -> list[date]:
+    """The dates the lake holds events for, oldest first; reads only, creates nothing."""
     from cja_audiences.lake.layout import Lake
 
-    days = sorted(p.name.removeprefix("date=") for p in Lake(settings.home).events.glob("date=*"))
-    return date.fromisoformat(days[-1]) if days else datetime.now(UTC).date()
+    events = Lake(settings.home).events
+    dates = sorted(
+        date.fromisoformat(p.name.removeprefix("date="))
+        for p in events.glob("date=*")
+        if any(p.glob("*.parquet"))
+    )
+    if not dates:
+        state = "holds no event partitions" if events.is_dir() else "does not exist"
+        raise LakeMissing(
+            f"the lake {events} {state} (CJA_AUDIENCES_HOME={settings.home}); {FILL_THE_LAKE}"
+        )
+    return dates
+
+
+def _check_window(spec: AudienceSpec, settings: Settings, args: argparse.Namespace) -> date:
+    """The run's ``as_of`` (default: the lake's latest date), once the window holds events."""
+    from cja_audiences.compute import audience_window
+
+    held = _event_dates(settings)
+    as_of = args.as_of or held[-1]
+    window = audience_window(spec, as_of, args.lookback_days)
+    if not set(window.days()) & set(held):
+        raise LakeMissing(
+            f"{spec.id}: the window {window.start} .. {window.end} holds no events; the lake "
+            f"under CJA_AUDIENCES_HOME={settings.home} holds {held[0]} .. {held[-1]} "
+            "(omit --as-of for its latest date)"
+        )
+    return as_of
 
 
 def _fail(exc: Exception) -> int:
@@ -229,7 +266,7 @@ def _run(args: argparse.Namespace, write: bool) -> int:
     settings = _settings(args)
     try:
         spec = _spec(args, settings)
-        as_of = args.as_of or _latest_event_date(settings)
+        as_of = _check_window(spec, settings, args)
         kwargs = {
             "settings": settings,
             "as_of": as_of,
