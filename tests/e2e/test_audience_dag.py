@@ -126,3 +126,22 @@ def test_a_guardrail_block_fails_the_run_and_sends_nothing(
     assert "publish" not in record
     assert current_run(env.audience_dir(AUDIENCE)) == current_before
     assert published(emulator) == published_before
+
+
+EXAMPLES = sorted(p.stem for p in (REPO / "include" / "audiences").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("audience_id", EXAMPLES)
+def test_every_example_audience_publishes_through_its_dag(airflow_db, env, emulator, audience_id):
+    """Each example's own DAG, whole, against the emulator: AEP holds exactly its members."""
+    dag = load_dagbag().get_dag(f"cja_audience__{audience_id}")
+    run = dag.test(run_conf={"as_of": AS_OF.isoformat(), "force": True})
+    assert run.state == "success"
+    run_dir = env.run_dir(audience_id, run.run_id)
+    assert current_run(env.audience_dir(audience_id))["run_id"] == run_dir.name
+    held = {
+        (m["namespace"], m["identity"])
+        for m in emulator.membership(audience_id)
+        if m["status"] == "realized"
+    }
+    assert held and held == members(run_dir)
