@@ -8,10 +8,10 @@ half a file.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from cja_audiences.lake.storage import LakePath, atomic_path, lake_path
 
@@ -59,6 +59,8 @@ def safe_name(run_id: str) -> str:
 
 
 def write_parquet(table: pa.Table, path: LakePath) -> LakePath:
+    import pyarrow.parquet as pq  # here: paths alone (DAG parsing, the CLI) need no PyArrow
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path

@@ -35,12 +35,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import duckdb
-import pyarrow.parquet as pq
-from fsspec.asyn import sync
-from upath import UPath
+from upath import UPath  # light (fsspec's core); the filesystems load on first use
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow.parquet as pq
 
 LakePath: TypeAlias = Path | UPath
 
@@ -176,6 +177,8 @@ def local_copy(path: LakePath) -> Iterator[Path]:
 
 
 def parquet_file(path: LakePath) -> pq.ParquetFile:
+    import pyarrow.parquet as pq  # here: paths alone (DAG parsing, the CLI) need no PyArrow
+
     if is_remote(path):
         return pq.ParquetFile(path.fs.open(_key(path), "rb"))
     return pq.ParquetFile(path)
@@ -192,6 +195,8 @@ def connect(*paths: LakePath, config: dict[str, Any] | None = None) -> duckdb.Du
     Extension autoloading is off (httpfs would be downloaded); object storage goes through
     the fsspec filesystem registered here instead.
     """
+    import duckdb
+
     con = duckdb.connect(
         config={
             "autoinstall_known_extensions": False,
@@ -261,6 +266,8 @@ def create_exclusive(path: LakePath, data: bytes) -> bool:
 def read_versioned(path: LakePath) -> Versioned | None:
     """The object and its version token, or None when it does not exist."""
     if is_remote(path):
+        from fsspec.asyn import sync
+
         fs, bucket, key = _s3(path)
 
         async def get() -> Versioned:
