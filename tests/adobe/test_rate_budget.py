@@ -97,5 +97,5 @@ def test_four_publishers_in_four_processes_stay_within_the_org_budget(emu, redis
     rate = emu.stats()["records_per_s_by_org"][emu.config["org_id"]]
     assert rate["received"] == 6000
     assert rate["max_calendar_second"] <= BUDGET * 1.05, rate
-    # the publishers together used the budget (no static split per publisher)
-    assert rate["max_calendar_second"] >= BUDGET * 0.7, rate
+    # more than any static quarter share could give: idle budget went to whoever published
+    assert rate["max_calendar_second"] > BUDGET / 4 * 1.5, rate
