@@ -5,18 +5,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from http import HTTPStatus
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from emulator import admin, audiences, auth, catalog, cja, profile_access, streaming
+from emulator import (
+    admin,
+    audiences,
+    auth,
+    catalog,
+    cja,
+    cja_limits,
+    cja_segments,
+    dataviews,
+    profile_access,
+    segment_definitions,
+    streaming,
+)
 from emulator.config import EmulatorConfig
-from emulator.errors import AdobeHTTPError, json_response
+from emulator.errors import AdobeHTTPError, for_path, json_response
 from emulator.faults import FaultMiddleware, Faults, quiet_dropped_connections
 from emulator.state import State
 
+# One module per Adobe API; a new API is a new module added here.
+ROUTERS = (
+    auth,
+    streaming,
+    audiences,
+    segment_definitions,
+    profile_access,
+    catalog,
+    cja,
+    cja_segments,
+    dataviews,
+    admin,
+)
 FLUSH_INTERVAL_S = 0.5
 # The profile store holds millions of long-lived objects. With CPython's default gen-0
 # threshold (700) every parsed request triggers collections that rescan them, which cut
@@ -68,18 +95,28 @@ def create_app(config: EmulatorConfig, state_dir: Path | None) -> FastAPI:
         docs_url="/_emulator/docs",
         openapi_url="/_emulator/openapi.json",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.emulator = state
     app.state.faults = Faults(state)
     app.state.sync_windows = {}
-    app.state.cja_windows = {}
+    app.state.cja_limits = cja_limits.CjaLimits()
     app.state.report_cache = cja.ReportCache()
 
     @app.exception_handler(AdobeHTTPError)
     async def adobe_error(_request: Request, exc: AdobeHTTPError) -> Response:
         return json_response(exc.body, exc.status, exc.headers)
 
-    for module in (auth, streaming, audiences, profile_access, catalog, cja, admin):
+    @app.exception_handler(HTTPException)
+    async def unknown_route(request: Request, exc: HTTPException) -> Response:
+        """Unknown paths and methods answer in the owning service's dialect, not FastAPI's."""
+        path = request.url.path
+        title = HTTPStatus(exc.status_code).phrase
+        detail = f"{request.method} {path}: {title.lower()}"
+        err = for_path(path, exc.status_code, title, detail)
+        return json_response(err.body, err.status)
+
+    for module in ROUTERS:
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, state=state, faults=app.state.faults, router=app.router)
     return app

@@ -88,3 +88,17 @@ def cja(status: int, code: str, description: str) -> AdobeHTTPError:
 
 def cja_throttled() -> AdobeHTTPError:
     return gateway("429050", "Too many requests")
+
+
+CJA_PREFIXES = ("/reports", "/segments", "/filters", "/data/dataviews")
+
+
+def for_path(path: str, status: int, title: str, message: str) -> AdobeHTTPError:
+    """An error in the dialect of the Adobe service that owns ``path``."""
+    if path.startswith("/collection"):
+        return dccs(status, title, message)
+    if path.startswith("/ims"):
+        return ims(status, title.lower().replace(" ", "_"), message)
+    if path.startswith(CJA_PREFIXES):
+        return cja(status, title.lower().replace(" ", "_"), message)
+    return platform(status, title, message)

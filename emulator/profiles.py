@@ -117,9 +117,16 @@ class Profile:
         return identity_map
 
     def entity(self) -> dict[str, Any]:
-        """The profile as Profile Access returns it under ``entity``."""
+        """The profile as Profile Access returns it under ``entity``: ``identities`` (as in
+        every example of Adobe's entities page) besides the merged ``identityMap``."""
         entity = dict(self.attributes or {})
-        entity["identityMap"] = self.identity_map
+        identity_map = self.identity_map
+        entity["identities"] = [
+            {"id": value["id"], "namespace": {"code": code}}
+            for code, values in identity_map.items()
+            for value in values
+        ]
+        entity["identityMap"] = identity_map
         if self.memberships:
             nested: dict[str, dict[str, Any]] = {}
             for key, packed in self.memberships.items():

@@ -178,6 +178,8 @@ class State:
         self.open_batches: dict[tuple[str, str], dict[str, Any]] = {}
         self.stats = Stats()
         self.lake: str | None = self.config.cja.lake
+        self.timezone = self.config.cja.timezone  # the data view's (admin route can change it)
+        self.person_dimension = self.config.cja.person_dimension
 
     def _load(self) -> None:
         for kind, sandbox, ident, body in self.persistence.resources():

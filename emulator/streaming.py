@@ -3,7 +3,7 @@
 Like DCCS, the envelope (header, schema, org, dataset) is checked while the request waits and
 reported per message in a 207; XDM record validation (identities, membership fields, event
 ``_id``/``timestamp``) happens downstream and is reported only with
-``synchronousValidation=true``; otherwise a bad record is accepted with an ``xactionId``
+``synchronousValidation=true`` on ``/collection/{inlet}``; otherwise a bad record is accepted with an ``xactionId``
 and then dropped before reaching Profile, as Adobe does. Accepted profile records are merged
 into the profile store.
 """
@@ -306,20 +306,19 @@ async def collect_batch(inlet_id: str, request: Request) -> Response:
             'The request body must be {"messages": [...]} with at least one message',
         )
     _admit(faults, request.url.path, len(messages))
-    sync = _sync_validation(request, state, inlet)
-    collector = Collector(state, faults, inlet, sync)
+    # Adobe offers synchronous validation on /collection/{inlet} only (KB ka-19680): the
+    # batch endpoint ignores the parameter, as DCCS does.
+    collector = Collector(state, faults, inlet, sync=False)
     received_ms = int(collector.received * 1000)
     base = _transaction_base(received_ms)
     responses = [collector.one(m, f"{base}:{i}") for i, m in enumerate(messages)]
     collector.finish(raw, len(messages))
-    body: dict[str, Any] = {
+    body = {
         "inletId": inlet.id,
         "batchId": base,
         "receivedTimeMs": received_ms,
         "responses": responses,
     }
-    if sync:
-        body["synchronousValidation"] = collector.sync_block()
     return errors.json_response(body, status=207)
 
 
