@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from http import HTTPStatus
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from pathlib import Path
 
 from fastapi import FastAPI, Request

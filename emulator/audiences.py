@@ -170,7 +170,7 @@ async def list_audiences(request: Request) -> Response:
         "_links": {},
     }
     if more:
-        body["_page"]["next"] = str(start + 1)
+        body["_page"]["next"] = start + 1  # an integer in the spec (the page shows "1")
         body["_links"]["next"] = {"href": f"@/audiences?start={start + 1}&limit={limit}"}
     return errors.json_response(body)
 

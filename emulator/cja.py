@@ -108,7 +108,7 @@ async def read_json(request: Request) -> dict[str, Any]:
     try:
         body = from_json(await request.body())
     except ValueError as exc:
-        raise _bad("invalid_json", f"Request body is not valid JSON: {exc}") from exc
+        raise _bad("invalid_json_input", f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise _bad("invalid_request", "Request body must be a JSON object")
     return body
@@ -139,7 +139,7 @@ class DataView:
             parsed = datetime.fromisoformat(text.strip())
         except ValueError as exc:
             raise _bad(
-                "invalid_date_range", f"{field} {text!r} is not an ISO-8601 date-time"
+                "invalid_parameters", f"{field} {text!r} is not an ISO-8601 date-time"
             ) from exc
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=self.zone)).astimezone(UTC)
 
@@ -149,7 +149,7 @@ class DataView:
         match = _DATE_RANGE.match(str(text or ""))
         if not match:
             raise _bad(
-                "invalid_date_range",
+                "invalid_parameters",
                 "dateRange must be 'start/end', e.g. "
                 "2026-07-01T00:00:00.000/2026-08-01T00:00:00.000",
             )
@@ -160,18 +160,18 @@ class DataView:
                 (datetime.fromisoformat(match.group(2)) + timedelta(days=1)).isoformat(), "end"
             )
         if end <= start:
-            raise _bad("invalid_date_range", "dateRange end must be after its start")
+            raise _bad("invalid_parameters", "dateRange end must be after its start")
         return start, end
 
     def column(self, dimension_id: str) -> str:
         if dimension_id.startswith(DIMENSION_MAP_PREFIX):
             key = dimension_id[len(DIMENSION_MAP_PREFIX) :]
             if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
-                raise _bad("invalid_dimension", f"dimension {dimension_id!r} is not valid")
+                raise _bad("invalid_dimension_access", f"dimension {dimension_id!r} is not valid")
             return f"dimensions['{key}']"
         if dimension_id not in self.dimensions:
             raise _bad(
-                "invalid_dimension",
+                "invalid_dimension_access",
                 f"dimension {dimension_id!r} is not in data view {self.id}; known: "
                 f"{', '.join(self.dimensions)}",
             )
@@ -193,7 +193,7 @@ class ReportQuery:
         self.view.check(body.get("rsid") or body.get("dataId"))
         if body.get("dimensions"):
             raise _bad(
-                "unsupported_request",
+                "action_not_implemented",
                 "dimensions[] (a multi-dimension request) is not supported by the emulator: send "
                 "one dimension and break it down with a BREAKDOWN global filter "
                 '({"type": "breakdown", "dimension": ..., "itemId": ...})',
@@ -206,7 +206,7 @@ class ReportQuery:
         self.start, self.end, self.conditions = self._filters(body.get("globalFilters"))
         if (self.end - self.start).days > limits.max_report_days:
             raise _bad(
-                "invalid_date_range",
+                "invalid_parameters",
                 f"the date range spans more than {limits.max_report_days} days (18 months)",
             )
         settings = body.get("settings") or {}
@@ -214,10 +214,13 @@ class ReportQuery:
         self.page = settings.get("page", 0)
         if not isinstance(self.limit, int) or not 1 <= self.limit <= limits.max_report_items:
             raise _bad(
-                "invalid_limit", f"settings.limit must be between 1 and {limits.max_report_items}"
+                "invalid_parameters",
+                f"settings.limit must be between 1 and {limits.max_report_items}",
             )
         if not isinstance(self.page, int) or self.page < 0:
-            raise _bad("invalid_page", "settings.page must be an integer >= 0 (pages are 0-based)")
+            raise _bad(
+                "invalid_parameters", "settings.page must be an integer >= 0 (pages are 0-based)"
+            )
         self.nones = settings.get("nonesBehavior", "exclude-nones")
         if self.nones not in ("exclude-nones", "return-nones"):
             raise _bad(
@@ -236,7 +239,7 @@ class ReportQuery:
             if not isinstance(metric, dict) or metric.get("id") not in METRICS:
                 shown = metric.get("id") if isinstance(metric, dict) else metric
                 raise _bad(
-                    "invalid_metric",
+                    "invalid_metric_access",
                     f"metricContainer.metrics[{i}].id {shown!r} is not in data view; "
                     f"known: {', '.join(METRICS)}",
                 )
@@ -244,7 +247,7 @@ class ReportQuery:
             for ref in metric.get("filters") or []:
                 if ref not in self.metric_filters:
                     raise _bad(
-                        "invalid_metric_filter",
+                        "invalid_parameters",
                         f"metricContainer.metrics[{i}].filters names {ref!r}, which is not "
                         "in metricContainer.metricFilters",
                     )
@@ -256,7 +259,7 @@ class ReportQuery:
         compiled: dict[str, Compiled] = {}
         for i, f in enumerate(raw or []):
             if not isinstance(f, dict) or not f.get("id"):
-                raise _bad("invalid_metric_filter", f"metricFilters[{i}] needs an id")
+                raise _bad("invalid_parameters", f"metricFilters[{i}] needs an id")
             kind = FILTER_TYPES.get(f.get("type"))
             if kind == "DATE_RANGE":
                 start, end = self.view.date_range(f.get("dateRange"))
@@ -265,7 +268,7 @@ class ReportQuery:
                 compiled[f["id"]] = self._condition(kind, f)
             else:
                 raise _bad(
-                    "invalid_metric_filter",
+                    "invalid_parameters",
                     f"metricFilters[{i}].type {f.get('type')!r} must be segment, dateRange "
                     "or breakdown",
                 )
@@ -285,7 +288,7 @@ class ReportQuery:
             else:
                 shown = f.get("type") if isinstance(f, dict) else f
                 raise _bad(
-                    "invalid_filter",
+                    "invalid_parameters",
                     f"global filter type {shown!r} must be one of {', '.join(FILTER_TYPES)}",
                 )
         if len(ranges) != 1:
@@ -299,12 +302,13 @@ class ReportQuery:
             return self._segment_sql(f)
         if kind == "BREAKDOWN":
             if not f.get("dimension") or f.get("itemId") is None:
-                raise _bad("invalid_filter", "a breakdown filter needs dimension and itemId")
+                raise _bad("invalid_parameters", "a breakdown filter needs dimension and itemId")
             return Compiled(f"{item_sql(self._scalar(f['dimension']))} = ?", [str(f["itemId"])])
         ids = f.get("itemIds") or f.get("excludeItemIds")
         if not self.dimension or not isinstance(ids, list):
             raise _bad(
-                "invalid_filter", "an excludeItemIds filter needs itemIds and a report dimension"
+                "invalid_parameters",
+                "an excludeItemIds filter needs itemIds and a report dimension",
             )
         column = self._scalar(self.dimension_id or "")
         marks = ", ".join("?" * len(ids))
@@ -313,7 +317,9 @@ class ReportQuery:
     def _scalar(self, dimension_id: str) -> str:
         column = self.view.column(dimension_id)
         if column.startswith("unnest"):
-            raise _bad("invalid_filter", f"{dimension_id} is a list dimension: it cannot filter")
+            raise _bad(
+                "invalid_parameters", f"{dimension_id} is a list dimension: it cannot filter"
+            )
         return column
 
     def _segment_sql(self, f: dict[str, Any]) -> Compiled:
@@ -321,14 +327,14 @@ class ReportQuery:
         if definition is None:
             segment = self.state.resources["segment"][SEGMENTS].get(str(f.get("segmentId")))
             if segment is None:
-                raise errors.cja(
-                    404, "resource_not_found", f"segment {f.get('segmentId')!r} was not found"
+                raise _bad(
+                    "invalid_segment_ids_found", f"segment {f.get('segmentId')!r} was not found"
                 )
             definition = segment["definition"]
         try:
             return compile_segment(definition, self.view.scalar_columns)
         except SegmentCompileError as exc:
-            raise _bad("invalid_segment", str(exc)) from exc
+            raise _bad("invalid_data", str(exc)) from exc
 
     def metric_sql(self) -> tuple[str, list[Any]]:
         """The select list of the metric columns and the values bound in it."""
@@ -461,7 +467,7 @@ def _page(query: ReportQuery, result: dict[str, Any]) -> dict[str, Any]:
         "summaryData": summary,
     }
     if query.dimension_id:
-        body["columns"]["dimension"] = {"id": query.dimension_id, "type": "string"}
+        body["columns"]["dimension"] = {"id": query.dimension_id, "type": "STRING"}
     return body
 
 
@@ -530,12 +536,12 @@ async def top_items(request: Request) -> Response:
     page = _int(params, "page", 0)
     most = state.config.cja.top_items_max
     if not 1 <= limit <= most:
-        raise _bad("invalid_limit", f"limit must be between 1 and {most}")
+        raise _bad("invalid_parameters", f"limit must be between 1 and {most}")
     if not params.get("dimension"):
         raise _bad("invalid_request", "dimension is required")
     unsupported = [p for p in UNSUPPORTED_TOP_ITEMS if p in params]
     if unsupported:
-        raise _bad("unsupported_request", f"{', '.join(unsupported)}: search is not emulated")
+        raise _bad("action_not_implemented", f"{', '.join(unsupported)}: search is not emulated")
     view = DataView.of(state)
     if params.get("dateRange"):
         start, end = view.date_range(params["dateRange"], end_inclusive_dates=True)

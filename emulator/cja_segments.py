@@ -57,7 +57,7 @@ def new_segment(state: State, body: dict[str, Any], owner: str) -> dict[str, Any
     try:
         top_container(definition)
     except SegmentCompileError as exc:
-        raise _bad("invalid_definition", str(exc)) from exc
+        raise _bad("invalid_data", str(exc)) from exc
     now = _now()
     data_id = body.get("dataId") or body.get("rsid") or state.config.cja.data_view_id
     segment = {

@@ -91,6 +91,15 @@ def cja_throttled() -> AdobeHTTPError:
 
 
 CJA_PREFIXES = ("/reports", "/segments", "/filters", "/data/dataviews")
+# errorCode values from the CJA spec's enum, by HTTP status
+CJA_CODES = {
+    400: "invalid_request",
+    404: "resource_not_found",
+    405: "method_not_allowed",
+    429: "too_many_requests",
+    500: "unexpected_error",
+    503: "resource_temporarily_unavailable",
+}
 
 
 def for_path(path: str, status: int, title: str, message: str) -> AdobeHTTPError:
@@ -100,5 +109,5 @@ def for_path(path: str, status: int, title: str, message: str) -> AdobeHTTPError
     if path.startswith("/ims"):
         return ims(status, title.lower().replace(" ", "_"), message)
     if path.startswith(CJA_PREFIXES):
-        return cja(status, title.lower().replace(" ", "_"), message)
+        return cja(status, CJA_CODES.get(status, "unexpected_error"), message)
     return platform(status, title, message)

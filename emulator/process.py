@@ -155,6 +155,10 @@ class EmulatorServer:
         """Store a CJA segment (``name``, ``definition``, optional ``id``, ``dataId``)."""
         return self.admin("POST", "/cja/segments", json=segment)
 
+    def set_data_view(self, **settings: Any) -> dict[str, Any]:
+        """Change the CJA data view's ``timezone`` or ``person_dimension``."""
+        return self.admin("POST", "/cja/dataview", json=settings)
+
     def set_lake(self, path: Path | str | None) -> dict[str, Any]:
         """Point CJA ``/reports`` at a lake root (the folder holding ``lake/events``)."""
         return self.admin("POST", "/cja/lake", json={"path": str(path) if path else None})

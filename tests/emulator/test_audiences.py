@@ -94,7 +94,7 @@ def test_list_pages_with_start_as_page_index(client):
         _create(client, name=f"A{i}", audienceId=f"a{i}")
     first = client.get(BASE, params={"limit": 2, "sort": "name:asc"}).json()
     assert [a["name"] for a in first["children"]] == ["A0", "A1"]
-    assert first["_page"] == {"totalCount": 5, "pageSize": 2, "next": "1"}
+    assert first["_page"] == {"totalCount": 5, "pageSize": 2, "next": 1}
     assert first["_links"]["next"]["href"] == "@/audiences?start=1&limit=2"
     last = client.get(BASE, params={"limit": 2, "start": 2, "sort": "name:asc"}).json()
     assert [a["name"] for a in last["children"]] == ["A4"]

@@ -84,7 +84,7 @@ def test_person_report_with_metrics(cja):
     assert body["summaryData"]["totals"] == [5, 100, 4, 4]
     assert body["columns"] == {
         "columnIds": ["0", "1", "2", "3"],
-        "dimension": {"id": "variables/personid", "type": "string"},
+        "dimension": {"id": "variables/personid", "type": "STRING"},
     }
     assert (body["totalElements"], body["totalPages"], body["number"]) == (2, 1, 0)
     assert body["firstPage"] and body["lastPage"]
@@ -151,34 +151,34 @@ def test_no_lake_means_an_empty_data_view(client):
     [
         ({"rsid": None}, 400, "invalid_request"),
         ({"rsid": "dv_other"}, 404, "resource_not_found"),
-        ({"dimension": "variables/shoesize"}, 400, "invalid_dimension"),
-        ({"dimension": "variables/dimensions.bad key"}, 400, "invalid_dimension"),
-        ({"metricContainer": {"metrics": [{"id": "metrics/joy"}]}}, 400, "invalid_metric"),
+        ({"dimension": "variables/shoesize"}, 400, "invalid_dimension_access"),
+        ({"dimension": "variables/dimensions.bad key"}, 400, "invalid_dimension_access"),
+        ({"metricContainer": {"metrics": [{"id": "metrics/joy"}]}}, 400, "invalid_metric_access"),
         ({"metricContainer": {"metrics": []}}, 400, "invalid_request"),
         ({"globalFilters": []}, 400, "invalid_request"),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "yesterday"}]},
             400,
-            "invalid_date_range",
+            "invalid_parameters",
         ),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "2026-11-02/2026-11-01"}]},
             400,
-            "invalid_date_range",
+            "invalid_parameters",
         ),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "2026-13-02/2026-11-01"}]},
             400,
-            "invalid_date_range",
+            "invalid_parameters",
         ),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": RANGE}, {"type": "BREAKDOWN"}]},
             400,
-            "invalid_filter",
+            "invalid_parameters",
         ),
-        ({"settings": {"limit": 0}}, 400, "invalid_limit"),
-        ({"settings": {"limit": 50001}}, 400, "invalid_limit"),
-        ({"settings": {"page": -1}}, 400, "invalid_page"),
+        ({"settings": {"limit": 0}}, 400, "invalid_parameters"),
+        ({"settings": {"limit": 50001}}, 400, "invalid_parameters"),
+        ({"settings": {"page": -1}}, 400, "invalid_parameters"),
         ({"settings": {"nonesBehavior": "maybe"}}, 400, "invalid_request"),
         ({"statistics": {"functions": ["col-median"]}}, 400, "invalid_request"),
     ],
@@ -191,7 +191,7 @@ def test_report_errors(cja, change, status, code):
 
 def test_report_needs_json(cja):
     response = cja.send("POST", "/reports", data=b"{", headers={"Content-Type": "application/json"})
-    assert (response.status_code, response.json()["errorCode"]) == (400, "invalid_json")
+    assert (response.status_code, response.json()["errorCode"]) == (400, "invalid_json_input")
     response = cja.send("POST", "/reports", data=b"{}", headers={"Content-Type": "text/plain"})
     assert response.status_code == 400
 
@@ -260,7 +260,7 @@ def test_create_segment(client):
     assert created["id"].startswith("s") and created["id"] != "mine"
     assert client.get(f"/segments/{created['id']}").json()["definition"] == HITS_PURCHASE
     bad = client.send("POST", "/segments", {"name": "x", "definition": {"func": "nope"}})
-    assert (bad.status_code, bad.json()["errorCode"]) == (400, "invalid_definition")
+    assert (bad.status_code, bad.json()["errorCode"]) == (400, "invalid_data")
     assert client.send("POST", "/segments", {"definition": HITS_PURCHASE}).status_code == 400
 
 
