@@ -235,7 +235,9 @@ def test_segments_admin_list_get(client):
     emu = client.emu
     stored = emu.add_segment(name="Cart visitors", definition=CART_VISITORS, id="s200_cart")
     emu.add_segment(name="Buyers", definition=HITS_PURCHASE, dataId="dv_other")
-    assert client.get("/segments/s200_cart").json()["definition"] == CART_VISITORS
+    expanded = client.get("/segments/s200_cart", params={"expansion": "definition"}).json()
+    assert expanded["definition"] == CART_VISITORS
+    assert "definition" not in client.get("/segments/s200_cart").json()
     assert stored["dataId"] == emu.config["data_view_id"]
     listed = client.get("/segments", params={"limit": 1}).json()
     assert (listed["totalElements"], listed["totalPages"], listed["numberOfElements"]) == (2, 2, 1)
@@ -258,8 +260,12 @@ def test_create_segment(client):
     }
     created = client.send("POST", "/segments", body | {"id": "mine"}).json()
     assert created["id"].startswith("s") and created["id"] != "mine"
-    assert client.get(f"/segments/{created['id']}").json()["definition"] == HITS_PURCHASE
-    bad = client.send("POST", "/segments", {"name": "x", "definition": {"func": "nope"}})
+    expanded = client.get(f"/segments/{created['id']}", params={"expansion": "definition"})
+    assert expanded.json()["definition"] == HITS_PURCHASE
+    view = client.emu.config["data_view_id"]
+    bad = client.send(
+        "POST", "/segments", {"name": "x", "dataId": view, "definition": {"func": "nope"}}
+    )
     assert (bad.status_code, bad.json()["errorCode"]) == (400, "invalid_data")
     assert client.send("POST", "/segments", {"definition": HITS_PURCHASE}).status_code == 400
 
@@ -278,7 +284,7 @@ def test_report_filtered_by_stored_and_inline_segments(cja):
 @pytest.mark.parametrize(
     ("segment", "status"),
     [
-        ({"type": "SEGMENT", "segmentId": "nope"}, 404),
+        ({"type": "SEGMENT", "segmentId": "nope"}, 400),
         (
             {
                 "type": "SEGMENT",
@@ -309,7 +315,7 @@ def test_top_items(cja):
     params = {"rsid": cja.emu.config["data_view_id"], "dimension": "variables/page", "limit": 2}
     body = cja.get("/reports/topItems", params=params).json()
     assert [r["value"] for r in body["rows"]] == ["home", "cart"]
-    assert set(body["rows"][0]) == {"itemId", "value"}
+    assert set(body["rows"][0]) == {"itemId", "value", "data"}
     assert (body["totalElements"], body["totalPages"], body["lastPage"]) == (4, 2, False)
     second = cja.get("/reports/topItems", params=params | {"page": 1}).json()
     assert {r["value"] for r in second["rows"]} == {"checkout", "Unspecified"}
