@@ -1,19 +1,14 @@
 """Fixtures for the contract tests: an emulator client that checks every answer against the
-spec, and a small CJA lake."""
+spec of its route."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import requests
 from starlette.routing import Match
 
-from cja_audiences.lake.schema import EVENT_SCHEMA
 from emulator.app import create_app
 from emulator.config import load_config
 from emulator.process import EmulatorServer
@@ -76,21 +71,3 @@ class CheckedClient:
 @pytest.fixture
 def checked(emu: EmulatorServer) -> CheckedClient:
     return CheckedClient(emu)
-
-
-def write_events(root: Path, rows: list[dict[str, Any]]) -> Path:
-    """A lake root holding ``rows`` (EVENT_SCHEMA fields) in UTC date partitions."""
-    by_date: dict[str, list[dict[str, Any]]] = {}
-    for i, row in enumerate(rows):
-        ts = row["timestamp"]
-        if isinstance(ts, str):
-            ts = datetime.fromisoformat(ts)
-        ts = ts.astimezone(UTC)
-        full = {"event_id": f"ev{i}", "person_namespace": "ECID", **row, "timestamp": ts}
-        by_date.setdefault(ts.date().isoformat(), []).append(full)
-    for day, day_rows in by_date.items():
-        folder = root / "lake" / "events" / f"date={day}"
-        folder.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist(day_rows, schema=EVENT_SCHEMA)
-        pq.write_table(table, folder / "part-0.parquet")
-    return root

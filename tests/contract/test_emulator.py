@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.contract.conftest import CheckedClient, adobe_routes, write_events
+from tests.contract.conftest import CheckedClient, adobe_routes
+from tests.extract.conftest import write_events
 from tests.emulator.xdm import profile_message
 
 pytestmark = pytest.mark.integration

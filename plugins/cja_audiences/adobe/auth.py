@@ -38,6 +38,10 @@ class AdobeConfig(BaseModel):
     rate_limit: float = 1500.0  # records/s; 0 = off
     concurrency: int = 4
     data_view_id: str | None = None  # CJA data view ("rsid" in Reporting API requests)
+    # The data view's time zone (IANA name); None = ask CJA (GET /data/dataviews/{id})
+    data_view_timezone: str | None = None
+    # The data view's Person ID component (its id differs between data views)
+    person_dimension: str = "variables/personid"
     timeout: float = 60.0
 
     @classmethod
