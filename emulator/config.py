@@ -61,6 +61,7 @@ class Dataset(BaseModel):
 
 class Inlet(BaseModel):
     id: str
+    flow_id: str | None = None  # the dataflow behind the HTTP API connection
     name: str = ""
     sandbox: str = "prod"
     authenticated: bool = True
@@ -155,6 +156,7 @@ class EmulatorConfig(BaseModel):
             "tenant": self.tenant,
             "sandbox": self.defaults.sandbox,
             "inlet_id": self.defaults.inlet_id,
+            "flow_id": self.inlet(self.defaults.inlet_id).flow_id,
             "unauthenticated_inlet_id": open_inlet.id if open_inlet else None,
             "dataset_id": self.defaults.dataset_id,
             "schema_id": dataset.schemaId if dataset else None,

@@ -50,6 +50,7 @@ class EmulatorServer:
             "ims_url": self.url,
             "streaming_url": self.url,
             "inlet_id": c["inlet_id"],
+            "flow_id": c["flow_id"],
             "dataset_id": c["dataset_id"],
             "schema_id": c["schema_id"],
             "segment_namespace": c["segment_namespace"],

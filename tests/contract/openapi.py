@@ -116,6 +116,10 @@ def _adobe_pages(doc: dict[str, Any]) -> None:
         alternatives = schema["schema"].setdefault("anyOf", [])
         if external not in alternatives:
             alternatives.append(external)
+    # PATCH's schema is its PQL example ({op, path, value: expression}); the page patches
+    # any field (name, description, lifecycleState), so a value may be any JSON
+    patch = paths["/audiences/{AUDIENCE_ID}"]["patch"]["requestBody"]["content"]
+    patch["application/json"]["schema"]["items"]["properties"]["value"] = {}
     post = paths["/audiences"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     request = {"$ref": "#/components/schemas/CreateExternalAudienceRequestBody"}
     if request not in post.setdefault("anyOf", []):

@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from tests.contract.conftest import CheckedClient, adobe_routes
-from tests.extract.conftest import write_events
 from tests.emulator.xdm import profile_message
+from tests.extract.conftest import write_events
 
 pytestmark = pytest.mark.integration
 

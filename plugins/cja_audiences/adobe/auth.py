@@ -34,6 +34,7 @@ class AdobeConfig(BaseModel):
     ims_url: str = "https://ims-na1.adobelogin.com"
     streaming_url: str = "https://dcs.adobedc.net"
     inlet_id: str | None = None
+    flow_id: str | None = None  # the streaming dataflow's id (header.flowId), if it has one
     dataset_id: str | None = None
     schema_id: str | None = None
     segment_namespace: str = "ups"
