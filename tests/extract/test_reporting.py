@@ -189,12 +189,11 @@ def test_a_new_york_data_view_is_pulled_by_new_york_days(emu, tmp_path: Path) ->
     config = emu.adobe_config("cja")
     zone = fetch_data_view_timezone(config, config.data_view_id)
     assert zone == "America/New_York"
-    source = ReportingSource(
-        ReportingClient(config, sleep=lambda s: None),
-        data_view_id=config.data_view_id,
+    source = _source(
+        emu,
+        tmp_path,
         start=datetime(2026, 11, 1, tzinfo=NY),
         end=datetime(2026, 11, 3, tzinfo=NY),
-        checkpoint_dir=tmp_path / "checkpoints",
         timezone=zone,
     )
     assert source.body(source_windows(source)[0], 0)["globalFilters"][0]["dateRange"] == (
@@ -225,14 +224,12 @@ def test_the_person_dimension_comes_from_the_connection(emu, tmp_path: Path) -> 
     )
     emu.set_lake(lake_root)
     emu.set_data_view(person_dimension=component)
-    config = emu.adobe_config("cja", person_dimension=component)
-    source = ReportingSource(
-        ReportingClient(config, sleep=lambda s: None),
-        data_view_id=config.data_view_id,
+    source = _source(
+        emu,
+        tmp_path,
         start=datetime(2026, 11, 1, tzinfo=UTC),
         end=datetime(2026, 11, 2, tzinfo=UTC),
-        checkpoint_dir=tmp_path / "checkpoints",
-        person_dimension=config.person_dimension,
+        person_dimension=component,
     )
     lake = Lake(tmp_path / "home")
     extract_reporting(source, lake, run_id="person")
