@@ -10,9 +10,9 @@ folder.
 from __future__ import annotations
 
 import secrets
+import struct
 import threading
 import time
-import struct
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
