@@ -18,8 +18,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cja_audiences import splits, why
 from cja_audiences.filters.compiler import CompiledQuery, CompileError, QueryBuilder
 from cja_audiences.filters.fields import quote
+from cja_audiences.filters.ir import Node
 from cja_audiences.filters.rules import parse_rules
 from cja_audiences.filters.segment import (
     DataViewMapping,
@@ -29,7 +31,7 @@ from cja_audiences.filters.segment import (
     read_definition,
 )
 from cja_audiences.lake.layout import Lake, update_run_record, write_parquet
-from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_FILE_SCHEMA, PERSON_SCHEMA
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
@@ -161,7 +163,8 @@ def render_audience(
     query = compile_audience(
         spec, settings=settings, params=params, definition=definition, window=window
     )
-    return RenderedAudience(_members_sql(query, spec), query.params)
+    _, split_params = splits.split_sql(spec, "c.person_id")
+    return RenderedAudience(_members_sql(query, spec), {**query.params, **split_params})
 
 
 def compile_audience(
@@ -179,21 +182,32 @@ def compile_audience(
         filters_dir=settings.filters_dir,
         window=window.bounds() if window else None,
     )
-    f = spec.filter
     try:
-        if f.template is not None:
-            body = builder.template(f.template)
+        tree = filter_tree(spec, settings, definition)
+        if tree is None:
+            assert spec.filter.template is not None
+            body = builder.template(spec.filter.template)
         else:
-            if f.rules is not None:
-                tree = parse_rules(f.rules)
-            else:
-                assert f.segment is not None
-                definition = definition or segment_definition(spec, settings)
-                tree = parse_segment(definition, DataViewMapping(f.segment.mapping))
             body = f"SELECT person_id FROM {builder.tree(tree)}"
         return builder.build(body)
-    except (CompileError, SegmentError) as exc:
+    except CompileError as exc:
         raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
+
+
+def filter_tree(
+    spec: AudienceSpec, settings: Settings, definition: dict[str, Any] | None = None
+) -> Node | None:
+    """The filter as a tree (None for a template, which is SQL of its own)."""
+    f = spec.filter
+    try:
+        if f.rules is not None:
+            return parse_rules(f.rules)
+        if f.segment is not None:
+            definition = definition or segment_definition(spec, settings)
+            return parse_segment(definition, DataViewMapping(f.segment.mapping))
+    except SegmentError as exc:
+        raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
+    return None
 
 
 @dataclass
@@ -212,11 +226,13 @@ def evaluate_audience(
     preview: bool = True,
     definition: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation;
+    """Members (MEMBER_FILE_SCHEMA, sorted by person_id) and the stats of one computation;
     ``preview=False`` skips the preview figures (another pass over the window's events);
     ``definition`` is a segment definition the caller already fetched."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
+    if definition is None and spec.filter.segment is not None:
+        definition = segment_definition(spec, settings)
     rendered = render_audience(
         spec,
         settings=settings,
@@ -232,22 +248,29 @@ def evaluate_audience(
         _register(con, "raw_persons", sorted(lake.persons.glob("*.parquet")), PERSON_SCHEMA)
         table = con.sql(rendered.sql, params=rendered.params).to_arrow_table()
         has_identity = pc.fill_null(pc.not_equal(table["identity"], ""), False)
+        chosen = table.filter(has_identity)
+        found = why.branches(
+            filter_tree(spec, settings, definition),
+            filter_params(spec, params),
+            spec.filter.template,
+        )
         members = pa.table(
             {
-                "person_id": table["person_id"].filter(has_identity),
-                "namespace": pa.array(
-                    [spec.identity.namespace] * int(pc.sum(has_identity).as_py() or 0),
-                    pa.string(),
-                ),
-                "identity": table["identity"].filter(has_identity),
+                "person_id": chosen["person_id"],
+                "namespace": pa.array([spec.identity.namespace] * chosen.num_rows, pa.string()),
+                "identity": chosen["identity"],
+                "why": _member_codes(spec, settings, window, params, found, chosen),
+                "split": chosen["split"],
             },
-            schema=MEMBER_SCHEMA,
+            schema=MEMBER_FILE_SCHEMA,
         )
         missing = table.num_rows - members.num_rows
         stats = _stats(con, members, missing) if preview else {"missing_identity": missing}
     finally:
         con.close()
     stats.update(
+        why=found.legend(),
+        splits=_arm_sizes(spec, members),
         size=members.num_rows,
         size_by_namespace={spec.identity.namespace: members.num_rows},
         window=window.as_dict(),
@@ -256,7 +279,38 @@ def evaluate_audience(
         params=_jsonable(rendered.params),
         elapsed_s=round(time.perf_counter() - started, 3),
     )
+    if spec.filter.segment is not None:
+        stats["definition"] = definition  # explain re-evaluates this run with it
     return Evaluation(members, stats)
+
+
+def _member_codes(
+    spec: AudienceSpec,
+    settings: Settings,
+    window: Window,
+    params: dict[str, Any] | None,
+    found: why.Branches,
+    chosen: pa.Table,
+) -> pa.Array:
+    """Each member's why code: known from membership for all/one filters, else evaluated
+    over the members' events only."""
+    if found.member_code is not None:
+        return pa.array([found.member_code] * chosen.num_rows, pa.int64())
+    ids = chosen["person_id"].to_pylist()
+    with why.Probe(spec, settings, window, filter_params(spec, params), ids) as probe:
+        codes = probe.codes([b.node for b in found.items])
+    return pa.array([codes.get(p, 0) for p in ids], pa.int64())
+
+
+def _arm_sizes(spec: AudienceSpec, members: pa.Table) -> dict[str, int]:
+    """Members per arm (the holdout included; the audience's id for members in no arm)."""
+    if not splits.has_arms(spec):
+        return {}
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(members["split"]).to_pylist()}
+    names: list[str | None] = [arm.name for arm in splits.arms(spec)]
+    if not spec.splits:
+        names.append(None)
+    return {name or spec.id: counts.get(name, 0) for name in names}
 
 
 def compute_audience(
@@ -310,8 +364,9 @@ def _register(
 def _members_sql(query: CompiledQuery, spec: AudienceSpec) -> str:
     column = f"pr.{quote(spec.identity.column)}"
     identity = f"sha256(lower(trim({column})))" if spec.identity.hash_email else column
+    split, _ = splits.split_sql(spec, "c.person_id")
     return (
-        f"SELECT c.person_id, {identity} AS identity\n"
+        f"SELECT c.person_id, {identity} AS identity, {split} AS split\n"
         f"FROM (\n{query.sql}\n) AS c LEFT JOIN raw_persons AS pr USING (person_id)\n"
         "ORDER BY c.person_id"
     )

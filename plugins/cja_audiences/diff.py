@@ -1,7 +1,9 @@
 """Membership diff: who enters and who exits an audience between two runs (DESIGN §3, issue 6).
 
 A member is the triple (person_id, namespace, identity), so a person whose published identity
-changed exits with the old value and enters with the new one. The diff is exact (full keys,
+changed exits with the old value and enters with the new one. Both files also say why (issue
+19): ``why`` (the filter-branch code now, legend in run.json ``compute.why``), ``why_before``
+(the code in the previous run), ``reason`` (``cja_audiences.why.REASONS``) and ``split``. The diff is exact (full keys,
 no hashes standing in for them) and bounded in memory at any audience size: both member
 files are sorted by person_id, so their row-group statistics split the key space into ranges
 of a few million rows, and each range is diffed with one full outer join. A range never holds
@@ -10,16 +12,18 @@ more than its share of rows, so the hash table stays small and nothing spills to
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cja_audiences import why
 from cja_audiences.lake.layout import atomic_path, update_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
 
@@ -34,13 +38,29 @@ MEMORY_LIMIT = "1GB"
 THREADS = 2
 
 _KEY = "person_id, namespace, identity"
+# Columns members.parquet may carry beyond the key (older runs have none: read as NULL).
+_CARRIED = {"why": "BIGINT", "split": "VARCHAR"}
+CHANGE_SCHEMA = pa.schema(
+    [
+        *MEMBER_SCHEMA,
+        pa.field("why", pa.int64()),
+        pa.field("why_before", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("split", pa.string()),
+    ]
+)
+# Given the persons who exited (not for another identity), their code now and reason.
+ExitExplainer = Callable[[list[str]], pa.Table]
 
 
-def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]:
-    """Write entered/exited.parquet (MEMBER_SCHEMA, sorted by person_id) and record the counts.
+def diff_members(
+    run_dir: Path, previous_run_dir: Path | None, explain_exits: ExitExplainer | None = None
+) -> dict[str, Any]:
+    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id); record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
-    the audience was never published, so every member enters.
+    the audience was never published, so every member enters. ``explain_exits`` evaluates
+    the exits on the lake (``why.exit_reasons``); without it their reason is ``left``.
     """
     started = time.perf_counter()
     members = run_dir / MEMBERS
@@ -51,7 +71,7 @@ def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]
     else:
         previous = previous_run_dir / MEMBERS
         previous_size = _rows(previous)
-        entered, exited = _diff_files(members, previous, run_dir)
+        entered, exited = _diff_files(members, previous, run_dir, explain_exits)
     record = {
         "entered": entered,
         "exited": exited,
@@ -72,10 +92,30 @@ def _rows(path: Path) -> int:
 
 def _first_run(members: Path, run_dir: Path) -> None:
     """Everybody enters; an empty exited file keeps publish's reading uniform."""
-    with atomic_path(run_dir / ENTERED) as tmp:
-        shutil.copyfile(members, tmp)
+    with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
+        con = _connect(Path(spill))
+        try:
+            with atomic_path(run_dir / ENTERED) as tmp:
+                con.execute(
+                    f"COPY (SELECT {_KEY}, why, NULL::BIGINT AS why_before, $reason AS reason, "
+                    f"split FROM ({_member_sql(members, 'current')}) ORDER BY person_id) "
+                    "TO $path (FORMAT parquet, COMPRESSION zstd)",
+                    {"current": str(members), "reason": why.FIRST_RUN, "path": str(tmp)},
+                )
+        finally:
+            con.close()
     with atomic_path(run_dir / EXITED) as tmp:
-        pq.write_table(MEMBER_SCHEMA.empty_table(), tmp)
+        pq.write_table(CHANGE_SCHEMA.empty_table(), tmp)
+
+
+def _member_sql(path: Path, param: str, where: str = "true") -> str:
+    """The key and the carried columns of a member file (NULL where an older file has none)."""
+    names = set(pq.read_schema(path).names)
+    carried = [
+        name if name in names else f"CAST(NULL AS {kind}) AS {name}"
+        for name, kind in _CARRIED.items()
+    ]
+    return f"SELECT {_KEY}, {', '.join(carried)} FROM read_parquet(${param}) WHERE {where}"
 
 
 def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -91,16 +131,20 @@ def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _diff_files(current: Path, previous: Path, run_dir: Path) -> tuple[int, int]:
+def _diff_files(
+    current: Path, previous: Path, run_dir: Path, explain_exits: ExitExplainer | None
+) -> tuple[int, int]:
     with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
         con = _connect(Path(spill))
         try:
             con.execute(
                 "CREATE TEMP TABLE changes (person_id VARCHAR NOT NULL, namespace VARCHAR NOT "
-                "NULL, identity VARCHAR NOT NULL, entered BOOLEAN NOT NULL)"
+                "NULL, identity VARCHAR NOT NULL, entered BOOLEAN NOT NULL, why BIGINT, "
+                "split VARCHAR)"
             )
             for low, high in key_ranges([current, previous], RANGE_ROWS):
                 _diff_range(con, current, previous, low, high)
+            _explain(con, explain_exits)
             entered = _copy_side(con, True, run_dir / ENTERED)
             exited = _copy_side(con, False, run_dir / EXITED)
         finally:
@@ -121,15 +165,31 @@ def _diff_range(
         f"""
         INSERT INTO changes
         SELECT coalesce(c.person_id, p.person_id), coalesce(c.namespace, p.namespace),
-               coalesce(c.identity, p.identity), c.person_id IS NOT NULL
-        FROM (SELECT {_KEY} FROM read_parquet($current) WHERE {where}) AS c
-        FULL OUTER JOIN (SELECT {_KEY} FROM read_parquet($previous) WHERE {where}) AS p
+               coalesce(c.identity, p.identity), c.person_id IS NOT NULL,
+               coalesce(c.why, p.why), coalesce(c.split, p.split)
+        FROM ({_member_sql(current, "current", where)}) AS c
+        FULL OUTER JOIN ({_member_sql(previous, "previous", where)}) AS p
           ON c.person_id = p.person_id AND c.namespace = p.namespace
          AND c.identity = p.identity
         WHERE c.person_id IS NULL OR p.person_id IS NULL
         """,
         {"current": str(current), "previous": str(previous), **bounds},
     )
+
+
+def _explain(con: duckdb.DuckDBPyConnection, explain_exits: ExitExplainer | None) -> None:
+    """``exit_why``: code now and reason of each person who left (not for another identity)."""
+    exits = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT person_id FROM changes WHERE NOT entered AND person_id NOT IN "
+            "(SELECT person_id FROM changes WHERE entered) ORDER BY person_id"
+        ).fetchall()
+    ]
+    table = why.EXIT_SCHEMA.empty_table()
+    if explain_exits is not None and exits:
+        table = explain_exits(exits)
+    con.register("exit_why", table)
 
 
 def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str]]:
@@ -145,11 +205,33 @@ def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str
 
 
 def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int:
+    """One side with its reason: the same person on the other side changed identity; else
+    entered members now hold, exited ones have the explainer's reason (or ``left``)."""
     with atomic_path(path) as tmp:
         con.execute(
-            f"COPY (SELECT {_KEY} FROM changes WHERE entered = $entered ORDER BY {_KEY}) "
-            "TO $path (FORMAT parquet, COMPRESSION zstd)",
-            {"entered": entered, "path": str(tmp)},
+            f"""
+            COPY (
+              SELECT c.person_id, c.namespace, c.identity,
+                     CASE WHEN $entered THEN c.why ELSE x.why END AS why,
+                     CASE WHEN $entered THEN o.why ELSE c.why END AS why_before,
+                     CASE WHEN o.person_id IS NOT NULL THEN $changed
+                          WHEN $entered THEN $holds ELSE coalesce(x.reason, $left) END AS reason,
+                     c.split
+                FROM changes AS c
+                LEFT JOIN (SELECT person_id, any_value(why) AS why FROM changes
+                            WHERE entered != $entered GROUP BY person_id) AS o USING (person_id)
+                LEFT JOIN exit_why AS x ON NOT $entered AND x.person_id = c.person_id
+               WHERE c.entered = $entered
+               ORDER BY {_KEY}
+            ) TO $path (FORMAT parquet, COMPRESSION zstd)
+            """,
+            {
+                "entered": entered,
+                "path": str(tmp),
+                "changed": why.IDENTITY_CHANGED,
+                "holds": why.NOW_HOLDS,
+                "left": why.LEFT,
+            },
         )
     return _rows(path)
 

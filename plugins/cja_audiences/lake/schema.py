@@ -71,3 +71,9 @@ MEMBER_SCHEMA = pa.schema(
         pa.field("identity", pa.string(), nullable=False),
     ]
 )
+
+# members.parquet: the member key, then why (bit i: top-level filter branch i held, legend in
+# run.json compute.why) and split (the arm of a split test or holdout; null without arms).
+MEMBER_FILE_SCHEMA = pa.schema(
+    [*MEMBER_SCHEMA, pa.field("why", pa.int64()), pa.field("split", pa.string())]
+)
