@@ -270,6 +270,7 @@ def evaluate_audience(
         con.close()
     stats.update(
         why=found.legend(),
+        filter_params=filter_params(spec, params),
         splits=_arm_sizes(spec, members),
         size=members.num_rows,
         size_by_namespace={spec.identity.namespace: members.num_rows},

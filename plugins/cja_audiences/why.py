@@ -157,6 +157,8 @@ def _measure(measure: Measure, params: dict[str, Any]) -> str:
         return "events" if where is None else f"events where {describe(where, params)}"
     if measure.agg == "sessions":
         return "sessions"
+    if measure.agg == "distinct":
+        return f"distinct {measure.field} values"
     return f"{measure.agg} of {measure.field}"
 
 
@@ -367,9 +369,9 @@ class Probe:
 
     def events(self, person_id: str, ids: set[str] | None, limit: int) -> list[dict[str, Any]]:
         """The person's events (only ``ids`` when given), oldest first, at most ``limit``."""
-        rows = self.con.execute(
+        rows = self.con.sql(
             'SELECT * FROM focus_events WHERE person_id = $p ORDER BY "timestamp", event_id',
-            {"p": person_id},
+            params={"p": person_id},
         ).to_arrow_table()
         events = [r for r in rows.to_pylist() if ids is None or r["event_id"] in ids]
         return events[:limit]
@@ -421,4 +423,3 @@ def exit_reasons(
         },
         schema=EXIT_SCHEMA,
     )
-
