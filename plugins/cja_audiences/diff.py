@@ -212,7 +212,7 @@ def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int
             f"""
             COPY (
               SELECT c.person_id, c.namespace, c.identity,
-                     CASE WHEN $entered THEN c.why ELSE x.why END AS why,
+                     CASE WHEN $entered THEN c.why ELSE coalesce(x.why, o.why) END AS why,
                      CASE WHEN $entered THEN o.why ELSE c.why END AS why_before,
                      CASE WHEN o.person_id IS NOT NULL THEN $changed
                           WHEN $entered THEN $holds ELSE coalesce(x.reason, $left) END AS reason,

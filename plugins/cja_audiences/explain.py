@@ -156,7 +156,7 @@ def _status(
     ns = context.spec.identity.namespace
     if context.run_dir is None:
         if filter_holds and identity:
-            return _Status(True, f"IN (the filter holds; {ns} {identity})")
+            return _Status(True, f"IN (the filter holds and the person has a {ns} identity)")
         if filter_holds:
             return _Status(False, f"OUT: the filter holds but the person has no {ns} identity")
         return _Status(False, "OUT: the filter does not hold")
@@ -192,7 +192,7 @@ def _holds(probe: why.Probe, nodes: list[Node | None], person_id: str) -> list[b
 
 
 def _combine_words(branches: why.Branches) -> str:
-    if branches.combine == "one":
+    if len(branches.items) == 1:
         return "its one condition"
     count = len(branches.items)
     return f"{'all' if branches.combine == 'all' else 'any'} of these {count} conditions"
@@ -209,9 +209,8 @@ def _leaf_lines(
         wanted = "must not hold" if leaf.negated else "held" if ok else "did not hold"
         if leaf.negated:
             wanted += ", and it " + ("held" if ok else "did not")
-        lines.append(
-            f"       - {why.describe(leaf.node, params)}: {wanted}{_value(probe, leaf, person_id)}"
-        )
+        text = "" if len(found) == 1 else f"{why.describe(leaf.node, params)}: "
+        lines.append(f"       - {text}{wanted}{_value(probe, leaf, person_id)}")
     return lines
 
 

@@ -175,7 +175,9 @@ def _date(text: str, where: str) -> date:
 
 def at_time(text: Any, as_of: date, where: str) -> datetime:
     """``-2d 10:00`` → two days before ``as_of`` at 10:00 UTC (see the module doc)."""
-    match = _AT.match(str(text))
+    if not isinstance(text, str):  # YAML 1.1 reads an unquoted 10:00 as the number 600
+        raise FixtureError(f"{where}: at {text!r}: quote it, e.g. at: '-2d 10:00' or '10:00'")
+    match = _AT.match(text)
     if match is None or not any(match.groupdict().values()):
         raise FixtureError(
             f"{where}: at {text!r}: use days relative to as_of and/or a time, e.g. "
