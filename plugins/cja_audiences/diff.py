@@ -1,7 +1,8 @@
 """Membership diff: who enters and who exits an audience between two runs (DESIGN §3, issue 6).
 
 A member is the triple (person_id, namespace, identity), so a person whose published identity
-changed exits with the old value and enters with the new one. Both files also say why (issue
+changed exits with the old value and enters with the new one, and a member whose split arm
+changed (new shares or salt) exits the old arm's audience and enters the new one's. Both files also say why (issue
 19): ``why`` (the filter-branch code now, legend in run.json ``compute.why``), ``why_before``
 (the code in the previous run), ``reason`` (``cja_audiences.why.REASONS``) and ``split``. The diff is exact (full keys,
 no hashes standing in for them) and bounded in memory at any audience size: both member
@@ -170,7 +171,7 @@ def _diff_range(
         FROM ({_member_sql(current, "current", where)}) AS c
         FULL OUTER JOIN ({_member_sql(previous, "previous", where)}) AS p
           ON c.person_id = p.person_id AND c.namespace = p.namespace
-         AND c.identity = p.identity
+         AND c.identity = p.identity AND c.split IS NOT DISTINCT FROM p.split
         WHERE c.person_id IS NULL OR p.person_id IS NULL
         """,
         {"current": str(current), "previous": str(previous), **bounds},
@@ -205,7 +206,8 @@ def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str
 
 
 def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int:
-    """One side with its reason: the same person on the other side changed identity; else
+    """One side with its reason: the same person on the other side moved to another split or
+    changed identity; else
     entered members now hold, exited ones have the explainer's reason (or ``left``)."""
     with atomic_path(path) as tmp:
         con.execute(
@@ -214,11 +216,13 @@ def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int
               SELECT c.person_id, c.namespace, c.identity,
                      CASE WHEN $entered THEN c.why ELSE coalesce(x.why, o.why) END AS why,
                      CASE WHEN $entered THEN o.why ELSE c.why END AS why_before,
-                     CASE WHEN o.person_id IS NOT NULL THEN $changed
+                     CASE WHEN o.identity = c.identity THEN $moved
+                          WHEN o.person_id IS NOT NULL THEN $changed
                           WHEN $entered THEN $holds ELSE coalesce(x.reason, $left) END AS reason,
                      c.split
                 FROM changes AS c
-                LEFT JOIN (SELECT person_id, any_value(why) AS why FROM changes
+                LEFT JOIN (SELECT person_id, any_value(why) AS why,
+                                  any_value(identity) AS identity FROM changes
                             WHERE entered != $entered GROUP BY person_id) AS o USING (person_id)
                 LEFT JOIN exit_why AS x ON NOT $entered AND x.person_id = c.person_id
                WHERE c.entered = $entered
@@ -229,6 +233,7 @@ def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int
                 "entered": entered,
                 "path": str(tmp),
                 "changed": why.IDENTITY_CHANGED,
+                "moved": why.SPLIT_CHANGED,
                 "holds": why.NOW_HOLDS,
                 "left": why.LEFT,
             },

@@ -100,3 +100,32 @@ def published_arms(spec: AudienceSpec) -> list[str | None]:
 def published_id(spec: AudienceSpec, arm: str | None) -> str:
     """``<id>__<split>`` for a separately published split, else the audience id."""
     return spec.id if arm is None else f"{spec.id}__{arm}"
+
+
+@dataclass(frozen=True)
+class PublishedAudience:
+    """One AEP audience a spec publishes: the spec itself, or one split as ``<id>__<split>``
+    (what ``adobe.audiences.ensure_audience`` registers)."""
+
+    id: str
+    name: str
+    description: str
+    tags: list[str]
+
+
+def published_audiences(spec: AudienceSpec) -> list[PublishedAudience]:
+    result = []
+    for arm in published_arms(spec):
+        name = spec.name if arm is None else f"{spec.name} [{arm}]"
+        tags = list(spec.tags) if arm is None else [*spec.tags, f"split:{arm}"]
+        result.append(PublishedAudience(published_id(spec, arm), name, spec.description, tags))
+    return result
+
+
+def target_audience(spec: AudienceSpec, arm: str | None) -> str | None:
+    """The AEP audience a member in ``arm`` is sent to; None for the holdout (never sent)."""
+    if arm == HOLDOUT:
+        return None
+    if spec.splits and spec.publish_splits == "separate":
+        return published_id(spec, arm)
+    return spec.id

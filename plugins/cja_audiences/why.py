@@ -45,11 +45,21 @@ from cja_audiences.specs.model import AudienceSpec
 FIRST_RUN = "first_run"  # no committed run before: everybody enters
 NOW_HOLDS = "now_holds"  # the filter holds now and did not in the previous run
 IDENTITY_CHANGED = "identity_changed"  # same person, another published identity value
+SPLIT_CHANGED = "split_changed"  # same person and identity, another split arm
 STOPPED_HOLDING = "stopped_holding"  # new events, and the filter no longer holds
 AGED_OUT = "aged_out"  # no events since the previous window: old ones left the window
 IDENTITY_LOST = "identity_lost"  # the filter still holds but the person has no identity now
 LEFT = "left"  # exited, not evaluated (a rollback, or no lake to evaluate on)
-REASONS = (FIRST_RUN, NOW_HOLDS, IDENTITY_CHANGED, STOPPED_HOLDING, AGED_OUT, IDENTITY_LOST, LEFT)
+REASONS = (
+    FIRST_RUN,
+    NOW_HOLDS,
+    IDENTITY_CHANGED,
+    SPLIT_CHANGED,
+    STOPPED_HOLDING,
+    AGED_OUT,
+    IDENTITY_LOST,
+    LEFT,
+)
 
 EXIT_SCHEMA = pa.schema([("person_id", pa.string()), ("why", pa.int64()), ("reason", pa.string())])
 
