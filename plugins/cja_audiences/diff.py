@@ -25,12 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cja_audiences import why
-from cja_audiences.lake.layout import atomic_path, update_run_record
+from cja_audiences.lake.layout import atomic_path
+from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, update_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
-
-MEMBERS = "members.parquet"
-ENTERED = "entered.parquet"
-EXITED = "exited.parquet"
 
 # Rows (both sides together) per key range: ~2.5M keeps a range's hash table near 250 MB.
 RANGE_ROWS = 5_000_000
@@ -92,19 +89,28 @@ def _rows(path: Path) -> int:
 
 
 def _first_run(members: Path, run_dir: Path) -> None:
-    """Everybody enters; an empty exited file keeps publish's reading uniform."""
-    with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
-        con = _connect(Path(spill))
-        try:
-            with atomic_path(run_dir / ENTERED) as tmp:
-                con.execute(
-                    f"COPY (SELECT {_KEY}, why, NULL::BIGINT AS why_before, $reason AS reason, "
-                    f"split FROM ({_member_sql(members, 'current')}) ORDER BY person_id) "
-                    "TO $path (FORMAT parquet, COMPRESSION zstd)",
-                    {"current": str(members), "reason": why.FIRST_RUN, "path": str(tmp)},
-                )
-        finally:
-            con.close()
+    """Everybody enters (streamed batch by batch: members are sorted already); an empty
+    exited file keeps publish's reading uniform."""
+    source = pq.ParquetFile(members)
+    names = source.schema_arrow.names
+    with (
+        atomic_path(run_dir / ENTERED) as tmp,
+        pq.ParquetWriter(tmp, CHANGE_SCHEMA, compression="zstd") as writer,
+    ):
+        for batch in source.iter_batches(batch_size=1 << 20):
+            rows = batch.num_rows
+            columns = {name: batch.column(name) for name in names}
+            values = {
+                "why_before": pa.nulls(rows, pa.int64()),
+                "reason": pa.repeat(pa.scalar(why.FIRST_RUN), rows),
+            }
+            arrays = [
+                columns.get(f.name)
+                if f.name in columns
+                else values.get(f.name, pa.nulls(rows, f.type))
+                for f in CHANGE_SCHEMA
+            ]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=CHANGE_SCHEMA))
     with atomic_path(run_dir / EXITED) as tmp:
         pq.write_table(CHANGE_SCHEMA.empty_table(), tmp)
 

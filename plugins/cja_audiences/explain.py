@@ -19,7 +19,7 @@ import pyarrow as pa
 from cja_audiences import compute, why
 from cja_audiences.diff import ExitExplainer
 from cja_audiences.filters.ir import Attr, Cond, Metric, Node, Sequence
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
@@ -160,14 +160,14 @@ def _status(
         if filter_holds:
             return _Status(False, f"OUT: the filter holds but the person has no {ns} identity")
         return _Status(False, "OUT: the filter does not hold")
-    rows = _rows(context.run_dir / "members.parquet", person_id)
+    rows = _rows(context.run_dir / MEMBERS, person_id)
     member = bool(rows)
     line = f"IN ({ns} {rows[0]['identity']}" if member else "OUT (not a member of this run"
     if member and rows[0].get("split"):
         line += f", split {rows[0]['split']}"
     line += ")"
-    for name, verb in (("entered", "entered"), ("exited", "exited")):
-        for row in _rows(context.run_dir / f"{name}.parquet", person_id):
+    for name, verb in ((ENTERED, "entered"), (EXITED, "exited")):
+        for row in _rows(context.run_dir / name, person_id):
             line += f"; {verb} in this run: {row.get('reason') or 'no reason recorded'}"
     return _Status(member, line)
 

@@ -12,7 +12,7 @@ from cja_audiences import why
 from cja_audiences.compute import compute_audience
 from cja_audiences.diff import diff_members
 from cja_audiences.explain import exit_explainer
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.membership import build_lake, parse_case
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
