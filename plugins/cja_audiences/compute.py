@@ -155,13 +155,19 @@ def render_audience(
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
+    why_codes: bool = True,
 ) -> RenderedAudience:
     """The SQL and bound parameters compute runs for ``spec``. The window (``as_of``,
     ``lookback_days``) selects which partitions are read, so it does not change the text;
     it is accepted so callers can render exactly what a run would."""
     window = audience_window(spec, as_of, lookback_days) if as_of is not None else None
     query = compile_audience(
-        spec, settings=settings, params=params, definition=definition, window=window
+        spec,
+        settings=settings,
+        params=params,
+        definition=definition,
+        window=window,
+        why_codes=why_codes,
     )
     _, split_params = splits.split_sql(spec, "c.person_id")
     return RenderedAudience(_members_sql(query, spec), {**query.params, **split_params})
@@ -174,8 +180,16 @@ def compile_audience(
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
     window: Window | None = None,
+    why_codes: bool = True,
 ) -> CompiledQuery:
-    """The audience's filter as SQL selecting candidate person ids, with bound parameters."""
+    """The audience's filter as SQL selecting candidate person ids and their why code (see
+    :mod:`cja_audiences.why`), with bound parameters.
+
+    An ``any`` filter is compiled branch by branch: a person is a candidate when some branch
+    selects them (the outermost container's existential distributes over OR), and which
+    branches did is their code, from the same query. Members of ``all`` and one-branch
+    filters hold every branch, so their code is a constant. ``why_codes=False``: one tree, a NULL code.
+    """
     builder = QueryBuilder(
         params=filter_params(spec, params),
         computed_fields=spec.computed_fields,
@@ -184,12 +198,24 @@ def compile_audience(
     )
     try:
         tree = filter_tree(spec, settings, definition)
+        found = why.branches(tree, builder.binder.params, spec.filter.template)
         if tree is None:
             assert spec.filter.template is not None
             body = builder.template(spec.filter.template)
+        elif found.member_code is None and why_codes:
+            branches = [builder.tree(b.node) for b in found.items if b.node is not None]
+            body = " UNION ".join(f"SELECT person_id FROM {name}" for name in branches)
+            code = " + ".join(
+                f"CASE WHEN person_id IN (SELECT person_id FROM {name}) THEN {1 << i} ELSE 0 END"
+                for i, name in enumerate(branches)
+            )
+            return builder.build(body, select=f"SELECT person_id, {code} AS why FROM candidates")
         else:
             body = f"SELECT person_id FROM {builder.tree(tree)}"
-        return builder.build(body)
+        code = found.member_code if why_codes and found.member_code is not None else "NULL"
+        return builder.build(
+            body, select=f"SELECT person_id, {code}::BIGINT AS why FROM candidates"
+        )
     except CompileError as exc:
         raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
 
@@ -225,10 +251,12 @@ def evaluate_audience(
     params: dict[str, Any] | None = None,
     preview: bool = True,
     definition: dict[str, Any] | None = None,
+    why_codes: bool = True,
 ) -> Evaluation:
     """Members (MEMBER_FILE_SCHEMA, sorted by person_id) and the stats of one computation;
     ``preview=False`` skips the preview figures (another pass over the window's events);
-    ``definition`` is a segment definition the caller already fetched."""
+    ``definition`` is a segment definition the caller already fetched; ``why_codes=False``
+    leaves ``why`` null (nothing is written, so nobody reads it: previews, tests)."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
     if definition is None and spec.filter.segment is not None:
@@ -240,6 +268,7 @@ def evaluate_audience(
         lookback_days=lookback_days,
         params=params,
         definition=definition,
+        why_codes=why_codes,
     )
     lake = Lake(settings.home)
     con = duckdb.connect()
@@ -259,7 +288,7 @@ def evaluate_audience(
                 "person_id": chosen["person_id"],
                 "namespace": pa.array([spec.identity.namespace] * chosen.num_rows, pa.string()),
                 "identity": chosen["identity"],
-                "why": _member_codes(spec, settings, window, params, found, chosen),
+                "why": pc.cast(chosen["why"], pa.int64()),
                 "split": chosen["split"],
             },
             schema=MEMBER_FILE_SCHEMA,
@@ -283,24 +312,6 @@ def evaluate_audience(
     if spec.filter.segment is not None:
         stats["definition"] = definition  # explain re-evaluates this run with it
     return Evaluation(members, stats)
-
-
-def _member_codes(
-    spec: AudienceSpec,
-    settings: Settings,
-    window: Window,
-    params: dict[str, Any] | None,
-    found: why.Branches,
-    chosen: pa.Table,
-) -> pa.Array:
-    """Each member's why code: known from membership for all/one filters, else evaluated
-    over the members' events only."""
-    if found.member_code is not None:
-        return pa.array([found.member_code] * chosen.num_rows, pa.int64())
-    ids = chosen["person_id"].to_pylist()
-    with why.Probe(spec, settings, window, filter_params(spec, params), ids) as probe:
-        codes = probe.codes([b.node for b in found.items])
-    return pa.array([codes.get(p, 0) for p in ids], pa.int64())
 
 
 def _arm_sizes(spec: AudienceSpec, members: pa.Table) -> dict[str, int]:
@@ -367,7 +378,7 @@ def _members_sql(query: CompiledQuery, spec: AudienceSpec) -> str:
     identity = f"sha256(lower(trim({column})))" if spec.identity.hash_email else column
     split, _ = splits.split_sql(spec, "c.person_id")
     return (
-        f"SELECT c.person_id, {identity} AS identity, {split} AS split\n"
+        f"SELECT c.person_id, {identity} AS identity, c.why, {split} AS split\n"
         f"FROM (\n{query.sql}\n) AS c LEFT JOIN raw_persons AS pr USING (person_id)\n"
         "ORDER BY c.person_id"
     )

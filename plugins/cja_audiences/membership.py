@@ -264,7 +264,12 @@ def run_case(spec: AudienceSpec, settings: Settings, case: Case) -> Result:
         build_lake(case, Path(home))
         local = settings.model_copy(update={"home": Path(home)})
         evaluation = compute.evaluate_audience(
-            spec, settings=local, as_of=case.as_of, params=case.params, preview=False
+            spec,
+            settings=local,
+            as_of=case.as_of,
+            params=case.params,
+            preview=False,
+            why_codes=False,
         )
         members = dict(
             zip(

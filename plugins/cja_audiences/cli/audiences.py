@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace, write: bool) -> int:
             run_dir = Lake(settings.home).run_dir(spec.id, run_id)
             stats = compute_audience(spec, run_dir=run_dir, **kwargs)
         else:
-            stats = evaluate_audience(spec, **kwargs).stats
+            stats = evaluate_audience(spec, why_codes=False, **kwargs).stats
     except (SpecError, AudienceError, ValueError, LookupError, OSError) as exc:
         return _fail(exc)
     if args.json:
