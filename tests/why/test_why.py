@@ -52,7 +52,7 @@ def lake(settings: Settings, persons: dict[str, Any]) -> None:
 
 
 def buy(at: str) -> dict[str, Any]:
-    return {"at": at, "event_type": BUY, "revenue": 10.0, "order_id": at}
+    return {"at": at, "event_type": BUY, "revenue": 10.0}
 
 
 def rows(path: Path) -> dict[str, dict[str, Any]]:
