@@ -301,6 +301,7 @@ def evaluate_audience(
         why=found.legend(),
         filter_params=filter_params(spec, params),
         splits=_arm_sizes(spec, members),
+        split_targets=splits.arm_targets(spec) if splits.has_arms(spec) else {},
         size=members.num_rows,
         size_by_namespace={spec.identity.namespace: members.num_rows},
         window=window.as_dict(),

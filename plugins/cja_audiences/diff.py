@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from cja_audiences import why
 from cja_audiences.lake.layout import atomic_path
-from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, update_run_record
+from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
 
 # Rows (both sides together) per key range: ~2.5M keeps a range's hash table near 250 MB.
@@ -149,8 +149,9 @@ def _diff_files(
                 "NULL, identity VARCHAR NOT NULL, entered BOOLEAN NOT NULL, why BIGINT, "
                 "split VARCHAR)"
             )
+            target = _target_sql(read_run_record(run_dir).get("compute", {}))
             for low, high in key_ranges([current, previous], RANGE_ROWS):
-                _diff_range(con, current, previous, low, high)
+                _diff_range(con, current, previous, low, high, target)
             _explain(con, explain_exits)
             entered = _copy_side(con, True, run_dir / ENTERED)
             exited = _copy_side(con, False, run_dir / EXITED)
@@ -165,9 +166,11 @@ def _diff_range(
     previous: Path,
     low: str | None,
     high: str | None,
+    target: tuple[str, dict[str, Any]],
 ) -> None:
     """One full outer join over person_id in (low, high]: unmatched rows are the changes."""
     where, bounds = _range_filter(low, high)
+    sql, targets = target
     con.execute(
         f"""
         INSERT INTO changes
@@ -177,10 +180,11 @@ def _diff_range(
         FROM ({_member_sql(current, "current", where)}) AS c
         FULL OUTER JOIN ({_member_sql(previous, "previous", where)}) AS p
           ON c.person_id = p.person_id AND c.namespace = p.namespace
-         AND c.identity = p.identity AND c.split IS NOT DISTINCT FROM p.split
+         AND c.identity = p.identity
+         AND {sql.format(side="c")} IS NOT DISTINCT FROM {sql.format(side="p")}
         WHERE c.person_id IS NULL OR p.person_id IS NULL
         """,
-        {"current": str(current), "previous": str(previous), **bounds},
+        {"current": str(current), "previous": str(previous), **bounds, **targets},
     )
 
 
@@ -197,6 +201,20 @@ def _explain(con: duckdb.DuckDBPyConnection, explain_exits: ExitExplainer | None
     if explain_exits is not None and exits:
         table = explain_exits(exits)
     con.register("exit_why", table)
+
+
+def _target_sql(compute: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Where a member's row is published (``{side}``: the join side): the AEP audience of
+    their split arm (run.json ``compute.split_targets``), or the arm itself."""
+    targets = compute.get("split_targets") or {}
+    if not targets:
+        return "{side}.split", {}
+    params: dict[str, Any] = {}
+    whens = []
+    for i, (arm, audience) in enumerate(targets.items()):
+        params[f"arm_{i}"], params[f"target_{i}"] = arm, audience
+        whens.append(f"WHEN $arm_{i} THEN $target_{i}")
+    return "(CASE {side}.split " + " ".join(whens) + " ELSE {side}.split END)", params
 
 
 def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str]]:

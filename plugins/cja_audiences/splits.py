@@ -129,3 +129,10 @@ def target_audience(spec: AudienceSpec, arm: str | None) -> str | None:
     if spec.splits and spec.publish_splits == "separate":
         return published_id(spec, arm)
     return spec.id
+
+
+def arm_targets(spec: AudienceSpec) -> dict[str, str | None]:
+    """Arm -> the AEP audience its members are sent to (None: held out); the diff compares
+    members by target, so a move between arms of one combined audience sends nothing."""
+    names = [arm.name for arm in arms(spec)]
+    return {name: target_audience(spec, name) for name in names}

@@ -16,6 +16,7 @@ from cja_audiences.publish.streaming import publish_run
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 from tests.publish.helpers import fast_options, held
+from tests.publish.test_external import FAST, external_conn, storage  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +127,41 @@ def test_a_new_salt_moves_members_between_split_audiences(emu, computed):
     publish_run(emu.adobe_config(), second, r2, options=fast_options())
     for arm in ("control", "variant"):
         assert held(emu, f"buyers__{arm}", status="realized") == arm_identities(after, arm)
+
+
+def test_in_one_combined_audience_only_moves_into_or_out_of_the_holdout_are_sent(emu, computed):
+    first = split_spec(publish_splits="combined")
+    _, r1, before = computed(first, "r1")
+    publish_run(emu.adobe_config(), first, r1, options=fast_options())
+    second = split_spec(publish_splits="combined", salt="s2")
+    _, r2, after = computed(second, "r2")
+    diff_members(r2, r1)
+    old = {m["person_id"]: m["split"] for m in before}
+    new = {m["person_id"]: m["split"] for m in after}
+    changed = {p for p in new if (old[p] == "holdout") != (new[p] == "holdout")}
+    entered = {m["person_id"] for m in pq.read_table(r2 / "entered.parquet").to_pylist()}
+    exited = {m["person_id"] for m in pq.read_table(r2 / "exited.parquet").to_pylist()}
+    assert entered == exited == changed  # control <-> variant moves change nothing in AEP
+    publish_run(emu.adobe_config(), second, r2, options=fast_options())
+    published = arm_identities(after, "control") | arm_identities(after, "variant")
+    assert held(emu, "buyers", status="realized") == published
+
+
+def test_external_audiences_leave_the_holdout_out_and_refuse_separate_splits(
+    emu,
+    storage,  # noqa: F811 (the fixture imported from test_external)
+    computed,
+):
+    from cja_audiences import publish
+    from cja_audiences.publish.external import ExternalAudienceError
+
+    external = {"publish": {"mode": "external_audience"}}
+    spec = split_spec(publish_splits="combined", **external)
+    _, run_dir, members = computed(spec, "r1")
+    config = emu.adobe_config(**external_conn(emu, storage))
+    publish.publish_run(config, spec, run_dir, poll=FAST)
+    rows = (storage / "audiences" / "buyers" / "r1.csv").read_text().splitlines()[1:]
+    published = {m["identity"] for m in members if m["split"] != "holdout"}
+    assert {r.split(",")[0].strip('"') for r in rows} == published
+    with pytest.raises(ExternalAudienceError, match="set publish_splits: combined"):
+        publish.publish_run(config, split_spec(**external), run_dir, poll=FAST)

@@ -174,6 +174,17 @@ class SplitSpec(_Strict):
     share: float = Field(gt=0, lt=1, description="share of all members, e.g. 0.45")
 
 
+class PublishSpec(_Strict):
+    """How membership reaches AEP: streamed profile records, or AEP's External Audiences API."""
+
+    mode: Literal["streaming", "external_audience"] | None = Field(
+        None, description="default: the AEP connection's publish_mode (streaming)"
+    )
+    ttl_days: int = Field(
+        30, ge=1, le=90, description="external_audience: AEP keeps the data this many days"
+    )
+
+
 class AudienceSpec(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
@@ -195,6 +206,7 @@ class AudienceSpec(_Strict):
     tests: dict[str, Any] | None = Field(
         None, description="membership tests inline (else <id>.test.yaml next to the spec)"
     )
+    publish: PublishSpec = Field(default_factory=PublishSpec)
 
     source_path: Path | None = Field(None, exclude=True, description="set by the loader")
 
