@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
-from pathlib import Path
 
 from cja_audiences import explain, membership, snapshots
-from cja_audiences.cli.audiences import _latest_event_date, _settings
+from cja_audiences.cli.audiences import _latest_event_date, _settings, audiences_option
 from cja_audiences.compute import AudienceError
 from cja_audiences.lake.layout import Lake
 from cja_audiences.settings import Settings
@@ -24,10 +23,7 @@ from cja_audiences.specs.model import AudienceSpec, SpecError, load_spec, spec_b
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this group's commands to the parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--audiences", type=Path, help="folder of audience YAML files (default include/audiences)"
-    )
+    common = audiences_option()
     why = subparsers.add_parser(
         "explain", parents=[common], help="why a person is in or out of an audience, in words"
     )
