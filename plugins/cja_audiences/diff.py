@@ -1,10 +1,11 @@
 """Membership diff: who enters and who exits an audience between two runs (DESIGN §3, issue 6).
 
 A member is the triple (person_id, namespace, identity), so a person whose published identity
-changed exits with the old value and enters with the new one, and a member whose split arm
-changed (new shares or salt) exits the old arm's audience and enters the new one's. Both files also say why (issue
-19): ``why`` (the filter-branch code now, legend in run.json ``compute.why``), ``why_before``
-(the code in the previous run), ``reason`` (``cja_audiences.why.REASONS``) and ``split``. The diff is exact (full keys,
+changed exits with the old value and enters with the new one; a member whose split arm now
+goes to another AEP audience (new shares or salt) exits the old one and enters the new one.
+Both files also say why (issue 19): ``why`` (the filter-branch code now, legend in run.json
+``compute.why``), ``why_before`` (the code in the previous run), ``reason``
+(``cja_audiences.why.REASONS``) and ``split``. The diff is exact (full keys,
 no hashes standing in for them) and bounded in memory at any audience size: both member
 files are sorted by person_id, so their row-group statistics split the key space into ranges
 of a few million rows, and each range is diffed with one full outer join. A range never holds

@@ -6,9 +6,10 @@ that is one condition, or a template, is one branch. Bit ``i`` of a code is set 
 ``i`` held for the person over the run's window. run.json's ``compute.why`` is the legend.
 
 For members of an ``all`` filter (and of a one-branch filter) every bit holds by definition,
-so compute pays nothing for their codes; members of an ``any`` filter, and the persons who
-exit, are evaluated by :class:`Probe`: the same compiler over the events of only those
-persons. Explaining one person (``explain``) uses it for every condition inside the branches.
+so compute pays nothing for their codes; an ``any`` filter is compiled branch by branch and
+the code comes out of the members query (``compute.compile_audience``). The persons who exit
+are evaluated by :class:`Probe`: the same compiler over the events of only those persons;
+explaining one person (``explain``) uses it for every condition inside the branches.
 """
 
 from __future__ import annotations
@@ -101,9 +102,6 @@ class Branches:
 
     def held(self, code: int | None) -> list[Branch]:
         return [b for b in self.items if code is not None and code & b.mask]
-
-    def missing(self, code: int | None) -> list[Branch]:
-        return [b for b in self.items if code is None or not code & b.mask]
 
 
 def branches(tree: Node | None, params: dict[str, Any], template: str | None = None) -> Branches:
