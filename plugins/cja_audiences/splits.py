@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cja_audiences.specs.model import HOLDOUT, AudienceSpec
+from cja_audiences.specs.model import HOLDOUT
+
+if TYPE_CHECKING:
+    from cja_audiences.specs.model import AudienceSpec
 
 SEPARATOR = "|"
 
