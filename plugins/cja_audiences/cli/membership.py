@@ -14,7 +14,7 @@ import sys
 from datetime import date
 
 from cja_audiences import explain, membership, snapshots
-from cja_audiences.cli.audiences import _latest_event_date, _settings, audiences_option
+from cja_audiences.cli.audiences import _event_dates, _settings, audiences_option
 from cja_audiences.compute import AudienceError
 from cja_audiences.lake.layout import Lake
 from cja_audiences.settings import Settings
@@ -58,7 +58,7 @@ def _context(
         else snapshots.current_run_dir(audience_dir) or snapshots.newest_run_dir(audience_dir)
     )
     if run_dir is None:
-        return explain.RunContext.at(spec, settings, _latest_event_date(settings))
+        return explain.RunContext.at(spec, settings, _event_dates(settings)[-1])
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: no such run of {spec.id} (see `runs list {spec.id}`)")
     return explain.RunContext.from_run(spec, settings, run_dir)
@@ -69,7 +69,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         spec = spec_by_id(settings.audiences_dir, args.audience_id)
         result = explain.explain(_context(args, settings, spec), args.person_id, args.events)
-    except (SpecError, AudienceError, ValueError, OSError) as exc:
+    except (SpecError, AudienceError, ValueError, LookupError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(result.text)
