@@ -267,6 +267,7 @@ class _Publish:
                 segment_namespace=self.config.segment_namespace,
                 audience_id=audience.id,
                 qualification_time=when,
+                flow_id=self.config.flow_id,
             )
             for audience in splits.published_audiences(self.spec)
         }
