@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import buckets, compute, diff, guardrails, snapshots
+from cja_audiences import buckets, compute, diff, explain, guardrails, snapshots
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
@@ -124,19 +124,23 @@ class AudienceRefresh:
     def diff(self, bucket: int | None = None) -> dict[str, Any]:
         """A bucketed audience diffs ``bucket`` (a mapped task), or every bucket in turn and
         then merges them (:meth:`merge`)."""
+        previous = self.previous_run_dir
         if not self.buckets:
-            return diff.diff_members(self.run_dir, self.previous_run_dir)
+            exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
+            return diff.diff_members(self.run_dir, previous, exits)
         if bucket is None:
             for b in range(self.buckets):
                 self.diff(b)
             return self.merge()
         folder = buckets.bucket_dir(self.run_dir, bucket)
-        previous = self.previous_run_dir
         if previous is None:
             return diff.diff_members(folder, None)
         sliced = folder / buckets.PREVIOUS_DIR
         buckets.slice_previous(previous, sliced, bucket, self.buckets)
-        return diff.diff_members(folder, previous, previous_members=sliced / "members.parquet")
+        exits = explain.exit_explainer(self.spec, self.settings, folder, previous)
+        return diff.diff_members(
+            folder, previous, exits, previous_members=sliced / "members.parquet"
+        )
 
     def merge(self) -> dict[str, Any]:
         """The buckets' members and changes as the run's own: guardrails judge the whole."""
