@@ -13,7 +13,7 @@ import secrets
 import struct
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,52 @@ class Persistence:
             self.db.close()
 
 
+RATE_WINDOW_S = 1.0
+SECONDS_KEPT = 300  # per-second counts kept for the stats
+
+
+@dataclass
+class OrgRate:
+    """Records received from one org in a sliding window, and the highest such count seen.
+
+    The maximum over every window ending at an arrival is the maximum over every window, so
+    ``max_window`` is exact: the most records any one-second span ever held.
+    """
+
+    window_s: float = RATE_WINDOW_S
+    arrivals: deque[tuple[float, int]] = field(default_factory=deque)
+    in_window: int = 0
+    max_window: int = 0
+    received: int = 0
+    by_second: Counter[int] = field(default_factory=Counter)  # whole wall-clock seconds
+
+    def add(self, count: int, now: float, wall: float | None = None) -> None:
+        self.arrivals.append((now, count))
+        self.in_window += count
+        self.received += count
+        self._expire(now)
+        self.max_window = max(self.max_window, self.in_window)
+        second = int(time.time() if wall is None else wall)
+        self.by_second[second] += count
+        for old in [s for s in self.by_second if s < second - SECONDS_KEPT]:
+            del self.by_second[old]
+
+    def _expire(self, now: float) -> None:
+        while self.arrivals and now - self.arrivals[0][0] >= self.window_s:
+            self.in_window -= self.arrivals.popleft()[1]
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        self._expire(now)
+        return {
+            "window_s": self.window_s,
+            "current": self.in_window,
+            "max": self.max_window,
+            "max_calendar_second": max(self.by_second.values(), default=0),
+            "received": self.received,
+            "per_second": {str(s): n for s, n in sorted(self.by_second.items())},
+        }
+
+
 @dataclass
 class Stats:
     """Request and message counters for ``/_emulator/stats``."""
@@ -149,6 +195,11 @@ class Stats:
     dropped: Counter[str] = field(default_factory=Counter)  # accepted, failed XDM validation
     tokens_issued: int = 0
     started: float = field(default_factory=time.time)
+    org_rates: dict[str, OrgRate] = field(default_factory=dict)
+
+    def received_records(self, org_id: str, count: int) -> None:
+        """Streaming records as they arrive, per org (AEP's capacity is per org)."""
+        self.org_rates.setdefault(org_id, OrgRate()).add(count, time.monotonic())
 
     def as_dict(self) -> dict[str, Any]:
         by_route: dict[str, dict[str, int]] = defaultdict(dict)
@@ -166,6 +217,9 @@ class Stats:
                 "dropped_by_sandbox": dict(self.dropped),
             },
             "tokens_issued": self.tokens_issued,
+            "records_per_s_by_org": {
+                org: rate.as_dict(time.monotonic()) for org, rate in self.org_rates.items()
+            },
             "uptime_s": round(time.time() - self.started, 3),
         }
 

@@ -330,6 +330,7 @@ async def collect_batch(inlet_id: str, request: Request) -> Response:
             "Bad Request",
             'The request body must be {"messages": [...]} with at least one message',
         )
+    state.stats.received_records(state.config.org_id, len(messages))
     _admit(faults, request.url.path, len(messages))
     # Adobe offers synchronous validation on /collection/{inlet} only (KB ka-19680): the
     # batch endpoint ignores the parameter, as DCCS does.
@@ -354,6 +355,7 @@ async def collect_one(inlet_id: str, request: Request) -> Response:
     inlet = _inlet(state, inlet_id)
     _check_inlet_auth(state, request, inlet)
     raw, payload = await _read_json(request, state)
+    state.stats.received_records(state.config.org_id, 1)
     _admit(faults, request.url.path, 1)
     sync = _sync_validation(request, state, inlet)
     collector = Collector(state, faults, inlet, sync)

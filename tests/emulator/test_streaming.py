@@ -325,3 +325,27 @@ def test_state_survives_a_restart(tmp_path, emu):
         assert [a["name"] for a in listed["children"]] == ["kept"]
     finally:
         server.stop()
+
+
+def test_stats_count_received_records_per_org_in_a_one_second_window(client):
+    c = client.emu.config
+    for batch in (3, 4):
+        client.stream([profile_message(c, f"ecid-{batch}-{i}") for i in range(batch)])
+    rate = client.emu.stats()["records_per_s_by_org"][c["org_id"]]
+    assert rate["window_s"] == 1.0 and rate["received"] == 7
+    assert rate["max"] == 7  # both requests fell in one second
+    assert rate["current"] in (0, 7)
+
+
+def test_the_sliding_window_forgets_old_arrivals():
+    from emulator.state import OrgRate
+
+    rate = OrgRate()
+    rate.add(5, now=0.0, wall=100.9)
+    rate.add(5, now=0.5, wall=101.4)
+    rate.add(3, now=1.2, wall=102.1)  # the first arrival left the window
+    stats = rate.as_dict(now=1.3)
+    assert (stats["current"], stats["max"], stats["received"]) == (8, 10, 13)
+    assert stats["per_second"] == {"100": 5, "101": 5, "102": 3}
+    assert stats["max_calendar_second"] == 5
+    assert rate.as_dict(now=5.0)["current"] == 0

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +30,7 @@ from cja_audiences.adobe.audiences import (
 )
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
-from cja_audiences.adobe.rate import shared_bucket
+from cja_audiences.adobe.rate import records_per_request, shared_bucket
 from cja_audiences.adobe.records import (
     STATUS_EXITED,
     STATUS_REALIZED,
@@ -49,7 +48,9 @@ from cja_audiences.adobe.sender import (
 )
 from cja_audiences.lake.layout import write_parquet
 from cja_audiences.lake.runs import DEAD_LETTERS, ENTERED, EXITED, MEMBERS, update_run_record
+from cja_audiences.lake.storage import LakePath, lake_path
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
+from cja_audiences.settings import get_settings
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
@@ -104,7 +105,7 @@ class DeadLetterThresholdExceeded(PublishError):
 def publish_run(
     config: AdobeConfig,
     spec: Any,
-    run_dir: Path,
+    run_dir: LakePath,
     *,
     full_republish: bool = False,
     dry_run: bool = False,
@@ -113,13 +114,13 @@ def publish_run(
 ) -> dict[str, Any]:
     """Send the run's entered (realized) and exited (exited) members; see the module doc."""
     mode = "full" if full_republish else "delta"
-    return _Publish(config, spec, Path(run_dir), mode, options, tokens).run(dry_run)
+    return _Publish(config, spec, lake_path(run_dir), mode, options, tokens).run(dry_run)
 
 
 def decommission_run(
     config: AdobeConfig,
     spec: Any,
-    run_dir: Path,
+    run_dir: LakePath,
     *,
     dry_run: bool = False,
     options: PublishOptions | None = None,
@@ -127,7 +128,7 @@ def decommission_run(
 ) -> dict[str, Any]:
     """Send every member of ``run_dir`` (the last committed run) as exited, then mark the
     AEP audience inactive. The audience is never deleted."""
-    return _Publish(config, spec, Path(run_dir), "decommission", options, tokens).run(dry_run)
+    return _Publish(config, spec, lake_path(run_dir), "decommission", options, tokens).run(dry_run)
 
 
 @dataclass
@@ -145,7 +146,7 @@ class _Publish:
         self,
         config: AdobeConfig,
         spec: Any,
-        run_dir: Path,
+        run_dir: LakePath,
         mode: str,
         options: PublishOptions | None,
         tokens: TokenProvider | None,
@@ -156,6 +157,7 @@ class _Publish:
         self.mode = mode
         self.options = options or PublishOptions()
         self.send_options = self.options.send_options(config)
+        self._max_records = records_per_request(self.send_options.rate_limit)
         self.tokens = tokens or TokenProvider(config)
         self.inputs = self._inputs()
         self.kinds = {kind for kind, *_ in self.inputs}
@@ -170,7 +172,7 @@ class _Publish:
         self.dead = 0
         self.audiences: list[dict[str, Any]] = []
 
-    def _inputs(self) -> list[tuple[str, Path, str]]:
+    def _inputs(self) -> list[tuple[str, LakePath, str]]:
         found = []
         for kind, name, status, required in PLANS[self.mode]:
             path = self.run_dir / name
@@ -250,7 +252,9 @@ class _Publish:
             self.send_options,
             self.tokens,
             self.stats,
-            shared_bucket(self.config.org_id, self.send_options.rate_limit),
+            shared_bucket(
+                self.config.org_id, self.send_options.rate_limit, get_settings().rate_budget_url
+            ),
         )
         try:
             sender.run(self._work(factories), self._chunk_done)
@@ -281,7 +285,7 @@ class _Publish:
                 if self.ledger.is_acknowledged(chunk.id):
                     continue
                 work, items = _encode(chunk, factories[kind], self.spec)
-                requests_, oversize = pack(items, self.send_options.byte_budget)
+                requests_, oversize = pack(items, self.send_options.byte_budget, self._max_records)
                 work.refused += [
                     Failure(key, None, f"record of {len(data)} bytes exceeds the request budget")
                     for key, data in oversize
@@ -384,7 +388,7 @@ class _Publish:
             },
         }
 
-    def _write_dead_letters(self) -> Path | None:
+    def _write_dead_letters(self) -> LakePath | None:
         if not self.ledger.dir.exists():
             return None
         rows = [row for entry in self.ledger.entries(self.kinds) for row in entry["dead_letters"]]
@@ -409,7 +413,7 @@ class _Publish:
             counts = by_status.setdefault(status, {"records": 0, "would_send": 0})
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
                 work, items = _encode(chunk, factories, self.spec)
-                packed, oversize = pack(items, self.send_options.byte_budget)
+                packed, oversize = pack(items, self.send_options.byte_budget, self._max_records)
                 held_out += work.held_out
                 requests_ += len(packed)
                 chunk_refused = len(work.refused) + len(oversize)
