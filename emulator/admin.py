@@ -23,10 +23,12 @@ from emulator.audiences import audience_counts
 from emulator.catalog import STATUSES, add_batch, seal_batches
 from emulator.cja import new_segment
 from emulator.faults import Faults
+from emulator.profiles import iso_ms
 from emulator.state import State
 
 router = APIRouter(prefix="/_emulator")
-MEMBER_FIELDS = ("namespace", "identity", "status", "last_qualification_time")
+MEMBER_FIELDS = ("namespace", "identity", "status", "last_qualification_time", "valid_until")
+TAMPER_ACTIONS = ("delete", "flip", "expire", "add")
 
 
 def _bad(detail: str) -> errors.AdobeHTTPError:
@@ -115,6 +117,7 @@ async def stats(request: Request) -> Response:
 
 
 def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> list[dict[str, Any]]:
+    """Memberships that have not lapsed by the emulator's clock."""
     store = state.profiles.get(sandbox)
     if store is None:
         return []
@@ -124,8 +127,9 @@ def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> li
             "identity": profile.ident,
             "status": entry["status"],
             "last_qualification_time": entry["lastQualificationTime"],
+            "valid_until": entry.get("validUntil"),
         }
-        for profile, entry in store.audience_members(namespace, audience_id)
+        for profile, entry in store.audience_members(namespace, audience_id, state.now())
     ]
 
 
@@ -219,3 +223,60 @@ async def seed_segment(request: Request) -> Response:
     """Store a CJA segment (name, definition, optional id/dataId/description)."""
     segment = new_segment(_state(request), await _body(request), owner="emulator-admin")
     return errors.json_response(segment, status=201)
+
+
+@router.get("/clock")
+async def get_clock(request: Request) -> Response:
+    state = _state(request)
+    return errors.json_response({"now": iso_ms(state.now()), "offset_s": state.clock_offset_s})
+
+
+@router.post("/clock")
+async def move_clock(request: Request) -> Response:
+    """Move the clock forward by ``days`` and/or ``seconds``; lapsed memberships are deleted."""
+    state = _state(request)
+    body = await _body(request)
+    try:
+        seconds = float(body.get("days", 0)) * 86400 + float(body.get("seconds", 0))
+        lapsed = state.advance(seconds)
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"clock: give days and/or seconds, zero or more ({exc})") from exc
+    return errors.json_response(
+        {"now": iso_ms(state.now()), "offset_s": state.clock_offset_s, "lapsed": lapsed}
+    )
+
+
+@router.post("/membership/{audience_id}/tamper")
+async def tamper(audience_id: str, request: Request) -> Response:
+    """Drift on purpose: ``{"changes": [{"action", "namespace", "identity"}], "namespace"?,
+    "sandbox"?}`` with action delete, flip (realized <-> exited), expire (validUntil in an
+    hour) or add (realized, unknown to the publisher). Not journaled: a restart forgets it."""
+    state = _state(request)
+    body = await _body(request)
+    namespace = body.get("namespace", state.config.defaults.segment_namespace)
+    store = state.profiles[body.get("sandbox", state.config.defaults.sandbox)]
+    changes = body.get("changes")
+    if not isinstance(changes, list) or not changes:
+        raise _bad('changes must be a non-empty list of {"action", "namespace", "identity"}')
+    done = 0
+    for change in changes:
+        action = change.get("action") if isinstance(change, dict) else None
+        if action not in TAMPER_ACTIONS:
+            raise _bad(f"change {change!r}: action must be one of {', '.join(TAMPER_ACTIONS)}")
+        code, ident = change.get("namespace"), change.get("identity")
+        if not isinstance(code, str) or not isinstance(ident, str):
+            raise _bad(f"change {change!r} needs the member's namespace and identity")
+        done += store.tamper(namespace, audience_id, code, ident, action, state.now())
+    return errors.json_response({"changed": done, "requested": len(changes)})
+
+
+@router.post("/org")
+async def org_switches(request: Request) -> Response:
+    """Turn org-level entitlements on or off (``external_segments``, ``abac_write``)."""
+    state = _state(request)
+    body = await _body(request)
+    try:
+        state.org = state.org.model_validate({**state.org.model_dump(), **body})
+    except ValidationError as exc:
+        raise _bad(f"org switches: {exc}") from exc
+    return errors.json_response(state.org.model_dump())
