@@ -73,10 +73,10 @@ def _check_entitlements(state: State, caller: Caller, audience: dict[str, Any] |
             + '","labels":[]},"action":"WRITE"}]'
         )
         raise errors.platform(403, message, message, "UPAPI-113752")
-    if audience is not None and audience.get("type") == "ExternalSegment":
-        if not state.org.external_segments:
-            message = "The IMS Org is not enabled for External Segment"
-            raise errors.platform(403, message, message + ".", "UPAPI-113740")
+    external = audience is not None and audience.get("type") == "ExternalSegment"
+    if external and not state.org.external_segments:
+        message = "The IMS Org is not enabled for External Segment"
+        raise errors.platform(403, message, message + ".", "UPAPI-113740")
 
 
 def _check_unique(state: State, caller: Caller, audience: dict[str, Any]) -> None:

@@ -33,7 +33,9 @@ def _schema_view(state: State, schema: Schema) -> dict[str, Any]:
     extends = [schema.class_, *schema.field_groups, "https://ns.adobe.com/xdm/data/record"]
     view: dict[str, Any] = {
         "$id": schema.id,
-        "meta:altId": "_" + schema.id.split("/schemas/")[0].rsplit("/", 1)[-1] + ".schemas."
+        "meta:altId": "_"
+        + schema.id.split("/schemas/")[0].rsplit("/", 1)[-1]
+        + ".schemas."
         + schema.id.rsplit("/", 1)[-1],
         "meta:resourceType": "schemas",
         "version": "1.0",
@@ -129,7 +131,9 @@ async def list_connections(request: Request) -> Response:
     """Base connections of the sandbox; ``property=a.b==value`` filters (several AND)."""
     state, caller = _caller(request)
     base = str(request.base_url).rstrip("/")
-    items = [_connection(i, base) for i in state.inlets.values() if i.sandbox == caller.sandbox.name]
+    items = [
+        _connection(i, base) for i in state.inlets.values() if i.sandbox == caller.sandbox.name
+    ]
     for prop in request.query_params.getlist("property"):
         path, sep, value = prop.partition("==")
         if not sep:

@@ -276,7 +276,9 @@ class ProfileStore:
         """Delete every membership that lapsed by ``now`` (expired or exited > 30 days)."""
         removed = 0
         for audience, profiles in self.members.items():
-            doomed = [k for k, p in profiles.items() if lapses_at_of(p.memberships[audience]) <= now]
+            doomed = [
+                k for k, p in profiles.items() if lapses_at_of(p.memberships[audience]) <= now
+            ]
             for key in doomed:
                 del profiles.pop(key).memberships[audience]
             removed += len(doomed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from cja_audiences.lake.layout import atomic_path, update_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
+from cja_audiences.lifetime import MEMBERSHIP, RENEWED
 
 MEMBERS = "members.parquet"
 ENTERED = "entered.parquet"
@@ -36,11 +38,15 @@ THREADS = 2
 _KEY = "person_id, namespace, identity"
 
 
-def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]:
-    """Write entered/exited.parquet (MEMBER_SCHEMA, sorted by person_id) and record the counts.
+def diff_members(
+    run_dir: Path, previous_run_dir: Path | None, renew_before: datetime | None = None
+) -> dict[str, Any]:
+    """Write entered/exited/renewed.parquet (MEMBER_SCHEMA, sorted) and record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
-    the audience was never published, so every member enters.
+    the audience was never published, so every member enters. Renewed: unchanged members
+    whose ``valid_until`` in the previous run's membership file is before ``renew_before``
+    (all unchanged ones when that run has no such file); none when ``renew_before`` is None.
     """
     started = time.perf_counter()
     members = run_dir / MEMBERS
@@ -52,9 +58,12 @@ def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]
         previous = previous_run_dir / MEMBERS
         previous_size = _rows(previous)
         entered, exited = _diff_files(members, previous, run_dir)
+    renewed = _renewals(run_dir, previous_run_dir, renew_before)
     record = {
         "entered": entered,
         "exited": exited,
+        "renewed": renewed,
+        "renew_before": renew_before.isoformat() if renew_before else None,
         "unchanged": size - entered,
         "size": size,
         "previous_size": previous_size,
@@ -76,6 +85,38 @@ def _first_run(members: Path, run_dir: Path) -> None:
         shutil.copyfile(members, tmp)
     with atomic_path(run_dir / EXITED) as tmp:
         pq.write_table(MEMBER_SCHEMA.empty_table(), tmp)
+
+
+def _renewals(run_dir: Path, previous_run_dir: Path | None, renew_before: datetime | None) -> int:
+    """Unchanged members due for renewal (see ``lifetime``), written to renewed.parquet."""
+    members = run_dir / MEMBERS
+    query, params = "SELECT * FROM read_parquet($members) WHERE false", {"members": str(members)}
+    if previous_run_dir is not None and renew_before is not None:
+        membership = previous_run_dir / MEMBERSHIP
+        if membership.exists():
+            query = (
+                f"SELECT {_KEY} FROM read_parquet($members) JOIN read_parquet($previous) "
+                f"USING ({_KEY}) WHERE valid_until < $cutoff"
+            )
+            params |= {"previous": str(membership), "cutoff": renew_before}
+        else:  # published before validUntil existed: AEP keeps them 30 days at most
+            query = (
+                f"SELECT {_KEY} FROM read_parquet($members) "
+                f"SEMI JOIN read_parquet($previous) USING ({_KEY})"
+            )
+            params |= {"previous": str(previous_run_dir / MEMBERS)}
+    with tempfile.TemporaryDirectory(prefix=".renew-", dir=run_dir) as spill:
+        con = _connect(Path(spill))
+        try:
+            with atomic_path(run_dir / RENEWED) as tmp:
+                con.execute(
+                    f"COPY (SELECT {_KEY} FROM ({query}) ORDER BY {_KEY}) "
+                    "TO $path (FORMAT parquet, COMPRESSION zstd)",
+                    params | {"path": str(tmp)},
+                )
+        finally:
+            con.close()
+    return _rows(run_dir / RENEWED)
 
 
 def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:

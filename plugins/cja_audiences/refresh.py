@@ -7,11 +7,11 @@ through the run folder, so any stage can be retried alone and XCom carries summa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import compute, diff, guardrails, snapshots
+from cja_audiences import clock, compute, diff, guardrails, lifetime, snapshots
 from cja_audiences.lake.layout import Lake, read_run_record, update_run_record
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
@@ -74,7 +74,7 @@ class AudienceRefresh:
 
     def gate(self, now: datetime | None = None) -> dict[str, Any]:
         """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses)."""
-        now = now or datetime.now(UTC)
+        now = now or clock.now()
         start = self.spec.refresh.start
         if self.request.scheduled and now < start:
             verdict = {
@@ -108,8 +108,12 @@ class AudienceRefresh:
             definition=definition,
         )
 
-    def diff(self) -> dict[str, Any]:
-        return diff.diff_members(self.run_dir, self.previous_run_dir)
+    def diff(self, now: datetime | None = None) -> dict[str, Any]:
+        """Entered, exited, and the unchanged members due for renewal before the next
+        scheduled refresh (``lifetime.renew_before``)."""
+        ttl = lifetime.lifetime_for(self.spec, self.settings)
+        cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
+        return diff.diff_members(self.run_dir, self.previous_run_dir, cutoff)
 
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message."""
@@ -149,8 +153,8 @@ def summarize(record: dict[str, Any], run_dir: Path) -> str:
         f"status {record.get('status', 'in progress')}"
         + (f" at stage {failure['stage']}: {failure['reason']}" if failure else ""),
         f"  computed: {comp.get('size', '?')} members, window {comp.get('window', {})}",
-        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited "
-        f"(previous size {dif.get('previous_size', 0)})",
+        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited, "
+        f"{dif.get('renewed', 0)} renewed (previous size {dif.get('previous_size', 0)})",
         f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
         f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
         f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s",

@@ -30,6 +30,18 @@ class Settings(BaseModel):
         None, description="AEP dataset behind CJA: its new batches start an extract"
     )
     catalog_poll_s: float = Field(60.0, gt=0)
+    membership_ttl_days: float = Field(
+        30.0, gt=1, le=420, description="validUntil of a sent membership: days after sending"
+    )
+    renewal_margin_hours: float = Field(
+        48.0, ge=0, description="renew when validUntil falls before the next refresh + this"
+    )
+    renewal_spread_days: float = Field(
+        21.0, ge=0, description="a new member's validUntil is moved earlier by up to this"
+    )
+    reconcile_sample: int = Field(
+        1000, ge=1, description="members (and as many recent exits) read back per reconcile"
+    )
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
@@ -54,6 +66,10 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
         "CJA_AUDIENCES_LANDING_POLL_S": "landing_poll_s",
         "CJA_AUDIENCES_CATALOG_DATASET": "catalog_dataset_id",
         "CJA_AUDIENCES_CATALOG_POLL_S": "catalog_poll_s",
+        "CJA_AUDIENCES_MEMBERSHIP_TTL_DAYS": "membership_ttl_days",
+        "CJA_AUDIENCES_RENEWAL_MARGIN_HOURS": "renewal_margin_hours",
+        "CJA_AUDIENCES_RENEWAL_SPREAD_DAYS": "renewal_spread_days",
+        "CJA_AUDIENCES_RECONCILE_SAMPLE": "reconcile_sample",
     }
     for env_name, field in optional.items():
         if env.get(env_name):

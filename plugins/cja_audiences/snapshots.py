@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from cja_audiences import clock
 from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
 from cja_audiences.lake.layout import (
     atomic_path,
@@ -29,6 +30,7 @@ from cja_audiences.lake.layout import (
     update_run_record,
     write_json,
 )
+from cja_audiences.lifetime import RENEWED
 
 CURRENT = "current.json"
 RUNS = "runs"
@@ -83,7 +85,7 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
         current = current_run(audience_dir)
         pointer = {
             "run_id": run_dir.name,
-            "committed_at": datetime.now(UTC).isoformat(),
+            "committed_at": clock.now().isoformat(),
             "size": record["diff"]["size"],
         }
         update_run_record(
@@ -216,6 +218,8 @@ def dry_run_report(run_dir: Path, sample: int = SAMPLE_SIZE) -> dict[str, Any]:
     Samples show person ids and masked identity values: enough to recognise, not to leak.
     """
     statuses = {"realized": run_dir / ENTERED, "exited": run_dir / EXITED}
+    if (run_dir / RENEWED).exists():
+        statuses["renewed"] = run_dir / RENEWED  # realized again, counted apart
     report: dict[str, Any] = {"sent": 0, "committed": False}
     con = duckdb.connect()
     try:

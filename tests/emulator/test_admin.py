@@ -115,8 +115,8 @@ def test_clock_lapses_memberships_by_valid_until_or_30_days(client):
     an exited one is deleted 30 days after the exit."""
     c = client.emu.config
     soon = profile_message(c, "v1")
-    soon["body"]["xdmEntity"]["segmentMembership"]["cjaAudiences"]["aud-1"]["validUntil"] = (
-        recent(-24 * 10)
+    soon["body"]["xdmEntity"]["segmentMembership"]["cjaAudiences"]["aud-1"]["validUntil"] = recent(
+        -24 * 10
     )
     client.stream([soon, profile_message(c, "d30"), profile_message(c, "x1", status="exited")])
     assert len(client.emu.membership("aud-1")) == 3

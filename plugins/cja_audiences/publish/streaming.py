@@ -14,7 +14,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,8 +46,17 @@ from cja_audiences.adobe.sender import (
     pack,
     shared_bucket,
 )
-from cja_audiences.lake.layout import update_run_record, write_parquet
+from cja_audiences.lake.layout import read_run_record, update_run_record, write_parquet
+from cja_audiences.lifetime import (
+    RENEWED,
+    Lifetime,
+    epoch_ms,
+    iso_ms,
+    lifetime_for,
+    write_membership,
+)
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
+from cja_audiences.settings import get_settings
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
@@ -68,6 +77,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
 PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
     "delta": (
         ("entered", "entered.parquet", STATUS_REALIZED, True),
+        ("renewed", RENEWED, STATUS_REALIZED, False),  # absent in runs diffed before renewals
         ("exited", "exited.parquet", STATUS_EXITED, True),
     ),
     "full": (
@@ -76,6 +86,8 @@ PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
     ),
     "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
 }
+# realized kinds whose validUntil is staggered within the spread (members sent afresh)
+STAGGERED = frozenset({"entered", "members"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ class PublishOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_dead_letter_share: float = DEFAULT_MAX_DEAD_LETTER_SHARE
     send: SendOptions | None = None
+    lifetime: Lifetime | None = None  # default: from the spec and the settings
 
     def send_options(self, config: AdobeConfig) -> SendOptions:
         return self.send or SendOptions(
@@ -150,6 +163,8 @@ class _Publish:
         self.run_dir = run_dir
         self.mode = mode
         self.options = options or PublishOptions()
+        self.namespace = config.audience_namespace()  # fails before anything else if unset
+        self.lifetime = self.options.lifetime or lifetime_for(spec, get_settings())
         self.send_options = self.options.send_options(config)
         self.tokens = tokens or TokenProvider(config)
         self.inputs = self._inputs()
@@ -194,6 +209,8 @@ class _Publish:
                 raise DeadLetterThresholdExceeded(self._threshold_message(self.dead))
             if self.mode == "decommission":
                 audience = {**audience, **(self._deactivate() or {})}
+            else:
+                self._write_membership(manifest)
         except BaseException as exc:
             failed = self._summary(started, audience, before, status="failed")
             failed["error"] = f"{type(exc).__name__}: {exc}"
@@ -208,13 +225,25 @@ class _Publish:
             if self.mode == "decommission":
                 found = find_audience(client, self.spec.id)
                 return {"id": found and found.get("id"), "audienceId": self.spec.id}
-            return ensure_audience(
-                client, self.spec, segment_namespace=self.config.segment_namespace
-            )
+            return ensure_audience(client, self.spec, segment_namespace=self.namespace)
 
     def _deactivate(self) -> dict[str, Any] | None:
         with PlatformClient(self.config, self.tokens) as client:
             return deactivate_audience(client, self.spec.id)
+
+    def _write_membership(self, manifest: dict[str, Any]) -> None:
+        """What AEP holds after this publish: sent members with their validUntil, the rest
+        carried from the run this one was diffed against (``lifetime.write_membership``)."""
+        sent = [
+            (path, manifest["inputs"][kind]["qualification_time"], kind in STAGGERED)
+            for kind, path, status in self.inputs
+            if status == STATUS_REALIZED
+        ]
+        previous = None
+        if self.mode == "delta":
+            base = read_run_record(self.run_dir).get("diff", {}).get("previous_run_id")
+            previous = self.run_dir.parent / base if base else None
+        write_membership(self.run_dir, previous, sent, self.lifetime)
 
     def _fingerprints(self) -> dict[str, dict[str, Any]]:
         now = qualification_time()
@@ -244,20 +273,30 @@ class _Publish:
             org_id=self.config.org_id,
             dataset_id=self.config.dataset_id,
             schema_id=self.config.schema_id,
-            segment_namespace=self.config.segment_namespace,
+            segment_namespace=self.namespace,
             audience_id=self.spec.id,
             qualification_time=when,
         )
+
+    def _until(self, kind: str, status: str, when: str) -> _Until | None:
+        """validUntil of each realized record of ``kind`` sent at ``when`` (None: exits)."""
+        if status != STATUS_REALIZED:
+            return None
+        sent_ms, staggered = epoch_ms(when), kind in STAGGERED
+        until = self.lifetime.valid_until_ms
+        return lambda ns, ident: iso_ms(until(sent_ms, ns, ident, staggered))
 
     def _work(
         self, factories: dict[str, RecordFactory]
     ) -> Iterator[tuple[_ChunkWork, list[list[Item]]]]:
         """Chunks not yet acknowledged, encoded and packed; skipped ones are never encoded."""
         for kind, path, status in self.inputs:
+            factory = factories[kind]
+            until = self._until(kind, status, factory.qualification_time)
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
                 if self.ledger.is_acknowledged(chunk.id):
                     continue
-                work, items = _encode(chunk, factories[kind])
+                work, items = _encode(chunk, factory, until)
                 requests_, oversize = pack(items, self.send_options.byte_budget)
                 work.refused += [
                     Failure(key, None, f"record of {len(data)} bytes exceeds the request budget")
@@ -326,6 +365,7 @@ class _Publish:
             "mode": self.mode,
             "session": self.session,
             "records": self.total,
+            "by_kind": self._by_kind(),
             "skipped": before["records"] if before else 0,
             "sent": self.stats.sent,
             "acknowledged": self.acknowledged_now["records"],
@@ -352,6 +392,10 @@ class _Publish:
             },
         }
 
+    def _by_kind(self) -> dict[str, int]:
+        """Records per input (entered, renewed, exited, ...): renewals are counted apart."""
+        return {kind: count_chunks(path, 1)[0] for kind, path, _ in self.inputs}
+
     def _write_dead_letters(self) -> Path | None:
         if not self.ledger.dir.exists():
             return None
@@ -372,8 +416,9 @@ class _Publish:
         requests_ = refused = 0
         bytes_ = 0
         for kind, path, status in self.inputs:
+            until = self._until(kind, status, factory.qualification_time)
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
-                work, items = _encode(chunk, factory)
+                work, items = _encode(chunk, factory, until)
                 packed, oversize = pack(items, self.send_options.byte_budget)
                 requests_ += len(packed)
                 refused += len(work.refused) + len(oversize)
@@ -382,6 +427,7 @@ class _Publish:
             "status": "dry_run",
             "mode": self.mode,
             "records": self.total,
+            "by_kind": self._by_kind(),
             "would_send": self.total - refused,
             "refused": refused,
             "requests": requests_,
@@ -390,7 +436,12 @@ class _Publish:
         }
 
 
-def _encode(chunk: Chunk, factory: RecordFactory) -> tuple[_ChunkWork, list[Item]]:
+_Until = Callable[[str, str], str]
+
+
+def _encode(
+    chunk: Chunk, factory: RecordFactory, until: _Until | None
+) -> tuple[_ChunkWork, list[Item]]:
     work = _ChunkWork(chunk)
     items: list[Item] = []
     namespaces = chunk.table.column("namespace").to_pylist()
@@ -398,7 +449,8 @@ def _encode(chunk: Chunk, factory: RecordFactory) -> tuple[_ChunkWork, list[Item
     encode = factory.encode
     for key, (namespace, identity) in enumerate(zip(namespaces, identities, strict=True)):
         try:
-            items.append((key, encode(namespace, identity, chunk.status)))
+            valid_until = until(namespace, identity) if until else None
+            items.append((key, encode(namespace, identity, chunk.status, valid_until)))
         except InvalidRecord as exc:
             work.refused.append(Failure(key, None, f"invalid record: {exc}"))
     return work, items
