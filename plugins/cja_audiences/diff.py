@@ -95,14 +95,14 @@ def _renewals(run_dir: Path, previous_run_dir: Path | None, renew_before: dateti
         membership = previous_run_dir / MEMBERSHIP
         if membership.exists():
             query = (
-                f"SELECT {_KEY} FROM read_parquet($members) JOIN read_parquet($previous) "
-                f"USING ({_KEY}) WHERE valid_until < $cutoff"
+                f"SELECT {_KEY} FROM read_parquet($members) AS m JOIN read_parquet($previous) "
+                f"AS p USING ({_KEY}) WHERE p.valid_until < $cutoff"
             )
             params |= {"previous": str(membership), "cutoff": renew_before}
         else:  # published before validUntil existed: AEP keeps them 30 days at most
             query = (
-                f"SELECT {_KEY} FROM read_parquet($members) "
-                f"SEMI JOIN read_parquet($previous) USING ({_KEY})"
+                f"SELECT {_KEY} FROM read_parquet($members) AS m "
+                f"SEMI JOIN read_parquet($previous) AS p USING ({_KEY})"
             )
             params |= {"previous": str(previous_run_dir / MEMBERS)}
     with tempfile.TemporaryDirectory(prefix=".renew-", dir=run_dir) as spill:
