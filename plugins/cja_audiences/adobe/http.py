@@ -126,9 +126,18 @@ class PlatformClient:
         self.session = requests.Session()
 
     def request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        """The decoded JSON body of a 2xx answer; raises ``PlatformError`` otherwise."""
+        """The decoded JSON body of a 2xx answer; raises ``PlatformError`` otherwise.
+
+        ``headers`` add to (or override) the platform headers, e.g. the Schema Registry's
+        ``Accept``."""
         url = f"{self.config.base_url}{path}"
         token = self.tokens.token()
         refreshed = False
@@ -140,7 +149,7 @@ class PlatformClient:
                     url,
                     json=json,
                     params=params,
-                    headers=self.tokens.headers(token),
+                    headers={**self.tokens.headers(token), **(headers or {})},
                     timeout=self.config.timeout,
                 )
             except TRANSIENT_ERRORS as exc:
