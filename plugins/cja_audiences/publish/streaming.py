@@ -85,6 +85,11 @@ PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
         ("exited", "exited.parquet", STATUS_EXITED, False),
     ),
     "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
+    # reconcile --repair: the corrections, in a folder of their own (see reconcile.py)
+    "repair": (
+        ("repair_realized", "realized.parquet", STATUS_REALIZED, True),
+        ("repair_exited", "exited.parquet", STATUS_EXITED, True),
+    ),
 }
 # realized kinds whose validUntil is staggered within the spread (members sent afresh)
 STAGGERED = frozenset({"entered", "members"})
@@ -126,6 +131,19 @@ def publish_run(
     """Send the run's entered (realized) and exited (exited) members; see the module doc."""
     mode = "full" if full_republish else "delta"
     return _Publish(config, spec, Path(run_dir), mode, options, tokens).run(dry_run)
+
+
+def repair_run(
+    config: AdobeConfig,
+    spec: Any,
+    repair_dir: Path,
+    *,
+    options: PublishOptions | None = None,
+    tokens: TokenProvider | None = None,
+) -> dict[str, Any]:
+    """Send a reconcile's corrections (realized.parquet, exited.parquet in ``repair_dir``)
+    through the ledger, so a crash mid-repair resumes where it stopped."""
+    return _Publish(config, spec, Path(repair_dir), "repair", options, tokens).run(False)
 
 
 def decommission_run(
@@ -209,7 +227,7 @@ class _Publish:
                 raise DeadLetterThresholdExceeded(self._threshold_message(self.dead))
             if self.mode == "decommission":
                 audience = {**audience, **(self._deactivate() or {})}
-            else:
+            elif self.mode != "repair":  # a repair updates the committed run's file itself
                 self._write_membership(manifest)
         except BaseException as exc:
             failed = self._summary(started, audience, before, status="failed")
@@ -406,7 +424,7 @@ class _Publish:
         return write_parquet(table, self.run_dir / DEAD_LETTER_FILE)
 
     def _record(self, summary: dict[str, Any]) -> None:
-        section = "decommission" if self.mode == "decommission" else "publish"
+        section = self.mode if self.mode in ("decommission", "repair") else "publish"
         update_run_record(self.run_dir, **{section: summary})
 
     def _dry_run(self) -> dict[str, Any]:

@@ -173,6 +173,9 @@ class AudienceSpec(_Strict):
     filter: FilterSpec
     computed_fields: dict[str, str] = Field(default_factory=dict)
     guardrails: AudienceGuardrails = Field(default_factory=AudienceGuardrails)
+    reconcile: Literal["off", "sample", "full"] = Field(
+        "sample", description="read membership back from AEP after each publish"
+    )
 
     source_path: Path | None = Field(None, exclude=True, description="set by the loader")
 
