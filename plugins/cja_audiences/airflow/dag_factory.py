@@ -20,7 +20,11 @@ from airflow.sdk import (
 )
 
 from cja_audiences import guardrails
-from cja_audiences.airflow.operators.aep import AEPProfilePublishOperator
+from cja_audiences.airflow.operators.aep import (
+    AEPPreflightOperator,
+    AEPProfilePublishOperator,
+    AEPReconcileOperator,
+)
 from cja_audiences.airflow.operators.audience import (
     AudienceCommitOperator,
     AudienceComputeOperator,
@@ -169,8 +173,12 @@ def doc_md(spec: AudienceSpec) -> str:
 
 
 def add_refresh_tasks(audience_id: Any, aep_conn_id: str) -> Any:
-    """gate -> freshness -> compute -> diff -> guardrails -> publish -> commit; returns gate."""
+    """gate -> preflight -> freshness -> compute -> diff -> guardrails -> publish -> commit ->
+    reconcile; returns gate."""
     gate = RefreshGateOperator(task_id="refresh_gate", audience_id=audience_id)
+    preflight = AEPPreflightOperator(
+        task_id="preflight", audience_id=audience_id, aep_conn_id=aep_conn_id, retries=0
+    )
     fresh = LakeFreshnessSensor(task_id="wait_for_data", audience_id=audience_id)
     computed = AudienceComputeOperator(task_id="compute", audience_id=audience_id)
     diffed = AudienceDiffOperator(task_id="diff", audience_id=audience_id)
@@ -185,7 +193,11 @@ def add_refresh_tasks(audience_id: Any, aep_conn_id: str) -> Any:
         retry_exponential_backoff=True,
     )
     committed = AudienceCommitOperator(task_id="commit", audience_id=audience_id)
-    gate >> fresh >> computed >> diffed >> checked >> published >> committed
+    reconciled = AEPReconcileOperator(
+        task_id="reconcile", audience_id=audience_id, aep_conn_id=aep_conn_id
+    )
+    gate >> preflight >> fresh >> computed >> diffed >> checked >> published >> committed
+    committed >> reconciled
     return gate
 
 

@@ -145,3 +145,90 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"true", "1", "yes", "on"}
     return bool(value)
+
+
+class AEPPreflightOperator(BaseOperator):
+    """Before an audience's first publish, the doctor's checks (``cja_audiences.doctor``);
+    fails at once, without retries, with one line per check when any fails.
+
+    Skipped once the audience has a committed run, and for dry runs (nothing is sent).
+    """
+
+    template_fields: Sequence[str] = ("audience_id", "aep_conn_id")
+    ui_color = "#fff0e4"
+
+    def __init__(
+        self, *, audience_id: str, aep_conn_id: str = AEPHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.audience_id = audience_id
+        self.aep_conn_id = aep_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.airflow.operators.audience import audience_refresh
+        from cja_audiences.doctor import run_doctor
+
+        refresh = audience_refresh(self.audience_id, context)
+        if refresh.request.dry_run:
+            return {"checked": False, "reason": "dry run: nothing will be sent"}
+        if refresh.previous_run_dir is not None:
+            return {"checked": False, "reason": "published before: checked on the first run"}
+        hook = AEPHook(aep_conn_id=self.aep_conn_id)
+        report = run_doctor(hook.get_config(), tokens=hook.tokens)
+        for verdict in report.verdicts:
+            self.log.info("%s", verdict.line())
+        if not report.ok:
+            raise AirflowFailException(
+                f"AEP is not ready for audience {self.audience_id}'s first publish "
+                f"(connection {self.aep_conn_id}):\n{report.text()}"
+            )
+        return {"checked": True, **report.as_dict()}
+
+
+class AEPReconcileOperator(BaseOperator):
+    """After commit, reads membership back from AEP (the spec's ``reconcile``: off / sample /
+    full) and records drift in the committed run's run.json; drift is logged as a warning.
+    """
+
+    template_fields: Sequence[str] = ("audience_id", "aep_conn_id")
+    ui_color = "#e4fffa"
+
+    def __init__(
+        self, *, audience_id: str, aep_conn_id: str = AEPHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.audience_id = audience_id
+        self.aep_conn_id = aep_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.airflow.operators.audience import audience_refresh
+        from cja_audiences.reconcile import reconcile_audience
+
+        refresh = audience_refresh(self.audience_id, context)
+        mode = refresh.spec.reconcile
+        if mode == "off" or refresh.request.dry_run:
+            return {
+                "checked": False,
+                "reason": f"reconcile {mode}, dry run {refresh.request.dry_run}",
+            }
+        hook = AEPHook(aep_conn_id=self.aep_conn_id)
+        result = reconcile_audience(
+            hook.get_config(),
+            refresh.spec,
+            refresh.audience_dir,
+            mode=mode,
+            sample=refresh.settings.reconcile_sample,
+            tokens=hook.tokens,
+        )
+        if result["drifted"]:
+            self.log.warning(
+                "audience %s has drifted in AEP: %s (examples: %s); run `python -m "
+                "cja_audiences reconcile %s --full --repair`",
+                self.audience_id,
+                result["drift"],
+                result["examples"],
+                self.audience_id,
+            )
+        else:
+            self.log.info("AEP matches the committed snapshot: %s", result["checked"])
+        return {k: result[k] for k in ("run_id", "mode", "checked", "drift", "drifted")}
