@@ -313,3 +313,24 @@ def test_state_survives_a_restart(tmp_path, emu):
         assert [a["name"] for a in listed["children"]] == ["kept"]
     finally:
         server.stop()
+
+
+def test_membership_needs_a_provisioned_custom_non_people_namespace(client):
+    """Inferred from Adobe's external-audience tutorial: the record is refused downstream."""
+    c = client.emu.config
+    for namespace in ("ups", "Email", "nosuch"):
+        body = client.stream(
+            [profile_message(c, "e1", segment_namespace=namespace)],
+            params={"synchronousValidation": "true"},
+        ).json()
+        message = body["responses"][0]["message"]
+        assert f"segmentMembership.{namespace}" in message
+        assert "custom non-people identity namespace" in message
+    assert client.emu.membership("aud-1", namespace="ups") == []
+
+
+def test_a_dataset_not_enabled_for_profile_never_reaches_profile(client):
+    c = client.emu.config
+    body = client.stream([profile_message(c, "e1", dataset_id="65d0a1b2c3d4e5f60718293a")]).json()
+    assert "xactionId" in body["responses"][0]
+    assert client.emu.membership("aud-1") == []

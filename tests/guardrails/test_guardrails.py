@@ -339,3 +339,27 @@ def test_one_time_and_ended_schedules() -> None:
     assert not refresh_due(one_time, PUBLISHED, NOW, False)[0]
     due, reason, _ = refresh_due(DAILY, PUBLISHED, datetime(2027, 3, 1, tzinfo=UTC), False)
     assert not due and "the refresh schedule ended" in reason
+
+
+def test_renewals_are_reported_as_sends_but_not_counted_as_change(tmp_path):
+    from cja_audiences.guardrails import _change_check, _sends_check
+
+    diff = {"entered": 10, "exited": 10, "renewed": 500, "size": 1000, "previous_size": 1000}
+    spec = _renewal_spec()
+    change = _change_check(spec, spec.guardrails.limits(), diff, tmp_path)
+    assert change.figure == 2.0 and change.verdict == "pass"
+    sends = _sends_check(diff)
+    assert sends.figure == 520 and "500 renewed" in sends.message
+
+
+def _renewal_spec():
+    from cja_audiences.specs.model import AudienceSpec
+
+    return AudienceSpec.model_validate(
+        {
+            "id": "renewals",
+            "name": "Renewals",
+            "refresh": {"frequency": "daily", "lookback_days": 7},
+            "filter": {"rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}},
+        }
+    )
