@@ -78,7 +78,9 @@ def test_two_identities_or_two_audiences_are_refused():
     message = factory().build("ECID", "abc", STATUS_REALIZED)
     entity = message["body"]["xdmEntity"]
     entity["identityMap"]["Email"] = [{"id": "a@b.c", "primary": True}]
-    entity["segmentMembership"]["cjaAudiences"]["other"] = entity["segmentMembership"]["cjaAudiences"]["high_value"]
+    entity["segmentMembership"]["cjaAudiences"]["other"] = entity["segmentMembership"][
+        "cjaAudiences"
+    ]["high_value"]
     errors = validate(message, PROFILE_RECORD_SCHEMA)
     assert any("identityMap: at most 1" in e for e in errors)
     assert any("segmentMembership.cjaAudiences: at most 1" in e for e in errors)

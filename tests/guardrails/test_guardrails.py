@@ -360,6 +360,8 @@ def _renewal_spec():
             "id": "renewals",
             "name": "Renewals",
             "refresh": {"frequency": "daily", "lookback_days": 7},
-            "filter": {"rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}},
+            "filter": {
+                "rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}
+            },
         }
     )
