@@ -26,14 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cja_audiences.lake.layout import atomic_path
+from cja_audiences.lake.runs import MEMBERS, MEMBERSHIP
 from cja_audiences.specs import calendar
 
 if TYPE_CHECKING:
     from cja_audiences.settings import Settings
     from cja_audiences.specs.model import AudienceSpec
 
-MEMBERSHIP = "membership.parquet"
-RENEWED = "renewed.parquet"
 # CJA's publish page: a deleted one-time audience stays in AEP until its memberships expire,
 # 420 days after publishing (16 days for a refreshing one): we give one-time members the same.
 ONE_TIME_TTL = timedelta(days=420)
@@ -149,7 +148,7 @@ def write_membership(
         carried = ""
         params: dict[str, Any] = {}
         if previous is not None and previous.exists():
-            params |= {"previous": str(previous), "members": str(run_dir / "members.parquet")}
+            params |= {"previous": str(previous), "members": str(run_dir / MEMBERS)}
             carried = f"""
                 UNION ALL
                 SELECT {_KEY}, p.valid_until, p.last_sent FROM read_parquet($previous) AS p

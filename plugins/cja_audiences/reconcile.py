@@ -36,17 +36,21 @@ import pyarrow.parquet as pq
 from cja_audiences import clock, snapshots
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
-from cja_audiences.diff import EXITED, MEMBERS
-from cja_audiences.lake.layout import (
-    atomic_path,
-    read_json,
+from cja_audiences.lake.layout import atomic_path, read_json, write_json, write_parquet
+from cja_audiences.lake.runs import (
+    EXITED,
+    LEDGER_DIR,
+    MEMBERS,
+    MEMBERSHIP,
+    REPAIR_REALIZED,
+    REPAIRS,
+    RUNS,
     read_run_record,
     update_run_record,
-    write_json,
-    write_parquet,
 )
 from cja_audiences.lake.schema import MEMBER_SCHEMA
-from cja_audiences.lifetime import MEMBERSHIP, epoch_ms, lifetime_for
+from cja_audiences.lifetime import epoch_ms, lifetime_for
+from cja_audiences.publish.ledger import MANIFEST
 from cja_audiences.publish.streaming import PublishOptions, repair_run
 from cja_audiences.settings import get_settings
 
@@ -56,7 +60,6 @@ RATE = 10.0  # lookups per second (Profile Access answers 429 above its undocume
 RECENT_EXITS = timedelta(days=30)  # AEP deletes exited memberships after 30 days
 EXAMPLES = 5
 KINDS = ("missing", "stale_status", "expired", "unexpected")
-REPAIRS = "repairs"
 PENDING = "pending.json"
 MODES = ("sample", "full")
 
@@ -189,7 +192,7 @@ def _recent_exit_files(audience_dir: Path) -> list[Path]:
     """exited.parquet of every run committed in the last 30 days (AEP may still hold them)."""
     since = clock.now() - RECENT_EXITS
     found = []
-    for run in (audience_dir / snapshots.RUNS).iterdir():
+    for run in (audience_dir / RUNS).iterdir():
         commit = read_run_record(run).get("commit") if run.is_dir() else None
         path = run / EXITED
         if commit and path.exists() and datetime.fromisoformat(commit["committed_at"]) >= since:
@@ -288,8 +291,8 @@ def _repair(
     """Write the corrections, mark them pending, send them, update the membership file."""
     repair_dir = run_dir / REPAIRS / f"{clock.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     realized = drift.rows["missing"] + drift.rows["stale_status"] + drift.rows["expired"]
-    _write_members(repair_dir / "realized.parquet", realized)
-    _write_members(repair_dir / "exited.parquet", drift.rows["unexpected"])
+    _write_members(repair_dir / REPAIR_REALIZED, realized)
+    _write_members(repair_dir / EXITED, drift.rows["unexpected"])
     write_json({"repair_dir": repair_dir.name}, run_dir / REPAIRS / PENDING)
     return _finish(config, spec, run_dir, repair_dir, options, tokens)
 
@@ -318,18 +321,18 @@ def _finish(
     options: PublishOptions | None,
     tokens: TokenProvider,
 ) -> dict[str, Any]:
-    started = read_json(repair_dir / "ledger" / "manifest.json")
+    started = read_json(repair_dir / LEDGER_DIR / MANIFEST)
     if started:  # resume with the chunks it was cut into, whatever this run was asked
         options = replace(options or PublishOptions(), chunk_size=started["chunk_size"])
     summary = repair_run(config, spec, repair_dir, options=options, tokens=tokens)
-    manifest = read_json(repair_dir / "ledger" / "manifest.json")
+    manifest = read_json(repair_dir / LEDGER_DIR / MANIFEST)
     sent_at = manifest["inputs"]["repair_realized"]["qualification_time"]
-    _renew_in_membership(run_dir, repair_dir / "realized.parquet", sent_at, spec)
+    _renew_in_membership(run_dir, repair_dir / REPAIR_REALIZED, sent_at, spec)
     (run_dir / REPAIRS / PENDING).unlink(missing_ok=True)
     return {
         "repair_dir": repair_dir.name,
-        "realized": pq.ParquetFile(repair_dir / "realized.parquet").metadata.num_rows,
-        "exited": pq.ParquetFile(repair_dir / "exited.parquet").metadata.num_rows,
+        "realized": pq.ParquetFile(repair_dir / REPAIR_REALIZED).metadata.num_rows,
+        "exited": pq.ParquetFile(repair_dir / EXITED).metadata.num_rows,
         "acknowledged": summary["acknowledged_total"],
         "dead_lettered": summary["dead_lettered"],
         "status": summary["status"],

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cja_audiences import clock, compute, diff, guardrails, lifetime, snapshots
-from cja_audiences.lake.layout import Lake, read_run_record, update_run_record
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
 from cja_audiences.specs.model import AudienceSpec

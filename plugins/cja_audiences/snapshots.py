@@ -22,18 +22,19 @@ import duckdb
 import pyarrow.parquet as pq
 
 from cja_audiences import clock
-from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
-from cja_audiences.lake.layout import (
-    atomic_path,
-    read_json,
+from cja_audiences.diff import diff_members
+from cja_audiences.lake.layout import atomic_path, read_json, write_json
+from cja_audiences.lake.runs import (
+    CURRENT,
+    ENTERED,
+    EXITED,
+    MEMBERS,
+    RENEWED,
+    RUNS,
     read_run_record,
     update_run_record,
-    write_json,
 )
-from cja_audiences.lifetime import RENEWED
 
-CURRENT = "current.json"
-RUNS = "runs"
 ROLLBACK_MARKER = "rollback.json"  # a rollback in progress: its target and new run are kept
 LOCK = ".lock"
 SAMPLE_SIZE = 5

@@ -17,7 +17,8 @@ import pytest
 
 from cja_audiences.clock import OFFSET_ENV
 from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.lake.layout import Lake, read_run_record
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest
 from cja_audiences.settings import Settings

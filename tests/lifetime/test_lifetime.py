@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cja_audiences.diff import diff_members
+from cja_audiences.lake.runs import MEMBERSHIP
 from cja_audiences.lifetime import (
-    MEMBERSHIP,
     ONE_TIME_TTL,
     Lifetime,
     epoch_ms,

@@ -18,7 +18,8 @@ import yaml
 from cja_audiences import snapshots
 from cja_audiences.cli.main import main as cli
 from cja_audiences.diff import diff_members
-from cja_audiences.lake.layout import read_run_record, write_parquet
+from cja_audiences.lake.layout import write_parquet
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.reconcile import reconcile_audience
 from cja_audiences.settings import get_settings

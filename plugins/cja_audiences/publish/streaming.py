@@ -30,6 +30,7 @@ from cja_audiences.adobe.audiences import (
 )
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
+from cja_audiences.adobe.rate import shared_bucket
 from cja_audiences.adobe.records import (
     STATUS_EXITED,
     STATUS_REALIZED,
@@ -44,23 +45,24 @@ from cja_audiences.adobe.sender import (
     SendStats,
     StreamingSender,
     pack,
-    shared_bucket,
 )
-from cja_audiences.lake.layout import read_run_record, update_run_record, write_parquet
-from cja_audiences.lifetime import (
+from cja_audiences.lake.layout import write_parquet
+from cja_audiences.lake.runs import (
+    DEAD_LETTERS,
+    ENTERED,
+    EXITED,
+    MEMBERS,
     RENEWED,
-    Lifetime,
-    epoch_ms,
-    iso_ms,
-    lifetime_for,
-    write_membership,
+    REPAIR_REALIZED,
+    read_run_record,
+    update_run_record,
 )
+from cja_audiences.lifetime import Lifetime, epoch_ms, iso_ms, lifetime_for, write_membership
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
 from cja_audiences.settings import get_settings
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
-DEAD_LETTER_FILE = "dead_letter.parquet"
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         pa.field("chunk", pa.string(), nullable=False),
@@ -76,19 +78,19 @@ DEAD_LETTER_SCHEMA = pa.schema(
 # mode -> inputs as (kind, file in the run folder, membership status, required)
 PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
     "delta": (
-        ("entered", "entered.parquet", STATUS_REALIZED, True),
+        ("entered", ENTERED, STATUS_REALIZED, True),
         ("renewed", RENEWED, STATUS_REALIZED, False),  # absent in runs diffed before renewals
-        ("exited", "exited.parquet", STATUS_EXITED, True),
+        ("exited", EXITED, STATUS_EXITED, True),
     ),
     "full": (
-        ("members", "members.parquet", STATUS_REALIZED, True),
-        ("exited", "exited.parquet", STATUS_EXITED, False),
+        ("members", MEMBERS, STATUS_REALIZED, True),
+        ("exited", EXITED, STATUS_EXITED, False),
     ),
-    "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
+    "decommission": (("decommission", MEMBERS, STATUS_EXITED, True),),
     # reconcile --repair: the corrections, in a folder of their own (see reconcile.py)
     "repair": (
-        ("repair_realized", "realized.parquet", STATUS_REALIZED, True),
-        ("repair_exited", "exited.parquet", STATUS_EXITED, True),
+        ("repair_realized", REPAIR_REALIZED, STATUS_REALIZED, True),
+        ("repair_exited", EXITED, STATUS_EXITED, True),
     ),
 }
 # realized kinds whose validUntil is staggered within the spread (members sent afresh)
@@ -350,7 +352,7 @@ class _Publish:
         return (
             f"{dead} of {self.total} records were refused by AEP, more than the allowed "
             f"{self.options.max_dead_letter_share:.3%} ({self.allowed_dead}); see "
-            f"{self.run_dir / DEAD_LETTER_FILE} for each record's status and message. "
+            f"{self.run_dir / DEAD_LETTERS} for each record's status and message. "
             "The snapshot must not be committed."
         )
 
@@ -421,7 +423,7 @@ class _Publish:
         if not rows:
             return None
         table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
-        return write_parquet(table, self.run_dir / DEAD_LETTER_FILE)
+        return write_parquet(table, self.run_dir / DEAD_LETTERS)
 
     def _record(self, summary: dict[str, Any]) -> None:
         section = self.mode if self.mode in ("decommission", "repair") else "publish"
