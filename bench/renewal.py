@@ -62,7 +62,7 @@ def aep_missing(emu: Any, audience_id: str, members: Path) -> int:
     """Snapshot members the emulator does not hold as realized and unexpired."""
     response = requests.get(
         f"{emu.url}/_emulator/membership/{audience_id}",
-        params={"format": "parquet", "status": "realized"},
+        params={"format": "identities", "status": "realized"},
         timeout=600,
     )
     response.raise_for_status()

@@ -133,6 +133,19 @@ def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> li
     ]
 
 
+def _identities(
+    state: State, audience_id: str, namespace: str, sandbox: str, status: str | None
+) -> Response:
+    store = state.profiles.get(sandbox)
+    found = store.audience_members(namespace, audience_id, state.now()) if store else iter(())
+    table = pa.table(
+        {"identity": [p.ident for p, entry in found if not status or entry["status"] == status]}
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return Response(sink.getvalue(), media_type="application/vnd.apache.parquet")
+
+
 @router.get("/membership/{audience_id}")
 async def membership(audience_id: str, request: Request) -> Response:
     """Who holds ``segmentMembership.<namespace>.<audience_id>``: JSON, JSON lines or Parquet."""
@@ -140,8 +153,10 @@ async def membership(audience_id: str, request: Request) -> Response:
     params = request.query_params
     namespace = params.get("namespace", state.config.defaults.segment_namespace)
     sandbox = params.get("sandbox", state.config.defaults.sandbox)
-    members = _members(state, audience_id, namespace, sandbox)
     status = params.get("status")
+    if params.get("format") == "identities":  # one Parquet column, fast at millions
+        return _identities(state, audience_id, namespace, sandbox, status)
+    members = _members(state, audience_id, namespace, sandbox)
     if status:
         members = [m for m in members if m["status"] == status]
     fmt = params.get("format", "json")
@@ -156,7 +171,7 @@ async def membership(audience_id: str, request: Request) -> Response:
         pq.write_table(table, sink)
         return Response(sink.getvalue(), media_type="application/vnd.apache.parquet")
     if fmt != "json":
-        raise _bad(f"format {fmt!r} must be json, jsonl or parquet")
+        raise _bad(f"format {fmt!r} must be json, jsonl, parquet or identities")
     by_status: dict[str, int] = {}
     for m in members:
         by_status[m["status"]] = by_status.get(m["status"], 0) + 1

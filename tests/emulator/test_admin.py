@@ -143,3 +143,12 @@ def test_tamper_deletes_flips_expires_and_adds(members):
     assert held["e3"]["valid_until"] is not None
     members.advance_clock(seconds=7200)
     assert {m["identity"] for m in members.membership("aud-1")} == {"e2", "stranger"}
+
+
+def test_membership_identities_format_is_one_column(members):
+    url = f"{members.url}/_emulator/membership/aud-1"
+    response = requests.get(url, params={"format": "identities", "status": "realized"}, timeout=10)
+    assert pq.read_table(io.BytesIO(response.content)).column("identity").to_pylist() == [
+        "e1",
+        "e3",
+    ]
