@@ -147,15 +147,10 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
-class AEPPreflightOperator(BaseOperator):
-    """Before an audience's first publish, the doctor's checks (``cja_audiences.doctor``);
-    fails at once, without retries, with one line per check when any fails.
-
-    Skipped once the audience has a committed run, and for dry runs (nothing is sent).
-    """
+class _AudienceAEPOperator(BaseOperator):
+    """An audience task that talks to AEP through one connection."""
 
     template_fields: Sequence[str] = ("audience_id", "aep_conn_id")
-    ui_color = "#fff0e4"
 
     def __init__(
         self, *, audience_id: str, aep_conn_id: str = AEPHook.default_conn_name, **kwargs: Any
@@ -163,6 +158,16 @@ class AEPPreflightOperator(BaseOperator):
         super().__init__(**kwargs)
         self.audience_id = audience_id
         self.aep_conn_id = aep_conn_id
+
+
+class AEPPreflightOperator(_AudienceAEPOperator):
+    """Before an audience's first publish, the doctor's checks (``cja_audiences.doctor``);
+    fails at once, without retries, with one line per check when any fails.
+
+    Skipped once the audience has a committed run, and for dry runs (nothing is sent).
+    """
+
+    ui_color = "#fff0e4"
 
     def execute(self, context: Context) -> dict[str, Any]:
         from cja_audiences.airflow.operators.audience import audience_refresh
@@ -185,20 +190,12 @@ class AEPPreflightOperator(BaseOperator):
         return {"checked": True, **report.as_dict()}
 
 
-class AEPReconcileOperator(BaseOperator):
+class AEPReconcileOperator(_AudienceAEPOperator):
     """After commit, reads membership back from AEP (the spec's ``reconcile``: off / sample /
     full) and records drift in the committed run's run.json; drift is logged as a warning.
     """
 
-    template_fields: Sequence[str] = ("audience_id", "aep_conn_id")
     ui_color = "#e4fffa"
-
-    def __init__(
-        self, *, audience_id: str, aep_conn_id: str = AEPHook.default_conn_name, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.audience_id = audience_id
-        self.aep_conn_id = aep_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from cja_audiences.airflow.operators.audience import audience_refresh
