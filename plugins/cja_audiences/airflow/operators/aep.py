@@ -13,6 +13,8 @@ from typing import Any
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from cja_audiences.adobe.audiences import RegistrationRefused
+from cja_audiences.adobe.auth import MissingAudienceNamespace
 from cja_audiences.airflow.hooks.aep import AEPHook
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import DeadLetterThresholdExceeded, PublishOptions
@@ -94,15 +96,16 @@ class AEPProfilePublishOperator(BaseOperator):
                     dry_run=dry_run,
                     options=self._options(),
                 )
-        except DeadLetterThresholdExceeded as exc:
-            raise AirflowFailException(str(exc)) from None  # a retry would refuse them again
+        except (DeadLetterThresholdExceeded, RegistrationRefused, MissingAudienceNamespace) as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would be refused again
         self.audience_url = (summary.get("audience") or {}).get("url")
         self.log.info(
-            "audience %s: %s of %s records acknowledged this run, %s dead-lettered, "
-            "%s requests, %s records/s",
+            "audience %s: %s of %s records acknowledged this run (by kind: %s), "
+            "%s dead-lettered, %s requests, %s records/s",
             spec.id,
             summary.get("acknowledged", 0),
             summary.get("records"),
+            summary.get("by_kind"),
             summary.get("dead_lettered", 0),
             summary.get("requests"),
             summary.get("records_per_s"),
