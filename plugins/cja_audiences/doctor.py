@@ -254,6 +254,11 @@ def check_audiences(probe: Probe) -> str:
     )
 
 
+# the external_audience mode needs neither inlet, profile schema nor audience namespace
+EXTERNAL_AUDIENCE_CHECKS: tuple[tuple[str, Check], ...] = (
+    ("credentials", check_credentials),
+    ("sandbox", check_sandbox),
+)
 STREAMING_CHECKS: tuple[tuple[str, Check], ...] = (
     ("credentials", check_credentials),
     ("sandbox", check_sandbox),
@@ -265,12 +270,19 @@ STREAMING_CHECKS: tuple[tuple[str, Check], ...] = (
 )
 
 
+def checks_for(mode: str) -> Sequence[tuple[str, Check]]:
+    """The checks a publishing mode needs (``streaming`` or ``external_audience``)."""
+    return EXTERNAL_AUDIENCE_CHECKS if mode == "external_audience" else STREAMING_CHECKS
+
+
 def run_doctor(
     config: AdobeConfig,
-    checks: Sequence[tuple[str, Check]] = STREAMING_CHECKS,
+    checks: Sequence[tuple[str, Check]] | None = None,
     tokens: TokenProvider | None = None,
 ) -> DoctorReport:
-    """Every check in order; after a failed credentials check the rest are skipped."""
+    """Every check in order (default: those of the connection's ``publish_mode``); after a
+    failed credentials check the rest are skipped."""
+    checks = checks if checks is not None else checks_for(config.publish_mode)
     verdicts: list[Verdict] = []
     with PlatformClient(config, tokens or TokenProvider(config), max_retries=2) as client:
         probe = Probe(config, client)

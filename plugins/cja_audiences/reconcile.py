@@ -124,6 +124,12 @@ def reconcile_audience(
     run_dir = snapshots.current_run_dir(audience_dir)
     if run_dir is None:
         raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
+    published = read_run_record(run_dir).get("publish") or {}
+    if published.get("publish_mode", "streaming") != "streaming":
+        raise ReconcileError(
+            f"{audience_dir.name} is published as an external audience: AEP manages its "
+            "membership and lifetime; reconcile reads streamed membership only"
+        )
     namespace = config.audience_namespace()
     tokens = tokens or TokenProvider(config)
     resumed = None

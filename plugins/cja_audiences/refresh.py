@@ -109,11 +109,14 @@ class AudienceRefresh:
             definition=definition,
         )
 
-    def diff(self, now: datetime | None = None) -> dict[str, Any]:
-        """Entered, exited, and the unchanged members due for renewal before the next
-        scheduled refresh (``lifetime.renew_before``)."""
-        ttl = lifetime.lifetime_for(self.spec, self.settings)
-        cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
+    def diff(self, now: datetime | None = None, mode: str = "streaming") -> dict[str, Any]:
+        """Entered, exited, and (streaming ``mode``) the unchanged members due for renewal
+        before the next scheduled refresh (``lifetime.renew_before``); an external audience's
+        lifetime is Adobe's ``ttlInDays``, so it renews nothing."""
+        cutoff = None
+        if mode == "streaming":
+            ttl = lifetime.lifetime_for(self.spec, self.settings)
+            cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
         return diff.diff_members(self.run_dir, self.previous_run_dir, cutoff)
 
     def check(self) -> dict[str, Any]:
@@ -157,11 +160,23 @@ def summarize(record: dict[str, Any], run_dir: Path) -> str:
         f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited, "
         f"{dif.get('renewed', 0)} renewed (previous size {dif.get('previous_size', 0)})",
         f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
-        f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
-        f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s",
+        _published(pub),
         f"  run folder: {run_dir}",
     ]
     return "\n".join(lines)
+
+
+def _published(pub: dict[str, Any]) -> str:
+    if pub.get("publish_mode") == "external_audience":
+        kind = "differential" if pub.get("differential") else "full"
+        return (
+            f"  published: external audience ingestion {pub.get('run_id')} ({kind}): "
+            f"{pub.get('records', 0)} rows, +{pub.get('entered', 0)} / -{pub.get('exited', 0)}"
+        )
+    return (
+        f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
+        f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s"
+    )
 
 
 def _jsonable(request: RefreshRequest) -> dict[str, Any]:

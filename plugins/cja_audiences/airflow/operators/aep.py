@@ -181,8 +181,13 @@ class AEPPreflightOperator(_AudienceAEPOperator):
             return {"checked": False, "reason": "dry run: nothing will be sent"}
         if refresh.previous_run_dir is not None:
             return {"checked": False, "reason": "published before: checked on the first run"}
+        from cja_audiences.doctor import checks_for
+        from cja_audiences.publish import publish_mode
+
         hook = AEPHook(aep_conn_id=self.aep_conn_id)
-        report = run_doctor(hook.get_config(), tokens=hook.tokens)
+        config = hook.get_config()
+        mode = publish_mode(refresh.spec, config)
+        report = run_doctor(config, checks_for(mode), tokens=hook.tokens)
         for verdict in report.verdicts:
             self.log.info("%s", verdict.line())
         if not report.ok:

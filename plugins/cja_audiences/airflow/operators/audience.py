@@ -99,7 +99,13 @@ class AudienceDiffOperator(AudienceStageOperator):
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        return refresh.diff()
+        """Renewals only for streaming audiences: the mode comes from the spec or the AEP
+        connection's ``publish_mode``."""
+        from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.publish import publish_mode
+
+        config = AEPHook(aep_conn_id=refresh.settings.aep_conn_id).get_config()
+        return refresh.diff(mode=publish_mode(refresh.spec, config))
 
 
 class AudienceGuardrailsOperator(AudienceStageOperator):
