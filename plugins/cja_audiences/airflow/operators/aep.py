@@ -207,6 +207,7 @@ class AEPReconcileOperator(_AudienceAEPOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from cja_audiences.airflow.operators.audience import audience_refresh
+        from cja_audiences.publish import live_mode
         from cja_audiences.reconcile import reconcile_audience
 
         refresh = audience_refresh(self.audience_id, context)
@@ -216,6 +217,8 @@ class AEPReconcileOperator(_AudienceAEPOperator):
                 "checked": False,
                 "reason": f"reconcile {mode}, dry run {refresh.request.dry_run}",
             }
+        if live_mode(refresh.audience_dir) != "streaming":  # AEP manages external audiences
+            return {"checked": False, "reason": "not live as streamed membership"}
         hook = AEPHook(aep_conn_id=self.aep_conn_id)
         result = reconcile_audience(
             hook.get_config(),
