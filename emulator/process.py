@@ -32,12 +32,19 @@ def free_port() -> int:
 class EmulatorServer:
     """A running emulator and the helpers tests use to drive and inspect it."""
 
-    def __init__(self, url: str, process: subprocess.Popen[bytes] | None, state_dir: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        process: subprocess.Popen[bytes] | None,
+        state_dir: Path,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """``config``: the summary of the configuration it serves; asked of it when omitted."""
         self.url = url.rstrip("/")
         self.process = process
         self.state_dir = state_dir
         self.http = requests.Session()
-        self.config: dict[str, Any] = self.admin("GET", "/config")["summary"]
+        self.config: dict[str, Any] = config or self.admin("GET", "/config")["summary"]
 
     # -- connections ------------------------------------------------------------------
     def aep_conn(self, **extra: Any) -> dict[str, Any]:
@@ -50,6 +57,7 @@ class EmulatorServer:
             "ims_url": self.url,
             "streaming_url": self.url,
             "inlet_id": c["inlet_id"],
+            "flow_id": c["flow_id"],
             "dataset_id": c["dataset_id"],
             "schema_id": c["schema_id"],
             "segment_namespace": c["segment_namespace"],
@@ -171,6 +179,10 @@ class EmulatorServer:
     def add_segment(self, **segment: Any) -> dict[str, Any]:
         """Store a CJA segment (``name``, ``definition``, optional ``id``, ``dataId``)."""
         return self.admin("POST", "/cja/segments", json=segment)
+
+    def set_data_view(self, **settings: Any) -> dict[str, Any]:
+        """Change the CJA data view's ``timezone`` or ``person_dimension``."""
+        return self.admin("POST", "/cja/dataview", json=settings)
 
     def base_connection(self, root: Path | str, connection_id: str = "emu-storage") -> str:
         """Register a folder as a cloud-storage base connection; returns its id."""

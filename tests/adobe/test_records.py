@@ -103,3 +103,11 @@ def test_realized_records_carry_valid_until(identity):
     assert json.loads(f.encode("ECID", identity, STATUS_REALIZED)) == f.build(
         "ECID", identity, STATUS_REALIZED
     )
+
+
+def test_flow_id_goes_in_the_header_when_the_connection_has_one():
+    """Adobe's streaming spec lists header.flowId (the HTTP API dataflow); tutorials omit it."""
+    with_flow = json.loads(factory(flow_id="flow-1").encode("ECID", "e1", STATUS_REALIZED))
+    assert with_flow["header"]["flowId"] == "flow-1"
+    assert validate(with_flow, PROFILE_RECORD_SCHEMA) == []
+    assert "flowId" not in factory().build("ECID", "e1", STATUS_REALIZED)["header"]
