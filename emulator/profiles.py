@@ -292,7 +292,10 @@ class ProfileStore:
             return None
         if type(when) is not str:
             return None
-        qualified_at = _parse_iso(when)
+        try:
+            qualified_at = _parse_iso(when)
+        except ValueError:
+            return None  # the general path words the error
         until = entry.get("validUntil")
         if until is None or status == "exited":
             lapses = qualified_at + RETENTION_S

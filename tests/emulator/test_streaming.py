@@ -326,11 +326,10 @@ def test_membership_needs_a_provisioned_custom_non_people_namespace(client):
     """Inferred from Adobe's external-audience tutorial: the record is refused downstream."""
     c = client.emu.config
     for namespace in ("ups", "Email", "nosuch"):
-        body = client.stream(
-            [profile_message(c, "e1", segment_namespace=namespace)],
-            params={"synchronousValidation": "true"},
-        ).json()
-        message = body["responses"][0]["message"]
+        message = profile_message(c, "e1", segment_namespace=namespace)
+        refused = _one(client, message, synchronousValidation="true")
+        assert refused.status_code == 400, refused.text
+        message = refused.text
         assert f"segmentMembership.{namespace}" in message
         assert "custom non-people identity namespace" in message
     assert client.emu.membership("aud-1", namespace="ups") == []
