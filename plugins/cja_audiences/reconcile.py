@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cja_audiences import clock, snapshots
+from cja_audiences import clock, snapshots, splits
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
 from cja_audiences.lake.layout import atomic_path, read_json, write_json, write_parquet
@@ -124,6 +124,11 @@ def reconcile_audience(
     run_dir = snapshots.current_run_dir(audience_dir)
     if run_dir is None:
         raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
+    if splits.has_arms(spec):
+        raise ReconcileError(
+            f"{audience_dir.name} has split-test arms or a holdout: reconcile reads back one AEP "
+            "audience and would count held-out or other-arm members as missing"
+        )
     published = read_run_record(run_dir).get("publish") or {}
     if published.get("publish_mode", "streaming") != "streaming":
         raise ReconcileError(

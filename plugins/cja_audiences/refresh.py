@@ -11,7 +11,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import clock, compute, diff, guardrails, lifetime, snapshots
+from cja_audiences import clock, compute, diff, explain, guardrails, lifetime, snapshots
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
@@ -110,14 +110,17 @@ class AudienceRefresh:
         )
 
     def diff(self, now: datetime | None = None, mode: str = "streaming") -> dict[str, Any]:
-        """Entered, exited, and (streaming ``mode``) the unchanged members due for renewal
-        before the next scheduled refresh (``lifetime.renew_before``); an external audience's
-        lifetime is Adobe's ``ttlInDays``, so it renews nothing."""
+        """Entered and exited members, each exit explained on this run's window, and
+        (streaming ``mode``) the unchanged members due for renewal before the next scheduled
+        refresh (``lifetime.renew_before``); an external audience's lifetime is Adobe's
+        ``ttlInDays``, so it renews nothing."""
+        previous = self.previous_run_dir
+        exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
         cutoff = None
         if mode == "streaming":
             ttl = lifetime.lifetime_for(self.spec, self.settings)
             cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
-        return diff.diff_members(self.run_dir, self.previous_run_dir, cutoff)
+        return diff.diff_members(self.run_dir, previous, exits, cutoff)
 
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message."""

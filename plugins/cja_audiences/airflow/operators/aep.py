@@ -216,6 +216,7 @@ class AEPReconcileOperator(_AudienceAEPOperator):
     ui_color = "#e4fffa"
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences import splits
         from cja_audiences.airflow.hooks.aep import AEPHook
         from cja_audiences.airflow.operators.audience import audience_refresh
         from cja_audiences.publish import live_mode
@@ -230,6 +231,8 @@ class AEPReconcileOperator(_AudienceAEPOperator):
             }
         if live_mode(refresh.audience_dir) != "streaming":  # AEP manages external audiences
             return {"checked": False, "reason": "not live as streamed membership"}
+        if splits.has_arms(refresh.spec):
+            return {"checked": False, "reason": "split-test arms are not reconciled"}
         hook = AEPHook(aep_conn_id=self.aep_conn_id)
         result = reconcile_audience(
             hook.get_config(),
