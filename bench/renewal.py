@@ -101,7 +101,8 @@ def run(members: int, days: int, work: Path) -> dict[str, Any]:
             run_dir = audience_dir / "runs" / f"day{day:03d}"
             write_parquet(member_table(current), run_dir / "members.parquet")
             previous = snapshots.current_run_dir(audience_dir)
-            diff = diff_members(run_dir, previous, renew_before(spec, LIFETIME, clock.now()))
+            cutoff = renew_before(spec, LIFETIME, clock.now())
+            diff = diff_members(run_dir, previous, renew_before=cutoff)
             summary = publish_run(config, spec, run_dir, options=options)
             snapshots.commit(audience_dir, run_dir)
             missing = aep_missing(emu, spec.id, run_dir / "members.parquet")

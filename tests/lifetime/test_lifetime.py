@@ -67,7 +67,7 @@ def test_diff_renews_only_unchanged_members_due_before_the_cutoff(tmp_path):
     )
     write_members(second / "members.parquet", range(10, 110))
     cutoff = datetime(2026, 11, 21, tzinfo=UTC)
-    record = diff_members(second, first, cutoff)
+    record = diff_members(second, first, renew_before=cutoff)
     held = pq.read_table(first / MEMBERSHIP).to_pylist()
     due = {
         r["person_id"] for r in held if r["valid_until"] < cutoff and r["person_id"] >= "p000000010"
@@ -99,4 +99,4 @@ def test_a_snapshot_from_before_valid_until_renews_every_unchanged_member(tmp_pa
     write_members(first / "members.parquet", range(50))
     diff_members(first, None)
     write_members(second / "members.parquet", range(5, 50))
-    assert diff_members(second, first, datetime.now(UTC))["renewed"] == 45
+    assert diff_members(second, first, renew_before=datetime.now(UTC))["renewed"] == 45
