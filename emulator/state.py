@@ -25,7 +25,8 @@ from pydantic_core import from_json, to_json
 from emulator.config import EmulatorConfig
 from emulator.profiles import ProfileStore
 
-KINDS = ("audience", "segment", "batch", "external_audience", "base_connection")
+KINDS = ("audience", "segment", "batch", "external_audience", "base_connection", "clock")
+CLOCK_KEY = ("clock", "-", "offset")
 # Streamed bodies are repetitive: zstd shrinks them ~100x at ~0.15 µs per message (level-1
 # zlib took ~1 µs). A journal body is a marker, its raw length (8 bytes), the zstd frame.
 _ZSTD = pa.Codec("zstd")
@@ -234,6 +235,7 @@ class State:
         self.schemas = {s.id: s for s in config.schemas}
         self.inlets = {i.id: i for i in config.inlets}
         self.clients = {c.client_id: c for c in config.clients}
+        self.namespaces = {n.code: n for n in config.identity_namespaces}
         self._clear_memory()
         self._load()
 
@@ -248,17 +250,39 @@ class State:
         self.open_batches: dict[tuple[str, str], dict[str, Any]] = {}
         self.stats = Stats()
         self.lake: str | None = self.config.cja.lake
+        self.clock_offset_s = 0.0
+        self.org = self.config.org.model_copy()
         self.timezone = self.config.cja.timezone  # the data view's (admin route can change it)
         self.person_dimension = self.config.cja.person_dimension
 
     def _load(self) -> None:
         for kind, sandbox, ident, body in self.persistence.resources():
             self.resources[kind][sandbox][ident] = body
+        clock = self.resources["clock"]["-"].get("offset")
+        self.clock_offset_s = clock["offset_s"] if clock else 0.0
         for entry in self.persistence.journal():
             store = self.profiles[entry.sandbox]
             for message in from_json(entry.body)["messages"]:
                 entity = message["body"]["xdmEntity"]
                 store.apply(entity, message["header"]["datasetId"], entry.received)
+        self.purge()
+
+    # -- the clock (memberships lapse by it; tokens and rate windows keep real time) -----
+    def now(self) -> float:
+        """The emulator's epoch seconds: real time moved by ``/_emulator/clock``."""
+        return time.time() + self.clock_offset_s
+
+    def advance(self, seconds: float) -> int:
+        """Move the clock forward; returns how many memberships lapsed and were deleted."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self.clock_offset_s += seconds
+        self.put(*CLOCK_KEY, {"offset_s": self.clock_offset_s})
+        return self.purge()
+
+    def purge(self) -> int:
+        now = self.now()
+        return sum(store.purge(now) for store in self.profiles.values())
 
     def reset(self) -> None:
         """Forget everything: state, tokens, counters (faults are reset by the caller)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,15 @@ import pyarrow.parquet as pq
 
 from cja_audiences import why
 from cja_audiences.lake.layout import atomic_path
-from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
+from cja_audiences.lake.runs import (
+    ENTERED,
+    EXITED,
+    MEMBERS,
+    MEMBERSHIP,
+    RENEWED,
+    read_run_record,
+    update_run_record,
+)
 from cja_audiences.lake.schema import MEMBER_SCHEMA
 from cja_audiences.lake.storage import LakePath, connect, is_remote, parquet_file, parquet_rows
 
@@ -57,15 +66,20 @@ def diff_members(
     run_dir: LakePath,
     previous_run_dir: LakePath | None,
     explain_exits: ExitExplainer | None = None,
+    renew_before: datetime | None = None,
     *,
     previous_members: LakePath | None = None,
 ) -> dict[str, Any]:
-    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id); record the counts.
+    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id) and renewed.parquet;
+    record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
     the audience was never published, so every member enters. ``explain_exits`` evaluates
     the exits on the lake (``why.exit_reasons``); without it their reason is ``left``.
     ``previous_members`` replaces that run's members file (a bucket diffs against its slice).
+    Renewed: unchanged members whose ``valid_until`` in the previous run's membership file is
+    before ``renew_before`` (all unchanged ones when that run has no such file); none when
+    ``renew_before`` is None.
     """
     started = time.perf_counter()
     members = run_dir / MEMBERS
@@ -77,9 +91,12 @@ def diff_members(
         previous = previous_members or previous_run_dir / MEMBERS
         previous_size = _rows(previous)
         entered, exited = _diff_files(members, previous, run_dir, explain_exits)
+    renewed = _renewals(run_dir, previous_run_dir, renew_before)
     record = {
         "entered": entered,
         "exited": exited,
+        "renewed": renewed,
+        "renew_before": renew_before.isoformat() if renew_before else None,
         "unchanged": size - entered,
         "size": size,
         "previous_size": previous_size,
@@ -130,6 +147,41 @@ def _member_sql(path: LakePath, param: str, where: str = "true") -> str:
         for name, kind in _CARRIED.items()
     ]
     return f"SELECT {_KEY}, {', '.join(carried)} FROM read_parquet(${param}) WHERE {where}"
+
+
+def _renewals(
+    run_dir: LakePath, previous_run_dir: LakePath | None, renew_before: datetime | None
+) -> int:
+    """Unchanged members due for renewal (see ``lifetime``), written to renewed.parquet."""
+    members = run_dir / MEMBERS
+    query, params = "SELECT * FROM read_parquet($members) WHERE false", {"members": str(members)}
+    if previous_run_dir is not None and renew_before is not None:
+        membership = previous_run_dir / MEMBERSHIP
+        if membership.exists():
+            query = (
+                f"SELECT m.* FROM read_parquet($members) AS m JOIN read_parquet($previous) "
+                f"AS p USING ({_KEY}) WHERE p.valid_until < $cutoff"
+            )
+            params |= {"previous": str(membership), "cutoff": renew_before}
+        else:  # published before validUntil existed: AEP keeps them 30 days at most
+            query = (
+                f"SELECT m.* FROM read_parquet($members) AS m "
+                f"SEMI JOIN read_parquet($previous) AS p USING ({_KEY})"
+            )
+            params |= {"previous": str(previous_run_dir / MEMBERS)}
+    spill_parent = None if is_remote(run_dir) else run_dir
+    with tempfile.TemporaryDirectory(prefix=".renew-", dir=spill_parent) as spill:
+        con = _connect(Path(spill), run_dir)
+        try:
+            with atomic_path(run_dir / RENEWED) as tmp:
+                con.execute(
+                    f"COPY (SELECT * FROM ({query}) ORDER BY {_KEY}) "
+                    "TO $path (FORMAT parquet, COMPRESSION zstd)",
+                    params | {"path": str(tmp)},
+                )
+        finally:
+            con.close()
+    return _rows(run_dir / RENEWED)
 
 
 def _connect(spill_dir: Path, run_dir: LakePath) -> duckdb.DuckDBPyConnection:

@@ -391,6 +391,7 @@ def check_run(
         _empty_check(limits, size, diff["previous_size"]),
         _change_check(spec, limits, diff, previous_run_dir),
         _exits_check(spec, limits, diff["exited"]),
+        _sends_check(diff),
     ]
     report.checks += _data_checks(spec, limits, run_dir / ENTERED, diff["entered"])
     report.checks += _published_size_checks(spec, limits, record.get("compute", {}))
@@ -484,11 +485,25 @@ def _change_check(
         pct,
         limits.max_change_pct,
         f"% of the previous {previous:,} members changed ({diff['entered']:,} entered, "
-        f"{diff['exited']:,} exited; now {diff['size']:,})",
+        f"{diff['exited']:,} exited, renewals not counted; now {diff['size']:,})",
         source,
         "check the filter and the input data; if the change is expected, raise "
         "guardrails.max_change_pct in the spec for this run",
         limits.warn_ratio,
+    )
+
+
+def _sends_check(diff: dict[str, Any]) -> Check:
+    """Renewals are sends (they cost publish time) though not changes: reported, not limited."""
+    renewed = diff.get("renewed", 0)
+    sends = diff["entered"] + diff["exited"] + renewed
+    hours = sends / 1500 / 3600  # CJA's documented publish rate: 1,500 records/s
+    return _info(
+        "sends",
+        sends,
+        None,
+        f"{sends:,} records to send ({diff['entered']:,} entered, {diff['exited']:,} exited, "
+        f"{renewed:,} renewed; renewals are not changes), about {hours:.2f} h at 1,500 records/s",
     )
 
 

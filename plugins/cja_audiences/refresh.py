@@ -7,11 +7,11 @@ through the run folder, so any stage can be retried alone and XCom carries summa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import buckets, compute, diff, explain, guardrails, snapshots
+from cja_audiences import buckets, clock, compute, diff, explain, guardrails, lifetime, snapshots
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
@@ -75,7 +75,7 @@ class AudienceRefresh:
 
     def gate(self, now: datetime | None = None) -> dict[str, Any]:
         """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses)."""
-        now = now or datetime.now(UTC)
+        now = now or clock.now()
         start = self.spec.refresh.start
         if self.request.scheduled and now < start:
             verdict = {
@@ -121,16 +121,25 @@ class AudienceRefresh:
             bucket=None if bucket is None else (bucket, self.buckets or 1),
         )
 
-    def diff(self, bucket: int | None = None) -> dict[str, Any]:
-        """A bucketed audience diffs ``bucket`` (a mapped task), or every bucket in turn and
-        then merges them (:meth:`merge`)."""
+    def diff(
+        self, bucket: int | None = None, now: datetime | None = None, mode: str = "streaming"
+    ) -> dict[str, Any]:
+        """Entered and exited members, each exit explained on this run's window, and
+        (streaming ``mode``) the unchanged members due for renewal before the next scheduled
+        refresh (``lifetime.renew_before``); an external audience's lifetime is Adobe's
+        ``ttlInDays``, so it renews nothing. A bucketed audience diffs ``bucket`` (a mapped
+        task), or every bucket in turn and then merges them (:meth:`merge`)."""
         previous = self.previous_run_dir
+        cutoff = None
+        if mode == "streaming":
+            ttl = lifetime.lifetime_for(self.spec, self.settings)
+            cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
         if not self.buckets:
             exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
-            return diff.diff_members(self.run_dir, previous, exits)
+            return diff.diff_members(self.run_dir, previous, exits, cutoff)
         if bucket is None:
             for b in range(self.buckets):
-                self.diff(b)
+                self.diff(b, now, mode)
             return self.merge()
         folder = buckets.bucket_dir(self.run_dir, bucket)
         if previous is None:
@@ -139,7 +148,7 @@ class AudienceRefresh:
         buckets.slice_previous(previous, sliced, bucket, self.buckets)
         exits = explain.exit_explainer(self.spec, self.settings, folder, previous)
         return diff.diff_members(
-            folder, previous, exits, previous_members=sliced / "members.parquet"
+            folder, previous, exits, cutoff, previous_members=sliced / "members.parquet"
         )
 
     def merge(self) -> dict[str, Any]:
@@ -199,8 +208,8 @@ def summarize(record: dict[str, Any], run_dir: Path) -> str:
         f"status {record.get('status', 'in progress')}"
         + (f" at stage {failure['stage']}: {failure['reason']}" if failure else ""),
         f"  computed: {comp.get('size', '?')} members, window {comp.get('window', {})}",
-        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited "
-        f"(previous size {dif.get('previous_size', 0)})",
+        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited, "
+        f"{dif.get('renewed', 0)} renewed (previous size {dif.get('previous_size', 0)})",
         f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
         _published(pub),
         f"  run folder: {run_dir}",

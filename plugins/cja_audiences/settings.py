@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         description="fsspec options (JSON) for an object-storage home, e.g. endpoint_url; "
         "credentials come from the provider's own chain (AWS_* variables, instance roles)",
     )
+    membership_ttl_days: float = Field(
+        30.0, gt=1, le=420, description="validUntil of a sent membership: days after sending"
+    )
+    renewal_margin_hours: float = Field(
+        48.0, ge=0, description="renew when validUntil falls before the next refresh + this"
+    )
+    renewal_spread_days: float = Field(
+        21.0, ge=0, description="a new member's validUntil is moved earlier by up to this"
+    )
+    reconcile_sample: int = Field(
+        1000, ge=1, description="members (and as many recent exits) read back per reconcile"
+    )
 
     @field_validator("audiences_dir", "filters_dir", mode="after")
     @classmethod

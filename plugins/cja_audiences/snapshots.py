@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from cja_audiences import clock
 from cja_audiences.diff import diff_members
 from cja_audiences.lake.layout import read_json, write_json
 from cja_audiences.lake.runs import (
@@ -22,6 +23,7 @@ from cja_audiences.lake.runs import (
     ENTERED,
     EXITED,
     MEMBERS,
+    RENEWED,
     RUN_RECORD,
     RUNS,
     read_run_record,
@@ -96,7 +98,7 @@ def commit(audience_dir: LakePath, run_dir: LakePath) -> dict[str, Any]:
         _check_committable(audience_dir, run_dir, record)
         pointer = {
             "run_id": run_dir.name,
-            "committed_at": datetime.now(UTC).isoformat(),
+            "committed_at": clock.now().isoformat(),
             "size": record["diff"]["size"],
         }
         update_run_record(
@@ -232,6 +234,8 @@ def dry_run_report(run_dir: LakePath, sample: int = SAMPLE_SIZE) -> dict[str, An
     Samples show person ids and masked identity values: enough to recognise, not to leak.
     """
     statuses = {"realized": run_dir / ENTERED, "exited": run_dir / EXITED}
+    if (run_dir / RENEWED).exists():
+        statuses["renewed"] = run_dir / RENEWED  # realized again, counted apart
     report: dict[str, Any] = {"sent": 0, "committed": False}
     con = connect(run_dir)
     try:

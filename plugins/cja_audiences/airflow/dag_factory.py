@@ -23,7 +23,11 @@ from airflow.sdk import (
 )
 
 from cja_audiences import guardrails
-from cja_audiences.airflow.operators.aep import AEPProfilePublishOperator
+from cja_audiences.airflow.operators.aep import (
+    AEPPreflightOperator,
+    AEPProfilePublishOperator,
+    AEPReconcileOperator,
+)
 from cja_audiences.airflow.operators.audience import (
     AudienceCommitOperator,
     AudienceComputeOperator,
@@ -184,7 +188,8 @@ def doc_md(spec: AudienceSpec) -> str:
 
 
 def add_refresh_tasks(audience_id: Any, aep_conn_id: str, buckets: int | None = None) -> Any:
-    """gate -> freshness -> compute -> diff -> guardrails -> publish -> commit; returns gate.
+    """gate -> preflight -> freshness -> compute -> diff -> guardrails -> publish -> commit ->
+    reconcile; returns gate.
 
     With ``buckets`` compute, diff and publish are mapped over the person buckets (spread
     over the workers) and a merge between diff and guardrails makes the whole audience the
@@ -192,6 +197,9 @@ def add_refresh_tasks(audience_id: Any, aep_conn_id: str, buckets: int | None = 
     known at run time) a bucketed audience runs its buckets in turn inside each task.
     """
     gate = RefreshGateOperator(task_id="refresh_gate", audience_id=audience_id)
+    preflight = AEPPreflightOperator(
+        task_id="preflight", audience_id=audience_id, aep_conn_id=aep_conn_id, retries=0
+    )
     fresh = LakeFreshnessSensor(task_id="wait_for_data", audience_id=audience_id)
     checked = AudienceGuardrailsOperator(task_id="guardrails", audience_id=audience_id, retries=0)
     publish = {
@@ -217,7 +225,11 @@ def add_refresh_tasks(audience_id: Any, aep_conn_id: str, buckets: int | None = 
             AudienceDiffOperator(task_id="diff", audience_id=audience_id),
         ]
         published = AEPProfilePublishOperator(**publish)
-    for upstream, downstream in pairwise([gate, fresh, *chain, checked, published, committed]):
+    reconciled = AEPReconcileOperator(
+        task_id="reconcile", audience_id=audience_id, aep_conn_id=aep_conn_id
+    )
+    stages = [gate, preflight, fresh, *chain, checked, published, committed, reconciled]
+    for upstream, downstream in pairwise(stages):
         upstream >> downstream
     return gate
 

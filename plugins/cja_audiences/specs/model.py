@@ -225,6 +225,9 @@ class AudienceSpec(_Strict):
         None, description="membership tests inline (else <id>.test.yaml next to the spec)"
     )
     publish: PublishSpec = Field(default_factory=PublishSpec)
+    reconcile: Literal["off", "sample", "full"] = Field(
+        "sample", description="read membership back from AEP after each publish"
+    )
 
     source_path: Path | None = Field(None, exclude=True, description="set by the loader")
 

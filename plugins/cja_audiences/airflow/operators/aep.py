@@ -88,6 +88,8 @@ class AEPProfilePublishOperator(BaseOperator):
         self.audience_url: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.adobe.audiences import RegistrationRefused
+        from cja_audiences.adobe.auth import MissingAudienceNamespace
         from cja_audiences.airflow.hooks.aep import AEPHook
         from cja_audiences.publish import publish_mode
         from cja_audiences.publish.streaming import DeadLetterThresholdExceeded
@@ -116,15 +118,20 @@ class AEPProfilePublishOperator(BaseOperator):
                         dry_run=dry_run,
                         options=self._options(),
                     )
-            except DeadLetterThresholdExceeded as exc:
-                raise AirflowFailException(str(exc)) from None  # a retry would refuse again
+            except (
+                DeadLetterThresholdExceeded,
+                RegistrationRefused,
+                MissingAudienceNamespace,
+            ) as exc:
+                raise AirflowFailException(str(exc)) from None  # a retry would be refused again
             self.log.info(
-                "audience %s (%s): %s of %s records acknowledged this run, %s dead-lettered, "
-                "%s requests, %s records/s",
+                "audience %s (%s): %s of %s records acknowledged this run (by kind: %s), "
+                "%s dead-lettered, %s requests, %s records/s",
                 spec.id,
                 run_dir.name,
                 summary.get("acknowledged", 0),
                 summary.get("records"),
+                summary.get("by_kind"),
                 summary.get("dead_lettered", 0),
                 summary.get("requests"),
                 summary.get("records_per_s"),
@@ -171,3 +178,100 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"true", "1", "yes", "on"}
     return bool(value)
+
+
+class _AudienceAEPOperator(BaseOperator):
+    """An audience task that talks to AEP through one connection."""
+
+    template_fields: Sequence[str] = ("audience_id", "aep_conn_id")
+
+    def __init__(
+        self, *, audience_id: str, aep_conn_id: str = DEFAULT_AEP_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.audience_id = audience_id
+        self.aep_conn_id = aep_conn_id
+
+
+class AEPPreflightOperator(_AudienceAEPOperator):
+    """Before an audience's first publish, the doctor's checks (``cja_audiences.doctor``);
+    fails at once, without retries, with one line per check when any fails.
+
+    Skipped once the audience has a committed run, and for dry runs (nothing is sent).
+    """
+
+    ui_color = "#fff0e4"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.airflow.operators.audience import audience_refresh
+        from cja_audiences.doctor import run_doctor
+
+        refresh = audience_refresh(self.audience_id, context)
+        if refresh.request.dry_run:
+            return {"checked": False, "reason": "dry run: nothing will be sent"}
+        if refresh.previous_run_dir is not None:
+            return {"checked": False, "reason": "published before: checked on the first run"}
+        from cja_audiences.doctor import checks_for
+        from cja_audiences.publish import publish_mode
+
+        hook = AEPHook(aep_conn_id=self.aep_conn_id)
+        config = hook.get_config()
+        mode = publish_mode(refresh.spec, config)
+        report = run_doctor(config, checks_for(mode), tokens=hook.tokens)
+        for verdict in report.verdicts:
+            self.log.info("%s", verdict.line())
+        if not report.ok:
+            raise AirflowFailException(
+                f"AEP is not ready for audience {self.audience_id}'s first publish "
+                f"(connection {self.aep_conn_id}):\n{report.text()}"
+            )
+        return {"checked": True, **report.as_dict()}
+
+
+class AEPReconcileOperator(_AudienceAEPOperator):
+    """After commit, reads membership back from AEP (the spec's ``reconcile``: off / sample /
+    full) and records drift in the committed run's run.json; drift is logged as a warning.
+    """
+
+    ui_color = "#e4fffa"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences import splits
+        from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.airflow.operators.audience import audience_refresh
+        from cja_audiences.publish import live_mode
+        from cja_audiences.reconcile import reconcile_audience
+
+        refresh = audience_refresh(self.audience_id, context)
+        mode = refresh.spec.reconcile
+        if mode == "off" or refresh.request.dry_run:
+            return {
+                "checked": False,
+                "reason": f"reconcile {mode}, dry run {refresh.request.dry_run}",
+            }
+        if live_mode(refresh.audience_dir) != "streaming":  # AEP manages external audiences
+            return {"checked": False, "reason": "not live as streamed membership"}
+        if splits.has_arms(refresh.spec):
+            return {"checked": False, "reason": "split-test arms are not reconciled"}
+        hook = AEPHook(aep_conn_id=self.aep_conn_id)
+        result = reconcile_audience(
+            hook.get_config(),
+            refresh.spec,
+            refresh.audience_dir,
+            mode=mode,
+            sample=refresh.settings.reconcile_sample,
+            tokens=hook.tokens,
+        )
+        if result["drifted"]:
+            self.log.warning(
+                "audience %s has drifted in AEP: %s (examples: %s); run `python -m "
+                "cja_audiences reconcile %s --full --repair`",
+                self.audience_id,
+                result["drift"],
+                result["examples"],
+                self.audience_id,
+            )
+        else:
+            self.log.info("AEP matches the committed snapshot: %s", result["checked"])
+        return {k: result[k] for k in ("run_id", "mode", "checked", "drift", "drifted")}

@@ -109,7 +109,13 @@ class AudienceDiffOperator(AudienceStageOperator):
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        return refresh.diff(self.bucket)
+        """Renewals only for streaming audiences: the mode comes from the spec or the AEP
+        connection's ``publish_mode``."""
+        from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.publish import publish_mode
+
+        config = AEPHook(aep_conn_id=refresh.settings.aep_conn_id).get_config()
+        return refresh.diff(self.bucket, mode=publish_mode(refresh.spec, config))
 
 
 class AudienceMergeOperator(AudienceStageOperator):
