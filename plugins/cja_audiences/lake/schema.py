@@ -32,6 +32,10 @@ EVENT_SCHEMA = pa.schema(
         pa.field("device_type", pa.string()),  # Desktop, Mobile, Tablet
         pa.field("browser", pa.string()),
         pa.field("dimensions", pa.map_(pa.string(), pa.string())),  # further dimensions
+        # written by the extract (lake.sessions): the session's first event time (with
+        # person_id its key) and its number in the person's lake history (CJA Session Number)
+        pa.field("session_start", TIMESTAMP),
+        pa.field("session_number", pa.int32()),
     ]
 )
 
