@@ -30,6 +30,7 @@ from cja_audiences.filters.segment import (
 )
 from cja_audiences.lake.layout import Lake, update_run_record, write_parquet
 from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.sessions import SessionRules, sessionized
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
@@ -153,13 +154,23 @@ def render_audience(
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
+    sessions_in_lake: bool | None = None,
 ) -> RenderedAudience:
     """The SQL and bound parameters compute runs for ``spec``. The window (``as_of``,
-    ``lookback_days``) selects which partitions are read, so it does not change the text;
-    it is accepted so callers can render exactly what a run would."""
+    ``lookback_days``) selects which partitions are read, and whether their session columns
+    can be used (else the query sessionizes), so it is accepted to render exactly what a run
+    would."""
     window = audience_window(spec, as_of, lookback_days) if as_of is not None else None
+    in_lake = sessions_in_lake
+    if in_lake is None:
+        in_lake = window is None or lake_sessions(settings, window)
     query = compile_audience(
-        spec, settings=settings, params=params, definition=definition, window=window
+        spec,
+        settings=settings,
+        params=params,
+        definition=definition,
+        window=window,
+        sessions_in_lake=in_lake,
     )
     return RenderedAudience(_members_sql(query, spec), query.params)
 
@@ -171,13 +182,17 @@ def compile_audience(
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
     window: Window | None = None,
+    sessions_in_lake: bool = True,
 ) -> CompiledQuery:
-    """The audience's filter as SQL selecting candidate person ids, with bound parameters."""
+    """The audience's filter as SQL selecting candidate person ids, with bound parameters;
+    ``sessions_in_lake``: read sessions from the lake instead of computing them."""
     builder = QueryBuilder(
         params=filter_params(spec, params),
         computed_fields=spec.computed_fields,
         filters_dir=settings.filters_dir,
         window=window.bounds() if window else None,
+        session_rules=SessionRules.from_settings(settings),
+        sessions_in_lake=sessions_in_lake,
     )
     f = spec.filter
     try:
@@ -217,6 +232,7 @@ def evaluate_audience(
     ``definition`` is a segment definition the caller already fetched."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
+    in_lake = lake_sessions(settings, window)
     rendered = render_audience(
         spec,
         settings=settings,
@@ -224,6 +240,7 @@ def evaluate_audience(
         lookback_days=lookback_days,
         params=params,
         definition=definition,
+        sessions_in_lake=in_lake,
     )
     lake = Lake(settings.home)
     con = duckdb.connect()
@@ -252,6 +269,7 @@ def evaluate_audience(
         size_by_namespace={spec.identity.namespace: members.num_rows},
         window=window.as_dict(),
         filter=spec.filter.kind,
+        sessions_in_lake=in_lake,
         sql=rendered.sql,
         params=_jsonable(rendered.params),
         elapsed_s=round(time.perf_counter() - started, 3),
@@ -287,6 +305,11 @@ def compute_audience(
     }
     update_run_record(Path(run_dir), compute=stats)
     return stats
+
+
+def lake_sessions(settings: Settings, window: Window) -> bool:
+    """Do the window's partitions carry sessions built with the configured rules?"""
+    return sessionized(_event_files(Lake(settings.home), window), SessionRules.from_settings(settings))
 
 
 def _event_files(lake: Lake, window: Window) -> list[Path]:

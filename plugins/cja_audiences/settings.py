@@ -30,6 +30,14 @@ class Settings(BaseModel):
         None, description="AEP dataset behind CJA: its new batches start an extract"
     )
     catalog_poll_s: float = Field(60.0, gt=0)
+    session_timeout_minutes: int = Field(
+        30, ge=1, description="the data view's session timeout: a new session after this idle time"
+    )
+    session_start_event_types: list[str] = Field(
+        default_factory=list,
+        description="event types that always start a new session (CJA: start new session "
+        "with a metric); comma-separated in the environment",
+    )
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
@@ -54,10 +62,14 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
         "CJA_AUDIENCES_LANDING_POLL_S": "landing_poll_s",
         "CJA_AUDIENCES_CATALOG_DATASET": "catalog_dataset_id",
         "CJA_AUDIENCES_CATALOG_POLL_S": "catalog_poll_s",
+        "CJA_AUDIENCES_SESSION_TIMEOUT_MINUTES": "session_timeout_minutes",
     }
     for env_name, field in optional.items():
         if env.get(env_name):
             values[field] = env[env_name]
+    starts = env.get("CJA_AUDIENCES_SESSION_START_EVENT_TYPES")
+    if starts:
+        values["session_start_event_types"] = [s.strip() for s in starts.split(",") if s.strip()]
     return Settings(**values)
 
 

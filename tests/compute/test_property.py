@@ -152,6 +152,11 @@ def trees(level: str, depth: int) -> st.SearchStrategy[Node]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=events(), tree=trees("person", 2).map(lambda n: Container("person", n)))
-def test_sql_agrees_with_reference(rows: list[dict], tree: Node) -> None:
-    assert run(tree, rows) == reference.members(tree, rows)
+@given(
+    rows=events(),
+    tree=trees("person", 2).map(lambda n: Container("person", n)),
+    in_lake=st.booleans(),
+)
+def test_sql_agrees_with_reference(rows: list[dict], tree: Node, in_lake: bool) -> None:
+    """Sessions read from the lake's columns or computed by the query: same members."""
+    assert run(tree, rows, sessions_in_lake=in_lake) == reference.members(tree, rows)

@@ -22,6 +22,7 @@ import jinja2
 import jinja2.bccache
 
 from cja_audiences.filters import fields as F
+from cja_audiences.lake.sessions import SESSION_COLUMNS, SessionRules
 from cja_audiences.filters.ir import (
     LEVELS,
     All,
@@ -41,7 +42,6 @@ from cja_audiences.filters.ir import (
 
 LIBRARY_DIR = Path(__file__).parent
 LIBRARY = "cja.sql.j2"
-SESSION_TIMEOUT_MINUTES = 30
 _TIME_UNITS = {
     "minutes": "to_minutes",
     "hours": "to_hours",
@@ -176,9 +176,15 @@ class QueryBuilder:
         computed_fields: dict[str, str] | None = None,
         filters_dir: Path | None = None,
         window: tuple[datetime, datetime] | None = None,
+        session_rules: SessionRules | None = None,
+        sessions_in_lake: bool = False,
     ) -> None:
         self.binder = Binder(dict(params or {}))
         self.window = window
+        # the lake's session columns (extract.sessions) when its files were built with these
+        # rules; otherwise the query sessionizes the window's events itself
+        self.session_rules = session_rules or SessionRules()
+        self.sessions_in_lake = sessions_in_lake
         self.computed = dict(computed_fields or {})
         self.columns: set[str] = set(F.KEY_COLUMNS)
         # Event expressions the trees read, computed once in ``ev``: sessions and sequences
@@ -280,15 +286,32 @@ class QueryBuilder:
         computed = []
         for name, expr in self.computed.items():
             computed.append((F.quote(name), expr))
+        if not self.sessions_in_lake and self.columns & set(SESSION_COLUMNS):
+            raise CompileError(
+                "session_number / session_start (visit number) need sessions in the lake, and "
+                "the window's partitions were written without them or with other session "
+                "rules; rebuild them: python -m cja_audiences.extract.sessions"
+            )
+        rules = self.session_rules
+        key_columns = list(F.KEY_COLUMNS)
+        if self.sessions and self.sessions_in_lake:
+            key_columns.append("session_number")
+        elif self.sessions and rules.start_event_types:
+            key_columns.append("event_type")
+        self.columns.update(key_columns)
         columns = sorted(c for c in self.columns if c not in self.computed)
-        carried = ["*"] if self.raw_events else [F.quote(c) for c in F.KEY_COLUMNS]
+        carried = ["*"] if self.raw_events else [F.quote(c) for c in key_columns]
         derived = [(alias, sql) for sql, alias in self.derived.items()]
         head: list[tuple[str, str, bool]] = [
             ("ev", self.m.events(carried, computed, derived), False)
         ]
-        if self.sessions:
-            timeout = self.binder.literal(SESSION_TIMEOUT_MINUTES)
-            head.append(("sess", self.m.sessionize("ev", timeout), True))
+        if self.sessions and self.sessions_in_lake:
+            head.append(("sess", self.m.lake_sessions("ev"), False))
+        elif self.sessions:
+            timeout = self.binder.literal(rules.timeout_minutes)
+            starts = rules.start_event_types
+            starts_sql = self.binder.literal(list(starts)) if starts else None
+            head.append(("sess", self.m.sessionize("ev", timeout, starts_sql), True))
         ctes = [
             *head,
             *self.ctes,

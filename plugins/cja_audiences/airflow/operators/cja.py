@@ -34,6 +34,7 @@ from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.extract.writer import ExtractRejected
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.sessions import SessionRules
 from cja_audiences.settings import get_settings
 
 SOURCES = ("synthetic", "export", "aep", "reporting")
@@ -118,6 +119,7 @@ class CJAExtractOperator(BaseOperator):
             "run_id": str(context.get("run_id") or "manual"),
             "max_bad_row_share": settings.max_bad_row_share,
             "buckets": self.buckets,
+            "sessions": SessionRules.from_settings(settings),
         }
         mode = self._arg(context, "mode")
         if mode:
@@ -143,6 +145,7 @@ class CJAExtractOperator(BaseOperator):
             end=end,
             seed=int(opts["seed"]),
             events_per_person=opts.get("events_per_person"),
+            sessions=common["sessions"],
         )
 
     def _extract_export(self, context: Context, lake: Lake, common: dict) -> dict:
