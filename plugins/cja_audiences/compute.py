@@ -309,7 +309,9 @@ def compute_audience(
 
 def lake_sessions(settings: Settings, window: Window) -> bool:
     """Do the window's partitions carry sessions built with the configured rules?"""
-    return sessionized(_event_files(Lake(settings.home), window), SessionRules.from_settings(settings))
+    return sessionized(
+        _event_files(Lake(settings.home), window), SessionRules.from_settings(settings)
+    )
 
 
 def _event_files(lake: Lake, window: Window) -> list[Path]:

@@ -57,7 +57,11 @@ def _numbered(source: str, forced: str) -> str:
 
 
 def _forced(rules: SessionRules) -> str:
-    return "coalesce(list_contains($starts, event_type), false)" if rules.start_event_types else "false"
+    return (
+        "coalesce(list_contains($starts, event_type), false)"
+        if rules.start_event_types
+        else "false"
+    )
 
 
 def _params(rules: SessionRules, **extra: Any) -> dict[str, Any]:
@@ -135,7 +139,7 @@ def _seed(
         old = "NULL::TIMESTAMPTZ AS old_start, NULL::INT AS old_number"
     if earlier:
         seed = (
-            "SELECT person_id, max(struct_pack(t := \"timestamp\", e := event_id,"
+            'SELECT person_id, max(struct_pack(t := "timestamp", e := event_id,'
             " s := session_start, n := session_number)) AS last"
             " FROM read_parquet($earlier, union_by_name = true, hive_partitioning = false)"
             " SEMI JOIN (SELECT DISTINCT person_id FROM rows) USING (person_id) GROUP BY person_id"

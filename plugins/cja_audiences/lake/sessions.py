@@ -40,7 +40,10 @@ class SessionRules:
         object.__setattr__(self, "start_event_types", tuple(sorted(set(self.start_event_types))))
 
     def as_metadata(self) -> dict[bytes, bytes]:
-        value = {"timeout_minutes": self.timeout_minutes, "start_event_types": [*self.start_event_types]}
+        value = {
+            "timeout_minutes": self.timeout_minutes,
+            "start_event_types": [*self.start_event_types],
+        }
         return {METADATA_KEY: json.dumps(value, sort_keys=True).encode()}
 
     @classmethod
