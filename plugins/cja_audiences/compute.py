@@ -8,8 +8,9 @@ namespace; the rest are counted, not published.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,10 +24,11 @@ from cja_audiences.filters.fields import quote
 from cja_audiences.filters.rules import parse_rules
 from cja_audiences.filters.segment import (
     DataViewMapping,
+    Resolver,
     SegmentError,
     fetch_definition,
-    parse_segment,
     read_definition,
+    read_segment,
 )
 from cja_audiences.lake.layout import Lake, update_run_record, write_parquet
 from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
@@ -111,25 +113,67 @@ def _is_param_value(value: Any) -> bool:
     )
 
 
+def _fetch(spec: AudienceSpec, settings: Settings, segment_id: str, what: str) -> dict[str, Any]:
+    from cja_audiences.adobe.auth import AdobeConfig
+
+    try:
+        config = AdobeConfig.from_env(settings.cja_conn_id)
+    except LookupError as exc:
+        raise AudienceError(f"{spec.id}: {what} needs the CJA connection: {exc}") from None
+    return fetch_definition(config, segment_id)
+
+
+def segments_dir(settings: Settings) -> Path:
+    return settings.audiences_dir.parent / "segments"
+
+
+def segment_resolver(spec: AudienceSpec, settings: Settings) -> Resolver:
+    """Looks up a ``segment-ref``: ``include/segments/<id>.json``, else a JSON file there
+    whose segment object has that ``id``, else the CJA Segments API (``cja_default``)."""
+    folder = segments_dir(settings)
+    index: dict[str, Path] | None = None
+
+    def by_id() -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for path in sorted(folder.glob("*.json")):
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(saved, dict) and isinstance(saved.get("id"), str):
+                found.setdefault(saved["id"], path)
+        return found
+
+    def resolve(segment_id: str) -> dict[str, Any]:
+        nonlocal index
+        path = folder / f"{segment_id}.json"
+        if not path.is_file():
+            index = by_id() if index is None else index
+            path = index.get(segment_id, path)
+        if path.is_file():
+            return read_definition(path)
+        try:
+            return _fetch(spec, settings, segment_id, f"segment-ref {segment_id!r}")
+        except AudienceError as exc:
+            raise AudienceError(
+                f"{spec.id}: segment-ref {segment_id!r} is not in {folder} (as {segment_id}.json "
+                f'or a file with "id": "{segment_id}") and cannot be fetched: {exc}'
+            ) from None
+
+    return resolve
+
+
 def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]:
     """The CJA definition of a segment filter: from its JSON file or the CJA API."""
     ref = spec.filter.segment
     assert ref is not None
     if ref.id is not None:
-        from cja_audiences.adobe.auth import AdobeConfig
-
-        try:
-            config = AdobeConfig.from_env(settings.cja_conn_id)
-        except LookupError as exc:
-            raise AudienceError(
-                f"{spec.id}: filter.segment.id needs the CJA connection: {exc}"
-            ) from None
-        return fetch_definition(config, ref.id)
+        return _fetch(spec, settings, ref.id, "filter.segment.id")
     assert ref.path is not None
     candidates = [Path(ref.path)]
     if spec.source_path is not None:
         candidates.append(spec.source_path.parent / ref.path)
-    candidates.append(settings.audiences_dir.parent / "segments" / ref.path)
+    candidates.append(segments_dir(settings) / ref.path)
     for path in candidates:
         if path.is_file():
             return read_definition(path)
@@ -140,10 +184,12 @@ def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]
 
 
 class RenderedAudience(NamedTuple):
-    """The members query exactly as compute runs it, and its bound parameters."""
+    """The members query exactly as compute runs it, its bound parameters and the saved
+    segments its CJA segment references."""
 
     sql: str
     params: dict[str, Any]
+    references: tuple[str, ...] = ()
 
 
 def render_audience(
@@ -172,7 +218,7 @@ def render_audience(
         window=window,
         sessions_in_lake=in_lake,
     )
-    return RenderedAudience(_members_sql(query, spec), query.params)
+    return RenderedAudience(_members_sql(query, spec), query.params, query.references)
 
 
 def compile_audience(
@@ -195,6 +241,7 @@ def compile_audience(
         sessions_in_lake=sessions_in_lake,
     )
     f = spec.filter
+    references: tuple[str, ...] = ()
     try:
         if f.template is not None:
             body = builder.template(f.template)
@@ -204,9 +251,14 @@ def compile_audience(
             else:
                 assert f.segment is not None
                 definition = definition or segment_definition(spec, settings)
-                tree = parse_segment(definition, DataViewMapping(f.segment.mapping))
+                parsed = read_segment(
+                    definition,
+                    DataViewMapping(f.segment.mapping),
+                    segment_resolver(spec, settings),
+                )
+                tree, references = parsed.tree, parsed.references
             body = f"SELECT person_id FROM {builder.tree(tree)}"
-        return builder.build(body)
+        return replace(builder.build(body), references=references)
     except (CompileError, SegmentError) as exc:
         raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
 
@@ -270,6 +322,7 @@ def evaluate_audience(
         window=window.as_dict(),
         filter=spec.filter.kind,
         sessions_in_lake=in_lake,
+        segment_refs=list(rendered.references),
         sql=rendered.sql,
         params=_jsonable(rendered.params),
         elapsed_s=round(time.perf_counter() - started, 3),

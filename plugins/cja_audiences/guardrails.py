@@ -131,13 +131,15 @@ def check_spec(
     now: datetime | None = None,
     other_streaming_audiences: int = 0,
     segment_definition: dict[str, Any] | None = None,
+    segment_refs: list[str] | None = None,
 ) -> GuardrailReport:
     """Checks that need no data: run when specs load, so a bad spec is never scheduled.
 
     ``all_specs`` enables the per-package and per-sandbox counts; ``other_streaming_audiences``
     is the live count of streaming audiences in the sandbox this project does not manage
     (the publish stage may read it from the AEP Audiences API); ``segment_definition`` is
-    the CJA definition of a segment filter, when the caller has it, to count its references.
+    the CJA definition of a segment filter, when the caller has it, to count its references;
+    ``segment_refs`` the saved segments compute resolved (nested ones included), which wins.
     """
     now = now or datetime.now(UTC)
     report = GuardrailReport(spec.id)
@@ -145,7 +147,7 @@ def check_spec(
         _frequency_check(spec),
         _lookback_check(spec),
         _expiry_check(spec, now),
-        _segments_check(spec, segment_definition),
+        _segments_check(spec, segment_definition, segment_refs),
     ]
     if all_specs is not None:
         peers = {s.id: s for s in all_specs} | {spec.id: spec}
@@ -238,13 +240,20 @@ def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
     )
 
 
-def count_segments(filter_spec: Any, definition: dict[str, Any] | None = None) -> int:
+def count_segments(
+    filter_spec: Any,
+    definition: dict[str, Any] | None = None,
+    references: list[str] | None = None,
+) -> int:
     """Segments combined in one audience: its own filter plus every saved segment it references.
 
-    A spec's filter is one template, one rules tree or one CJA segment, so that is 1; a CJA
-    ``definition`` adds its ``{"func": "segment-ref"}`` nodes (compute inlines none yet:
-    filters/segment.py rejects them, so callers pass the definition once it does).
+    A spec's filter is one template, one rules tree or one CJA segment, so that is 1; plus the
+    distinct saved segments compute resolved (``references``: nested references included, as
+    recorded in run.json's compute section), or, before compute, a CJA ``definition``'s own
+    ``{"func": "segment-ref"}`` nodes.
     """
+    if references is not None:
+        return 1 + len(set(references))
     return 1 + _segment_refs(definition)
 
 
@@ -257,10 +266,12 @@ def _segment_refs(node: Any) -> int:
     return int(own) + sum(_segment_refs(value) for value in node.values())
 
 
-def _segments_check(spec: AudienceSpec, definition: dict[str, Any] | None) -> Check:
+def _segments_check(
+    spec: AudienceSpec, definition: dict[str, Any] | None, references: list[str] | None
+) -> Check:
     return _at_most(
         "segments",
-        count_segments(spec.filter, definition),
+        count_segments(spec.filter, definition, references),
         HARD.max_segments,
         "segments combined",
         "Adobe hard limit",
@@ -338,8 +349,10 @@ def check_run(
     Parquet footers and diff counts from run.json; records run.json["guardrails"].
     """
     limits = spec.guardrails.limits()
-    report = check_spec(spec, settings)
     record = read_run_record(run_dir)
+    report = check_spec(
+        spec, settings, segment_refs=(record.get("compute") or {}).get("segment_refs")
+    )
     diff = record.get("diff")
     if diff is None:
         raise ValueError(f"{run_dir}: run.json has no diff; run diff_members before check_run")

@@ -80,6 +80,7 @@ class CompiledQuery:
     params: dict[str, Any]
     sessions: bool
     columns: tuple[str, ...]
+    references: tuple[str, ...] = ()  # saved segments a CJA segment filter references
 
 
 class Binder:

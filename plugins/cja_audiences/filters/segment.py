@@ -404,7 +404,7 @@ class _Parser:
         for i, item in enumerate(stream):
             at = f"{where}.stream[{i}]"
             kind = item.get("func") if isinstance(item, dict) else None
-            if kind in ("time-restriction", "container-restriction"):
+            if kind in ("time-restriction", "container-restriction", "dimension-restriction"):
                 span, limit = self.restriction(item, at)
                 if limit == "within":
                     pending["within"].append(span)
