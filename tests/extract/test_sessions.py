@@ -8,6 +8,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cja_audiences.extract.sessions import rebuild_sessions
 from cja_audiences.extract.writer import PartitionWriter
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.sessions import SessionRules, file_rules
@@ -137,3 +138,12 @@ def test_other_rules_recompute_the_whole_history(tmp_path: Path) -> None:
     assert _sessions(lake) == {"a1": (1, "19 10:00"), "a2": (1, "19 10:00"), "b1": (2, "20 10:00")}
     for path in lake.events.glob("*/*.parquet"):
         assert file_rules(pq.read_metadata(path)) == SessionRules(60)
+
+
+def test_rebuild_sessions_after_the_settings_change(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    _land(lake, _batch(("a1", "p", "2026-11-19T10:00:00Z"), ("a2", "p", "2026-11-19T10:45:00Z")))
+    assert rebuild_sessions(lake, SessionRules())["rewritten"] == []  # nothing changes
+    summary = rebuild_sessions(lake, SessionRules(60))
+    assert summary["rewritten"] == ["2026-11-19"]
+    assert _sessions(lake) == {"a1": (1, "19 10:00"), "a2": (1, "19 10:00")}

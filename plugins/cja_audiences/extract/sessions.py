@@ -22,7 +22,10 @@ numbered from that state, file by file on every core.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cja_audiences.extract.normalize import conform
-from cja_audiences.extract.publish import staged_partitions
+from cja_audiences.extract.publish import publish_partitions, staged_partitions, staging_dir
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.schema import EVENT_SCHEMA
 from cja_audiences.lake.sessions import SessionRules, sessionized, with_rules
@@ -75,21 +78,25 @@ def _files(partition: Path) -> list[Path]:
     return sorted(partition.glob("*.parquet"))
 
 
-def sessionize_staged(lake: Lake, staging: Path, rules: SessionRules) -> dict[str, Any]:
+def sessionize_staged(
+    lake: Lake, staging: Path, rules: SessionRules, *, everything: bool = False
+) -> dict[str, Any]:
     """Give every staged partition its session columns; stage the live partitions whose
-    sessions the staged data changes. Returns what was done and how long it took."""
+    sessions the staged data changes (``everything``: recompute the whole lake). Returns
+    what was done and how long it took."""
     started = time.perf_counter()
     staged = {p.name.removeprefix("date="): p for p in staged_partitions(staging)}
-    if not staged:
+    if not staged and not everything:
         return {"rewritten": [], "seconds": 0.0}
     live = {
         p.name.removeprefix("date="): p
         for p in sorted(lake.events.glob("date=*"))
         if p.is_dir() and p.name.removeprefix("date=") not in staged
     }
-    first = min(staged)
+    first = min(staged, default="")
     earlier = [f for d, p in live.items() if d < first for f in _files(p)]
-    full = not sessionized(earlier, rules)  # history built with other rules: redo it all
+    # history built with other rules (or asked to): redo it all
+    full = everything or not sessionized(earlier, rules)
     others = {d: p for d, p in live.items() if full or d > first}
     if full:
         earlier = []
@@ -121,6 +128,31 @@ def sessionize_staged(lake: Lake, staging: Path, rules: SessionRules) -> dict[st
         "rewritten": changed,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def rebuild_sessions(lake: Lake, rules: SessionRules) -> dict[str, Any]:
+    """Recompute every partition's sessions, e.g. after the session settings changed;
+    partitions whose sessions do not change are left as they are."""
+    with staging_dir(lake.events) as staging:
+        summary = sessionize_staged(lake, staging, rules, everything=True)
+        publish_partitions(staging, lake.events)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cja_audiences.settings import get_settings
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m cja_audiences.extract.sessions",
+        description="Recompute the lake's sessions with the configured session settings "
+        "(CJA_AUDIENCES_SESSION_TIMEOUT_MINUTES, CJA_AUDIENCES_SESSION_START_EVENT_TYPES).",
+    )
+    parser.add_argument("--home", type=Path, default=settings.home, help="the lake root")
+    args = parser.parse_args(argv)
+    summary = rebuild_sessions(Lake(args.home), SessionRules.from_settings(settings))
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def _seed(
@@ -216,3 +248,7 @@ def _number_file(
             table = conform(pa.Table.from_batches([batch])).replace_schema_metadata(schema.metadata)
             writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
     os.replace(tmp, target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
