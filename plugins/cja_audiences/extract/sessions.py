@@ -15,9 +15,11 @@ keeps them right whatever it lands:
   every file's footer; when the live history was built with other rules (or before sessions
   were kept), the whole lake is recomputed.
 
-Two passes, both over narrow columns or one file at a time: a timeline of the affected dates
-gives each (person, date) the session state before its first event; then each file's rows are
-numbered from that state, file by file on every core.
+How, cheaply: partition files are sorted by person and time, so one vectorised pass per file
+gives each (person, date) a summary (first and last event, sessions opened inside the date);
+chaining the summaries date by date (a small DuckDB window over person-days) gives the state
+each (person, date) starts from; a second vectorised pass per file numbers its rows from
+that state. No sort of the events, every file on its own core.
 """
 
 from __future__ import annotations
@@ -27,55 +29,165 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cja_audiences.extract.normalize import conform
 from cja_audiences.extract.publish import publish_partitions, staged_partitions, staging_dir
 from cja_audiences.lake.layout import Lake
-from cja_audiences.lake.schema import EVENT_SCHEMA
+from cja_audiences.lake.schema import EVENT_SCHEMA, TIMESTAMP
 from cja_audiences.lake.sessions import SessionRules, sessionized, with_rules
 
 ROW_GROUP_SIZE = 128 * 1024
-_SEEDS = "__session_seeds"
-_WINDOW = "WINDOW w AS (PARTITION BY person_id ORDER BY ts, eid)"
-
-
-def _numbered(source: str, forced: str) -> str:
-    """``source`` (person_id, ts, eid, seed_ts, seed_start, seed_number, ...) with each row's
-    session ``number`` and ``start``: a new session when the gap to the previous event (the
-    seed for the first row) is above the timeout, or on a session-start event."""
-    return f"""
-        SELECT *, coalesce(seed_number, 0) + sum(new::INT) OVER w AS number,
-               coalesce(max(CASE WHEN new THEN ts END) OVER w, seed_start) AS start
-          FROM (SELECT *, {forced} OR coalesce(
-                    ts - coalesce(lag(ts) OVER w, seed_ts) > to_minutes($timeout), true) AS new
-                  FROM {source} {_WINDOW})
-        {_WINDOW}"""
-
-
-def _forced(rules: SessionRules) -> str:
-    return (
-        "coalesce(list_contains($starts, event_type), false)"
-        if rules.start_event_types
-        else "false"
-    )
-
-
-def _params(rules: SessionRules, **extra: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {"timeout": rules.timeout_minutes, **extra}
-    if rules.start_event_types:
-        params["starts"] = list(rules.start_event_types)
-    return params
+_ORDER = [("person_id", "ascending"), ("timestamp", "ascending"), ("event_id", "ascending")]
+_SUMMARY = pa.schema(
+    [
+        ("person_id", pa.string()),
+        ("date", pa.string()),
+        ("first_ts", pa.int64()),
+        ("last_ts", pa.int64()),
+        ("first_forced", pa.bool_()),
+        ("opened", pa.int64()),  # sessions opened inside the date after its first event
+        ("last_open", pa.int64()),  # start of the last of those (null: none)
+    ]
+)
+T = TypeVar("T")
 
 
 def _files(partition: Path) -> list[Path]:
     return sorted(partition.glob("*.parquet"))
+
+
+def _parallel(func: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(func, items))
+
+
+class _Rows:
+    """One file's rows in (person, time, event) order, with the vectors sessions need."""
+
+    def __init__(self, table: pa.Table, rules: SessionRules) -> None:
+        if not _sorted(table):
+            table = table.sort_by(_ORDER)
+        self.table = table
+        n = table.num_rows
+        pid = table.column("person_id")
+        self.ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+        firsts = np.ones(n, dtype=bool)
+        if n > 1:
+            firsts[1:] = ~pc.equal(pid.slice(1), pid.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+        self.starts = np.flatnonzero(firsts)  # each person's first row
+        self.ends = np.append(self.starts[1:] - 1, n - 1) if n else self.starts
+        self.group = np.cumsum(firsts) - 1
+        self.pids = pc.take(pid, pa.array(self.starts)) if n else pa.array([], pa.string())
+        self.forced = np.zeros(n, dtype=bool)
+        if rules.start_event_types and "event_type" in table.column_names:
+            starts = pa.array(list(rules.start_event_types), pa.string())
+            self.forced = pc.fill_null(pc.is_in(table.column("event_type"), starts), False)
+            self.forced = self.forced.to_numpy(zero_copy_only=False)
+        timeout = rules.timeout_minutes * 60_000_000
+        gap = np.zeros(n, dtype=bool)
+        gap[1:] = self.ts[1:] - self.ts[:-1] > timeout
+        # a new session inside the file: not the person's first row, and a gap or a start event
+        self.inner_new = (gap | self.forced) & ~firsts
+        self.timeout = timeout
+
+    def summary(self, date: str) -> pa.Table:
+        opened = (
+            np.add.reduceat(self.inner_new.astype(np.int64), self.starts)
+            if len(self.starts)
+            else np.array([], np.int64)
+        )
+        last_idx = (
+            np.maximum.reduceat(np.where(self.inner_new, np.arange(len(self.ts)), -1), self.starts)
+            if len(self.starts)
+            else np.array([], np.int64)
+        )
+        last_open = pa.array(
+            np.where(last_idx >= 0, self.ts[np.maximum(last_idx, 0)], 0), mask=last_idx < 0
+        )
+        return pa.table(
+            [
+                self.pids,
+                pa.array([date] * len(self.starts), pa.string()),
+                pa.array(self.ts[self.starts]),
+                pa.array(self.ts[self.ends]),
+                pa.array(self.forced[self.starts]),
+                pa.array(opened),
+                last_open,
+            ],
+            schema=_SUMMARY,
+        )
+
+    def numbered(self, seeds: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(session start in µs, session number) per row, from each person's seed state
+        (``person_id, p_ts, p_start, p_number``: the event before this date's first)."""
+        at = pc.index_in(self.pids, seeds.column("person_id")).to_numpy(zero_copy_only=False)
+        known = ~np.isnan(at) if at.dtype.kind == "f" else np.ones(len(at), dtype=bool)
+        at = np.nan_to_num(at, nan=0).astype(np.int64) if at.dtype.kind == "f" else at
+
+        def seed(name: str) -> tuple[np.ndarray, np.ndarray]:
+            column = seeds.column(name)
+            values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+            valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+            taken = values[at] if len(values) else np.zeros(len(at), np.int64)
+            ok = (valid[at] if len(valid) else np.zeros(len(at), bool)) & known
+            return taken, ok
+
+        p_ts, has_prev = seed("p_ts")
+        p_start, has_start = seed("p_start")
+        p_number, _ = seed("p_number")
+        first_new = (
+            ~has_prev | (self.ts[self.starts] - p_ts > self.timeout) | self.forced[self.starts]
+        )
+        new = self.inner_new.copy()
+        new[self.starts] = first_new
+        counts = np.cumsum(new)
+        before = counts[self.starts] - new[self.starts]
+        number = np.where(has_prev, p_number, 0)[self.group] + counts - before[self.group]
+        last_new = np.maximum.accumulate(np.where(new, np.arange(len(new)), -1))
+        inside = last_new >= self.starts[self.group]
+        carried = np.where(has_start, p_start, 0)[self.group]
+        start = np.where(inside, self.ts[np.maximum(last_new, 0)], carried)
+        return start, number
+
+
+def _sorted(table: pa.Table) -> bool:
+    """Rows already in (person, time, event) order (the writer's and the lake's order)."""
+    n = table.num_rows
+    if n < 2:
+        return True
+    pid = table.column("person_id")
+    a, b = pid.slice(0, n - 1), pid.slice(1)
+    ts = table.column("timestamp")
+    ta, tb = ts.slice(0, n - 1), ts.slice(1)
+    ea, eb = table.column("event_id").slice(0, n - 1), table.column("event_id").slice(1)
+    same = pc.equal(a, b)
+    tie = pc.and_(same, pc.equal(ta, tb))
+    ordered = pc.or_(
+        pc.less(a, b),
+        pc.or_(pc.and_(same, pc.less(ta, tb)), pc.and_(tie, pc.less_equal(ea, eb))),
+    )
+    return bool(pc.all(ordered).as_py())
+
+
+_NARROW = ["person_id", "timestamp", "event_id"]
+
+
+def _read(path: Path, rules: SessionRules, *, full: bool = False, stored: bool = False) -> _Rows:
+    names = pq.read_schema(path).names
+    columns = None if full else [*_NARROW, *(["event_type"] if rules.start_event_types else [])]
+    if stored and not full:
+        columns += [c for c in ("session_start", "session_number") if c in names]
+    return _Rows(pq.read_table(path, columns=columns), rules)
 
 
 def sessionize_staged(
@@ -94,40 +206,162 @@ def sessionize_staged(
         if p.is_dir() and p.name.removeprefix("date=") not in staged
     }
     first = min(staged, default="")
-    earlier = [f for d, p in live.items() if d < first for f in _files(p)]
+    earlier = {d: p for d, p in live.items() if d < first}
     # history built with other rules (or asked to): redo it all
-    full = everything or not sessionized(earlier, rules)
+    full = everything or not sessionized([f for p in earlier.values() for f in _files(p)], rules)
     others = {d: p for d, p in live.items() if full or d > first}
-    if full:
-        earlier = []
+    dated = [(d, f) for d, p in sorted({**staged, **others}.items()) for f in _files(p)]
+    summaries = _parallel(lambda job: _read(job[1], rules).summary(job[0]), dated)
+    seed = _earlier_state(summaries, [] if full else sorted(earlier.items(), reverse=True), rules)
     con = duckdb.connect()
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        changed = _seed(con, rules, staged, others, earlier)
-        jobs = [(f, f, d) for d, p in staged.items() for f in _files(p)]
-        for day in changed:
-            (staging / f"date={day}").mkdir()
-            jobs += [(f, staging / f"date={day}" / f.name, day) for f in _files(others[day])]
-
-        def number(job: tuple[Path, Path, str]) -> None:
-            cursor = con.cursor()
-            try:
-                _number_file(cursor, rules, *job)
-            finally:
-                cursor.close()
-
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            list(pool.map(number, jobs))
-        con.execute(f"DROP TABLE IF EXISTS {_SEEDS}")
+        seeds = _chain(con, summaries, seed, rules)
     finally:
         con.close()
+    by_date = _split(seeds)
+
+    def number(job: tuple[str, Path]) -> bool:
+        day, path = job
+        if day in staged:
+            _write(_read(path, rules, full=True), by_date.get(day), path, rules)
+            return False
+        rows = _read(path, rules, stored=True)
+        start, number = rows.numbered(by_date.get(day) or _empty_seeds())
+        if _unchanged(rows.table, start, number):
+            return False
+        target = staging / f"date={day}" / path.name
+        target.parent.mkdir(exist_ok=True)
+        _write(_read(path, rules, full=True), by_date.get(day), target, rules)
+        return True
+
+    changed = _parallel(number, dated)
+    rewritten = sorted({day for (day, _), hit in zip(dated, changed, strict=True) if hit})
+    for day in rewritten:  # a changed partition goes live whole: stage its other files too
+        for path in _files(others[day]):
+            target = staging / f"date={day}" / path.name
+            if not target.exists():
+                _write(_read(path, rules, full=True), by_date.get(day), target, rules)
     return {
         "timeout_minutes": rules.timeout_minutes,
         "start_event_types": list(rules.start_event_types),
         "recomputed_history": full,
-        "rewritten": changed,
+        "rewritten": rewritten,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _earlier_state(
+    summaries: list[pa.Table], earlier: list[tuple[str, Path]], rules: SessionRules
+) -> pa.Table:
+    """Each affected person's last event before the first staged date (newest dates first,
+    stopping when everyone is found): ``person_id, t, s, n``."""
+    needed = pc.unique(pa.chunked_array([s.column("person_id") for s in summaries], pa.string()))
+    found: list[pa.Table] = []
+    for _, partition in earlier:
+        if not len(needed):
+            break
+        for path in _files(partition):
+            table = pq.read_table(path, columns=[*_NARROW, "session_start", "session_number"])
+            rows = _Rows(table, rules)
+            last = pc.take(rows.table, pa.array(rows.ends))
+            last = last.filter(pc.is_in(last.column("person_id"), needed))
+            found.append(
+                pa.table(
+                    {
+                        "person_id": last.column("person_id"),
+                        "t": last.column("timestamp").cast(pa.int64()),
+                        "s": last.column("session_start").cast(pa.int64()),
+                        "n": last.column("session_number").cast(pa.int64()),
+                    }
+                )
+            )
+            needed = needed.filter(pc.invert(pc.is_in(needed, last.column("person_id"))))
+    schema = pa.schema(
+        [("person_id", pa.string()), ("t", pa.int64()), ("s", pa.int64()), ("n", pa.int64())]
+    )
+    return pa.concat_tables(found).cast(schema) if found else schema.empty_table()
+
+
+def _chain(
+    con: duckdb.DuckDBPyConnection, summaries: list[pa.Table], seed: pa.Table, rules: SessionRules
+) -> pa.Table:
+    """The state before each (person, date)'s first event: the previous event's time, the
+    session it was in (start) and that session's number."""
+    con.register("summary", pa.concat_tables(summaries) if summaries else _SUMMARY.empty_table())
+    con.register("seed", seed)
+    return con.sql(
+        """
+        WITH s AS (
+            SELECT m.*, e.t AS seed_t, e.s AS seed_s, e.n AS seed_n,
+                   coalesce(lag(last_ts) OVER w, e.t) AS p_ts
+              FROM summary m LEFT JOIN seed e USING (person_id)
+            WINDOW w AS (PARTITION BY person_id ORDER BY date)
+        ), f AS (
+            SELECT *, first_forced OR p_ts IS NULL OR first_ts - p_ts > $timeout AS first_new
+              FROM s
+        ), g AS (
+            SELECT *, first_new::BIGINT + opened AS count,
+                   CASE WHEN opened > 0 THEN last_open WHEN first_new THEN first_ts END AS open_at
+              FROM f
+        )
+        SELECT person_id, date, p_ts,
+               coalesce(max(open_at) OVER before, seed_s) AS p_start,
+               coalesce(seed_n, 0) + coalesce(sum(count) OVER before, 0) AS p_number
+          FROM g
+        WINDOW before AS (PARTITION BY person_id ORDER BY date
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        ORDER BY date, person_id
+        """,
+        params={"timeout": rules.timeout_minutes * 60_000_000},
+    ).to_arrow_table()
+
+
+def _empty_seeds() -> pa.Table:
+    return pa.table(
+        {
+            "person_id": pa.array([], pa.string()),
+            "p_ts": pa.array([], pa.int64()),
+            "p_start": pa.array([], pa.int64()),
+            "p_number": pa.array([], pa.int64()),
+        }
+    )
+
+
+def _split(seeds: pa.Table) -> dict[str, pa.Table]:
+    out: dict[str, pa.Table] = {}
+    dates = seeds.column("date")
+    for day in pc.unique(dates).to_pylist():
+        out[day] = seeds.filter(pc.equal(dates, day)).drop_columns(["date"])
+    return out
+
+
+def _unchanged(table: pa.Table, start: np.ndarray, number: np.ndarray) -> bool:
+    if "session_number" not in table.column_names:
+        return False
+    old_n = table.column("session_number")
+    old_s = table.column("session_start")
+    if old_n.null_count or old_s.null_count:
+        return False
+    same_n = np.array_equal(old_n.to_numpy().astype(np.int64), number)
+    return same_n and np.array_equal(old_s.cast(pa.int64()).to_numpy(), start)
+
+
+def _write(rows: _Rows, seeds: pa.Table | None, target: Path, rules: SessionRules) -> None:
+    """``rows`` with their session columns, atomically at ``target`` (may be their file)."""
+    start, number = rows.numbered(seeds if seeds is not None else _empty_seeds())
+    table = rows.table
+    for name in ("session_start", "session_number"):
+        if name in table.column_names:
+            table = table.drop_columns([name])
+    table = table.append_column("session_start", pa.array(start).cast(TIMESTAMP))
+    table = table.append_column("session_number", pa.array(number.astype(np.int32)))
+    schema = with_rules(EVENT_SCHEMA, rules)
+    tmp = target.with_name(f".{target.name}.sessions.tmp")
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        writer.write_table(
+            conform(table).replace_schema_metadata(schema.metadata), row_group_size=ROW_GROUP_SIZE
+        )
+    os.replace(tmp, target)
 
 
 def rebuild_sessions(lake: Lake, rules: SessionRules) -> dict[str, Any]:
@@ -153,101 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = rebuild_sessions(Lake(args.home), SessionRules.from_settings(settings))
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def _seed(
-    con: duckdb.DuckDBPyConnection,
-    rules: SessionRules,
-    staged: dict[str, Path],
-    others: dict[str, Path],
-    earlier: list[Path],
-) -> list[str]:
-    """Build the (person, date) → state-before-the-date table; the other dates that change."""
-    files = [str(f) for p in [*staged.values(), *others.values()] for f in _files(p)]
-    event_type = ", event_type" if rules.start_event_types else ""
-    if any(_has_sessions(Path(f)) for f in files):
-        old = "session_start AS old_start, session_number AS old_number"
-    else:
-        old = "NULL::TIMESTAMPTZ AS old_start, NULL::INT AS old_number"
-    if earlier:
-        seed = (
-            'SELECT person_id, max(struct_pack(t := "timestamp", e := event_id,'
-            " s := session_start, n := session_number)) AS last"
-            " FROM read_parquet($earlier, union_by_name = true, hive_partitioning = false)"
-            " SEMI JOIN (SELECT DISTINCT person_id FROM rows) USING (person_id) GROUP BY person_id"
-        )
-    else:
-        seed = (
-            "SELECT NULL::VARCHAR AS person_id, NULL::STRUCT(t TIMESTAMPTZ, e VARCHAR,"
-            " s TIMESTAMPTZ, n INTEGER) AS last WHERE false"
-        )
-    sql = f"""
-        CREATE OR REPLACE TABLE {_SEEDS} AS
-        WITH rows AS (
-            SELECT person_id, "timestamp" AS ts, event_id AS eid, date::VARCHAR AS date,
-                   {old}{event_type}
-              FROM read_parquet($files, union_by_name = true, hive_partitioning = true)
-        ), seed AS ({seed}),
-        seeded AS (
-            SELECT r.*, s.last.t AS seed_ts, s.last.s AS seed_start, s.last.n AS seed_number
-              FROM rows r LEFT JOIN seed s USING (person_id)
-        ), numbered AS ({_numbered("seeded", _forced(rules))}),
-        carried AS (
-            SELECT person_id, date, ts, eid,
-                   coalesce(lag(ts) OVER w, seed_ts) AS p_ts,
-                   CASE WHEN lag(ts) OVER w IS NULL THEN seed_start ELSE lag(start) OVER w END
-                       AS p_start,
-                   CASE WHEN lag(ts) OVER w IS NULL THEN seed_number ELSE lag(number) OVER w END
-                       AS p_number,
-                   old_start IS DISTINCT FROM start OR old_number IS DISTINCT FROM number
-                       AS changed
-              FROM numbered {_WINDOW}
-        )
-        SELECT person_id, date, min(struct_pack(t := ts, e := eid, pt := p_ts, ps := p_start,
-                   pn := p_number)) AS first, bool_or(changed) AS changed
-          FROM carried GROUP BY person_id, date
-    """
-    params = _params(rules, files=files)
-    if earlier:
-        params["earlier"] = [str(f) for f in earlier]
-    con.execute(sql, params)
-    rows = con.execute(
-        f"SELECT DISTINCT date FROM {_SEEDS} WHERE changed AND list_contains($others, date)"
-        " ORDER BY date",
-        {"others": list(others) or [""]},
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _has_sessions(path: Path) -> bool:
-    return "session_number" in pq.read_schema(path).names
-
-
-def _number_file(
-    con: duckdb.DuckDBPyConnection, rules: SessionRules, source: Path, target: Path, day: str
-) -> None:
-    """Rewrite one partition file with its session columns (same rows, same order)."""
-    old = " EXCLUDE (session_start, session_number)" if _has_sessions(source) else ""
-    seeded = f"""(SELECT e.*{old}, e."timestamp" AS ts, e.event_id AS eid,
-                     s.first.pt AS seed_ts, s.first.ps AS seed_start, s.first.pn AS seed_number
-                FROM read_parquet($file, hive_partitioning = false) e
-                LEFT JOIN (SELECT * FROM {_SEEDS} WHERE date = $day) s USING (person_id))"""
-    sql = (
-        "SELECT * EXCLUDE (ts, eid, seed_ts, seed_start, seed_number, new, number, start),"
-        " start AS session_start, number::INT AS session_number"
-        f" FROM ({_numbered(seeded, _forced(rules))})"
-        ' ORDER BY person_id, "timestamp", event_id'
-    )
-    reader = con.sql(sql, params=_params(rules, file=str(source), day=day)).to_arrow_reader(
-        ROW_GROUP_SIZE
-    )
-    schema = with_rules(EVENT_SCHEMA, rules)
-    tmp = target.with_name(f".{target.name}.sessions.tmp")
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for batch in reader:
-            table = conform(pa.Table.from_batches([batch])).replace_schema_metadata(schema.metadata)
-            writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
-    os.replace(tmp, target)
 
 
 if __name__ == "__main__":
