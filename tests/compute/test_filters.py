@@ -7,7 +7,7 @@ import pytest
 
 from cja_audiences.filters.compiler import CompileError, QueryBuilder
 from cja_audiences.filters.rules import RuleError, parse_rules
-from tests.compute.helpers import ADD, BUY, CHECKOUT, PAGE, VIEW, ev, run
+from tests.compute.helpers import ADD, BUY, CHECKOUT, PAGE, VIEW, ev, execute, run
 
 # ---- dimension operators -------------------------------------------------------------------
 
@@ -452,6 +452,16 @@ def test_session_number_is_the_visit_number() -> None:
     assert run(second_visit_checkout, FUNNEL) == {"b", "c"}
     returning = {"person": {"metric": {"max": "session_number"}, "op": "gte", "value": 2}}
     assert run(returning, FUNNEL) == {"b", "c"}
+
+
+def test_visit_number_in_a_template(tmp_path) -> None:
+    (tmp_path / "returning.sql.j2").write_text(
+        '{% import "cja.sql.j2" as cja %}\n'
+        "SELECT person_id FROM {{ events }} WHERE {{ cja.where('session_number', 'gte', 2) }}"
+    )
+    builder = QueryBuilder(filters_dir=tmp_path, sessions_in_lake=True)
+    query = builder.build(builder.template("returning.sql.j2"))
+    assert execute(query.sql, query.params, FUNNEL) == {"b", "c"}
 
 
 def test_sessions_are_computed_once() -> None:
