@@ -48,7 +48,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--audiences", str(EXAMPLES)]) == 0
     out = capsys.readouterr().out
-    assert "6 valid, 0 invalid" in out
+    assert "7 valid, 0 invalid" in out
 
 
 def test_validate_reports_each_bad_file(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
