@@ -350,6 +350,8 @@ class TreeCompiler:
         # aggregations then read only those units' events instead of every event.
         self.seq_names: dict[int, str] = {}
         self.session_drivers: dict[int, str | None] = {}
+        # running counts the sequence being compiled compares (alias -> flag, None: events)
+        self._counters: dict[str, str | None] = {}
 
     def compile(self, node: Node) -> str:
         self._check_sessions(node)
@@ -529,7 +531,6 @@ class TreeCompiler:
         self.seqs += 1
         name = f"{self.prefix}_q{self.seqs}"
         keys = list(_keys(scope))
-        self._counters: dict[str, str | None] = {}
         steps = list(node.steps) if forward else list(reversed(node.steps))
         # the bounds between two checkpoints are stored on the later one; processing i runs
         # from the processed step i-1 to step i
