@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # PyArrow stays out of spec loading and DAG parsing
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 SESSION_COLUMNS = ("session_start", "session_number")
 METADATA_KEY = b"cja_audiences.sessions"
@@ -69,6 +71,8 @@ def file_rules(metadata: pq.FileMetaData) -> SessionRules | None:
 
 def sessionized(files: list[Path], rules: SessionRules) -> bool:
     """True when every file carries session columns built with ``rules`` (footers only)."""
+    import pyarrow.parquet as pq
+
     return all(file_rules(pq.read_metadata(path)) == rules for path in files)
 
 
