@@ -531,6 +531,7 @@ class TreeCompiler:
         self.seqs += 1
         name = f"{self.prefix}_q{self.seqs}"
         keys = list(_keys(scope))
+        self._counters = {}
         steps = list(node.steps) if forward else list(reversed(node.steps))
         # the bounds between two checkpoints are stored on the later one; processing i runs
         # from the processed step i-1 to step i
