@@ -154,10 +154,11 @@ def segment_resolver(spec: AudienceSpec, settings: Settings) -> Resolver:
             return read_definition(path)
         try:
             return _fetch(spec, settings, segment_id, f"segment-ref {segment_id!r}")
-        except AudienceError as exc:
+        except (AudienceError, SegmentError) as exc:
             raise AudienceError(
                 f"{spec.id}: segment-ref {segment_id!r} is not in {folder} (as {segment_id}.json "
-                f'or a file with "id": "{segment_id}") and cannot be fetched: {exc}'
+                f'or a file with "id": "{segment_id}") and the CJA Segments API did not '
+                f"give it: {exc}"
             ) from None
 
     return resolve

@@ -216,7 +216,7 @@ def test_validate_compiles_a_segment_by_id_through_the_cja_connection(
     captured = capsys.readouterr()
     assert f"ok     {home / 'specs' / 'good_id.yaml'}" in captured.out
     assert "segment s_nope: not found in CJA" in captured.err
-    assert "bad_id.yaml: filter:" in captured.err and "segment-ref" in captured.err
+    assert "segment-ref 's_x' is not in" in captured.err  # a reference to a missing segment
     assert captured.out.strip().splitlines()[-1] == "2 valid, 2 invalid"
 
 
