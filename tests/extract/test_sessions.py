@@ -147,3 +147,30 @@ def test_rebuild_sessions_after_the_settings_change(tmp_path: Path) -> None:
     summary = rebuild_sessions(lake, SessionRules(60))
     assert summary["rewritten"] == ["2026-11-19"]
     assert _sessions(lake) == {"a1": (1, "19 10:00"), "a2": (1, "19 10:00")}
+
+
+def test_synthetic_files_keep_their_row_order_and_get_the_generators_sessions(
+    tmp_path: Path,
+) -> None:
+    """The synthetic source writes each person's rows together but not in time order: the
+    sessions are computed in time order and written back in the file's own order."""
+    from datetime import date
+
+    from cja_audiences.extract.synthetic import generate_synthetic
+
+    lake = Lake(tmp_path)
+    summary = generate_synthetic(lake, persons=3000, days=2, end=date(2026, 11, 20), seed=3)
+    [(sessions, gaps, wrong_start)] = duckdb.sql(
+        f"""
+        WITH s AS (
+            SELECT person_id, session_number, min("timestamp") AS first, any_value(session_start) AS start,
+                   count(DISTINCT session_start) AS starts
+              FROM read_parquet('{lake.events}/*/*.parquet') GROUP BY ALL)
+        SELECT count(*),
+               count(*) FILTER (WHERE session_number <> rank) ,
+               count(*) FILTER (WHERE first <> start OR starts <> 1)
+          FROM (SELECT *, rank() OVER (PARTITION BY person_id ORDER BY first) AS rank FROM s)
+        """
+    ).fetchall()
+    assert sessions == summary["sessions"]  # the generator's own session count
+    assert gaps == 0 and wrong_start == 0  # numbered 1, 2, ... in time; the key is the start

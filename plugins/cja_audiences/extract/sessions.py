@@ -72,12 +72,21 @@ def _parallel(func: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
 
 
 class _Rows:
-    """One file's rows in (person, time, event) order, with the vectors sessions need."""
+    """One file's rows with the vectors sessions need, computed in (person, time, event)
+    order (``view``); results go back to the file's own row order, so a file is never
+    reordered (a sort of its narrow columns only, when it is not in that order already)."""
 
     def __init__(self, table: pa.Table, rules: SessionRules) -> None:
-        if not _sorted(table):
-            table = table.sort_by(_ORDER)
         self.table = table
+        keys = [c for c in (*_NARROW, "event_type") if c in table.column_names]
+        view = table.select(keys)
+        self.order: np.ndarray | None = None
+        if not _sorted(view):
+            indices = pc.sort_indices(view, sort_keys=_ORDER)
+            view = view.take(indices)
+            self.order = indices.to_numpy()
+        self.view = view
+        table = view
         n = table.num_rows
         pid = table.column("person_id")
         self.ts = table.column("timestamp").cast(pa.int64()).to_numpy()
@@ -157,26 +166,29 @@ class _Rows:
         inside = last_new >= self.starts[self.group]
         carried = np.where(has_start, p_start, 0)[self.group]
         start = np.where(inside, self.ts[np.maximum(last_new, 0)], carried)
+        if self.order is not None:  # back to the file's row order
+            start[self.order], number[self.order] = start.copy(), number.copy()
         return start, number
 
 
 def _sorted(table: pa.Table) -> bool:
-    """Rows already in (person, time, event) order (the writer's and the lake's order)."""
+    """Each person's rows together and in (time, event) order: the writer's order, and the
+    synthetic source's (persons in generation order), so neither needs a sort."""
     n = table.num_rows
     if n < 2:
         return True
     pid = table.column("person_id")
-    a, b = pid.slice(0, n - 1), pid.slice(1)
-    ts = table.column("timestamp")
+    same = pc.equal(pid.slice(0, n - 1), pid.slice(1))
+    changes = n - 1 - int(pc.sum(same.cast(pa.int64())).as_py() or 0)
+    if changes + 1 != pc.count_distinct(pid).as_py():
+        return False  # a person's rows are split
+    ts, eid = table.column("timestamp"), table.column("event_id")
     ta, tb = ts.slice(0, n - 1), ts.slice(1)
-    ea, eb = table.column("event_id").slice(0, n - 1), table.column("event_id").slice(1)
-    same = pc.equal(a, b)
-    tie = pc.and_(same, pc.equal(ta, tb))
-    ordered = pc.or_(
-        pc.less(a, b),
-        pc.or_(pc.and_(same, pc.less(ta, tb)), pc.and_(tie, pc.less_equal(ea, eb))),
+    in_order = pc.or_(
+        pc.less(ta, tb),
+        pc.and_(pc.equal(ta, tb), pc.less_equal(eid.slice(0, n - 1), eid.slice(1))),
     )
-    return bool(pc.all(ordered).as_py())
+    return bool(pc.all(pc.or_(pc.invert(same), in_order)).as_py())
 
 
 _NARROW = ["person_id", "timestamp", "event_id"]
@@ -263,7 +275,8 @@ def _earlier_state(
         for path in _files(partition):
             table = pq.read_table(path, columns=[*_NARROW, "session_start", "session_number"])
             rows = _Rows(table, rules)
-            last = pc.take(rows.table, pa.array(rows.ends))
+            ends = rows.ends if rows.order is None else rows.order[rows.ends]
+            last = table.take(pa.array(ends))
             last = last.filter(pc.is_in(last.column("person_id"), needed))
             found.append(
                 pa.table(
