@@ -247,6 +247,7 @@ class _Publish:
             segment_namespace=self.config.segment_namespace,
             audience_id=self.spec.id,
             qualification_time=when,
+            flow_id=self.config.flow_id,
         )
 
     def _work(
