@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import compute, diff, guardrails, snapshots
+from cja_audiences import compute, diff, explain, guardrails, snapshots
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
@@ -110,7 +110,10 @@ class AudienceRefresh:
         )
 
     def diff(self) -> dict[str, Any]:
-        return diff.diff_members(self.run_dir, self.previous_run_dir)
+        """Entered and exited members, each exit explained on this run's window."""
+        previous = self.previous_run_dir
+        exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
+        return diff.diff_members(self.run_dir, previous, exits)
 
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message."""
