@@ -35,10 +35,12 @@ def _land(lake: Lake, batch: pa.Table, **options) -> dict:
 
 def _sessions(lake: Lake) -> dict[str, tuple[int, str]]:
     """event id -> (session number, session start as HH:MM on its day)."""
-    rows = duckdb.sql(
+    con = duckdb.connect()  # its own connection: never the process-wide default one
+    rows = con.sql(
         "SELECT event_id, session_number, strftime(session_start AT TIME ZONE 'UTC', '%d %H:%M')"
         f" FROM read_parquet('{lake.events}/*/*.parquet')"
     ).fetchall()
+    con.close()
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -160,7 +162,8 @@ def test_synthetic_files_keep_their_row_order_and_get_the_generators_sessions(
 
     lake = Lake(tmp_path)
     summary = generate_synthetic(lake, persons=3000, days=2, end=date(2026, 11, 20), seed=3)
-    [(sessions, gaps, wrong_start)] = duckdb.sql(
+    con = duckdb.connect()
+    [(sessions, gaps, wrong_start)] = con.sql(
         f"""
         WITH s AS (
             SELECT person_id, session_number, min("timestamp") AS first, any_value(session_start) AS start,
@@ -172,5 +175,6 @@ def test_synthetic_files_keep_their_row_order_and_get_the_generators_sessions(
           FROM (SELECT *, rank() OVER (PARTITION BY person_id ORDER BY first) AS rank FROM s)
         """
     ).fetchall()
+    con.close()
     assert sessions == summary["sessions"]  # the generator's own session count
     assert gaps == 0 and wrong_start == 0  # numbered 1, 2, ... in time; the key is the start
