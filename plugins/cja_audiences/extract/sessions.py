@@ -45,6 +45,7 @@ from cja_audiences.extract.publish import publish_partitions, staged_partitions,
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.schema import EVENT_SCHEMA, TIMESTAMP
 from cja_audiences.lake.sessions import SessionRules, sessionized, with_rules
+from cja_audiences.lake.storage import parquet_file
 
 ROW_GROUP_SIZE = 128 * 1024
 _ORDER = [("person_id", "ascending"), ("timestamp", "ascending"), ("event_id", "ascending")]
@@ -195,11 +196,12 @@ _NARROW = ["person_id", "timestamp", "event_id"]
 
 
 def _read(path: Path, rules: SessionRules, *, full: bool = False, stored: bool = False) -> _Rows:
-    names = pq.read_schema(path).names
+    parquet = parquet_file(path)  # live files may be in object storage
+    names = parquet.schema_arrow.names
     columns = None if full else [*_NARROW, *(["event_type"] if rules.start_event_types else [])]
     if stored and not full:
         columns += [c for c in ("session_start", "session_number") if c in names]
-    return _Rows(pq.read_table(path, columns=columns), rules)
+    return _Rows(parquet.read(columns=columns), rules)
 
 
 def sessionize_staged(
@@ -273,7 +275,8 @@ def _earlier_state(
         if not len(needed):
             break
         for path in _files(partition):
-            table = pq.read_table(path, columns=[*_NARROW, "session_start", "session_number"])
+            columns = [*_NARROW, "session_start", "session_number"]
+            table = parquet_file(path).read(columns=columns)
             rows = _Rows(table, rules)
             ends = rows.ends if rows.order is None else rows.order[rows.ends]
             last = table.take(pa.array(ends))

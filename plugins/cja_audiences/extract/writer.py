@@ -50,8 +50,10 @@ from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
 from cja_audiences.extract.sessions import sessionize_staged
 from cja_audiences.lake.layout import Lake, atomic_path, safe_name
+from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA
 from cja_audiences.lake.sessions import SessionRules
+from cja_audiences.lake.storage import connect, parquet_rows
 
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
@@ -103,7 +105,7 @@ class PartitionWriter:
         self.list_separator = list_separator
         self.sessions = sessions or SessionRules()
         self.quarantine_path = lake.quarantine(source, safe_name(run_id)) / "rejected.parquet"
-        self._con = duckdb.connect()
+        self._con = connect(lake.root)
         self._con.execute("SET TimeZone = 'UTC'")
         self._incoming: dict[str, pq.ParquetWriter] = {}
         self._buffers: dict[str, list[pa.Table]] = {}
@@ -228,7 +230,7 @@ class PartitionWriter:
             return 0
         with atomic_path(self.quarantine_path) as tmp:
             shutil.move(staged, tmp)
-        return pq.ParquetFile(self.quarantine_path).metadata.num_rows
+        return parquet_rows(self.quarantine_path)
 
     def _rejection_message(self, rejected: int, share: float) -> str:
         reasons = ", ".join(f"{reason!r} x{n}" for reason, n in self._reasons.most_common(5))
@@ -257,7 +259,7 @@ class PartitionWriter:
         """Build the staged partition for ``date``: dedupe, merge, sort, bucket; its rows."""
         incoming = self._staging_path / ".incoming" / f"{date}.parquet"
         live = self.lake.event_partition(date)
-        live_files = sorted(live.glob("*.parquet")) if self.mode == "merge" else []
+        live_files = partition_files(live) if self.mode == "merge" else []
         columns = ", ".join(f'"{f.name}"' for f in EVENT_SCHEMA)
         union = f"SELECT {columns}, 1 AS _new, _seq FROM read_parquet(?, hive_partitioning = false)"
         params: list[Any] = [str(incoming)]

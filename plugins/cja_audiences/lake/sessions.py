@@ -71,9 +71,9 @@ def file_rules(metadata: pq.FileMetaData) -> SessionRules | None:
 
 def sessionized(files: list[Path], rules: SessionRules) -> bool:
     """True when every file carries session columns built with ``rules`` (footers only)."""
-    import pyarrow.parquet as pq
+    from cja_audiences.lake.storage import parquet_file
 
-    return all(file_rules(pq.read_metadata(path)) == rules for path in files)
+    return all(file_rules(parquet_file(path).metadata) == rules for path in files)
 
 
 def with_rules(schema: pa.Schema, rules: SessionRules) -> pa.Schema:
