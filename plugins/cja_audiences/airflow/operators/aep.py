@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from cja_audiences.airflow.hooks.aep import AEPHook
 from cja_audiences.lake.layout import read_run_record
 from cja_audiences.publish.streaming import DeadLetterThresholdExceeded, PublishOptions
-from cja_audiences.refresh import summarize
+from cja_audiences.refresh import publish_line, summarize
 from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
 
@@ -28,6 +28,20 @@ class AEPAudienceLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         return getattr(operator, "audience_url", None) or ""
+
+
+class AudienceDashboardLink(BaseOperatorLink):
+    """Opens this run's page in the audiences dashboard (review, guardrails, dead letters)."""
+
+    name = "Audience dashboard"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        from cja_audiences.lake.layout import safe_name
+
+        audience = getattr(operator, "audience_id", None)
+        if not isinstance(audience, str):  # mapped over audiences: the overview
+            return "/cja-audiences/"
+        return f"/cja-audiences/audiences/{audience}/runs/{safe_name(ti_key.run_id)}"
 
 
 class AEPProfilePublishOperator(BaseOperator):
@@ -53,7 +67,7 @@ class AEPProfilePublishOperator(BaseOperator):
         "dry_run",
         "decommission",
     )
-    operator_extra_links = (AEPAudienceLink(),)
+    operator_extra_links = (AEPAudienceLink(), AudienceDashboardLink())
     ui_color = "#ffe4e4"
 
     def __init__(
@@ -97,17 +111,8 @@ class AEPProfilePublishOperator(BaseOperator):
         except DeadLetterThresholdExceeded as exc:
             raise AirflowFailException(str(exc)) from None  # a retry would refuse them again
         self.audience_url = (summary.get("audience") or {}).get("url")
-        self.log.info(
-            "audience %s: %s of %s records acknowledged this run, %s dead-lettered, "
-            "%s requests, %s records/s",
-            spec.id,
-            summary.get("acknowledged", 0),
-            summary.get("records"),
-            summary.get("dead_lettered", 0),
-            summary.get("requests"),
-            summary.get("records_per_s"),
-        )
-        self.log.info("%s", summarize(read_run_record(run_dir), run_dir))
+        self.log.info("%s", publish_line({"publish": summary}))
+        self.log.info("%s", summarize(read_run_record(run_dir)))
         return summary
 
     def _target(self, context: Context) -> tuple[Any, Path, bool, bool]:

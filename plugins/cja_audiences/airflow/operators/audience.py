@@ -13,7 +13,16 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from cja_audiences.refresh import AudienceRefresh, GuardrailBlocked, RefreshRequest
+from cja_audiences.lake.layout import read_run_record
+from cja_audiences.refresh import (
+    AudienceRefresh,
+    GuardrailBlocked,
+    RefreshRequest,
+    ReviewOutdated,
+    compute_line,
+    diff_line,
+    guardrails_line,
+)
 from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
 
@@ -27,12 +36,14 @@ def last_complete_day(context: Context) -> date:
 def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
     settings = get_settings()
     spec = spec_by_id(settings.audiences_dir, audience_id)
-    run_type = getattr(context.get("dag_run"), "run_type", None)
+    dag_run = context.get("dag_run")
+    run_type = getattr(dag_run, "run_type", None)
     request = RefreshRequest.from_params(
         context["run_id"],
         dict(context["params"]),
         default_as_of=last_complete_day(context),
-        scheduled=getattr(run_type, "value", run_type) == "scheduled",
+        run_type=getattr(run_type, "value", run_type),
+        requested_by=getattr(dag_run, "triggering_user_name", None),
     )
     return AudienceRefresh(spec, settings, request)
 
@@ -92,6 +103,7 @@ class AudienceComputeOperator(AudienceStageOperator):
             config = CJAHook(cja_conn_id=refresh.settings.cja_conn_id).get_config()
             definition = fetch_definition(config, segment.id)
         result = refresh.compute(definition=definition)
+        self.log.info("%s", compute_line(read_run_record(refresh.run_dir)))
         return {k: result.get(k) for k in ("size", "members_path", "window", "elapsed_s")}
 
 
@@ -99,7 +111,12 @@ class AudienceDiffOperator(AudienceStageOperator):
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        return refresh.diff()
+        try:
+            result = refresh.diff()
+        except ReviewOutdated as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would refuse it again
+        self.log.info("%s", diff_line(read_run_record(refresh.run_dir)))
+        return result
 
 
 class AudienceGuardrailsOperator(AudienceStageOperator):
@@ -111,10 +128,10 @@ class AudienceGuardrailsOperator(AudienceStageOperator):
         try:
             report = refresh.check()
         except GuardrailBlocked as exc:
+            self.log.error("%s", guardrails_line(read_run_record(refresh.run_dir)))
             raise AirflowFailException(str(exc)) from None
-        warnings = [c["message"] for c in report["checks"] if c["verdict"] == "warn"]
-        for warning in warnings:
-            self.log.warning("guardrail warning: %s", warning)
+        self.log.info("%s", guardrails_line(read_run_record(refresh.run_dir)))
+        warnings = [c for c in report["checks"] if c["verdict"] == "warn"]
         return {"blocked": False, "warnings": len(warnings)}
 
 
