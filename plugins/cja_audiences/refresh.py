@@ -231,7 +231,11 @@ def guardrails_line(record: dict[str, Any]) -> str:
         f"guardrails: {verdict} ({counts['pass']} pass, {counts['warn']} warn, "
         f"{counts['block']} block)"
     ]
-    lines += [f"  {c['verdict'].upper()} {c['message']}" for c in checks if c["verdict"] != "pass"]
+    lines += [
+        f"  {c['verdict'].upper()} {c.get('message', c.get('name', ''))}"
+        for c in checks
+        if c.get("verdict") != "pass"
+    ]
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from cja_audiences.lake.layout import atomic_path, read_run_record, update_run_r
 Side = Literal["entered", "exited"]
 FILES: dict[str, str] = {"entered": ENTERED, "exited": EXITED}
 WHY_COLUMN = "why"  # per-member reason codes, when the filter engine records them
-PAGE_SIZE = 50
+PAGE_SIZE = 25
 CSV_BATCH = 50_000
 
 

@@ -45,7 +45,9 @@ def members(run_dir: Path) -> set[tuple[str, str]]:
 
 def run_dag(as_of: date, **conf):
     dag = load_dagbag().get_dag(f"cja_audience__{AUDIENCE}")
-    return dag.test(run_conf={"as_of": as_of.isoformat(), "force": True, **conf})
+    # dag.test() makes a manual run, which is a dry run unless it asks to publish
+    conf = {"as_of": as_of.isoformat(), "force": True, "publish": True, **conf}
+    return dag.test(run_conf=conf)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ def test_the_overview_shows_size_trend_refresh_times_and_the_aep_link(client):
     assert re.search(r">49<|>\d[\d,]*</td>", cart)
     assert "+" in cart and "Open ↗" in cart and "experience.adobe.com" in cart
     assert cart.count("<time datetime=") == 2  # last and next refresh, in the viewer's zone
-    assert "not enough history" in cart  # one publish: no trend line yet
+    assert "a trend needs two publishes" in cart  # one publish: no trend line yet
     assert 'data-frequency="daily"' in cart and "win-back" in cart  # filterable by both
 
 

@@ -77,7 +77,7 @@ def _scale(values: list[float], low: float, high: float) -> list[float]:
 def sparkline(values: list[int], width: int = 120, height: int = 28) -> Markup:
     """The committed size over time, as a small trend line."""
     if len(values) < 2:
-        return Markup('<span class="muted small">not enough history</span>')
+        return Markup('<span class="muted" title="a trend needs two publishes">—</span>')
     step = width / (len(values) - 1)
     ys = _scale([float(v) for v in values], 3, height - 3)
     points = " ".join(f"{i * step:.1f},{y:.1f}" for i, y in enumerate(ys))
