@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 from markupsafe import Markup, escape
 
 HERE = Path(__file__).parent
@@ -27,8 +27,13 @@ STATUS_LABELS = {
 VERDICT_LABELS = {"pass": "Pass", "warn": "Warn", "block": "Block"}
 
 
+def _missing(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined) or not isinstance(value, int | float)
+
+
 def number(value: Any) -> str:
-    if value is None:
+    """12,345 (a dash when a run did not record the figure)."""
+    if _missing(value):
         return "–"
     if isinstance(value, float) and not value.is_integer():
         return f"{value:,.2f}"
@@ -36,7 +41,7 @@ def number(value: Any) -> str:
 
 
 def compact(value: Any) -> str:
-    if value is None:
+    if _missing(value):
         return "–"
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= size:
