@@ -42,7 +42,7 @@ emulator: venv
 	$(PY) -m emulator --host 127.0.0.1 --port 8765 --state $(CURDIR)/.local/emulator
 
 bench: venv
-	for b in emulator extract compute diff publish; do $(PY) -m bench.$$b || exit 1; done
+	for b in emulator extract compute diff publish dashboard; do $(PY) -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf .local
