@@ -13,6 +13,7 @@ event-driven test expects not to exist yet.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,24 @@ def wait_done(live, run_id: str) -> dict:
     return live.airflow.wait_for_run(live.dag_id, run_id, timeout=RUN_TIMEOUT_S)
 
 
+def settle(live, timeout: float = 240.0) -> None:
+    """Wait out the scheduled run unpausing created (its tasks keep SQLite busy), so the
+    runs this test starts are the only ones and the API server answers promptly."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = live.airflow.dag_runs(live.dag_id)
+        if not [r for r in runs if r["state"] in ("queued", "running")]:
+            return
+        time.sleep(2.0)
+    raise AssertionError(f"{live.dag_id} still has active runs after {timeout:.0f} s")
+
+
 def spec_file(live) -> Path:
     return Path(live.airflow.env["CJA_AUDIENCES_SPECS"]) / f"{live.audience_id}.yaml"
 
 
 def test_without_a_session_the_dashboard_sends_people_to_airflows_login(live, page):
+    settle(live)
     page.goto(f"{live.airflow.url}/cja-audiences/")
     page.wait_for_url("**/auth/login**")
     assert "cja-audiences" in page.url  # and back here afterwards
@@ -60,6 +74,7 @@ def test_dry_run_review_approve_publish_then_blocked_and_invalid(live, page):
     from playwright.sync_api import expect
 
     base = f"{live.airflow.url}/cja-audiences"
+    settle(live)
     sign_in(page, live, f"{base}/")
     page.set_viewport_size({"width": 1440, "height": 900})
     expect(page.get_by_role("heading", name="Audiences")).to_be_visible()
