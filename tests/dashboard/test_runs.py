@@ -56,14 +56,19 @@ def test_verdict_is_the_worst_check():
     assert verdict_of([]) is None
 
 
-def test_the_cache_rereads_a_record_that_changed(tmp_path):
+def test_the_cache_rebuilds_a_run_whose_record_changed(tmp_path):
     import os
 
-    path = tmp_path / "run.json"
-    path.write_text('{"status": "dry_run"}')
+    from cja_audiences.dashboard.runs import audience_runs
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"status": "dry_run"}')
     cache = RunCache()
-    assert cache.record(path) == {"status": "dry_run"}
-    path.write_text('{"status": "failed"}')
-    os.utime(path, ns=(1, 10**18))
-    assert cache.record(path) == {"status": "failed"}
-    assert cache.record(tmp_path / "missing.json") == {}
+    assert [v.status for v in audience_runs(tmp_path, cache)] == ["dry_run"]
+    (run / "run.json").write_text('{"status": "failed"}')
+    os.utime(run / "run.json", ns=(1, 10**18))
+    assert [v.status for v in audience_runs(tmp_path, cache)] == ["failed"]
+    (tmp_path / "current.json").write_text('{"run_id": "r1"}')
+    assert audience_runs(tmp_path, cache)[0].is_current
+    assert audience_runs(tmp_path / "nothing", cache) == []

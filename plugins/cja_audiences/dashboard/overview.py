@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cja_audiences import guardrails
 from cja_audiences.dashboard.runs import RunView, audience_runs
 from cja_audiences.lake.layout import Lake, read_json
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
-from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs
+from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs, spec_paths
 
 SPARK_POINTS = 30
+SPEC_TTL = timedelta(seconds=60)
 
 
 @dataclass
@@ -83,6 +85,38 @@ def _spec_row(spec: AudienceSpec, error: str | None, now: datetime) -> AudienceR
     )
 
 
+@dataclass(frozen=True)
+class _SpecState:
+    key: tuple[Any, ...]
+    at: datetime
+    specs: list[AudienceSpec]
+    errors: list[SpecError]
+    blocked: dict[str, str]  # audience id -> why spec-level guardrails block it
+
+
+_spec_state: list[_SpecState] = []
+
+
+def _specs(settings: Settings, now: datetime) -> _SpecState:
+    """Specs, load errors and spec-level blocks, reused while no spec file changed (and for
+    at most SPEC_TTL, since expiry checks depend on the time): parsing and checking every
+    spec is most of an overview's cost."""
+    paths = spec_paths(settings.audiences_dir)
+    key = (str(settings.audiences_dir), tuple((p.name, p.stat().st_mtime_ns) for p in paths))
+    cached = _spec_state[0] if _spec_state else None
+    if cached and cached.key == key and timedelta(0) <= now - cached.at < SPEC_TTL:
+        return cached
+    specs, errors = load_specs(settings.audiences_dir)
+    blocked = {}
+    for spec in specs:
+        report = guardrails.check_spec(spec, settings, all_specs=specs, now=now)
+        if report.blocked:
+            blocked[spec.id] = report.message
+    state = _SpecState(key, now, specs, errors, blocked)
+    _spec_state[:] = [state]
+    return state
+
+
 def overview(
     settings: Settings,
     allowed: Callable[[list[str]], set[str]] | None = None,
@@ -92,12 +126,8 @@ def overview(
     viewer may read (asked once for all of them)."""
     now = now or datetime.now(UTC)
     lake = Lake(settings.home)
-    specs, errors = load_specs(settings.audiences_dir)
-    blocked = {}
-    for spec in specs:
-        report = guardrails.check_spec(spec, settings, all_specs=specs, now=now)
-        if report.blocked:
-            blocked[spec.id] = report.message
+    state = _specs(settings, now)
+    specs, errors, blocked = state.specs, state.errors, state.blocked
     rows = [_spec_row(s, blocked.get(s.id), now) for s in specs]
     rows += [_error_row(e) for e in errors]
     if allowed is not None:

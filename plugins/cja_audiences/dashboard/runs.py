@@ -9,7 +9,7 @@ only what changed since the last request.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock
@@ -141,36 +141,43 @@ def run_view(run_id: str, record: dict[str, Any], created: float, is_current: bo
 
 
 class RunCache:
-    """run.json files parsed once per modification; safe across the server's threads."""
+    """Run views built once per change of their run.json; safe across the server's threads.
+
+    A warm page costs one ``stat`` per run: a run's members file is written once, and every
+    stage that changes a run rewrites its run.json, which is what the cache is keyed on.
+    """
 
     def __init__(self) -> None:
-        self._records: dict[Path, tuple[int, dict[str, Any]]] = {}
+        self._views: dict[str, tuple[int | None, RunView]] = {}
         self._lock = Lock()
 
-    def record(self, path: Path) -> dict[str, Any]:
+    def view(self, runs_dir: str, name: str, is_current: bool) -> RunView:
+        path = os.path.join(runs_dir, name, RUN_RECORD)
         try:
-            stamp = path.stat().st_mtime_ns
+            stamp: int | None = os.stat(path).st_mtime_ns
         except FileNotFoundError:
-            return {}
+            stamp = None
         with self._lock:
-            cached = self._records.get(path)
+            cached = self._views.get(path)
         if cached and cached[0] == stamp:
-            return cached[1]
-        record = read_json(path, default={}) or {}
-        with self._lock:
-            self._records[path] = (stamp, record)
-        return record
+            view = cached[1]
+        else:
+            record = (read_json(Path(path), default={}) or {}) if stamp is not None else {}
+            view = run_view(name, record, _created(os.path.join(runs_dir, name)), False)
+            with self._lock:
+                self._views[path] = (stamp, view)
+        return replace(view, is_current=True) if is_current else view
 
 
 CACHE = RunCache()
 
 
-def _created(entry: os.DirEntry[str]) -> float:
+def _created(run_dir: str) -> float:
     """A run is as old as its members snapshot (written once), else its folder."""
     try:
-        return os.stat(os.path.join(entry.path, "members.parquet")).st_mtime
+        return os.stat(os.path.join(run_dir, "members.parquet")).st_mtime
     except FileNotFoundError:
-        return entry.stat().st_mtime
+        return os.stat(run_dir).st_mtime
 
 
 def current_run_id(audience_dir: Path) -> str | None:
@@ -180,17 +187,15 @@ def current_run_id(audience_dir: Path) -> str | None:
 
 def audience_runs(audience_dir: Path, cache: RunCache = CACHE) -> list[RunView]:
     """Every run of one audience, newest first."""
-    runs_dir = audience_dir / RUNS
-    if not runs_dir.is_dir():
+    runs_dir = str(audience_dir / RUNS)
+    if not os.path.isdir(runs_dir):
         return []
     current = current_run_id(audience_dir)
     with os.scandir(runs_dir) as entries:
-        folders = [(e.name, _created(e)) for e in entries if e.is_dir()]
-    folders.sort(key=lambda item: (item[1], item[0]), reverse=True)
-    return [
-        run_view(name, cache.record(runs_dir / name / RUN_RECORD), created, name == current)
-        for name, created in folders
-    ]
+        names = [e.name for e in entries if e.is_dir()]
+    views = [cache.view(runs_dir, name, name == current) for name in names]
+    views.sort(key=lambda v: (v.created_at, v.run_id), reverse=True)
+    return views
 
 
 def find_run(runs: list[RunView], run_id: str) -> RunView | None:
