@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cja_audiences import review
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.refresh import AudienceRefresh, GuardrailBlocked, RefreshRequest, ReviewOutdated
 from cja_audiences.specs.model import spec_by_id

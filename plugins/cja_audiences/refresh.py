@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cja_audiences import compute, diff, guardrails, review, snapshots
-from cja_audiences.lake.layout import Lake, read_run_record, safe_name, update_run_record
+from cja_audiences.lake.layout import Lake, safe_name
+from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
 from cja_audiences.specs.model import AudienceSpec
@@ -248,6 +249,13 @@ def publish_line(record: dict[str, Any]) -> str:
             f"publish (dry run): {_count(pub.get('would_send'))} of {_count(pub.get('records'))} "
             f"records would be sent in {_count(pub.get('requests'))} requests, "
             f"{_count(pub.get('refused'))} refused; nothing sent"
+        )
+    if pub.get("publish_mode") == "external_audience":
+        kind = "differential" if pub.get("differential") else "full"
+        return (
+            f"publish: external audience ingestion {pub.get('run_id', '-')} ({kind}): "
+            f"{_count(pub.get('records', 0))} rows, +{_count(pub.get('entered', 0))} / "
+            f"-{_count(pub.get('exited', 0))}"
         )
     return (
         f"publish: {_count(pub.get('acknowledged_total', pub.get('acknowledged')))} of "

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import duckdb
 import pyarrow.parquet as pq
 
-from cja_audiences.diff import ENTERED, EXITED, MEMBERS
-from cja_audiences.lake.layout import atomic_path, read_run_record, update_run_record
+from cja_audiences.lake.layout import atomic_path
+from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
 
 Side = Literal["entered", "exited"]
 FILES: dict[str, str] = {"entered": ENTERED, "exited": EXITED}

@@ -21,17 +21,18 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
-from cja_audiences.lake.layout import (
-    atomic_path,
-    read_json,
+from cja_audiences.diff import diff_members
+from cja_audiences.lake.layout import atomic_path, read_json, write_json
+from cja_audiences.lake.runs import (
+    CURRENT,
+    ENTERED,
+    EXITED,
+    MEMBERS,
+    RUNS,
     read_run_record,
     update_run_record,
-    write_json,
 )
 
-CURRENT = "current.json"
-RUNS = "runs"
 ROLLBACK_MARKER = "rollback.json"  # a rollback in progress: its target and new run are kept
 LOCK = ".lock"
 SAMPLE_SIZE = 5

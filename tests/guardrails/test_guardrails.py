@@ -10,7 +10,7 @@ import yaml
 
 from cja_audiences.diff import diff_members
 from cja_audiences.guardrails import check_run, check_spec, count_segments
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.specs.calendar import refresh_due
 from cja_audiences.specs.limits import DEFAULTS, HARD, AudienceGuardrails
 from cja_audiences.specs.model import SpecError, load_spec
@@ -97,7 +97,7 @@ def test_a_sane_spec_passes_every_spec_check(tmp_path: Path) -> None:
     report = check_spec(make_spec(), make_settings(tmp_path), [make_spec()], now=NOW)
     assert not report.blocked
     assert set(verdicts(report).values()) == {"pass"}
-    assert "all 6 guardrails pass" in report.message
+    assert "all 7 guardrails pass" in report.message
 
 
 def test_lookback_beyond_90_days_blocks_even_if_it_bypassed_validation(tmp_path: Path) -> None:
@@ -368,3 +368,23 @@ def test_only_our_own_checks_may_be_overridable():
     assert AudienceGuardrails(overridable=("change", "exits")).overridable == ("change", "exits")
     with pytest.raises(ValueError, match="size cannot be overridden"):
         AudienceGuardrails(overridable=("size",))
+
+
+@pytest.mark.parametrize(
+    ("frequency", "ttl", "verdict"),
+    [
+        ("daily", 30, "pass"),
+        ("weekly", 14, "pass"),
+        ("weekly", 13, "block"),
+        ("monthly", 30, "block"),
+    ],
+)
+def test_an_external_audience_must_refresh_well_inside_its_ttl(tmp_path, frequency, ttl, verdict):
+    spec = make_spec(
+        refresh={"frequency": frequency, "lookback_days": 30, "start": "2026-01-01T00:00:00Z"},
+        publish={"mode": "external_audience", "ttl_days": ttl},
+    )
+    report = check_spec(spec, make_settings(tmp_path), now=NOW)
+    assert verdicts(report)["external_ttl"] == verdict
+    if verdict == "block":
+        assert "publish.ttl_days" in report.message

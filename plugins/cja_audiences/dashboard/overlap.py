@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 
 from cja_audiences.dashboard.runs import current_run_id
-from cja_audiences.diff import MEMBERS
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.runs import MEMBERS, RUNS
 
 SAMPLE = 10
 
@@ -39,7 +39,7 @@ def committed_members(lake: Lake, audience_ids: list[str]) -> dict[str, Path]:
     for audience_id in audience_ids:
         audience_dir = lake.audience_dir(audience_id)
         run_id = current_run_id(audience_dir)
-        path = audience_dir / "runs" / run_id / MEMBERS if run_id else None
+        path = audience_dir / RUNS / run_id / MEMBERS if run_id else None
         if path is not None and path.exists():
             files[audience_id] = path
     return files

@@ -15,6 +15,7 @@ from typing import Any
 from cja_audiences import guardrails
 from cja_audiences.dashboard.runs import RunView, audience_runs
 from cja_audiences.lake.layout import Lake, read_json
+from cja_audiences.lake.runs import CURRENT
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
 from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs, spec_paths
@@ -56,7 +57,7 @@ def _fill(row: AudienceRow, audience_dir: Path) -> AudienceRow:
     """The run-derived columns, from the audience's runs (newest first)."""
     runs = audience_runs(audience_dir)
     published = _published(runs)
-    current = read_json(audience_dir / "current.json")
+    current = read_json(audience_dir / CURRENT)
     row.last_run = runs[0] if runs else None
     if row.last_run and row.status != "invalid":
         row.status = row.last_run.status

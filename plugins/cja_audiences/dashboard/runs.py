@@ -15,11 +15,11 @@ from pathlib import Path
 from threading import Lock
 from typing import Any
 
-from cja_audiences.lake.layout import RUN_RECORD, read_json
+from pydantic import ValidationError
 
-RUNS = "runs"
-CURRENT = "current.json"
-DEAD_LETTERS = "dead_letter.parquet"
+from cja_audiences.lake.layout import read_json
+from cja_audiences.lake.runs import CURRENT, DEAD_LETTERS, MEMBERS, RUN_RECORD, RUNS, RunRecord
+
 STATUSES = ("published", "dry_run", "skipped", "blocked", "failed", "running")
 KINDS = {
     "scheduled": "scheduled",
@@ -162,7 +162,7 @@ class RunCache:
         if cached and cached[0] == stamp:
             view = cached[1]
         else:
-            record = (read_json(Path(path), default={}) or {}) if stamp is not None else {}
+            record = _record(Path(path)) if stamp is not None else {}
             view = run_view(name, record, _created(os.path.join(runs_dir, name)), False)
             with self._lock:
                 self._views[path] = (stamp, view)
@@ -172,10 +172,20 @@ class RunCache:
 CACHE = RunCache()
 
 
+def _record(path: Path) -> dict[str, Any]:
+    """run.json through the typed :class:`RunRecord`; a record another version wrote (a
+    section this one does not know) is still shown as it is rather than hidden."""
+    raw = read_json(path, default={}) or {}
+    try:
+        return RunRecord.model_validate(raw).model_dump(mode="json", exclude_none=True)
+    except ValidationError:
+        return raw
+
+
 def _created(run_dir: str) -> float:
     """A run is as old as its members snapshot (written once), else its folder."""
     try:
-        return os.stat(os.path.join(run_dir, "members.parquet")).st_mtime
+        return os.stat(os.path.join(run_dir, MEMBERS)).st_mtime
     except FileNotFoundError:
         return os.stat(run_dir).st_mtime
 

@@ -30,6 +30,7 @@ from cja_audiences.adobe.audiences import (
 )
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
+from cja_audiences.adobe.rate import shared_bucket
 from cja_audiences.adobe.records import (
     STATUS_EXITED,
     STATUS_REALIZED,
@@ -44,14 +45,13 @@ from cja_audiences.adobe.sender import (
     SendStats,
     StreamingSender,
     pack,
-    shared_bucket,
 )
-from cja_audiences.lake.layout import update_run_record, write_parquet
+from cja_audiences.lake.layout import write_parquet
+from cja_audiences.lake.runs import DEAD_LETTERS, ENTERED, EXITED, MEMBERS, update_run_record
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
-DEAD_LETTER_FILE = "dead_letter.parquet"
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         pa.field("chunk", pa.string(), nullable=False),
@@ -67,14 +67,14 @@ DEAD_LETTER_SCHEMA = pa.schema(
 # mode -> inputs as (kind, file in the run folder, membership status, required)
 PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
     "delta": (
-        ("entered", "entered.parquet", STATUS_REALIZED, True),
-        ("exited", "exited.parquet", STATUS_EXITED, True),
+        ("entered", ENTERED, STATUS_REALIZED, True),
+        ("exited", EXITED, STATUS_EXITED, True),
     ),
     "full": (
-        ("members", "members.parquet", STATUS_REALIZED, True),
-        ("exited", "exited.parquet", STATUS_EXITED, False),
+        ("members", MEMBERS, STATUS_REALIZED, True),
+        ("exited", EXITED, STATUS_EXITED, False),
     ),
-    "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
+    "decommission": (("decommission", MEMBERS, STATUS_EXITED, True),),
 }
 
 
@@ -293,7 +293,7 @@ class _Publish:
         return (
             f"{dead} of {self.total} records were refused by AEP, more than the allowed "
             f"{self.options.max_dead_letter_share:.3%} ({self.allowed_dead}); see "
-            f"{self.run_dir / DEAD_LETTER_FILE} for each record's status and message. "
+            f"{self.run_dir / DEAD_LETTERS} for each record's status and message. "
             "The snapshot must not be committed."
         )
 
@@ -323,6 +323,7 @@ class _Publish:
         aep_id = (audience or {}).get("id")
         return {
             "status": status,
+            "publish_mode": "streaming",
             "mode": self.mode,
             "session": self.session,
             "records": self.total,
@@ -359,7 +360,7 @@ class _Publish:
         if not rows:
             return None
         table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
-        return write_parquet(table, self.run_dir / DEAD_LETTER_FILE)
+        return write_parquet(table, self.run_dir / DEAD_LETTERS)
 
     def _record(self, summary: dict[str, Any]) -> None:
         section = "decommission" if self.mode == "decommission" else "publish"

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from tests.dashboard.lakes import AUDIENCE, BLOCKED, RECENT, RETIRED, publish, refresh
 
 pytestmark = pytest.mark.integration

@@ -45,6 +45,7 @@ from cja_audiences.dashboard.runs import (
     find_run,
 )
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.runs import RUNS
 from cja_audiences.settings import Settings, get_settings
 from cja_audiences.specs.model import AudienceSpec, SpecError, spec_by_id
 
@@ -102,7 +103,7 @@ class Dashboard:
         return audience_runs(Lake(self.settings().home).audience_dir(audience_id))
 
     def run_dir(self, audience_id: str, run_id: str) -> Any:
-        runs_dir = Lake(self.settings().home).audience_dir(audience_id) / "runs"
+        runs_dir = Lake(self.settings().home).audience_dir(audience_id) / RUNS
         path = runs_dir / run_id
         if run_id in ("", ".", "..") or "/" in run_id or not path.is_dir():
             raise HTTPException(404, f"audience {audience_id} has no run {run_id!r}")
