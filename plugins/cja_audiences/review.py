@@ -43,9 +43,12 @@ def committed_base(record: dict[str, Any]) -> str | None:
     return (record.get("diff") or {}).get("previous_run_id")
 
 
-def check_fresh(reviewed_dir: Path, current_run_id: str | None) -> None:
-    """Refuse an approval whose diff was computed against another snapshot than the current."""
-    record = read_run_record(reviewed_dir)
+def check_fresh(
+    reviewed_dir: Path, current_run_id: str | None, record: dict[str, Any] | None = None
+) -> None:
+    """Refuse an approval whose diff was computed against another snapshot than the current.
+    ``record``: the reviewed run's run.json when the caller has read it already."""
+    record = read_run_record(reviewed_dir) if record is None else record
     if "diff" not in record or not (reviewed_dir / MEMBERS).exists():
         raise NotReviewable(f"run {reviewed_dir.name} has no members and diff to publish")
     base = committed_base(record)

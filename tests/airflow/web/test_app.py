@@ -207,3 +207,21 @@ def test_static_assets_ship_with_the_package(client):
     assert "Intl.DateTimeFormat" in client.get("/static/dashboard.js").text
     css = client.get("/static/dashboard.css").text
     assert "@media" in css and "http" not in css  # nothing loaded from elsewhere
+
+
+def test_review_explains_why_members_enter_when_the_run_records_it(client, dashboard_lake):
+    """Issue 19's reason codes: a `why` column and run.json's legend, shown when present."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run_dir = dashboard_lake.lake.run_dir(AUDIENCE, "scheduled__first")
+    entered = pq.read_table(run_dir / "entered.parquet")
+    codes = pa.array(["cart_no_purchase"] * entered.num_rows, pa.string())
+    pq.write_table(entered.append_column("why", codes), run_dir / "entered.parquet")
+    record = json.loads((run_dir / "run.json").read_text())
+    record["why"] = {"legend": {"cart_no_purchase": "added to cart, no purchase since"}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    page = client.sign_in("viewer").get(f"/audiences/{AUDIENCE}/runs/scheduled__first").text
+    assert "<th>Why</th>" in page and "added to cart, no purchase since" in page

@@ -240,7 +240,7 @@ class Dashboard:
         stale = None
         if run.status == "dry_run":
             try:
-                review.check_fresh(run_dir, current)
+                review.check_fresh(run_dir, current, run.record)
             except (review.StaleReview, review.NotReviewable) as exc:
                 stale = str(exc)
         return self.page(
@@ -304,7 +304,7 @@ class Dashboard:
         if run is None or run.status != "dry_run":
             raise HTTPException(409, f"run {run_id} is not a dry run: only dry runs are approved")
         try:
-            review.check_fresh(run_dir, current_run_id(run_dir.parent.parent))
+            review.check_fresh(run_dir, current_run_id(run_dir.parent.parent), run.record)
         except (review.StaleReview, review.NotReviewable) as exc:
             return self.back(request, f"/audiences/{audience_id}/runs/{run_id}", error=str(exc))
         conf = {"approve_run": run_id, "as_of": run.as_of}
@@ -337,7 +337,7 @@ class Dashboard:
                 + (f"; not overridable: {', '.join(refused)}" if refused else ""),
             )
         try:
-            review.check_fresh(run_dir, current_run_id(run_dir.parent.parent))
+            review.check_fresh(run_dir, current_run_id(run_dir.parent.parent), run.record)
         except (review.StaleReview, review.NotReviewable) as exc:
             return self.back(request, f"/audiences/{audience_id}/runs/{run_id}", error=str(exc))
         conf = {"approve_run": run_id, "override": chosen, "as_of": run.as_of}
