@@ -225,3 +225,21 @@ def test_review_explains_why_members_enter_when_the_run_records_it(client, dashb
     (run_dir / "run.json").write_text(json.dumps(record))
     page = client.sign_in("viewer").get(f"/audiences/{AUDIENCE}/runs/scheduled__first").text
     assert "<th>Why</th>" in page and "added to cart, no purchase since" in page
+
+
+def test_starting_the_app_warms_the_caches(auth_manager, dashboard_lake, monkeypatch):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from cja_audiences.airflow.web import app as web_app
+    from cja_audiences.dashboard import overview as overview_module
+
+    for name, value in dashboard_lake.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(overview_module, "_spec_state", [])
+    with TestClient(web_app.create_app(trigger=lambda *a: "unused")):
+        deadline = time.monotonic() + 30
+        while not overview_module._spec_state and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert overview_module._spec_state  # specs parsed before anyone asked

@@ -9,7 +9,10 @@ publishes anything itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -49,6 +52,7 @@ from cja_audiences.lake.runs import RUNS
 from cja_audiences.settings import Settings, get_settings
 from cja_audiences.specs.model import AudienceSpec, SpecError, spec_by_id
 
+log = logging.getLogger(__name__)
 # (dag_id, conf, user name) -> the new DAG run's id
 Trigger = Callable[[str, dict[str, Any], str], str]
 ViewerDep = Annotated[Viewer, Depends(viewer)]
@@ -350,8 +354,24 @@ class Dashboard:
         )
 
 
+def _warm_caches() -> None:
+    """Parse every spec and run record once, so the first person's overview is fast too."""
+    try:
+        overview(get_settings())
+    except Exception:  # a broken lake must not stop the API server; pages will say why
+        log.exception("audiences dashboard: warming the caches failed")
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    threading.Thread(target=_warm_caches, name="cja-dashboard-warm", daemon=True).start()
+    yield
+
+
 def create_app(trigger: Trigger | None = None) -> FastAPI:
-    app = FastAPI(title="CJA audiences", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="CJA audiences", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan
+    )
     board = Dashboard(trigger or airflow_trigger)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
