@@ -77,11 +77,14 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
     Refuses (SnapshotError, current.json untouched) a run that was blocked by guardrails, not
     published, dry, partly dead-lettered, or diffed against another run than the current
     one (another run committed in between: its entered/exited were never sent).
+    Committing the run that is already current returns its pointer unchanged.
     """
     with _locked(audience_dir):
+        current = current_run(audience_dir)
+        if current is not None and current["run_id"] == run_dir.name:
+            return current  # already committed (a retry after a crash right after the move)
         record = read_run_record(run_dir)
         _check_committable(audience_dir, run_dir, record)
-        current = current_run(audience_dir)
         pointer = {
             "run_id": run_dir.name,
             "committed_at": datetime.now(UTC).isoformat(),

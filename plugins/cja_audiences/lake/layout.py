@@ -12,10 +12,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class Lake:
@@ -73,6 +73,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
+    import pyarrow.parquet as pq  # here: paths alone (DAG parsing, the CLI) need no PyArrow
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path

@@ -2,29 +2,23 @@
 
 The work lives in :mod:`cja_audiences.refresh`; these only turn an Airflow context into a
 :class:`RefreshRequest`, map outcomes to Airflow states, and return a small summary for XCom.
+The core is imported when a task runs, never when a DAG file is parsed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from cja_audiences.lake.runs import read_run_record
-from cja_audiences.refresh import (
-    AudienceRefresh,
-    GuardrailBlocked,
-    RefreshRequest,
-    ReviewOutdated,
-    compute_line,
-    diff_line,
-    guardrails_line,
-)
 from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
+
+if TYPE_CHECKING:
+    from cja_audiences.refresh import AudienceRefresh
 
 
 def last_complete_day(context: Context) -> date:
@@ -34,6 +28,8 @@ def last_complete_day(context: Context) -> date:
 
 
 def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
+    from cja_audiences.refresh import AudienceRefresh, RefreshRequest
+
     settings = get_settings()
     spec = spec_by_id(settings.audiences_dir, audience_id)
     dag_run = context.get("dag_run")
@@ -56,6 +52,19 @@ def record_failure(context: Context) -> None:
     refresh = audience_refresh(audience_id, context)
     refresh.record_failure(context["ti"].task_id, str(context.get("exception") or "unknown"))
     context["task"].log.error("%s", refresh.summary())
+
+
+def _line(stage: str, refresh: AudienceRefresh) -> str:
+    """The stage's one-line summary for its task log (sizes, counts, verdicts; no paths)."""
+    from cja_audiences import refresh as core
+    from cja_audiences.lake.runs import read_run_record
+
+    lines = {
+        "compute": core.compute_line,
+        "diff": core.diff_line,
+        "guardrails": core.guardrails_line,
+    }
+    return lines[stage](read_run_record(refresh.run_dir))
 
 
 class AudienceStageOperator(BaseOperator):
@@ -103,7 +112,7 @@ class AudienceComputeOperator(AudienceStageOperator):
             config = CJAHook(cja_conn_id=refresh.settings.cja_conn_id).get_config()
             definition = fetch_definition(config, segment.id)
         result = refresh.compute(definition=definition)
-        self.log.info("%s", compute_line(read_run_record(refresh.run_dir)))
+        self.log.info("%s", _line("compute", refresh))
         return {k: result.get(k) for k in ("size", "members_path", "window", "elapsed_s")}
 
 
@@ -111,11 +120,13 @@ class AudienceDiffOperator(AudienceStageOperator):
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        from cja_audiences.refresh import ReviewOutdated
+
         try:
             result = refresh.diff()
         except ReviewOutdated as exc:
             raise AirflowFailException(str(exc)) from None  # a retry would refuse it again
-        self.log.info("%s", diff_line(read_run_record(refresh.run_dir)))
+        self.log.info("%s", _line("diff", refresh))
         return result
 
 
@@ -125,12 +136,14 @@ class AudienceGuardrailsOperator(AudienceStageOperator):
     ui_color = "#fff4e4"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        from cja_audiences.refresh import GuardrailBlocked
+
         try:
             report = refresh.check()
         except GuardrailBlocked as exc:
-            self.log.error("%s", guardrails_line(read_run_record(refresh.run_dir)))
+            self.log.error("%s", _line("guardrails", refresh))
             raise AirflowFailException(str(exc)) from None
-        self.log.info("%s", guardrails_line(read_run_record(refresh.run_dir)))
+        self.log.info("%s", _line("guardrails", refresh))
         warnings = [c for c in report["checks"] if c["verdict"] == "warn"]
         return {"blocked": False, "warnings": len(warnings)}
 
