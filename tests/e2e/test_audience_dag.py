@@ -150,7 +150,7 @@ def test_every_example_audience_publishes_through_its_dag(
 ):
     """Each example's own DAG, whole, against the emulator: AEP holds exactly its members."""
     dag = load_dagbag().get_dag(f"cja_audience__{audience_id}")
-    run = dag.test(run_conf={"as_of": AS_OF.isoformat(), "force": True})
+    run = dag.test(run_conf={"as_of": AS_OF.isoformat(), "force": True, "publish": True})
     assert run.state == "success"
     run_dir = long_lake.run_dir(audience_id, run.run_id)
     assert current_run(long_lake.audience_dir(audience_id))["run_id"] == run_dir.name
