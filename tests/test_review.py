@@ -108,19 +108,20 @@ def test_member_pages_mask_search_and_page(lake):
     assert second.rows[0] == everyone.rows[1]
 
 
-def test_why_codes_show_when_the_run_files_carry_them(tmp_path):
-    import pyarrow as pa
+def test_members_carry_their_reason_and_the_branches_that_held(lake):
+    run_dir = lake.lake.run_dir(AUDIENCE, lake.published)
+    legend = review.why_legend(read_run_record(run_dir))
+    assert legend and all(text for _, text in legend)
+    page = review.member_page(run_dir, "entered", legend=legend)
+    assert page.has_why
+    explained = page.rows[0]["explained"]
+    assert explained["reason"] == "first publish"
+    assert explained["held"] == [text for _, text in legend]  # an all-of filter: every branch
+    assert review.why_legend({}) == []
 
-    table = pa.table(
-        {"person_id": ["p1"], "namespace": ["ECID"], "identity": ["1" * 38], "why": ["new_buyer"]}
-    )
-    pq.write_table(table, tmp_path / "entered.parquet")
-    page = review.member_page(tmp_path, "entered")
-    assert page.has_why and page.rows[0]["why"] == "new_buyer"
-    assert review.why_legend({"why": {"legend": {"new_buyer": "bought for the first time"}}}) == {
-        "new_buyer": "bought for the first time"
-    }
-    assert review.why_legend({}) == {}
+
+def test_a_member_without_codes_is_explained_by_nothing():
+    assert review.explain_member({"person_id": "p"}, [(1, "x")]) == {"reason": None, "held": []}
 
 
 @pytest.mark.parametrize(

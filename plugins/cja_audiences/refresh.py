@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import compute, diff, guardrails, review, snapshots
+from cja_audiences import compute, diff, explain, guardrails, review, snapshots
 from cja_audiences.lake.layout import Lake, safe_name
 from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
@@ -144,13 +144,16 @@ class AudienceRefresh:
         )
 
     def diff(self) -> dict[str, Any]:
-        """Entered/exited; an approval takes the reviewed diff, refused if the snapshot moved."""
+        """Entered and exited members, each exit explained on this run's window; an approval
+        takes the reviewed diff instead, refused if the committed snapshot moved."""
+        previous = self.previous_run_dir
         if self.reviewed_run_dir is not None:
             try:
-                return review.adopt_diff(self.reviewed_run_dir, self.run_dir, self.previous_run_dir)
+                return review.adopt_diff(self.reviewed_run_dir, self.run_dir, previous)
             except review.StaleReview as exc:
                 raise ReviewOutdated(str(exc)) from None
-        return diff.diff_members(self.run_dir, self.previous_run_dir)
+        exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
+        return diff.diff_members(self.run_dir, previous, exits)
 
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message.

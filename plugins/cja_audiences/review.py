@@ -25,7 +25,17 @@ from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, u
 
 Side = Literal["entered", "exited"]
 FILES: dict[str, str] = {"entered": ENTERED, "exited": EXITED}
-WHY_COLUMN = "why"  # per-member reason codes, when the filter engine records them
+EXTRA_COLUMNS = ("reason", "why", "split")  # per-member explanations (issue 19), when present
+REASON_WORDS = {
+    "first_run": "first publish",
+    "now_holds": "now matches the filter",
+    "identity_changed": "published identity changed",
+    "split_changed": "moved to another split arm",
+    "stopped_holding": "no longer matches the filter",
+    "aged_out": "its events aged out of the window",
+    "identity_lost": "matches, but has no identity now",
+    "left": "left (not evaluated)",
+}
 PAGE_SIZE = 25
 CSV_BATCH = 50_000
 
@@ -103,7 +113,7 @@ class MemberPage:
     total: int  # rows matching the search
     offset: int
     limit: int
-    has_why: bool
+    has_why: bool  # the rows carry ``explained``: the reason and the filter branches that held
 
 
 def _columns(path: Path) -> list[str]:
@@ -111,8 +121,9 @@ def _columns(path: Path) -> list[str]:
 
 
 def _query(path: Path, search: str | None) -> tuple[str, dict[str, Any]]:
-    why = f", {WHY_COLUMN}" if WHY_COLUMN in _columns(path) else ""
-    sql = f"SELECT person_id, namespace, identity{why} FROM read_parquet($path)"
+    present = set(_columns(path))
+    extra = "".join(f", {c}" for c in EXTRA_COLUMNS if c in present)
+    sql = f"SELECT person_id, namespace, identity{extra} FROM read_parquet($path)"
     params: dict[str, Any] = {"path": str(path)}
     if search:
         sql += " WHERE person_id ILIKE $q OR identity ILIKE $q"
@@ -128,8 +139,10 @@ def member_page(
     offset: int = 0,
     limit: int = PAGE_SIZE,
     reveal: bool = False,
+    legend: list[tuple[int, str]] | None = None,
 ) -> MemberPage:
-    """One page of a run's entered or exited members, sorted by person id."""
+    """One page of a run's entered or exited members, sorted by person id; ``legend``
+    (:func:`why_legend`) turns each member's branch code into the branches that held."""
     path = run_dir / FILES[side]
     if not path.exists():
         return MemberPage(side, [], 0, 0, limit, False)
@@ -145,7 +158,10 @@ def member_page(
     if not reveal:
         for row in rows:
             row["person_id"], row["identity"] = mask(row["person_id"]), mask(row["identity"])
-    return MemberPage(side, rows, int(total), offset, limit, WHY_COLUMN in names)
+    has_why = "reason" in names or "why" in names
+    for row in rows if has_why else ():
+        row["explained"] = explain_member(row, legend or [])
+    return MemberPage(side, rows, int(total), offset, limit, has_why)
 
 
 def members_csv(run_dir: Path, side: Side, *, reveal: bool = False) -> Iterator[str]:
@@ -196,10 +212,15 @@ def record_approval(
     return entry
 
 
-def why_legend(record: dict[str, Any]) -> dict[str, str]:
-    """Reason codes explained, from run.json (``why.legend``), when the run recorded them."""
-    why = record.get("why")
-    if isinstance(why, dict):
-        legend = why.get("legend", why)
-        return {str(k): str(v) for k, v in legend.items() if isinstance(v, str)}
-    return {}
+def why_legend(record: dict[str, Any]) -> list[tuple[int, str]]:
+    """(mask, words) of each filter branch, from run.json's ``compute.why`` when recorded."""
+    legend = ((record.get("compute") or {}).get("why") or {}).get("branches") or []
+    return [(int(b["mask"]), str(b["text"])) for b in legend if "mask" in b and "text" in b]
+
+
+def explain_member(row: dict[str, Any], legend: list[tuple[int, str]]) -> dict[str, Any]:
+    """A member's reason in words and the filter branches its code says held."""
+    reason = row.get("reason")
+    code = row.get("why")
+    held = [text for bit, text in legend if isinstance(code, int) and code & bit]
+    return {"reason": REASON_WORDS.get(reason, reason) if reason else None, "held": held}

@@ -65,6 +65,12 @@ def current_run_dir(audience_dir: Path) -> Path | None:
     return audience_dir / RUNS / current["run_id"] if current else None
 
 
+def newest_run_dir(audience_dir: Path) -> Path | None:
+    """The most recently created run, committed or not (None when there is none)."""
+    runs = _run_dirs(audience_dir)
+    return runs[-1] if runs else None
+
+
 def last_committed_at(audience_dir: Path) -> datetime | None:
     """For ``specs.calendar.refresh_due``."""
     current = current_run(audience_dir)

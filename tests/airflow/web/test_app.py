@@ -116,7 +116,7 @@ def test_csv_download_holds_the_full_list(client, dashboard_lake):
     assert response.headers["content-type"].startswith("text/csv")
     assert "masked" in response.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(response.text)))
-    assert rows[0] == ["person_id", "namespace", "identity"]
+    assert rows[0][:3] == ["person_id", "namespace", "identity"] and "reason" in rows[0]
     assert len(rows) - 1 == record["diff"]["entered"]
 
 
@@ -209,22 +209,12 @@ def test_static_assets_ship_with_the_package(client):
     assert "@media" in css and "http" not in css  # nothing loaded from elsewhere
 
 
-def test_review_explains_why_members_enter_when_the_run_records_it(client, dashboard_lake):
-    """Issue 19's reason codes: a `why` column and run.json's legend, shown when present."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    run_dir = dashboard_lake.lake.run_dir(AUDIENCE, "scheduled__first")
-    entered = pq.read_table(run_dir / "entered.parquet")
-    codes = pa.array(["cart_no_purchase"] * entered.num_rows, pa.string())
-    pq.write_table(entered.append_column("why", codes), run_dir / "entered.parquet")
-    record = json.loads((run_dir / "run.json").read_text())
-    record["why"] = {"legend": {"cart_no_purchase": "added to cart, no purchase since"}}
-    (run_dir / "run.json").write_text(json.dumps(record))
+def test_review_explains_why_each_member_enters(client):
+    """Issue 19's reason and branch codes in entered.parquet, with run.json's legend."""
     page = client.sign_in("viewer").get(f"/audiences/{AUDIENCE}/runs/scheduled__first").text
-    assert "<th>Why</th>" in page and "added to cart, no purchase since" in page
+    assert "<th>Why</th>" in page
+    assert "first publish" in page  # the reason, in words
+    assert "✓ " in page  # the filter branches that held for the member
 
 
 def test_starting_the_app_warms_the_caches(auth_manager, dashboard_lake, monkeypatch):

@@ -239,6 +239,7 @@ class Dashboard:
             search=q,
             offset=max(page - 1, 0) * review.PAGE_SIZE,
             reveal=reveal,
+            legend=review.why_legend(run.record),
         )
         current = current_run_id(run_dir.parent.parent)
         stale = None
@@ -263,7 +264,6 @@ class Dashboard:
             can_trigger=who.can_trigger(audience_id),
             stale=stale,
             overridable=guardrails.overridable_blocks(spec, run.record),
-            legend=review.why_legend(run.record),
             dead_letters=dead_letter_file(run_dir) is not None,
             publish=run.record.get("publish") or {},
         )
