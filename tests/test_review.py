@@ -110,14 +110,26 @@ def test_member_pages_mask_search_and_page(lake):
 
 def test_members_carry_their_reason_and_the_branches_that_held(lake):
     run_dir = lake.lake.run_dir(AUDIENCE, lake.published)
-    legend = review.why_legend(read_run_record(run_dir))
-    assert legend and all(text for _, text in legend)
-    page = review.member_page(run_dir, "entered", legend=legend)
-    assert page.has_why
-    explained = page.rows[0]["explained"]
-    assert explained["reason"] == "first publish"
-    assert explained["held"] == [text for _, text in legend]  # an all-of filter: every branch
-    assert review.why_legend({}) == []
+    record = read_run_record(run_dir)
+    shared = review.shared_branches(record)  # an all-of filter: said once for every member
+    assert len(shared) == 2 and review.why_legend(record) == []
+    page = review.member_page(run_dir, "entered", legend=review.why_legend(record))
+    assert page.has_why and page.rows[0]["explained"] == {"reason": "first publish", "held": []}
+    any_of = {
+        "compute": {
+            "why": {
+                "combine": "any",
+                "branches": [{"mask": 1, "text": "bought"}, {"mask": 2, "text": "browsed"}],
+            }
+        }
+    }
+    assert review.why_legend(any_of) == [(1, "bought"), (2, "browsed")]
+    row = {"reason": "now_holds", "why": 2}
+    assert review.explain_member(row, review.why_legend(any_of)) == {
+        "reason": "now matches the filter",
+        "held": ["browsed"],
+    }
+    assert review.why_legend({}) == [] and review.shared_branches({}) == []
 
 
 def test_a_member_without_codes_is_explained_by_nothing():

@@ -213,7 +213,21 @@ def record_approval(
 
 
 def why_legend(record: dict[str, Any]) -> list[tuple[int, str]]:
-    """(mask, words) of each filter branch, from run.json's ``compute.why`` when recorded."""
+    """(mask, words) of each filter branch, from run.json's ``compute.why`` when recorded.
+    Empty for an all-of (or one-branch) filter: every member holds every branch, which the
+    page says once (:func:`shared_branches`) instead of on every row."""
+    if shared_branches(record):
+        return []
+    return _branches(record)
+
+
+def shared_branches(record: dict[str, Any]) -> list[str]:
+    """The branches every entering member holds (an all-of or one-branch filter)."""
+    why = (record.get("compute") or {}).get("why") or {}
+    return [text for _, text in _branches(record)] if why.get("combine") in ("all", "one") else []
+
+
+def _branches(record: dict[str, Any]) -> list[tuple[int, str]]:
     legend = ((record.get("compute") or {}).get("why") or {}).get("branches") or []
     return [(int(b["mask"]), str(b["text"])) for b in legend if "mask" in b and "text" in b]
 

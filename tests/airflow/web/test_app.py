@@ -214,7 +214,7 @@ def test_review_explains_why_each_member_enters(client):
     page = client.sign_in("viewer").get(f"/audiences/{AUDIENCE}/runs/scheduled__first").text
     assert "<th>Why</th>" in page
     assert "first publish" in page  # the reason, in words
-    assert "✓ " in page  # the filter branches that held for the member
+    assert "Every entering member matches all of" in page  # the all-of filter's branches, once
 
 
 def test_starting_the_app_warms_the_caches(auth_manager, dashboard_lake, monkeypatch):

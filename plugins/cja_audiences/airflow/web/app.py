@@ -264,6 +264,7 @@ class Dashboard:
             can_trigger=who.can_trigger(audience_id),
             stale=stale,
             overridable=guardrails.overridable_blocks(spec, run.record),
+            shared_branches=review.shared_branches(run.record),
             dead_letters=dead_letter_file(run_dir) is not None,
             publish=run.record.get("publish") or {},
         )
