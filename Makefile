@@ -53,7 +53,7 @@ emulator: venv
 	$(PY) -m emulator --host 127.0.0.1 --port 8765 --state $(CURDIR)/.local/emulator
 
 bench: venv
-	for b in emulator extract compute diff publish scale; do $(PY) -m bench.$$b || exit 1; done
+	for b in emulator extract compute diff publish dashboard scale; do $(PY) -m bench.$$b || exit 1; done
 
 shell: venv  # a shell with the venv and the demo's environment (dev/env.sh)
 	bash --rcfile <(echo '[ -f ~/.bashrc ] && . ~/.bashrc; . $(VENV)/bin/activate; . dev/env.sh')

@@ -73,7 +73,7 @@ def main() -> int:
         print(f"emulator: {emulator.url}")
         env = airflow_env(LOCAL / "airflow", lake.root, emulator)
         prepare_airflow(env)
-        conf = {"as_of": as_of.isoformat(), "force": True}
+        conf = {"as_of": as_of.isoformat(), "force": True, "publish": True}
         print(f"airflow: dags test cja_audiences_all -c '{json.dumps(conf)}'")
         log = LOCAL / "demo-airflow.log"
         with log.open("w") as out:

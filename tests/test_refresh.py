@@ -41,11 +41,12 @@ def test_summary_names_every_stage_and_the_folder(tmp_path):
         "guardrails": {"blocked": False, "checks": [{"verdict": "warn"}, {"verdict": "pass"}]},
         "publish": {"acknowledged": 25, "dead_lettered": 0, "records_per_s": 900},
     }
-    text = summarize(record, tmp_path)
-    assert "cart run r1: status committed" in text
+    text = summarize(record)
+    assert "cart run r1: committed" in text
     assert "120 members" in text and "+20 entered, -5 exited" in text
-    assert "passed, 1 warnings" in text and "25 records acknowledged" in text
-    assert str(tmp_path) in text
+    assert "guardrails: warn (1 pass, 1 warn, 0 block)" in text
+    assert "publish: 25 of" in text
+    assert str(tmp_path) not in text and "None" not in text
 
 
 def future_spec(start: datetime) -> AudienceSpec:
@@ -72,6 +73,77 @@ def test_scheduled_runs_wait_for_the_audiences_start_but_people_need_not(tmp_pat
     assert not held["due"] and "schedule starts at 2026-11-30" in held["reason"]
     assert held["next_allowed"] == spec.refresh.start
     assert gate(scheduled=False)["due"]
+
+
+@pytest.mark.parametrize(
+    ("run_type", "params", "dry"),
+    [
+        ("manual", {}, True),  # a person pressing Trigger: review first
+        ("manual", {"publish": True}, False),
+        ("manual", {"approve_run": "manual__x"}, False),  # approving publishes
+        ("manual", {"publish": True, "dry_run": True}, True),
+        ("scheduled", {}, False),  # schedules and new data publish as before
+        ("asset_triggered", {}, False),
+        ("scheduled", {"dry_run": True}, True),
+    ],
+)
+def test_manual_runs_are_dry_runs_unless_publish_is_chosen(run_type, params, dry):
+    request = RefreshRequest.from_params("r", params, date(2026, 11, 27), run_type=run_type)
+    assert request.dry_run is dry
+    assert request.scheduled is (run_type == "scheduled")
+
+
+def test_stage_summaries_read_like_sentences():
+    from cja_audiences.refresh import compute_line, diff_line, guardrails_line, publish_line
+
+    record = {
+        "compute": {
+            "size": 1200,
+            "window": {"start": "2026-11-14", "end": "2026-11-20"},
+            "rows_scanned": 50000,
+            "elapsed_s": 1.2,
+            "preview_metrics": {"member_revenue_share": 0.25},
+        },
+        "diff": {
+            "entered": 20,
+            "exited": 5,
+            "size": 1200,
+            "previous_size": 1185,
+            "previous_run_id": "scheduled__a",
+            "renewed": 7,
+        },
+        "guardrails": {
+            "checks": [
+                {"name": "size", "verdict": "pass", "message": "size: ok"},
+                {"name": "change", "verdict": "warn", "message": "change: close to the limit"},
+            ]
+        },
+        "publish": {
+            "status": "ok",
+            "records": 25,
+            "acknowledged": 25,
+            "acknowledged_total": 25,
+            "dead_lettered": 0,
+            "retried": 1,
+            "records_per_s": 900.5,
+        },
+    }
+    assert compute_line(record) == (
+        "computed: 1,200 members over 2026-11-14 .. 2026-11-20, 50,000 events scanned, "
+        "25.0% of revenue, 1.2 s"
+    )
+    assert diff_line(record) == (
+        "diff: +20 entered, -5 exited, 7 renewed, 1,200 members against scheduled__a (1,185 before)"
+    )
+    assert guardrails_line(record).splitlines() == [
+        "guardrails: warn (1 pass, 1 warn, 0 block)",
+        "  WARN change: close to the limit",
+    ]
+    assert publish_line(record) == (
+        "publish: 25 of 25 records acknowledged, 0 dead-lettered, 1 retried, 900.5 records/s"
+    )
+    for line in (compute_line({}), diff_line({}), guardrails_line({}), publish_line({})):
+        assert "None" not in line
 
 
 def test_renewals_only_for_streaming_audiences(tmp_path):

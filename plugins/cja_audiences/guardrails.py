@@ -90,6 +90,37 @@ class GuardrailReport:
         }
 
 
+def override(
+    report: GuardrailReport, spec: AudienceSpec, names: tuple[str, ...] | list[str], who: str
+) -> GuardrailReport:
+    """The report with the named blocks turned into warnings for this one run.
+
+    Only checks the spec lists in ``guardrails.overridable`` may be overridden; any other
+    name is refused, so an override can never lift an Adobe limit.
+    """
+    allowed = set(spec.guardrails.overridable)
+    refused = sorted(set(names) - allowed)
+    if refused:
+        raise ValueError(
+            f"audience {spec.id}: {', '.join(refused)} may not be overridden "
+            f"(guardrails.overridable allows: {', '.join(sorted(allowed)) or 'nothing'})"
+        )
+    checks = [
+        replace(c, verdict="warn", message=f"{c.message} (overridden for this run by {who})")
+        if c.verdict == "block" and c.name in names
+        else c
+        for c in report.checks
+    ]
+    return GuardrailReport(report.audience_id, checks)
+
+
+def overridable_blocks(spec: AudienceSpec, record: dict[str, Any]) -> list[str]:
+    """The blocking checks of a run that its spec lets a person override."""
+    allowed = set(spec.guardrails.overridable)
+    checks = (record.get("guardrails") or {}).get("checks", [])
+    return [c["name"] for c in checks if c.get("verdict") == "block" and c["name"] in allowed]
+
+
 # --------------------------------------------------------------------------- check builders
 
 

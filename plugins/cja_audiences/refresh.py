@@ -7,12 +7,22 @@ through the run folder, so any stage can be retried alone and XCom carries summa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import buckets, clock, compute, diff, explain, guardrails, lifetime, snapshots
-from cja_audiences.lake.layout import Lake
+from cja_audiences import (
+    buckets,
+    clock,
+    compute,
+    diff,
+    explain,
+    guardrails,
+    lifetime,
+    review,
+    snapshots,
+)
+from cja_audiences.lake.layout import Lake, safe_name
 from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
@@ -21,6 +31,10 @@ from cja_audiences.specs.model import AudienceSpec
 
 class GuardrailBlocked(RuntimeError):
     """Guardrails refused the run; nothing was sent and the snapshot did not move."""
+
+
+class ReviewOutdated(RuntimeError):
+    """An approved dry run no longer matches the committed snapshot: its diff is stale."""
 
 
 @dataclass(frozen=True)
@@ -35,25 +49,45 @@ class RefreshRequest:
     full_republish: bool = False
     filter_params: dict[str, Any] = field(default_factory=dict)
     scheduled: bool = False  # started by the timetable (not by a person or an event)
+    run_type: str | None = None  # Airflow's: manual, scheduled, asset_triggered, backfill
+    approve_run: str | None = None  # publish exactly this reviewed run's diff
+    override: tuple[str, ...] = ()  # guardrail checks a person overrides for this run only
+    requested_by: str | None = None  # the person who triggered the run, when Airflow knows
 
     @classmethod
     def from_params(
-        cls, run_id: str, params: dict[str, Any], default_as_of: date, *, scheduled: bool = False
+        cls,
+        run_id: str,
+        params: dict[str, Any],
+        default_as_of: date,
+        *,
+        run_type: str | None = None,
+        requested_by: str | None = None,
     ) -> RefreshRequest:
-        """From a DAG run's params; ``as_of`` defaults to the last complete day."""
+        """From a DAG run's params; ``as_of`` defaults to the last complete day.
+
+        A manual run (a person pressing Trigger, the REST API, the CLI) is a dry run unless
+        ``publish`` is on or it approves a reviewed run; scheduled and new-data runs publish.
+        """
         as_of = params.get("as_of")
         lookback = params.get("lookback_days")
         if lookback is not None and not 1 <= int(lookback) <= 90:
             raise ValueError(f"param lookback_days={lookback}: use a whole number from 1 to 90")
+        approve_run = params.get("approve_run") or None
+        held_for_review = run_type == "manual" and not params.get("publish") and not approve_run
         return cls(
             run_id=run_id,
             as_of=date.fromisoformat(as_of) if as_of else default_as_of,
             lookback_days=int(lookback) if lookback is not None else None,
-            force=bool(params.get("force")),
-            dry_run=bool(params.get("dry_run")),
+            force=bool(params.get("force")) or bool(approve_run),
+            dry_run=bool(params.get("dry_run")) or held_for_review,
             full_republish=bool(params.get("full_republish")),
             filter_params=dict(params.get("filter_params") or {}),
-            scheduled=scheduled,
+            scheduled=run_type == "scheduled",
+            run_type=run_type,
+            approve_run=approve_run,
+            override=tuple(params.get("override") or ()),
+            requested_by=requested_by,
         )
 
 
@@ -98,6 +132,13 @@ class AudienceRefresh:
         return verdict
 
     @property
+    def reviewed_run_dir(self) -> Path | None:
+        """The dry run a person reviewed and approved (its folder in this audience's runs)."""
+        if not self.request.approve_run:
+            return None
+        return self.audience_dir / snapshots.RUNS / safe_name(self.request.approve_run)
+
+    @property
     def buckets(self) -> int | None:
         """Person buckets of this audience (``refresh.buckets``); None: one piece."""
         return self.spec.refresh.buckets
@@ -106,7 +147,10 @@ class AudienceRefresh:
         self, definition: dict[str, Any] | None = None, bucket: int | None = None
     ) -> dict[str, Any]:
         """``definition``: the CJA segment definition, when the caller fetched it already.
-        A bucketed audience computes ``bucket`` (a mapped task), or every bucket in turn."""
+        A bucketed audience computes ``bucket`` (a mapped task), or every bucket in turn.
+        An approval copies the reviewed run's members instead: it publishes what was seen."""
+        if self.reviewed_run_dir is not None and not self.buckets:
+            return review.adopt_members(self.reviewed_run_dir, self.run_dir)
         if self.buckets and bucket is None:
             sizes = [self.compute(definition, b)["size"] for b in range(self.buckets)]
             return {"size": sum(sizes), "buckets": self.buckets}
@@ -130,6 +174,11 @@ class AudienceRefresh:
         ``ttlInDays``, so it renews nothing. A bucketed audience diffs ``bucket`` (a mapped
         task), or every bucket in turn and then merges them (:meth:`merge`)."""
         previous = self.previous_run_dir
+        if self.reviewed_run_dir is not None and not self.buckets:
+            try:  # an approval publishes the reviewed diff, refused if the snapshot moved
+                return review.adopt_diff(self.reviewed_run_dir, self.run_dir, previous)
+            except review.StaleReview as exc:
+                raise ReviewOutdated(str(exc)) from None
         cutoff = None
         if mode == "streaming":
             ttl = lifetime.lifetime_for(self.spec, self.settings)
@@ -170,8 +219,22 @@ class AudienceRefresh:
         return buckets.collect_publish(self.run_dir, self.buckets)
 
     def check(self) -> dict[str, Any]:
-        """Data-level guardrails; a block raises with every violation in one message."""
+        """Data-level guardrails; a block raises with every violation in one message.
+        Checks a person overrode for this run (and the spec allows) warn instead."""
         report = guardrails.check_run(self.spec, self.settings, self.run_dir, self.previous_run_dir)
+        if self.request.override:
+            who = self.request.requested_by or "unknown user"
+            report = guardrails.override(report, self.spec, self.request.override, who)
+            update_run_record(
+                self.run_dir,
+                guardrails=report.as_dict(),
+                override={
+                    "by": who,
+                    "checks": list(self.request.override),
+                    "reviewed_run": self.request.approve_run,
+                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
         if report.blocked:
             update_run_record(self.run_dir, status="blocked")
             raise GuardrailBlocked(report.message)
@@ -192,43 +255,98 @@ class AudienceRefresh:
         update_run_record(self.run_dir, status="failed", failure={"stage": stage, "reason": reason})
 
     def summary(self) -> str:
-        return summarize(read_run_record(self.run_dir), self.run_dir)
+        return summarize(read_run_record(self.run_dir))
 
 
-def summarize(record: dict[str, Any], run_dir: Path) -> str:
-    """A few lines a person can read in a task log: computed, checked, sent, where."""
-    comp = record.get("compute", {})
-    dif = record.get("diff", {})
-    checks = record.get("guardrails", {})
-    warnings = sum(c.get("verdict") == "warn" for c in checks.get("checks", []))
-    pub = record.get("publish", {})
-    failure = record.get("failure")
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int | float) else "-"
+
+
+def compute_line(record: dict[str, Any]) -> str:
+    comp = record.get("compute") or {}
+    window = comp.get("window") or {}
+    metrics = comp.get("preview_metrics") or {}
+    where = (
+        f", adopted from reviewed run {comp['adopted_from']}" if comp.get("adopted_from") else ""
+    )
+    share = metrics.get("member_revenue_share")
+    revenue = f", {share:.1%} of revenue" if isinstance(share, int | float) else ""
+    return (
+        f"computed: {_count(comp.get('size'))} members over {window.get('start', '?')} .. "
+        f"{window.get('end', '?')}, {_count(comp.get('rows_scanned'))} events scanned{revenue}, "
+        f"{comp.get('elapsed_s', 0)} s{where}"
+    )
+
+
+def diff_line(record: dict[str, Any]) -> str:
+    dif = record.get("diff") or {}
+    base = dif.get("previous_run_id") or "nothing (first publish)"
+    renewed = f", {_count(dif['renewed'])} renewed" if "renewed" in dif else ""
+    return (
+        f"diff: +{_count(dif.get('entered'))} entered, -{_count(dif.get('exited'))} exited"
+        f"{renewed}, {_count(dif.get('size'))} members against {base} "
+        f"({_count(dif.get('previous_size', 0))} before)"
+    )
+
+
+def guardrails_line(record: dict[str, Any]) -> str:
+    checks = (record.get("guardrails") or {}).get("checks", [])
+    if not checks:
+        return "guardrails: not checked"
+    counts = {v: sum(c.get("verdict") == v for c in checks) for v in ("pass", "warn", "block")}
+    verdict = "block" if counts["block"] else "warn" if counts["warn"] else "pass"
     lines = [
-        f"audience {record.get('audience_id')} run {record.get('run_id')}: "
-        f"status {record.get('status', 'in progress')}"
-        + (f" at stage {failure['stage']}: {failure['reason']}" if failure else ""),
-        f"  computed: {comp.get('size', '?')} members, window {comp.get('window', {})}",
-        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited, "
-        f"{dif.get('renewed', 0)} renewed (previous size {dif.get('previous_size', 0)})",
-        f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
-        _published(pub),
-        f"  run folder: {run_dir}",
+        f"guardrails: {verdict} ({counts['pass']} pass, {counts['warn']} warn, "
+        f"{counts['block']} block)"
+    ]
+    lines += [
+        f"  {c['verdict'].upper()} {c.get('message', c.get('name', ''))}"
+        for c in checks
+        if c.get("verdict") != "pass"
     ]
     return "\n".join(lines)
 
 
-def _published(pub: dict[str, Any]) -> str:
+def publish_line(record: dict[str, Any]) -> str:
+    pub = record.get("publish") or {}
+    if not pub:
+        return "publish: nothing sent"
+    if pub.get("status") == "dry_run":
+        return (
+            f"publish (dry run): {_count(pub.get('would_send'))} of {_count(pub.get('records'))} "
+            f"records would be sent in {_count(pub.get('requests'))} requests, "
+            f"{_count(pub.get('refused'))} refused; nothing sent"
+        )
     if pub.get("publish_mode") == "external_audience":
         kind = "differential" if pub.get("differential") else "full"
         return (
-            f"  published: external audience ingestion {pub.get('run_id')} ({kind}): "
-            f"{pub.get('records', 0)} rows, +{pub.get('entered', 0)} / -{pub.get('exited', 0)}"
+            f"publish: external audience ingestion {pub.get('run_id', '-')} ({kind}): "
+            f"{_count(pub.get('records', 0))} rows, +{_count(pub.get('entered', 0))} / "
+            f"-{_count(pub.get('exited', 0))}"
         )
     return (
-        f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
-        f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s"
+        f"publish: {_count(pub.get('acknowledged_total', pub.get('acknowledged')))} of "
+        f"{_count(pub.get('records'))} records acknowledged, {_count(pub.get('dead_lettered', 0))} "
+        f"dead-lettered, {_count(pub.get('retried', 0))} retried, "
+        f"{_count(pub.get('records_per_s', 0))} records/s"
     )
 
 
+def summarize(record: dict[str, Any]) -> str:
+    """A few lines a person can read in a task log: computed, checked, sent (no paths)."""
+    failure = record.get("failure")
+    head = (
+        f"audience {record.get('audience_id', '?')} run {record.get('run_id', '?')}: "
+        f"{record.get('status', 'in progress')}"
+        + (f" at stage {failure['stage']}: {failure['reason']}" if failure else "")
+    )
+    body = [compute_line(record), diff_line(record), guardrails_line(record), publish_line(record)]
+    return "\n".join([head, *("  " + line for line in body)])
+
+
 def _jsonable(request: RefreshRequest) -> dict[str, Any]:
-    return {**request.__dict__, "as_of": request.as_of.isoformat()}
+    return {
+        **request.__dict__,
+        "as_of": request.as_of.isoformat(),
+        "override": list(request.override),
+    }

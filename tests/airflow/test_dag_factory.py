@@ -99,6 +99,9 @@ def test_the_form_defaults_to_the_specs_window():
     params = ParamsDict(refresh_params(spec("daily", START)))
     params["as_of"] = "2026-11-20"
     assert params.validate() == {
+        "publish": False,
+        "approve_run": None,
+        "override": [],
         "dry_run": False,
         "force": False,
         "full_republish": False,

@@ -157,6 +157,59 @@ def artifact(name: str) -> Path:
     return path
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium (/usr/bin/chromium) driven by Playwright, headless."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright  # requirements-dev.txt
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def sign_in(page, live: Live, url: str) -> None:
+    """Open ``url``; Airflow sends us to its login page and back once signed in."""
+    page.goto(url)
+    page.wait_for_url("**/auth/login**")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(live.airflow.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(url.split("?")[0] + "*")
+
+
+def screenshot(page, name: str) -> Path:
+    """Kept as a CI artifact (test-artifacts/ is gitignored); the path is printed."""
+    path = artifact(f"{name}.png")
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
 def keep_log(airflow: StandaloneAirflow) -> None:
     """Copy standalone's logs next to the screenshots, so CI keeps them with the artifacts."""
     for log in airflow.home.glob("*.log"):

@@ -47,7 +47,9 @@ def members(run_dir: Path) -> set[tuple[str, str]]:
 
 def run_dag(as_of: date, **conf):
     dag = load_dagbag().get_dag(f"cja_audience__{AUDIENCE}")
-    return dag.test(run_conf={"as_of": as_of.isoformat(), "force": True, **conf})
+    # dag.test() makes a manual run, which is a dry run unless it asks to publish
+    conf = {"as_of": as_of.isoformat(), "force": True, "publish": True, **conf}
+    return dag.test(run_conf=conf)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +154,7 @@ def test_every_example_audience_publishes_through_its_dag(
 ):
     """Each example's own DAG, whole, against the emulator: AEP holds exactly its members."""
     dag = load_dagbag().get_dag(f"cja_audience__{audience_id}")
-    run = dag.test(run_conf={"as_of": AS_OF.isoformat(), "force": True})
+    run = dag.test(run_conf={"as_of": AS_OF.isoformat(), "force": True, "publish": True})
     assert run.state == "success"
     run_dir = long_lake.run_dir(audience_id, run.run_id)
     assert current_run(long_lake.audience_dir(audience_id))["run_id"] == run_dir.name

@@ -8,47 +8,13 @@ shows Success. A screenshot of that page is kept under test-artifacts/e2e/.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.e2e.conftest import artifact
+from tests.e2e.conftest import screenshot, sign_in
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUN_TIMEOUT_MS = 150_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright  # requirements-dev.txt
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
 
 
 def switch_on(dialog, param: str) -> None:
@@ -59,25 +25,12 @@ def switch_on(dialog, param: str) -> None:
     assert box.is_checked(), f"the {param} switch did not turn on"
 
 
-def screenshot(page, name: str) -> Path:
-    """Kept as a CI artifact (test-artifacts/ is gitignored); the path is printed."""
-    path = artifact(f"{name}.png")
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
-    return path
-
-
 def test_dry_run_triggered_from_the_ui_form_succeeds(live, page):
     from playwright.sync_api import expect
 
     url = live.airflow.url
     title = live.airflow.api("GET", f"/api/v2/dags/{live.dag_id}").json()["dag_display_name"]
-    page.goto(f"{url}/dags/{live.dag_id}")
-    page.wait_for_url("**/auth/login**")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(live.airflow.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"**/dags/{live.dag_id}")
+    sign_in(page, live, f"{url}/dags/{live.dag_id}")
 
     page.get_by_role("button", name="Trigger Dag").click()
     dialog = page.get_by_role("dialog")
@@ -90,7 +43,7 @@ def test_dry_run_triggered_from_the_ui_form_succeeds(live, page):
     dialog.get_by_role("heading").click()  # closes the date picker, keeps the dialog
     dialog.get_by_role("button", name="Run mode").click()
     switch_on(dialog, "dry_run")
-    switch_on(dialog, "force")
+    switch_on(dialog, "force")  # (a run someone triggers is a dry run anyway unless "publish")
     with page.expect_response(
         lambda r: r.request.method == "POST" and r.url.endswith(f"/dags/{live.dag_id}/dagRuns")
     ) as posted:

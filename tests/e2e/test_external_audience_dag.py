@@ -75,11 +75,9 @@ def test_publish_and_two_refreshes_hold_each_committed_snapshot(airflow_db, env,
         as_of = AS_OF + timedelta(days=day)
         if day:
             generate_synthetic(env, persons=PERSONS, days=1, end=as_of, seed=5 + day)
-        run = (
-            load_dagbag()
-            .get_dag(dag_id)
-            .test(run_conf={"as_of": as_of.isoformat(), "force": True, "lookback_days": 7})
-        )
+        # dag.test() makes a manual run: a dry run unless it asks to publish
+        conf = {"as_of": as_of.isoformat(), "force": True, "lookback_days": 7, "publish": True}
+        run = load_dagbag().get_dag(dag_id).test(run_conf=conf)
         assert run.state == "success"
         run_dir = env.run_dir(AUDIENCE, run.run_id)
         assert current_run(env.audience_dir(AUDIENCE))["run_id"] == run_dir.name

@@ -377,6 +377,35 @@ def test_one_time_and_ended_schedules() -> None:
     assert not due and "the refresh schedule ended" in reason
 
 
+def test_next_refresh_follows_the_schedule_and_stops_with_it():
+    from datetime import UTC, datetime
+
+    from cja_audiences.specs.calendar import next_refresh
+
+    spec = make_spec(
+        refresh={
+            "frequency": "daily",
+            "lookback_days": 7,
+            "start": datetime(2026, 1, 1, 6, tzinfo=UTC),
+        }
+    )
+    assert next_refresh(spec, datetime(2026, 3, 5, 7, tzinfo=UTC)) == datetime(
+        2026, 3, 6, 6, tzinfo=UTC
+    )
+    assert next_refresh(spec, datetime(2025, 12, 1, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 6, tzinfo=UTC
+    )
+    assert next_refresh(spec, datetime(2027, 6, 1, tzinfo=UTC)) is None  # schedule ended
+
+
+def test_only_our_own_checks_may_be_overridable():
+    from cja_audiences.specs.limits import AudienceGuardrails
+
+    assert AudienceGuardrails(overridable=("change", "exits")).overridable == ("change", "exits")
+    with pytest.raises(ValueError, match="size cannot be overridden"):
+        AudienceGuardrails(overridable=("size",))
+
+
 @pytest.mark.parametrize(
     ("frequency", "ttl", "verdict"),
     [

@@ -115,13 +115,21 @@ def refresh_params(spec: AudienceSpec | None = None) -> dict[str, Param]:
     """The trigger form: every field validated by the form before a run is created."""
     default_lookback = spec.refresh.lookback_days if spec else None
     return {
+        "publish": Param(
+            False,
+            type="boolean",
+            title="Publish to AEP",
+            section="Run mode",
+            description="A run you trigger is a dry run you can review in the audiences "
+            "dashboard unless this is on. Scheduled and new-data runs always publish.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
             title="Dry run",
             section="Run mode",
             description="Compute, check and diff; report what would be sent; "
-            "send and commit nothing.",
+            "send and commit nothing (also for scheduled and new-data runs).",
         ),
         "force": Param(
             False,
@@ -156,6 +164,23 @@ def refresh_params(spec: AudienceSpec | None = None) -> dict[str, Param]:
             section="Window",
             description="Last day of the window (YYYY-MM-DD). Empty: yesterday.",
         ),
+        "approve_run": Param(
+            None,
+            type=["null", "string"],
+            title="Approve reviewed run",
+            section="Review (set by the audiences dashboard)",
+            description="Publish exactly this reviewed run's entered and exited members; "
+            "refused if another run was committed since.",
+        ),
+        "override": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Override guardrails",
+            section="Review (set by the audiences dashboard)",
+            description="Blocking checks to override for this run only (only those the spec "
+            "lists in guardrails.overridable).",
+        ),
     }
 
 
@@ -181,8 +206,13 @@ def doc_md(spec: AudienceSpec) -> str:
             f"* **Identity**: {spec.identity.namespace}",
             f"* **Refresh**: {spec.refresh.frequency}, {window}, expires {spec.refresh.expires or '-'}",
             f"* **Guardrails**: {spec.guardrails.model_dump(exclude_none=True) or 'defaults'}",
+            f"* **Dashboard**: [size history, runs, review and approve]"
+            f"(/cja-audiences/audiences/{spec.id})",
             f"* **Rendered SQL**: [/cja-audiences/audiences/{spec.id}/sql]"
             f"(/cja-audiences/audiences/{spec.id}/sql) or `python -m cja_audiences render {spec.id}`",
+            "",
+            "A run you trigger is a **dry run** unless you switch on *Publish to AEP*: review "
+            "who would enter and exit in the dashboard, then approve it there.",
         ]
     )
 

@@ -81,6 +81,10 @@ class RunRecord(BaseModel):
     commit: Commit | None = None
     rollback: Rollback | None = None
     failure: Failure | None = None
+    approval: dict[str, Any] | None = (
+        None  # a reviewed dry run: who approved it, which run publishes it
+    )
+    override: dict[str, Any] | None = None  # guardrails overridden for one run: by, checks, at
 
 
 def load_run(run_dir: Path) -> RunRecord:

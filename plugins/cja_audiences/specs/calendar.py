@@ -153,3 +153,13 @@ def refresh_due(
         f"at {when(allowed)} (or run with force=true)",
         allowed,
     )
+
+
+def next_refresh(spec: AudienceSpec, now: datetime) -> datetime | None:
+    """When the schedule next refreshes the audience (None: one-time or schedule ended)."""
+    if spec.refresh.frequency == "one_time":
+        return None
+    begun = period_start(spec, now)
+    upcoming = spec.refresh.start if begun is None else next_period(spec, begun)
+    end = schedule_end(spec)
+    return upcoming if end is None or upcoming < end else None

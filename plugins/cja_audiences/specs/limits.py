@@ -63,6 +63,9 @@ SHA256_PATTERN = r"[0-9a-f]{64}"
 # value; 2 KB is a generous bound for everything but the identity value itself.
 RECORD_ENVELOPE_BYTES = 2048
 
+# Our own run-level checks a spec may let a person override for one run (Adobe's never).
+OVERRIDABLE_CHECKS = ("min_size", "empty", "change", "exits", "identity_format")
+
 FREQUENCY_HOURS = {"every_4_hours": 4, "daily": 24, "weekly": 24 * 7, "monthly": 24 * 28}
 
 
@@ -87,6 +90,20 @@ class AudienceGuardrails(BaseModel):
         None, ge=0, description="identity values failing their namespace's format"
     )
     crm_id_pattern: str | None = Field(None, description="RE2 pattern a CRMID must fully match")
+    overridable: tuple[str, ...] = Field(
+        (), description="checks a person may override for one run in the dashboard"
+    )
+
+    @field_validator("overridable")
+    @classmethod
+    def _ours_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in OVERRIDABLE_CHECKS]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} cannot be overridden; choose from "
+                f"{', '.join(OVERRIDABLE_CHECKS)} (Adobe's limits are never overridable)"
+            )
+        return value
 
     @field_validator("max_size")
     @classmethod

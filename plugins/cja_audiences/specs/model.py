@@ -21,6 +21,9 @@ from cja_audiences.specs.limits import HARD, AudienceGuardrails
 
 Frequency = Literal["one_time", "every_4_hours", "daily", "weekly", "monthly"]
 ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
+# libyaml's safe loader when PyYAML has it (10x faster: every DAG parse and dashboard page
+# loads every spec), else the pure-Python one; both build the same plain data.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Strict(BaseModel):
@@ -287,7 +290,7 @@ class SpecError(ValueError):
 
 def load_spec(path: Path) -> AudienceSpec:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise SpecError(path, f"not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -9,7 +9,12 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
-from cja_audiences.airflow.operators.aep import AEPAudienceLink, AEPProfilePublishOperator, _flag
+from cja_audiences.airflow.operators.aep import (
+    AEPAudienceLink,
+    AEPProfilePublishOperator,
+    AudienceDashboardLink,
+    _flag,
+)
 from cja_audiences.lake.layout import Lake
 from tests.publish.helpers import held, identities, make_spec, member_table, write_members
 
@@ -37,7 +42,20 @@ def test_init_is_keyword_only_and_fields_are_templated():
     op = AEPProfilePublishOperator(task_id="publish", audience_id="high_value")
     assert isinstance(op.template_fields, tuple)
     assert {"audience_id", "aep_conn_id", "run_dir", "full_republish"} <= set(op.template_fields)
-    assert [type(link) for link in op.operator_extra_links] == [AEPAudienceLink]
+    assert [type(link) for link in op.operator_extra_links] == [
+        AEPAudienceLink,
+        AudienceDashboardLink,
+    ]
+
+
+def test_the_dashboard_link_opens_this_runs_page():
+    from types import SimpleNamespace
+
+    op = AEPProfilePublishOperator(task_id="publish", audience_id="high_value")
+    key = SimpleNamespace(run_id="manual__2026-11-30T10:00:00+00:00")
+    assert AudienceDashboardLink().get_link(op, ti_key=key) == (
+        "/cja-audiences/audiences/high_value/runs/manual__2026-11-30T10_00_00_00_00"
+    )
 
 
 def test_publishes_a_given_run_folder_and_links_to_the_audience(emu, env, tmp_path):

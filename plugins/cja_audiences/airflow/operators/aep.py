@@ -33,6 +33,20 @@ class AEPAudienceLink(BaseOperatorLink):
         return getattr(operator, "audience_url", None) or ""
 
 
+class AudienceDashboardLink(BaseOperatorLink):
+    """Opens this run's page in the audiences dashboard (review, guardrails, dead letters)."""
+
+    name = "Audience dashboard"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        from cja_audiences.lake.layout import safe_name
+
+        audience = getattr(operator, "audience_id", None)
+        if not isinstance(audience, str):  # mapped over audiences: the overview
+            return "/cja-audiences/"
+        return f"/cja-audiences/audiences/{audience}/runs/{safe_name(ti_key.run_id)}"
+
+
 class AEPProfilePublishOperator(BaseOperator):
     """Publish one audience run to AEP; returns the publish summary (small, for XCom).
 
@@ -58,7 +72,7 @@ class AEPProfilePublishOperator(BaseOperator):
         "dry_run",
         "decommission",
     )
-    operator_extra_links = (AEPAudienceLink(),)
+    operator_extra_links = (AEPAudienceLink(), AudienceDashboardLink())
     ui_color = "#ffe4e4"
 
     def __init__(
@@ -93,7 +107,7 @@ class AEPProfilePublishOperator(BaseOperator):
         from cja_audiences.airflow.hooks.aep import AEPHook
         from cja_audiences.publish import publish_mode
         from cja_audiences.publish.streaming import DeadLetterThresholdExceeded
-        from cja_audiences.refresh import summarize
+        from cja_audiences.refresh import publish_line, summarize
 
         spec, run_dirs, full_republish, dry_run = self._target(context)
         hook = AEPHook(aep_conn_id=self.aep_conn_id)
@@ -136,7 +150,8 @@ class AEPProfilePublishOperator(BaseOperator):
                 summary.get("requests"),
                 summary.get("records_per_s"),
             )
-            self.log.info("%s", summarize(read_run_record(run_dir), run_dir))
+            self.log.info("%s", publish_line({"publish": summary}))
+            self.log.info("%s", summarize(read_run_record(run_dir)))
         self.audience_url = (summary.get("audience") or {}).get("url")
         return summary
 

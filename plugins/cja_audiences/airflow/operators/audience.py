@@ -32,12 +32,14 @@ def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
 
     settings = get_settings()
     spec = spec_by_id(settings.audiences_dir, audience_id)
-    run_type = getattr(context.get("dag_run"), "run_type", None)
+    dag_run = context.get("dag_run")
+    run_type = getattr(dag_run, "run_type", None)
     request = RefreshRequest.from_params(
         context["run_id"],
         dict(context["params"]),
         default_as_of=last_complete_day(context),
-        scheduled=getattr(run_type, "value", run_type) == "scheduled",
+        run_type=getattr(run_type, "value", run_type),
+        requested_by=getattr(dag_run, "triggering_user_name", None),
     )
     return AudienceRefresh(spec, settings, request)
 
@@ -50,6 +52,19 @@ def record_failure(context: Context) -> None:
     refresh = audience_refresh(audience_id, context)
     refresh.record_failure(context["ti"].task_id, str(context.get("exception") or "unknown"))
     context["task"].log.error("%s", refresh.summary())
+
+
+def _line(stage: str, refresh: AudienceRefresh) -> str:
+    """The stage's one-line summary for its task log (sizes, counts, verdicts; no paths)."""
+    from cja_audiences import refresh as core
+    from cja_audiences.lake.runs import read_run_record
+
+    lines = {
+        "compute": core.compute_line,
+        "diff": core.diff_line,
+        "guardrails": core.guardrails_line,
+    }
+    return lines[stage](read_run_record(refresh.run_dir))
 
 
 class AudienceStageOperator(BaseOperator):
@@ -101,6 +116,7 @@ class AudienceComputeOperator(AudienceStageOperator):
             config = CJAHook(cja_conn_id=refresh.settings.cja_conn_id).get_config()
             definition = fetch_definition(config, segment.id)
         result = refresh.compute(definition=definition, bucket=self.bucket)
+        self.log.info("%s", _line("compute", refresh))
         keys = ("size", "members_path", "window", "elapsed_s", "buckets")
         return {k: result[k] for k in keys if k in result}
 
@@ -113,9 +129,15 @@ class AudienceDiffOperator(AudienceStageOperator):
         connection's ``publish_mode``."""
         from cja_audiences.airflow.hooks.aep import AEPHook
         from cja_audiences.publish import publish_mode
+        from cja_audiences.refresh import ReviewOutdated
 
         config = AEPHook(aep_conn_id=refresh.settings.aep_conn_id).get_config()
-        return refresh.diff(self.bucket, mode=publish_mode(refresh.spec, config))
+        try:
+            result = refresh.diff(self.bucket, mode=publish_mode(refresh.spec, config))
+        except ReviewOutdated as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would refuse it again
+        self.log.info("%s", _line("diff", refresh))
+        return result
 
 
 class AudienceMergeOperator(AudienceStageOperator):
@@ -138,10 +160,10 @@ class AudienceGuardrailsOperator(AudienceStageOperator):
         try:
             report = refresh.check()
         except GuardrailBlocked as exc:
+            self.log.error("%s", _line("guardrails", refresh))
             raise AirflowFailException(str(exc)) from None
-        warnings = [c["message"] for c in report["checks"] if c["verdict"] == "warn"]
-        for warning in warnings:
-            self.log.warning("guardrail warning: %s", warning)
+        self.log.info("%s", _line("guardrails", refresh))
+        warnings = [c for c in report["checks"] if c["verdict"] == "warn"]
         return {"blocked": False, "warnings": len(warnings)}
 
 

@@ -1,0 +1,1 @@
+"""The audiences dashboard's view of the lake: runs, overview rows, overlap (no Airflow here)."""
