@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,17 @@ import pyarrow.parquet as pq
 
 from cja_audiences import why
 from cja_audiences.lake.layout import atomic_path
-from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
+from cja_audiences.lake.runs import (
+    ENTERED,
+    EXITED,
+    MEMBERS,
+    MEMBERSHIP,
+    RENEWED,
+    read_run_record,
+    update_run_record,
+)
 from cja_audiences.lake.schema import MEMBER_SCHEMA
+from cja_audiences.lake.storage import LakePath, connect, is_remote, parquet_file, parquet_rows
 
 # Rows (both sides together) per key range: ~2.5M keeps a range's hash table near 250 MB.
 RANGE_ROWS = 5_000_000
@@ -53,13 +63,23 @@ ExitExplainer = Callable[[list[str]], pa.Table]
 
 
 def diff_members(
-    run_dir: Path, previous_run_dir: Path | None, explain_exits: ExitExplainer | None = None
+    run_dir: LakePath,
+    previous_run_dir: LakePath | None,
+    explain_exits: ExitExplainer | None = None,
+    renew_before: datetime | None = None,
+    *,
+    previous_members: LakePath | None = None,
 ) -> dict[str, Any]:
-    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id); record the counts.
+    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id) and renewed.parquet;
+    record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
     the audience was never published, so every member enters. ``explain_exits`` evaluates
     the exits on the lake (``why.exit_reasons``); without it their reason is ``left``.
+    ``previous_members`` replaces that run's members file (a bucket diffs against its slice).
+    Renewed: unchanged members whose ``valid_until`` in the previous run's membership file is
+    before ``renew_before`` (all unchanged ones when that run has no such file); none when
+    ``renew_before`` is None.
     """
     started = time.perf_counter()
     members = run_dir / MEMBERS
@@ -68,12 +88,15 @@ def diff_members(
         _first_run(members, run_dir)
         entered, exited, previous_size = size, 0, 0
     else:
-        previous = previous_run_dir / MEMBERS
+        previous = previous_members or previous_run_dir / MEMBERS
         previous_size = _rows(previous)
         entered, exited = _diff_files(members, previous, run_dir, explain_exits)
+    renewed = _renewals(run_dir, previous_run_dir, renew_before)
     record = {
         "entered": entered,
         "exited": exited,
+        "renewed": renewed,
+        "renew_before": renew_before.isoformat() if renew_before else None,
         "unchanged": size - entered,
         "size": size,
         "previous_size": previous_size,
@@ -84,15 +107,15 @@ def diff_members(
     return record
 
 
-def _rows(path: Path) -> int:
+def _rows(path: LakePath) -> int:
     """Row count from the Parquet footer: no data is read."""
-    return pq.ParquetFile(path).metadata.num_rows
+    return parquet_rows(path)
 
 
-def _first_run(members: Path, run_dir: Path) -> None:
+def _first_run(members: LakePath, run_dir: LakePath) -> None:
     """Everybody enters (streamed batch by batch: members are sorted already); an empty
     exited file keeps publish's reading uniform."""
-    source = pq.ParquetFile(members)
+    source = parquet_file(members)
     names = source.schema_arrow.names
     with (
         atomic_path(run_dir / ENTERED) as tmp,
@@ -116,9 +139,9 @@ def _first_run(members: Path, run_dir: Path) -> None:
         pq.write_table(CHANGE_SCHEMA.empty_table(), tmp)
 
 
-def _member_sql(path: Path, param: str, where: str = "true") -> str:
+def _member_sql(path: LakePath, param: str, where: str = "true") -> str:
     """The key and the carried columns of a member file (NULL where an older file has none)."""
-    names = set(pq.read_schema(path).names)
+    names = set(parquet_file(path).schema_arrow.names)
     carried = [
         name if name in names else f"CAST(NULL AS {kind}) AS {name}"
         for name, kind in _CARRIED.items()
@@ -126,24 +149,61 @@ def _member_sql(path: Path, param: str, where: str = "true") -> str:
     return f"SELECT {_KEY}, {', '.join(carried)} FROM read_parquet(${param}) WHERE {where}"
 
 
-def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(
+def _renewals(
+    run_dir: LakePath, previous_run_dir: LakePath | None, renew_before: datetime | None
+) -> int:
+    """Unchanged members due for renewal (see ``lifetime``), written to renewed.parquet."""
+    members = run_dir / MEMBERS
+    query, params = "SELECT * FROM read_parquet($members) WHERE false", {"members": str(members)}
+    if previous_run_dir is not None and renew_before is not None:
+        membership = previous_run_dir / MEMBERSHIP
+        if membership.exists():
+            query = (
+                f"SELECT m.* FROM read_parquet($members) AS m JOIN read_parquet($previous) "
+                f"AS p USING ({_KEY}) WHERE p.valid_until < $cutoff"
+            )
+            params |= {"previous": str(membership), "cutoff": renew_before}
+        else:  # published before validUntil existed: AEP keeps them 30 days at most
+            query = (
+                f"SELECT m.* FROM read_parquet($members) AS m "
+                f"SEMI JOIN read_parquet($previous) AS p USING ({_KEY})"
+            )
+            params |= {"previous": str(previous_run_dir / MEMBERS)}
+    spill_parent = None if is_remote(run_dir) else run_dir
+    with tempfile.TemporaryDirectory(prefix=".renew-", dir=spill_parent) as spill:
+        con = _connect(Path(spill), run_dir)
+        try:
+            with atomic_path(run_dir / RENEWED) as tmp:
+                con.execute(
+                    f"COPY (SELECT * FROM ({query}) ORDER BY {_KEY}) "
+                    "TO $path (FORMAT parquet, COMPRESSION zstd)",
+                    params | {"path": str(tmp)},
+                )
+        finally:
+            con.close()
+    return _rows(run_dir / RENEWED)
+
+
+def _connect(spill_dir: Path, run_dir: LakePath) -> duckdb.DuckDBPyConnection:
+    con = connect(
+        run_dir,
         config={
             "threads": THREADS,
             "memory_limit": MEMORY_LIMIT,
             "preserve_insertion_order": False,
             "temp_directory": str(spill_dir),
-        }
+        },
     )
     con.execute("SET enable_progress_bar = false")
     return con
 
 
 def _diff_files(
-    current: Path, previous: Path, run_dir: Path, explain_exits: ExitExplainer | None
+    current: LakePath, previous: LakePath, run_dir: LakePath, explain_exits: ExitExplainer | None
 ) -> tuple[int, int]:
-    with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
-        con = _connect(Path(spill))
+    spill_parent = None if is_remote(run_dir) else run_dir
+    with tempfile.TemporaryDirectory(prefix=".diff-", dir=spill_parent) as spill:
+        con = _connect(Path(spill), run_dir)
         try:
             con.execute(
                 "CREATE TEMP TABLE changes (person_id VARCHAR NOT NULL, namespace VARCHAR NOT "
@@ -163,8 +223,8 @@ def _diff_files(
 
 def _diff_range(
     con: duckdb.DuckDBPyConnection,
-    current: Path,
-    previous: Path,
+    current: LakePath,
+    previous: LakePath,
     low: str | None,
     high: str | None,
     target: tuple[str, dict[str, Any]],
@@ -230,7 +290,7 @@ def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str
     return " AND ".join(terms) or "true", bounds
 
 
-def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int:
+def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: LakePath) -> int:
     """One side with its reason: the same person on the other side moved to another split or
     changed identity; else
     entered members now hold, exited ones have the explainer's reason (or ``left``)."""
@@ -266,7 +326,7 @@ def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int
     return _rows(path)
 
 
-def key_ranges(paths: list[Path], range_rows: int) -> list[tuple[str | None, str | None]]:
+def key_ranges(paths: list[LakePath], range_rows: int) -> list[tuple[str | None, str | None]]:
     """Split person_id into (low, high] ranges of about ``range_rows`` rows over all ``paths``.
 
     Uses only the Parquet footers (row-group min/max), never the data. When a file is not
@@ -291,9 +351,9 @@ def key_ranges(paths: list[Path], range_rows: int) -> list[tuple[str | None, str
     return list(pairwise(edges))
 
 
-def _row_group_bounds(path: Path) -> list[tuple[str, str, int]] | None:
+def _row_group_bounds(path: LakePath) -> list[tuple[str, str, int]] | None:
     """(min, max, rows) of person_id per row group, or None when unsorted or without stats."""
-    metadata = pq.ParquetFile(path).metadata
+    metadata = parquet_file(path).metadata
     column = metadata.schema.names.index("person_id")
     bounds = []
     for index in range(metadata.num_row_groups):

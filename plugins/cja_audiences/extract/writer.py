@@ -47,7 +47,9 @@ from cja_audiences.extract.normalize import (
 from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
 from cja_audiences.lake.layout import Lake, atomic_path, safe_name
+from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA
+from cja_audiences.lake.storage import connect, parquet_rows
 
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
@@ -97,7 +99,7 @@ class PartitionWriter:
         self.namespace = namespace
         self.list_separator = list_separator
         self.quarantine_path = lake.quarantine(source, safe_name(run_id)) / "rejected.parquet"
-        self._con = duckdb.connect()
+        self._con = connect(lake.root)
         self._con.execute("SET TimeZone = 'UTC'")
         self._incoming: dict[str, pq.ParquetWriter] = {}
         self._buffers: dict[str, list[pa.Table]] = {}
@@ -220,7 +222,7 @@ class PartitionWriter:
             return 0
         with atomic_path(self.quarantine_path) as tmp:
             shutil.move(staged, tmp)
-        return pq.ParquetFile(self.quarantine_path).metadata.num_rows
+        return parquet_rows(self.quarantine_path)
 
     def _rejection_message(self, rejected: int, share: float) -> str:
         reasons = ", ".join(f"{reason!r} x{n}" for reason, n in self._reasons.most_common(5))
@@ -249,7 +251,7 @@ class PartitionWriter:
         """Build the staged partition for ``date``: dedupe, merge, sort, bucket; its rows."""
         incoming = self._staging_path / ".incoming" / f"{date}.parquet"
         live = self.lake.event_partition(date)
-        live_files = sorted(live.glob("*.parquet")) if self.mode == "merge" else []
+        live_files = partition_files(live) if self.mode == "merge" else []
         columns = ", ".join(f'"{f.name}"' for f in EVENT_SCHEMA)
         union = f"SELECT {columns}, 1 AS _new, _seq FROM read_parquet(?, hive_partitioning = false)"
         params: list[Any] = [str(incoming)]

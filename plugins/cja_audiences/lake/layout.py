@@ -1,55 +1,55 @@
 """The lake's layout (DESIGN §3) and the atomic writes every stage uses.
 
-A stage reads its inputs from here and writes its outputs here. Writes go to a temporary
-name in the same folder and are renamed into place, so a reader never sees half a file.
+A stage reads its inputs from here and writes its outputs here. The root is a local folder
+or object storage (``lake.storage``); every write is atomic on both, so a reader never sees
+half a file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+from cja_audiences.lake.storage import LakePath, atomic_path, lake_path
+
+__all__ = ["Lake", "atomic_path", "read_json", "write_json", "write_parquet"]
+
 
 class Lake:
-    """Paths under one root (``CJA_AUDIENCES_HOME``)."""
+    """Paths under one root (``CJA_AUDIENCES_HOME``): ``Path`` locally, ``UPath`` for URLs."""
 
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: LakePath | str) -> None:
+        self.root = lake_path(root)
 
     @property
-    def landing(self) -> Path:
+    def landing(self) -> LakePath:
         return self.root / "landing"
 
     @property
-    def events(self) -> Path:
+    def events(self) -> LakePath:
         return self.root / "lake" / "events"
 
     @property
-    def persons(self) -> Path:
+    def persons(self) -> LakePath:
         return self.root / "lake" / "persons"
 
-    def event_partition(self, date: str) -> Path:
+    def event_partition(self, date: str) -> LakePath:
         return self.events / f"date={date}"
 
-    def quarantine(self, source: str, run_id: str) -> Path:
+    def quarantine(self, source: str, run_id: str) -> LakePath:
         return self.root / "quarantine" / source / run_id
 
     @property
-    def audiences(self) -> Path:
+    def audiences(self) -> LakePath:
         return self.root / "audiences"
 
-    def audience_dir(self, audience_id: str) -> Path:
+    def audience_dir(self, audience_id: str) -> LakePath:
         return self.audiences / audience_id
 
-    def run_dir(self, audience_id: str, run_id: str) -> Path:
+    def run_dir(self, audience_id: str, run_id: str) -> LakePath:
         return self.audience_dir(audience_id) / "runs" / safe_name(run_id)
 
 
@@ -58,21 +58,7 @@ def safe_name(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def write_parquet(table: pa.Table, path: Path) -> Path:
+def write_parquet(table: pa.Table, path: LakePath) -> LakePath:
     import pyarrow.parquet as pq  # here: paths alone (DAG parsing, the CLI) need no PyArrow
 
     with atomic_path(path) as tmp:
@@ -80,13 +66,13 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
     return path
 
 
-def write_json(obj: Any, path: Path) -> Path:
+def write_json(obj: Any, path: LakePath) -> LakePath:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: LakePath, default: Any = None) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
