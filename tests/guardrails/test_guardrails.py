@@ -88,6 +88,13 @@ def test_nobody_can_loosen_a_hard_limit(
     assert needle in str(err.value)
 
 
+def test_checking_a_crm_id_pattern_leaves_duckdbs_default_connection_usable() -> None:
+    import duckdb
+
+    make_spec(guardrails={"crm_id_pattern": "[A-Z]{3}[0-9]+"})
+    assert duckdb.sql("SELECT 42").fetchall() == [(42,)]
+
+
 def test_guardrail_settings_that_nothing_could_pass_are_rejected() -> None:
     with pytest.raises(ValueError, match="min_size 500 is above max_size 100"):
         make_spec(guardrails={"max_size": 100, "min_size": 500})

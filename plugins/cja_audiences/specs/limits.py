@@ -121,11 +121,15 @@ class AudienceGuardrails(BaseModel):
         if value is not None:
             import duckdb  # RE2 is DuckDB's dialect; imported only for specs that set a pattern
 
+            # A connection of its own, fetched and closed: a result left pending on DuckDB's
+            # process-wide default connection blocks every later `duckdb.sql` in the process.
+            con = duckdb.connect()
             try:
-                # fetched: an unread result would block DuckDB's shared default connection
-                duckdb.execute("SELECT regexp_full_match('', $p)", {"p": value}).fetchall()
+                con.execute("SELECT regexp_full_match('', $p)", {"p": value}).fetchall()
             except duckdb.Error as exc:
                 raise ValueError(f"not a valid RE2 pattern: {exc}") from None
+            finally:
+                con.close()
         return value
 
     @model_validator(mode="after")
