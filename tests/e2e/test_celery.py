@@ -68,7 +68,7 @@ def cluster(emulator, tmp_path_factory):
 
 def test_audiences_run_on_both_workers_and_share_the_org_budget(cluster, emulator):
     airflow, lake = cluster
-    conf = {"force": True, "as_of": last_complete_day().isoformat()}
+    conf = {"force": True, "publish": True, "as_of": last_complete_day().isoformat()}
     runs = []
     for audience in ALONE:
         dag_id = f"cja_audience__{audience}"
