@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from cja_audiences.filters.compiler import CompiledQuery, CompileError, QueryBuilder
 from cja_audiences.filters.fields import quote
 from cja_audiences.filters.rules import parse_rules
+from cja_audiences.filters.sandbox import UnsafeSQL, check_select, sandboxed_connection
 from cja_audiences.filters.segment import (
     DataViewMapping,
     SegmentError,
@@ -226,11 +227,15 @@ def evaluate_audience(
         definition=definition,
     )
     lake = Lake(settings.home)
-    con = duckdb.connect()
-    try:
-        _register(con, "raw_events", _event_files(lake, window), EVENT_SCHEMA)
-        _register(con, "raw_persons", sorted(lake.persons.glob("*.parquet")), PERSON_SCHEMA)
-        table = con.sql(rendered.sql, params=rendered.params).to_arrow_table()
+    events, persons = _event_files(lake, window), sorted(lake.persons.glob("*.parquet"))
+    with sandboxed_connection(
+        [*events, *persons],
+        memory_limit=settings.compute_memory_limit,
+        threads=settings.compute_threads,
+    ) as con:
+        _register(con, "raw_events", events, EVENT_SCHEMA)
+        _register(con, "raw_persons", persons, PERSON_SCHEMA)
+        table = _run_filter(con, rendered, spec)
         has_identity = pc.fill_null(pc.not_equal(table["identity"], ""), False)
         members = pa.table(
             {
@@ -245,8 +250,6 @@ def evaluate_audience(
         )
         missing = table.num_rows - members.num_rows
         stats = _stats(con, members, missing) if preview else {"missing_identity": missing}
-    finally:
-        con.close()
     stats.update(
         size=members.num_rows,
         size_by_namespace={spec.identity.namespace: members.num_rows},
@@ -257,6 +260,24 @@ def evaluate_audience(
         elapsed_s=round(time.perf_counter() - started, 3),
     )
     return Evaluation(members, stats)
+
+
+def _run_filter(
+    con: duckdb.DuckDBPyConnection, rendered: RenderedAudience, spec: AudienceSpec
+) -> pa.Table:
+    """The members query on the sandboxed connection; file access outside the query's
+    inputs and anything but one SELECT become an error naming the spec."""
+    where = f"{spec.source_path or spec.id}: filter"
+    try:
+        check_select(con, rendered.sql, where)
+        return con.sql(rendered.sql, params=rendered.params).to_arrow_table()
+    except UnsafeSQL as exc:
+        raise AudienceError(str(exc)) from None
+    except duckdb.PermissionException as exc:
+        raise AudienceError(
+            f"{where} reaches outside its inputs (the window's events and the persons table "
+            f"are the only files it may read, and it may write none): {exc}"
+        ) from None
 
 
 def compute_audience(

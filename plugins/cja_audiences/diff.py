@@ -6,6 +6,11 @@ no hashes standing in for them) and bounded in memory at any audience size: both
 files are sorted by person_id, so their row-group statistics split the key space into ranges
 of a few million rows, and each range is diffed with one full outer join. A range never holds
 more than its share of rows, so the hash table stays small and nothing spills to disk.
+
+The base is the committed snapshot *corrected* by what uncommitted runs may have sent
+(:class:`Corrections`, from ``publish.sent``): a member one of them may have exited enters
+again, and anyone one of them may have realized who is not a member exits. So AEP converges
+to the new snapshot whatever an abandoned, failed or racing run left behind.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -36,29 +42,50 @@ THREADS = 2
 _KEY = "person_id, namespace, identity"
 
 
-def diff_members(run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Corrections:
+    """Sends no committed snapshot accounts for: member files sent as realized or exited."""
+
+    realized: list[Path] = field(default_factory=list)
+    exited: list[Path] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.realized or self.exited)
+
+
+def diff_members(
+    run_dir: Path, previous_run_dir: Path | None, corrections: Corrections | None = None
+) -> dict[str, Any]:
     """Write entered/exited.parquet (MEMBER_SCHEMA, sorted by person_id) and record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
-    the audience was never published, so every member enters.
+    the audience was never published, so every member enters. ``corrections`` are the
+    uncommitted sends to supersede (module doc).
     """
     started = time.perf_counter()
+    corrections = corrections or Corrections()
     members = run_dir / MEMBERS
     size = _rows(members)
-    if previous_run_dir is None:
+    previous_size = _rows(previous_run_dir / MEMBERS) if previous_run_dir else 0
+    if previous_run_dir is None and not corrections:
         _first_run(members, run_dir)
-        entered, exited, previous_size = size, 0, 0
+        entered, exited, corrected = size, 0, (0, 0)
     else:
-        previous = previous_run_dir / MEMBERS
-        previous_size = _rows(previous)
-        entered, exited = _diff_files(members, previous, run_dir)
+        previous = previous_run_dir / MEMBERS if previous_run_dir else None
+        entered, exited, corrected = _diff_files(members, previous, run_dir, corrections)
     record = {
         "entered": entered,
         "exited": exited,
-        "unchanged": size - entered,
+        "unchanged": size - (entered - corrected[0]),
         "size": size,
         "previous_size": previous_size,
         "previous_run_id": previous_run_dir.name if previous_run_dir else None,
+        "corrections": {
+            "run_ids": corrections.run_ids,
+            "entered": corrected[0],
+            "exited": corrected[1],
+        },
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
     update_run_record(run_dir, diff=record)
@@ -91,8 +118,14 @@ def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _diff_files(current: Path, previous: Path, run_dir: Path) -> tuple[int, int]:
+def _diff_files(
+    current: Path, previous: Path | None, run_dir: Path, corrections: Corrections
+) -> tuple[int, int, tuple[int, int]]:
+    """(entered, exited, (of which corrections entered, exited))."""
     with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
+        if previous is None:  # first publish, but another run already sent some of it
+            previous = Path(spill) / "empty.parquet"
+            pq.write_table(MEMBER_SCHEMA.empty_table(), previous)
         con = _connect(Path(spill))
         try:
             con.execute(
@@ -101,11 +134,38 @@ def _diff_files(current: Path, previous: Path, run_dir: Path) -> tuple[int, int]
             )
             for low, high in key_ranges([current, previous], RANGE_ROWS):
                 _diff_range(con, current, previous, low, high)
+            corrected = _correct(con, current, corrections)
             entered = _copy_side(con, True, run_dir / ENTERED)
             exited = _copy_side(con, False, run_dir / EXITED)
         finally:
             con.close()
-    return entered, exited
+    return entered, exited, corrected
+
+
+def _correct(
+    con: duckdb.DuckDBPyConnection, current: Path, corrections: Corrections
+) -> tuple[int, int]:
+    """Add the members an uncommitted run may have exited (they enter again) and the
+    non-members one may have realized (they exit); returns how many of each were added."""
+    added = []
+    for files, entered in ((corrections.exited, True), (corrections.realized, False)):
+        if not files:
+            added.append(0)
+            continue
+        # enter again: sent exited AND members; exit: sent realized EXCEPT members
+        members = "INTERSECT" if entered else "EXCEPT"
+        before = con.execute("SELECT count(*) FROM changes").fetchone()[0]
+        con.execute(
+            f"""
+            INSERT INTO changes
+            SELECT {_KEY}, $entered FROM (
+              (SELECT {_KEY} FROM read_parquet($sent) {members} SELECT {_KEY} FROM read_parquet($current))
+              EXCEPT SELECT {_KEY} FROM changes)
+            """,
+            {"sent": [str(f) for f in files], "current": str(current), "entered": entered},
+        )
+        added.append(con.execute("SELECT count(*) FROM changes").fetchone()[0] - before)
+    return added[0], added[1]
 
 
 def _diff_range(

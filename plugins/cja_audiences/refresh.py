@@ -2,6 +2,8 @@
 
 Each method is one Airflow task; publish goes through the AEP hook. Stages talk only
 through the run folder, so any stage can be retried alone and XCom carries summaries only.
+From diff to commit the run holds its audience's lease (``lake.lease``): a second run of
+the same audience — another DAG, a manual trigger, a CLI rollback — waits, then skips.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from cja_audiences import compute, diff, guardrails, snapshots
 from cja_audiences.lake.layout import Lake, read_run_record, update_run_record
+from cja_audiences.lake.lease import AudienceBusy, RunLease, local_leases
+from cja_audiences.publish import sent
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
 from cja_audiences.specs.model import AudienceSpec
@@ -66,6 +70,7 @@ class AudienceRefresh:
         lake = Lake(settings.home)
         self.audience_dir = lake.audience_dir(spec.id)
         self.run_dir = lake.run_dir(spec.id, request.run_id)
+        self.lease = RunLease(self.run_dir, local_leases(lake.audiences, settings.lease_ttl_s))
 
     @property
     def previous_run_dir(self) -> Path | None:
@@ -109,13 +114,26 @@ class AudienceRefresh:
         )
 
     def diff(self) -> dict[str, Any]:
-        return diff.diff_members(self.run_dir, self.previous_run_dir)
+        """Take the audience's lease (waiting up to ``lease_wait_s``; ``AudienceBusy`` after),
+        then diff against the committed snapshot corrected by every uncommitted send.
+        A dry run sends nothing, so it diffs without the lease."""
+        if not self.request.dry_run:
+            try:
+                self.lease.take(self.settings.lease_wait_s, reason="refresh")
+            except AudienceBusy as exc:
+                update_run_record(self.run_dir, status="skipped", busy=str(exc))
+                raise
+        corrections = sent.corrections(self.audience_dir, self.run_dir.name)
+        return diff.diff_members(self.run_dir, self.previous_run_dir, corrections)
 
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message."""
+        if not self.request.dry_run:
+            self.lease.fence()
         report = guardrails.check_run(self.spec, self.settings, self.run_dir, self.previous_run_dir)
         if report.blocked:
             update_run_record(self.run_dir, status="blocked")
+            self.lease.release()
             raise GuardrailBlocked(report.message)
         return report.as_dict()
 
@@ -129,8 +147,10 @@ class AudienceRefresh:
         return {"committed": True, **result}
 
     def record_failure(self, stage: str, reason: str) -> None:
-        """The run record names the stage that failed and why, for people and for reruns."""
+        """The run record names the stage that failed and why, for people and for reruns;
+        the run's lease is released (its sends, if any, stay for the next run to correct)."""
         update_run_record(self.run_dir, status="failed", failure={"stage": stage, "reason": reason})
+        self.lease.release()
 
     def summary(self) -> str:
         return summarize(read_run_record(self.run_dir), self.run_dir)

@@ -30,6 +30,16 @@ class Settings(BaseModel):
         None, description="AEP dataset behind CJA: its new batches start an extract"
     )
     catalog_poll_s: float = Field(60.0, gt=0)
+    lease_ttl_s: float = Field(
+        1800.0, gt=0, description="how long an audience's writer lease lasts unless renewed"
+    )
+    lease_wait_s: float = Field(
+        300.0, ge=0, description="how long a run waits for another run of its audience"
+    )
+    compute_memory_limit: str = Field(
+        "2GB", description="DuckDB memory_limit of one audience computation"
+    )
+    compute_threads: int = Field(2, ge=1, le=64, description="DuckDB threads of one computation")
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
@@ -54,6 +64,10 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
         "CJA_AUDIENCES_LANDING_POLL_S": "landing_poll_s",
         "CJA_AUDIENCES_CATALOG_DATASET": "catalog_dataset_id",
         "CJA_AUDIENCES_CATALOG_POLL_S": "catalog_poll_s",
+        "CJA_AUDIENCES_LEASE_TTL_S": "lease_ttl_s",
+        "CJA_AUDIENCES_LEASE_WAIT_S": "lease_wait_s",
+        "CJA_AUDIENCES_COMPUTE_MEMORY_LIMIT": "compute_memory_limit",
+        "CJA_AUDIENCES_COMPUTE_THREADS": "compute_threads",
     }
     for env_name, field in optional.items():
         if env.get(env_name):

@@ -30,13 +30,7 @@ from cja_audiences.adobe.audiences import (
 )
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
-from cja_audiences.adobe.records import (
-    STATUS_EXITED,
-    STATUS_REALIZED,
-    InvalidRecord,
-    RecordFactory,
-    qualification_time,
-)
+from cja_audiences.adobe.records import InvalidRecord, RecordFactory, qualification_time
 from cja_audiences.adobe.sender import (
     Failure,
     Item,
@@ -46,8 +40,10 @@ from cja_audiences.adobe.sender import (
     pack,
     shared_bucket,
 )
-from cja_audiences.lake.layout import update_run_record, write_parquet
+from cja_audiences.lake.layout import read_run_record, update_run_record, write_parquet
+from cja_audiences.lake.lease import LeaseLost, RunLease
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
+from cja_audiences.publish.sent import PLANS, next_qualification_time, unaccounted_runs
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
@@ -63,19 +59,6 @@ DEAD_LETTER_SCHEMA = pa.schema(
         pa.field("message", pa.string(), nullable=False),
     ]
 )
-
-# mode -> inputs as (kind, file in the run folder, membership status, required)
-PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
-    "delta": (
-        ("entered", "entered.parquet", STATUS_REALIZED, True),
-        ("exited", "exited.parquet", STATUS_EXITED, True),
-    ),
-    "full": (
-        ("members", "members.parquet", STATUS_REALIZED, True),
-        ("exited", "exited.parquet", STATUS_EXITED, False),
-    ),
-    "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
-}
 
 
 @dataclass(frozen=True)
@@ -98,6 +81,10 @@ class PublishError(RuntimeError):
 
 class DeadLetterThresholdExceeded(PublishError):
     """Too many records were refused: do not commit the snapshot."""
+
+
+class Superseded(LeaseLost):
+    """Another run sent records after this run's diff: its entered/exited are stale."""
 
 
 def publish_run(
@@ -159,6 +146,7 @@ class _Publish:
         )
         self.allowed_dead = math.floor(self.options.max_dead_letter_share * self.total)
         self.ledger = Ledger(run_dir)
+        self.lease = RunLease(run_dir)
         self.session = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.stats = SendStats()
         self.acknowledged_now = {"chunks": 0, "records": 0}
@@ -184,7 +172,9 @@ class _Publish:
         started = time.monotonic()
         audience: dict[str, Any] | None = None
         before: dict[str, int] | None = None
+        own_lease = False
         try:
+            own_lease = self._claim()
             audience = self._register()
             manifest = self.ledger.open(self.options.chunk_size, self._fingerprints())
             before = self._ledger_totals()
@@ -199,9 +189,36 @@ class _Publish:
             failed["error"] = f"{type(exc).__name__}: {exc}"
             self._record(failed)
             raise
+        finally:
+            if own_lease:
+                self.lease.release()
         summary = self._summary(started, audience, before, status="ok")
         self._record(summary)
         return summary
+
+    def _claim(self) -> bool:
+        """Own the audience's lease and check no other run sent since this run's diff.
+
+        True when the lease was taken here (a run folder without a diff-time lease: a
+        decommission, a folder prepared by hand); such a publish releases it when it ends.
+        """
+        if self.mode == "decommission" or self.lease.token() is None:
+            self.lease.take()
+            return True
+        self.lease.fence()
+        record = read_run_record(self.run_dir)
+        if record.get("superseded_by"):
+            raise Superseded(
+                f"run {self.run_dir.name} was superseded by run {record['superseded_by']}, "
+                "which corrected its sends; it must not send again"
+            )
+        newer = unaccounted_runs(self.run_dir.parent.parent, self.run_dir)
+        if "diff" in record and newer:
+            raise Superseded(
+                f"run(s) {', '.join(newer)} sent records to AEP after run "
+                f"{self.run_dir.name} was diffed; its changes are stale: diff it again"
+            )
+        return False
 
     def _register(self) -> dict[str, Any]:
         with PlatformClient(self.config, self.tokens) as client:
@@ -217,7 +234,8 @@ class _Publish:
             return deactivate_audience(client, self.spec.id)
 
     def _fingerprints(self) -> dict[str, dict[str, Any]]:
-        now = qualification_time()
+        """Each input's content and its lastQualificationTime (kept on resume by the ledger)."""
+        now = next_qualification_time(self.run_dir.parent.parent)
         return {
             kind: {**fingerprint(path), "qualification_time": now} for kind, path, _ in self.inputs
         }
@@ -257,6 +275,7 @@ class _Publish:
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
                 if self.ledger.is_acknowledged(chunk.id):
                     continue
+                self.lease.fence()  # a publisher that lost its lease stops here
                 work, items = _encode(chunk, factories[kind])
                 requests_, oversize = pack(items, self.send_options.byte_budget)
                 work.refused += [

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cja_audiences.filters.fields import EVENT_FIELDS, PERSON_FIELDS
 from cja_audiences.filters.rules import NAME, RuleError, parse_rules
+from cja_audiences.filters.sandbox import expression_problem
 from cja_audiences.lake.schema import IDENTITY_COLUMNS
 from cja_audiences.specs.limits import AudienceGuardrails
 
@@ -190,10 +191,17 @@ class AudienceSpec(_Strict):
                     f"computed field {name!r}: use a new name of letters, digits and _, starting with a letter "
                     "(not an event column)"
                 )
-            if not isinstance(expr, str) or not expr.strip() or _FORBIDDEN_SQL.search(expr):
+            problem = (
+                "an empty value"
+                if not isinstance(expr, str) or not expr.strip()
+                else "a statement, comment or file access"
+                if _FORBIDDEN_SQL.search(expr)
+                else expression_problem(expr)
+            )
+            if problem:
                 raise ValueError(
                     f"computed field {name!r}: give one SQL expression over event columns "
-                    "(no statements, subqueries, comments or file access)"
+                    f"(got {problem}; no statements, subqueries, comments or file access)"
                 )
         return fields
 

@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from cja_audiences.airflow.hooks.aep import AEPHook
 from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.lease import AudienceBusy, LeaseLost
 from cja_audiences.publish.streaming import DeadLetterThresholdExceeded, PublishOptions
 from cja_audiences.refresh import summarize
 from cja_audiences.settings import get_settings
@@ -94,8 +95,8 @@ class AEPProfilePublishOperator(BaseOperator):
                     dry_run=dry_run,
                     options=self._options(),
                 )
-        except DeadLetterThresholdExceeded as exc:
-            raise AirflowFailException(str(exc)) from None  # a retry would refuse them again
+        except (DeadLetterThresholdExceeded, LeaseLost, AudienceBusy) as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would fail the same way
         self.audience_url = (summary.get("audience") or {}).get("url")
         self.log.info(
             "audience %s: %s of %s records acknowledged this run, %s dead-lettered, "

@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from cja_audiences.lake.lease import AudienceBusy, LeaseLost
 from cja_audiences.refresh import AudienceRefresh, GuardrailBlocked, RefreshRequest
 from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
@@ -96,10 +97,16 @@ class AudienceComputeOperator(AudienceStageOperator):
 
 
 class AudienceDiffOperator(AudienceStageOperator):
+    """Takes the audience's lease, then diffs; skips the run (with the holder named) when
+    another run of the audience is still between diff and commit after ``lease_wait_s``."""
+
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        return refresh.diff()
+        try:
+            return refresh.diff()
+        except AudienceBusy as exc:
+            raise AirflowSkipException(str(exc)) from None
 
 
 class AudienceGuardrailsOperator(AudienceStageOperator):
@@ -124,6 +131,9 @@ class AudienceCommitOperator(AudienceStageOperator):
     ui_color = "#e8ffe4"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        result = refresh.commit()
+        try:
+            result = refresh.commit()
+        except LeaseLost as exc:  # another run owns the audience now: a retry fails again
+            raise AirflowFailException(str(exc)) from None
         self.log.info("%s", refresh.summary())
         return result

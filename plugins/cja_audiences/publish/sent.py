@@ -1,0 +1,113 @@
+"""What AEP was sent but no committed snapshot accounts for, and the audience's clock.
+
+A run that started sending and never committed (killed and abandoned, failed on dead
+letters, lost its lease) leaves AEP somewhere between two snapshots. Its ledger manifest —
+written before its first request — is the durable record of what it may have sent: whole
+input files, because a chunk in flight when the process died may have landed without being
+acknowledged. The next run of the audience diffs against the committed snapshot *corrected*
+by every such send (``diff.Corrections``) and, once committed, marks those runs superseded.
+
+``lastQualificationTime`` must grow per audience whatever the worker clocks say: AEP keeps
+the membership with the later time, so a run stamped earlier than a previous one (a clock
+that was fast, then corrected) would be ignored. :func:`next_qualification_time` hands out
+``max(now, last + 1 ms)`` and persists it before anything is sent with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cja_audiences.adobe.records import STATUS_EXITED, STATUS_REALIZED, qualification_time
+from cja_audiences.diff import Corrections
+from cja_audiences.lake.layout import read_json, read_run_record, write_json
+from cja_audiences.publish.ledger import LEDGER_DIR, MANIFEST
+
+CLOCK_FILE = "qualification.json"
+RUNS = "runs"
+
+# mode -> inputs as (kind, file in the run folder, membership status, required)
+PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
+    "delta": (
+        ("entered", "entered.parquet", STATUS_REALIZED, True),
+        ("exited", "exited.parquet", STATUS_EXITED, True),
+    ),
+    "full": (
+        ("members", "members.parquet", STATUS_REALIZED, True),
+        ("exited", "exited.parquet", STATUS_EXITED, False),
+    ),
+    "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
+}
+KIND_FILES = {kind: (name, status) for plan in PLANS.values() for kind, name, status, _ in plan}
+
+
+@dataclass(frozen=True)
+class Send:
+    """One input a run may have sent: every row of ``path`` with ``status``."""
+
+    run_id: str
+    kind: str
+    path: Path
+    status: str
+
+
+def outstanding_sends(audience_dir: Path, exclude: str | None = None) -> list[Send]:
+    """Inputs of the audience's runs that started sending and that no commit accounts for.
+
+    A committed run accounts for its own publish (not for a later decommission sent from
+    its folder); a run marked ``superseded_by`` was accounted for by a later commit.
+    """
+    runs = Path(audience_dir) / RUNS
+    if not runs.is_dir():
+        return []
+    found = []
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != exclude):
+        manifest = read_json(run_dir / LEDGER_DIR / MANIFEST)
+        if not manifest:
+            continue
+        record = read_run_record(run_dir)
+        if record.get("superseded_by"):
+            continue
+        committed = {
+            kind for kind, *_ in PLANS.get((record.get("publish") or {}).get("mode", ""), ())
+        }
+        for kind in sorted(manifest.get("inputs", {})):
+            if "commit" in record and kind in committed:
+                continue
+            name, status = KIND_FILES[kind]
+            found.append(Send(run_dir.name, kind, run_dir / name, status))
+    return found
+
+
+def next_qualification_time(audience_dir: Path, now: datetime | None = None) -> str:
+    """A ``lastQualificationTime`` later than every one handed out for this audience.
+
+    Call it under the audience's lease: the value is persisted before it is returned.
+    """
+    path = Path(audience_dir) / CLOCK_FILE
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    last = (read_json(path) or {}).get("last_qualification_time")
+    if last is not None:
+        moment = max(moment, datetime.fromisoformat(last) + timedelta(milliseconds=1))
+    value = qualification_time(moment)
+    write_json({"last_qualification_time": value}, path)
+    return value
+
+
+def corrections(audience_dir: Path, run_id: str) -> Corrections:
+    """The uncommitted sends run ``run_id`` must supersede (the diff's ``corrections``)."""
+    sends = outstanding_sends(audience_dir, exclude=run_id)
+    return Corrections(
+        realized=[s.path for s in sends if s.status == STATUS_REALIZED],
+        exited=[s.path for s in sends if s.status == STATUS_EXITED],
+        run_ids=sorted({s.run_id for s in sends}),
+    )
+
+
+def unaccounted_runs(audience_dir: Path, run_dir: Path) -> list[str]:
+    """Runs that sent records which ``run_dir``'s diff did not correct for (sent after it)."""
+    record = read_run_record(run_dir)
+    accounted = set(((record.get("diff") or {}).get("corrections") or {}).get("run_ids", []))
+    newer = {s.run_id for s in outstanding_sends(audience_dir, exclude=run_dir.name)}
+    return sorted(newer - accounted)
