@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 
 from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
 from cja_audiences.lake.layout import (
+    CURRENT,
+    RUNS,
     atomic_path,
     is_safe_name,
     read_json,
@@ -39,8 +41,6 @@ from cja_audiences.lake.layout import (
 from cja_audiences.lake.lease import RunLease
 from cja_audiences.publish import sent
 
-CURRENT = "current.json"
-RUNS = "runs"
 ROLLBACK_MARKER = "rollback.json"  # a rollback in progress: its target and new run are kept
 LOCK = ".lock"
 SAMPLE_SIZE = 5

@@ -61,6 +61,8 @@ class Lake:
 
 
 AUDIENCE_ID = re.compile(r"[a-z][a-z0-9_]{1,62}")
+CURRENT = "current.json"  # audiences/<id>/current.json: the committed run
+RUNS = "runs"  # audiences/<id>/runs/<run_id>/
 
 
 def safe_name(run_id: str) -> str:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 from cja_audiences.adobe.records import STATUS_EXITED, STATUS_REALIZED, qualification_time
 from cja_audiences.diff import Corrections
-from cja_audiences.lake.layout import read_json, read_run_record, write_json
+from cja_audiences.lake.layout import CURRENT, RUNS, read_json, read_run_record, write_json
 from cja_audiences.publish.ledger import LEDGER_DIR, MANIFEST
 
 CLOCK_FILE = "qualification.json"
-RUNS = "runs"
 
 # mode -> inputs as (kind, file in the run folder, membership status, required)
 PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
@@ -55,12 +54,15 @@ class Send:
 def outstanding_sends(audience_dir: Path, exclude: str | None = None) -> list[Send]:
     """Inputs of the audience's runs that started sending and that no commit accounts for.
 
-    A committed run accounts for its own publish (not for a later decommission sent from
-    its folder); a run marked ``superseded_by`` was accounted for by a later commit.
+    A committed run — one the current pointer reaches through the commits' previous run
+    ids, not one that crashed half-way through its commit — accounts for its own publish
+    (not for a later decommission sent from its folder); a run marked ``superseded_by`` was
+    accounted for by a later commit.
     """
     runs = Path(audience_dir) / RUNS
     if not runs.is_dir():
         return []
+    committed_runs = _committed_chain(Path(audience_dir))
     found = []
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != exclude):
         manifest = read_json(run_dir / LEDGER_DIR / MANIFEST)
@@ -73,11 +75,23 @@ def outstanding_sends(audience_dir: Path, exclude: str | None = None) -> list[Se
             kind for kind, *_ in PLANS.get((record.get("publish") or {}).get("mode", ""), ())
         }
         for kind in sorted(manifest.get("inputs", {})):
-            if "commit" in record and kind in committed:
+            if run_dir.name in committed_runs and kind in committed:
                 continue
             name, status = KIND_FILES[kind]
             found.append(Send(run_dir.name, kind, run_dir / name, status))
     return found
+
+
+def _committed_chain(audience_dir: Path) -> set[str]:
+    """The current run and every run before it in the chain of commits."""
+    pointer = read_json(audience_dir / CURRENT) or {}
+    chain: set[str] = set()
+    run_id = pointer.get("run_id")
+    while run_id and run_id not in chain:
+        chain.add(run_id)
+        commit = read_run_record(audience_dir / RUNS / run_id).get("commit") or {}
+        run_id = commit.get("previous_run_id")
+    return chain
 
 
 def next_qualification_time(audience_dir: Path, now: datetime | None = None) -> str:
