@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 from datetime import date
-from pathlib import Path
 
 from cja_audiences import snapshots
 from cja_audiences.adobe.auth import AdobeConfig

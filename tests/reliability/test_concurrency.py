@@ -40,7 +40,10 @@ def test_two_refreshes_of_one_audience_at_once(emu, lake, wait_s):
     assert lake.refresh("r0", range(0, 4_000)) == 0
     emu.faults(**SLOW)
     codes = both(
-        lake, ("rA", range(2_000, 6_000)), ("rB", range(3_000, 7_000)), CJA_AUDIENCES_LEASE_WAIT_S=wait_s
+        lake,
+        ("rA", range(2_000, 6_000)),
+        ("rB", range(3_000, 7_000)),
+        CJA_AUDIENCES_LEASE_WAIT_S=wait_s,
     )
     emu.clear_faults()
     # without waiting one of them is skipped before sending; waiting, both commit in turn

@@ -8,13 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from cja_audiences.compute import AudienceError, evaluate_audience
 from cja_audiences.filters.fields import FieldError, event_field
 from cja_audiences.lake.layout import write_parquet
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
-from pydantic import ValidationError
 from tests.compute.helpers import ADD, BUY, T0, ev, write_lake
 from tests.publish.helpers import member_table
 
@@ -31,7 +31,9 @@ def settings(tmp_path: Path) -> Settings:
     write_parquet(member_table(range(3)), tmp_path / "home/audiences/other/runs/r1/members.parquet")
     (tmp_path / "secret.csv").write_text("token,value\nsecret,s3cr3t-v4lue\n")
     (tmp_path / "filters").mkdir()
-    return Settings(home=tmp_path / "home", audiences_dir=tmp_path, filters_dir=tmp_path / "filters")
+    return Settings(
+        home=tmp_path / "home", audiences_dir=tmp_path, filters_dir=tmp_path / "filters"
+    )
 
 
 def template_spec(settings: Settings, body: str, **fields) -> AudienceSpec:
