@@ -15,7 +15,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.lake.layout import Lake, read_run_record
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.snapshots import current_run
 from dev.local import LOCAL, airflow, airflow_env, prepare_airflow, running_emulator
 from emulator.process import EmulatorServer

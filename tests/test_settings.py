@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cja_audiences.settings import PROJECT_ROOT, settings_from_env
+from cja_audiences.settings import PROJECT_ROOT, Settings, env_name, settings_from_env
 
 
 def test_defaults_point_at_the_repo_include_folders():
@@ -32,3 +32,17 @@ def test_environment_overrides(tmp_path):
 def test_a_hard_limit_cannot_be_loosened_from_the_environment():
     with pytest.raises(ValidationError, match="max_refreshing_audiences"):
         settings_from_env({"CJA_AUDIENCES_MAX_REFRESHING": "500"})
+
+
+def test_every_setting_is_read_from_its_documented_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv("CJA_AUDIENCES_SPECS", str(tmp_path / "specs"))
+    monkeypatch.setenv("CJA_AUDIENCES_CATALOG_DATASET", "ds1")
+    monkeypatch.setenv("CJA_AUDIENCES_LANDING_POLL_S", "5")
+    monkeypatch.setenv("CJA_AUDIENCES_RUN_RETENTION", "")  # empty means unset
+    settings = settings_from_env()
+    assert settings.audiences_dir == tmp_path / "specs"
+    assert settings.catalog_dataset_id == "ds1" and settings.landing_poll_s == 5.0
+    assert settings.run_retention == 30
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for field in Settings.model_fields:
+        assert f"`{env_name(field)}`" in readme, f"{env_name(field)} is not in the README"

@@ -29,13 +29,13 @@ from cja_audiences.filters.segment import (
     parse_segment,
     read_definition,
 )
-from cja_audiences.lake.layout import Lake, update_run_record, write_parquet
+from cja_audiences.lake.layout import Lake, write_parquet
+from cja_audiences.lake.runs import MEMBERS, update_run_record
 from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
 SAMPLE_SIZE = 20
-MEMBERS_FILE = "members.parquet"
 
 
 class AudienceError(ValueError):
@@ -300,7 +300,7 @@ def compute_audience(
         params=params,
         definition=definition,
     )
-    path = write_parquet(result.members, Path(run_dir) / MEMBERS_FILE)
+    path = write_parquet(result.members, Path(run_dir) / MEMBERS)
     stats = {
         **result.stats,
         "members_path": str(path),

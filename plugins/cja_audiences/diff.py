@@ -26,12 +26,9 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from cja_audiences.lake.layout import atomic_path, update_run_record
+from cja_audiences.lake.layout import atomic_path
+from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, update_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
-
-MEMBERS = "members.parquet"
-ENTERED = "entered.parquet"
-EXITED = "exited.parquet"
 
 # Rows (both sides together) per key range: ~2.5M keeps a range's hash table near 250 MB.
 RANGE_ROWS = 5_000_000

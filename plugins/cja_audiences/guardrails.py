@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
-from cja_audiences.lake.layout import read_run_record, update_run_record
+from cja_audiences.lake.runs import ENTERED, read_run_record, update_run_record
 from cja_audiences.specs.calendar import is_refreshing, latest_schedule_end, schedule_end, when
 from cja_audiences.specs.limits import (
     DEFAULTS,
@@ -351,7 +351,7 @@ def check_run(
         _change_check(spec, limits, diff, previous_run_dir),
         _exits_check(spec, limits, diff["exited"]),
     ]
-    report.checks += _data_checks(spec, limits, run_dir / "entered.parquet", diff["entered"])
+    report.checks += _data_checks(spec, limits, run_dir / ENTERED, diff["entered"])
     update_run_record(run_dir, guardrails=report.as_dict())
     return report
 

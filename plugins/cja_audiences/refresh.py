@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cja_audiences import compute, diff, guardrails, snapshots
-from cja_audiences.lake.layout import Lake, read_run_record, update_run_record
+from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.lease import AudienceBusy, RunLease, local_leases
+from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.publish import sent
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar

@@ -27,18 +27,18 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from cja_audiences.diff import ENTERED, EXITED, MEMBERS, diff_members
-from cja_audiences.lake.layout import (
+from cja_audiences.diff import diff_members
+from cja_audiences.lake.layout import atomic_path, is_safe_name, read_json, write_json
+from cja_audiences.lake.lease import RunLease
+from cja_audiences.lake.runs import (
     CURRENT,
+    ENTERED,
+    EXITED,
+    MEMBERS,
     RUNS,
-    atomic_path,
-    is_safe_name,
-    read_json,
     read_run_record,
     update_run_record,
-    write_json,
 )
-from cja_audiences.lake.lease import RunLease
 from cja_audiences.publish import sent
 
 ROLLBACK_MARKER = "rollback.json"  # a rollback in progress: its target and new run are kept

@@ -140,3 +140,16 @@ def test_platform_calls_ride_out_throttling(emu):
     client = PlatformClient(config, TokenProvider(config), backoff_base=0.01)
     assert client.request("GET", "/data/core/ups/audiences")["children"] == []
     client.close()
+
+
+def test_a_token_renewal_that_ims_throttles_does_not_fail_the_publish(emu, tmp_path):
+    config = emu.adobe_config()
+    emu.faults(token_lifetime_s=1.5)
+    invalidate_token(config)
+    run_with(tmp_path / "r1", range(100))
+    publish_run(config, make_spec(), tmp_path / "r1", options=fast_options())
+    time.sleep(1.5)
+    emu.faults(token_lifetime_s=1.5, error_429_rate=1.0, times=2, retry_after_s=0, paths=["/ims"])
+    run_with(tmp_path / "r2", range(100, 200))
+    publish_run(config, make_spec(), tmp_path / "r2", options=fast_options())
+    assert held(emu) >= identities(member_table(range(200)))

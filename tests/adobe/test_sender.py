@@ -2,21 +2,14 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-import time
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import pytest
 
-from cja_audiences.adobe.http import backoff_delay, parse_retry_after
 from cja_audiences.adobe.sender import (
     MAX_REQUEST_BYTES,
-    TokenBucket,
     pack,
     parse_multi_status,
     request_body,
-    shared_bucket,
 )
 
 
@@ -81,57 +74,3 @@ def test_multi_status_missing_answers_count_as_failed():
         (2, None, "no per-message response"),
     ]
     assert len(parse_multi_status("not json", 2)) == 2
-
-
-def test_retry_after_seconds_and_http_date():
-    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
-    assert parse_retry_after("garbage") is None
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("100000") == 300.0  # capped
-
-
-def test_backoff_grows_exponentially_with_full_jitter_and_honours_retry_after():
-    rng = random.Random(1)
-    for attempt in range(1, 8):
-        draws = [backoff_delay(attempt, base=0.5, cap=8, rng=rng) for _ in range(300)]
-        ceiling = min(8, 0.5 * 2**attempt)
-        assert max(draws) <= ceiling
-        assert max(draws) > 0.8 * ceiling and min(draws) < 0.2 * ceiling  # jitter spreads
-    assert all(backoff_delay(1, base=0.5, cap=8, retry_after=5, rng=rng) >= 5 for _ in range(50))
-
-
-def test_token_bucket_holds_the_rate_across_threads():
-    bucket = TokenBucket(rate=2_000, capacity=100)
-    bucket.reserve(100)  # start empty so the burst does not count
-    sent = []
-
-    def worker():
-        for _ in range(10):
-            bucket.acquire(20)
-            sent.append(20)
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    assert sum(sent) == 800
-    assert 0.38 <= elapsed < 1.0  # 800 records at 2,000/s = 0.4 s
-
-
-def test_token_bucket_lets_a_request_larger_than_its_capacity_through():
-    bucket = TokenBucket(rate=10_000, capacity=100)
-    started = time.monotonic()
-    bucket.acquire(1_000)
-    assert 0.08 < time.monotonic() - started < 0.3
-
-
-def test_shared_bucket_is_one_per_org_and_off_at_zero():
-    assert shared_bucket("org-a", 0) is None
-    a = shared_bucket("org-a", 1_500)
-    assert shared_bucket("org-a", 1_500) is a
-    assert shared_bucket("org-b", 1_500) is not a

@@ -18,7 +18,8 @@ from cja_audiences.adobe.sender import (
     pack,
     request_body,
 )
-from cja_audiences.lake.layout import read_run_record, write_parquet
+from cja_audiences.lake.layout import write_parquet
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import publish_run
 from tests.publish.helpers import (
     fast_options,

@@ -12,7 +12,8 @@ import yaml
 from cja_audiences import snapshots
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.cli.main import main
-from cja_audiences.lake.layout import Lake, update_run_record
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.runs import update_run_record
 from cja_audiences.settings import get_settings
 from tests.guardrails.helpers import make_spec, read_members
 from tests.snapshots.fakes import FakeAep, people, publish_and_commit

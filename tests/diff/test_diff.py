@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cja_audiences import diff
 from cja_audiences.diff import diff_members, key_ranges
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
 from tests.guardrails.helpers import ecid, read_members, write_members
 

@@ -102,7 +102,7 @@ class Live:
         self.airflow.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
     def run_record(self, run_id: str) -> dict[str, Any]:
-        from cja_audiences.lake.layout import read_run_record
+        from cja_audiences.lake.runs import read_run_record
 
         return read_run_record(self.lake.run_dir(self.audience_id, run_id))
 

@@ -18,7 +18,8 @@ import yaml
 
 from cja_audiences.cli.main import main as cli
 from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.lake.layout import Lake, read_run_record
+from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.snapshots import current_run
 from tests.conftest import REPO
 from tests.dags.test_dag_integrity import load_dagbag

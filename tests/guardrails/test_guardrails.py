@@ -10,7 +10,7 @@ import yaml
 
 from cja_audiences.diff import diff_members
 from cja_audiences.guardrails import check_run, check_spec, count_segments
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.specs.calendar import refresh_due
 from cja_audiences.specs.limits import DEFAULTS, HARD, AudienceGuardrails
 from cja_audiences.specs.model import SpecError, load_spec

@@ -4,14 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cja_audiences.lake.layout import (
-    Lake,
-    atomic_path,
-    read_run_record,
-    safe_name,
-    update_run_record,
-    write_parquet,
-)
+from cja_audiences.lake.layout import Lake, atomic_path, safe_name, write_parquet
+from cja_audiences.lake.runs import read_run_record, update_run_record
 
 
 def test_layout_follows_the_design(tmp_path):

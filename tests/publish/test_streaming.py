@@ -9,10 +9,9 @@ import pytest
 
 from cja_audiences.adobe.http import TokenProvider
 from cja_audiences.adobe.sender import SendOptions, StreamingSender
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import DEAD_LETTERS, read_run_record
 from cja_audiences.publish.ledger import Ledger
 from cja_audiences.publish.streaming import (
-    DEAD_LETTER_FILE,
     DeadLetterThresholdExceeded,
     decommission_run,
     publish_run,
@@ -57,7 +56,7 @@ def test_first_publish_registers_the_audience_and_streams_every_member(emu, run_
     assert audience["url"].endswith(audience["id"])
     assert read_run_record(run_dir)["publish"] == json.loads(json.dumps(summary))
     assert len(list(Ledger(run_dir).entries())) == 3
-    assert not (run_dir / DEAD_LETTER_FILE).exists()
+    assert not (run_dir / DEAD_LETTERS).exists()
 
 
 def test_publishing_again_sends_nothing(emu, run_dir):
@@ -143,7 +142,7 @@ def test_invalid_identities_are_dead_lettered_not_sent(emu, run_dir):
     write_members(run_dir / "exited.parquet", [])
     summary = publish_run(emu.adobe_config(), make_spec(), run_dir, options=fast_options())
     assert summary["dead_lettered"] == 1
-    dead = pq.read_table(run_dir / DEAD_LETTER_FILE).to_pylist()
+    dead = pq.read_table(run_dir / DEAD_LETTERS).to_pylist()
     assert dead[0]["person_id"] == table.column("person_id")[7].as_py()
     assert dead[0]["status_code"] is None and "empty identity" in dead[0]["message"]
     assert len(held(emu)) == 1_999
@@ -177,7 +176,7 @@ def test_records_refused_for_good_go_to_the_dead_letter_file(emu, run_dir):
         options=fast_options(max_dead_letter_share=0.001, message_attempts=2),
     )
     assert summary["dead_lettered"] == 2 and summary["status"] == "ok"  # 2 <= 0.1% of 2000
-    dead = pq.read_table(run_dir / DEAD_LETTER_FILE).to_pylist()
+    dead = pq.read_table(run_dir / DEAD_LETTERS).to_pylist()
     assert {d["identity"] for d in dead} == set(bad)
     assert all(d["status_code"] == 400 and "fault" in d["message"] for d in dead)
     assert summary["retried"] == 2  # each sent twice, then given up
@@ -191,7 +190,7 @@ def test_too_many_dead_letters_fail_the_run(emu, run_dir):
         publish_run(emu.adobe_config(), make_spec(), run_dir, options=fast_options())
     record = read_run_record(run_dir)["publish"]
     assert record["status"] == "failed" and record["dead_lettered"] >= 2
-    assert (run_dir / DEAD_LETTER_FILE).exists()
+    assert (run_dir / DEAD_LETTERS).exists()
 
 
 def test_an_unauthenticated_inlet_gets_no_token(emu, run_dir):

@@ -12,8 +12,14 @@ from cja_audiences.adobe import records
 from cja_audiences.diff import diff_members
 from cja_audiences.publish import sent
 from cja_audiences.publish.streaming import publish_run
-from tests.publish.helpers import fast_options, held, identities, make_spec, member_table
-from tests.publish.helpers import write_members
+from tests.publish.helpers import (
+    fast_options,
+    held,
+    identities,
+    make_spec,
+    member_table,
+    write_members,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from cja_audiences import snapshots
 from cja_audiences.diff import diff_members
-from cja_audiences.lake.layout import update_run_record
+from cja_audiences.lake.runs import update_run_record
 from tests.guardrails.helpers import ecid, read_members, write_members
 
 

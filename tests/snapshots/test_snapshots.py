@@ -8,7 +8,7 @@ import pytest
 
 from cja_audiences import snapshots
 from cja_audiences.guardrails import check_run
-from cja_audiences.lake.layout import read_run_record, update_run_record
+from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.snapshots import SnapshotError
 from tests.guardrails.helpers import ecid, make_settings, make_spec, read_members
 from tests.snapshots.fakes import FakeAep, new_run, people, publish_and_commit

@@ -6,6 +6,7 @@ one from an ``AIRFLOW_CONN_*`` JSON value. Secrets are ``SecretStr`` so they nev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -15,6 +16,8 @@ from typing import Any
 
 import requests
 from pydantic import BaseModel, SecretStr
+
+from cja_audiences.adobe.retry import RetriesExhausted, RetryPolicy, call_with_retries
 
 DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext,session"
 
@@ -85,13 +88,16 @@ class _CachedToken:
     refresh_at: float
 
 
-_cache: dict[tuple[str, str, str], _CachedToken] = {}
+_cache: dict[tuple[str, str, str, str], _CachedToken] = {}
 _lock = threading.Lock()
 REFRESH_MARGIN_S = 300.0
+IMS_RETRIES = RetryPolicy(max_retries=5, backoff_base=0.5, backoff_cap=15.0)
 
 
-def _cache_key(config: AdobeConfig) -> tuple[str, str, str]:
-    return (config.ims_url, config.client_id, config.scopes)
+def _cache_key(config: AdobeConfig) -> tuple[str, str, str, str]:
+    """One token per credential: a rotated or wrong secret never reuses another's token."""
+    secret = hashlib.sha256(config.client_secret.get_secret_value().encode()).hexdigest()
+    return (config.ims_url, config.client_id, config.scopes, secret)
 
 
 def get_token(config: AdobeConfig, session: requests.Session | None = None) -> str:
@@ -114,16 +120,24 @@ def invalidate_token(config: AdobeConfig) -> None:
 
 
 def _request_token(config: AdobeConfig, session: requests.Session) -> tuple[str, float]:
-    response = session.post(
-        f"{config.ims_url.rstrip('/')}/ims/token/v3",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": config.client_id,
-            "client_secret": config.client_secret.get_secret_value(),
-            "scope": config.scopes,
-        },
-        timeout=config.timeout,
-    )
+    """POST /ims/token/v3, retried on throttling, 5xx and dropped connections like every call."""
+
+    def send(_token: str | None) -> requests.Response:
+        return session.post(
+            f"{config.ims_url.rstrip('/')}/ims/token/v3",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": config.client_id,
+                "client_secret": config.client_secret.get_secret_value(),
+                "scope": config.scopes,
+            },
+            timeout=config.timeout,
+        )
+
+    try:
+        response = call_with_retries(send, call="IMS token request", policy=IMS_RETRIES)
+    except RetriesExhausted as exc:
+        raise ImsError(str(exc)) from None
     if response.status_code != 200:
         # IMS error bodies name the problem (e.g. invalid_client) and never echo the secret.
         raise ImsError(

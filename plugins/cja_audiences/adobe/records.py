@@ -12,10 +12,11 @@ Building every record as a dict and walking the schema would cost more than send
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import jsonschema
 
 STATUS_REALIZED = "realized"
 STATUS_EXITED = "exited"
@@ -130,77 +131,46 @@ class InvalidRecord(ValueError):
     """One member's identity value cannot be sent; the record is dead-lettered, not the run."""
 
 
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "boolean": bool,
-    "integer": int,
-}
+def validate(instance: Any, schema: Mapping[str, Any]) -> list[str]:
+    """Violations of ``schema`` by ``instance`` (JSON Schema, via jsonschema), each naming its
+    JSON path in a short sentence; empty when valid."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    return [line for error in errors for line in _describe(error)]
 
 
-def validate(instance: Any, schema: Mapping[str, Any], path: str = "$") -> list[str]:
-    """Violations of ``schema`` by ``instance``, each naming its JSON path; empty when valid.
-
-    Covers the keywords :data:`PROFILE_RECORD_SCHEMA` uses; no third-party validator needed.
-    """
-    errors: list[str] = []
-    expected = schema.get("type")
-    if expected and not isinstance(instance, _TYPES[expected]):
-        return [f"{path}: expected {expected}, got {type(instance).__name__}"]
-    if "const" in schema and instance != schema["const"]:
-        errors.append(f"{path}: must be {schema['const']!r}")
-    if "enum" in schema and instance not in schema["enum"]:
-        errors.append(f"{path}: {instance!r} is not one of {schema['enum']}")
-    if isinstance(instance, str):
-        errors += _string_errors(instance, schema, path)
-    if isinstance(instance, list):
-        errors += _array_errors(instance, schema, path)
-    if isinstance(instance, dict):
-        errors += _object_errors(instance, schema, path)
-    return errors
+def _json_path(parts: Any) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
-def _string_errors(value: str, schema: Mapping[str, Any], path: str) -> list[str]:
-    errors = []
-    if len(value) < schema.get("minLength", 0):
-        errors.append(f"{path}: must not be empty" if value == "" else f"{path}: too short")
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        errors.append(f"{path}: longer than {schema['maxLength']} characters")
-    if "pattern" in schema and not re.search(schema["pattern"], value):
-        errors.append(f"{path}: {value!r} does not match {schema['pattern']}")
-    return errors
-
-
-def _array_errors(items: list[Any], schema: Mapping[str, Any], path: str) -> list[str]:
-    errors = []
-    if len(items) < schema.get("minItems", 0):
-        errors.append(f"{path}: needs at least {schema['minItems']} item(s)")
-    if "maxItems" in schema and len(items) > schema["maxItems"]:
-        errors.append(f"{path}: at most {schema['maxItems']} item(s)")
-    for i, item in enumerate(items):
-        errors += validate(item, schema.get("items", {}), f"{path}[{i}]")
-    return errors
-
-
-def _object_errors(obj: dict[str, Any], schema: Mapping[str, Any], path: str) -> list[str]:
-    errors = [f"{path}.{key}: required" for key in schema.get("required", ()) if key not in obj]
-    if len(obj) < schema.get("minProperties", 0):
-        errors.append(f"{path}: needs at least {schema['minProperties']} key(s)")
-    if "maxProperties" in schema and len(obj) > schema["maxProperties"]:
-        errors.append(f"{path}: at most {schema['maxProperties']} key(s)")
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    for key, value in obj.items():
-        if "propertyNames" in schema:
-            errors += validate(key, schema["propertyNames"], f"{path} key {key!r}")
-        if key in properties:
-            errors += validate(value, properties[key], f"{path}.{key}")
-        elif extra is False:
-            errors.append(f"{path}.{key}: unknown key")
-        elif isinstance(extra, Mapping):
-            errors += validate(value, extra, f"{path}.{key}")
-    return errors
+def _describe(error: jsonschema.ValidationError) -> list[str]:
+    """One or more readable lines for a jsonschema error."""
+    path, value, kind, instance = (
+        _json_path(error.absolute_path),
+        error.validator_value,
+        error.validator,
+        error.instance,
+    )
+    if kind == "required":
+        return [f"{path}.{key}: required" for key in value if key not in instance]
+    if kind == "additionalProperties":
+        known = error.schema.get("properties", {})
+        return [f"{path}.{key}: unknown key" for key in instance if key not in known]
+    messages = {
+        "const": f"must be {value!r}",
+        "enum": f"{instance!r} is not one of {value}",
+        "type": f"expected {value}, got {type(instance).__name__}",
+        "minLength": "must not be empty" if instance == "" else "too short",
+        "maxLength": f"longer than {value} characters",
+        "pattern": f"{instance!r} does not match {value}",
+        "minItems": f"needs at least {value} item(s)",
+        "maxItems": f"at most {value} item(s)",
+        "minProperties": f"needs at least {value} key(s)",
+        "maxProperties": f"at most {value} key(s)",
+    }
+    if "propertyNames" in error.schema_path:
+        path = f"{path} key {instance!r}"
+    return [f"{path}: {messages.get(kind, error.message)}"]
 
 
 def qualification_time(now: datetime | None = None) -> str:

@@ -23,12 +23,13 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from cja_audiences.adobe.auth import AdobeConfig
-from cja_audiences.adobe.http import (
-    TRANSIENT_ERRORS,
-    TokenProvider,
+from cja_audiences.adobe.http import TokenProvider
+from cja_audiences.adobe.rate import TokenBucket
+from cja_audiences.adobe.retry import (
+    RetriesExhausted,
+    RetryPolicy,
     backoff_delay,
-    is_transient_status,
-    parse_retry_after,
+    call_with_retries,
 )
 
 log = logging.getLogger(__name__)
@@ -59,52 +60,6 @@ class SendOptions:
             raise ValueError(f"byte_budget must be in 1..{MAX_REQUEST_BYTES}")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-
-
-class TokenBucket:
-    """Records-per-second limit; callers reserve tokens and sleep off any debt outside the lock.
-
-    A request larger than the bucket still goes, after waiting for the tokens it needs, so
-    the long-run rate holds whatever the request size.
-    """
-
-    def __init__(self, rate: float, capacity: float | None = None) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive (use no bucket to turn the limit off)")
-        self.rate = rate
-        self.capacity = capacity or rate
-        self._tokens = self.capacity
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def reserve(self, count: int) -> float:
-        """Take ``count`` tokens now; returns how long the caller must wait before sending."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._tokens -= count
-            return max(0.0, -self._tokens / self.rate)
-
-    def acquire(self, count: int) -> None:
-        wait = self.reserve(count)
-        if wait:
-            time.sleep(wait)
-
-
-_buckets: dict[str, TokenBucket] = {}
-_buckets_lock = threading.Lock()
-
-
-def shared_bucket(org_id: str, rate: float) -> TokenBucket | None:
-    """The process-wide bucket for an org (AEP's capacity is per org); None when rate is 0."""
-    if rate <= 0:
-        return None
-    with _buckets_lock:
-        bucket = _buckets.get(org_id)
-        if bucket is None or bucket.rate != rate:
-            bucket = _buckets[org_id] = TokenBucket(rate)
-        return bucket
 
 
 def request_body(messages: Iterable[bytes]) -> bytes:
@@ -215,6 +170,7 @@ class StreamingSender:
         self.tokens = tokens if config.authenticated_inlet else None
         self.stats = stats or SendStats()
         self.bucket = bucket
+        self.policy = RetryPolicy(options.max_retries, options.backoff_base, options.backoff_cap)
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -250,7 +206,7 @@ class StreamingSender:
             if retry:
                 rounds += 1
                 self.stats.add(retried=len(retry))
-                time.sleep(self._backoff(rounds, None))
+                time.sleep(self._backoff(rounds))
             pending = retry
         return dead
 
@@ -264,54 +220,35 @@ class StreamingSender:
 
     def _post(self, items: list[Item]) -> requests.Response:
         """POST until answered with something other than 429, 5xx or no answer; an auth refusal
-        (401/403) refreshes the token once."""
+        (DCCS: 401 for a missing token, 403 for an invalid or expired one) refreshes it once."""
         body = request_body(message for _, message in items)
         session = self._session()
-        token: str | None = None
-        refreshed = False
-        attempt = 0
-        while True:
-            if self.tokens and token is None:
-                token = self.tokens.token()  # from the process cache; renewed before expiry
+
+        def send(token: str | None) -> requests.Response:
             if self.bucket:
                 self.bucket.acquire(len(items))
             self.stats.add(requests=1)
-            retry_after = None
-            try:
-                response = session.post(
-                    self.url, data=body, headers=self._headers(token), timeout=self.options.timeout
-                )
-            except TRANSIENT_ERRORS as exc:
-                what = f"{type(exc).__name__}: {exc}"
-            else:
-                # DCCS answers 401 for a missing token and 403 for an invalid or expired one
-                if response.status_code in (401, 403) and self.tokens and not refreshed:
-                    token, refreshed = self.tokens.refresh(token), True
-                    self.stats.add(token_refreshes=1)
-                    continue
-                if not is_transient_status(response.status_code):
-                    return response
-                what = f"HTTP {response.status_code}: {response.text[:200]}"
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            token = None  # a long backoff may outlast it: read the cache again
-            attempt += 1
-            if attempt > self.options.max_retries:
-                raise SendError(
-                    f"POST {self.url}: gave up after {self.options.max_retries} retries; "
-                    f"last: {what}. Acknowledged chunks are in the ledger: rerun to resume."
-                )
-            self.stats.add(retried=len(items))
-            delay = self._backoff(attempt, retry_after)
-            log.warning("streaming request failed (%s); retry %d in %.2fs", what, attempt, delay)
-            time.sleep(delay)
+            return session.post(
+                self.url, data=body, headers=self._headers(token), timeout=self.options.timeout
+            )
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        return backoff_delay(
-            attempt,
-            base=self.options.backoff_base,
-            cap=self.options.backoff_cap,
-            retry_after=retry_after,
-        )
+        try:
+            return call_with_retries(
+                send,
+                call=f"POST {self.url}",
+                policy=self.policy,
+                tokens=self.tokens,
+                refresh_on=(401, 403),
+                on_retry=lambda _delay: self.stats.add(retried=len(items)),
+                on_refresh=lambda: self.stats.add(token_refreshes=1),
+            )
+        except RetriesExhausted as exc:
+            raise SendError(
+                f"{exc}. Acknowledged chunks are in the ledger: rerun to resume."
+            ) from None
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(attempt, base=self.options.backoff_base, cap=self.options.backoff_cap)
 
     def _headers(self, token: str | None) -> dict[str, str]:
         if token is None:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import random
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,17 +31,18 @@ import pyarrow as pa
 import requests
 
 from cja_audiences.adobe.auth import AdobeConfig, get_token, invalidate_token
-from cja_audiences.adobe.http import parse_retry_after
+from cja_audiences.adobe.rate import SlidingWindowLimiter
+from cja_audiences.adobe.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    call_with_retries,
+    is_transient_status,
+)
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.writer import Mode
 from cja_audiences.lake.layout import Lake, read_json, write_json
 
-REQUESTS_PER_WINDOW = 12
-RATE_WINDOW_S = 6.0
-RATE_MARGIN_S = 0.25
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_S = 1.0
-BACKOFF_MAX_S = 60.0
+REPORTING_RETRIES = RetryPolicy(max_retries=7, backoff_base=0.5, backoff_cap=60.0)
 DEFAULT_PAGE_LIMIT = 1000  # rows per page; the topItems maximum Adobe documents
 
 # metric id -> the XDM event type one occurrence of it stands for (order = columnId)
@@ -62,115 +61,72 @@ class ReportingError(RuntimeError):
     """The Reporting API refused a request for good; the message names status and cause."""
 
 
-class RateLimiter:
-    """At most ``requests`` calls in any ``window_s`` seconds (a sliding log, thread-safe).
-
-    ``margin_s`` widens the window: the server counts arrivals, and network jitter can bring
-    two requests closer together than they were sent.
-    """
-
-    def __init__(
-        self,
-        requests: int = REQUESTS_PER_WINDOW,
-        window_s: float = RATE_WINDOW_S,
-        *,
-        margin_s: float = RATE_MARGIN_S,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.requests = requests
-        self.window_s = window_s + margin_s
-        self._clock = clock
-        self._sleep = sleep
-        self._sent: collections.deque[float] = collections.deque()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Wait until one more call is allowed; returns the seconds waited."""
-        waited = 0.0
-        with self._lock:
-            while True:
-                now = self._clock()
-                while self._sent and now - self._sent[0] >= self.window_s:
-                    self._sent.popleft()
-                if len(self._sent) < self.requests:
-                    self._sent.append(now)
-                    return waited
-                pause = self.window_s - (now - self._sent[0])
-                self._sleep(pause)
-                waited += pause
-
-
 @dataclass
 class ReportingClient:
     """``POST {base_url}/reports`` with Adobe's headers, limits and retries."""
 
     config: AdobeConfig
     session: requests.Session = field(default_factory=requests.Session)
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limiter: SlidingWindowLimiter = field(default_factory=SlidingWindowLimiter)
     on_new_token: Callable[[str], None] | None = None
-    max_attempts: int = MAX_ATTEMPTS
+    policy: RetryPolicy = REPORTING_RETRIES
     sleep: Callable[[float], None] = time.sleep
     stats: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    def _token(self) -> str:
+    def token(self) -> str:
+        """A bearer token from the process cache (registered with the log masker)."""
         token = get_token(self.config, self.session)
         if self.on_new_token:
             self.on_new_token(token)
         return token
 
+    def refresh(self, rejected: str) -> str:
+        """A new token after a 401."""
+        invalidate_token(self.config)
+        return self.token()
+
     def report(self, body: dict[str, Any]) -> dict[str, Any]:
         """One report page; raises :class:`ReportingError` when retries cannot help."""
-        refreshed = False
-        for attempt in range(1, self.max_attempts + 1):
+
+        def send(token: str | None) -> requests.Response:
             self.stats["waited_s"] += self.limiter.acquire()
-            headers = {
-                **self.config.platform_headers(self._token()),
-                "Content-Type": "application/json",
-            }
             self.stats["requests"] += 1
-            try:
-                response = self.session.post(
-                    f"{self.config.base_url}/reports",
-                    json=body,
-                    headers=headers,
-                    timeout=self.config.timeout,
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                self._backoff(attempt, None, f"connection failed: {type(exc).__name__}")
-                continue
-            if response.status_code == 200:
-                return response.json()
-            if response.status_code == 401 and not refreshed:
-                invalidate_token(self.config)
-                refreshed = True
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
+            response = self.session.post(
+                f"{self.config.base_url}/reports",
+                json=body,
+                headers={
+                    **self.config.platform_headers(token or ""),
+                    "Content-Type": "application/json",
+                },
+                timeout=self.config.timeout,
+            )
+            if is_transient_status(response.status_code):
                 self.stats[f"http_{response.status_code}"] += 1
-                self._backoff(attempt, response, _describe(response))
-                continue
+            return response
+
+        try:
+            response = call_with_retries(
+                send,
+                call="CJA POST /reports",
+                policy=self.policy,
+                tokens=self,
+                on_retry=self._count_retry,
+                sleep=self.sleep,
+            )
+        except RetriesExhausted as exc:
+            raise ReportingError(
+                f"{exc}; the pull resumes from its last saved page when rerun"
+            ) from None
+        if response.status_code != 200:
             raise ReportingError(
                 f"CJA /reports refused the request: {_describe(response)}; "
                 "check the data view id (rsid), the date range and the connection's permissions"
             )
-        raise ReportingError(
-            f"CJA /reports still failing after {self.max_attempts} attempts; the pull resumes "
-            "from its last saved page when rerun"
-        )
+        return response.json()
 
-    def _backoff(self, attempt: int, response: requests.Response | None, why: str) -> None:
-        if attempt >= self.max_attempts:
-            return
-        header = response.headers.get("Retry-After") if response is not None else None
-        retry_after = parse_retry_after(header)
-        if retry_after is not None:
-            pause = retry_after
-        else:
-            pause = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-            pause *= random.uniform(0.5, 1.0)  # jitter: several workers do not retry in step
+    def _count_retry(self, delay: float) -> None:
         self.stats["retries"] += 1
-        self.stats["backoff_s"] += pause
-        self.sleep(pause)
+        self.stats["backoff_s"] += delay
 
 
 def _describe(response: requests.Response) -> str:

@@ -61,8 +61,6 @@ class Lake:
 
 
 AUDIENCE_ID = re.compile(r"[a-z][a-z0-9_]{1,62}")
-CURRENT = "current.json"  # audiences/<id>/current.json: the committed run
-RUNS = "runs"  # audiences/<id>/runs/<run_id>/
 
 
 def safe_name(run_id: str) -> str:
@@ -116,18 +114,3 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return default
-
-
-RUN_RECORD = "run.json"
-
-
-def read_run_record(run_dir: Path) -> dict[str, Any]:
-    return read_json(run_dir / RUN_RECORD, default={})
-
-
-def update_run_record(run_dir: Path, **sections: Any) -> dict[str, Any]:
-    """Merge top-level sections into the run's ``run.json`` (one writer per run at a time)."""
-    record = read_run_record(run_dir)
-    record.update(sections)
-    write_json(record, run_dir / RUN_RECORD)
-    return record

@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from cja_audiences.lake.layout import read_json, read_run_record, update_run_record, write_json
+from cja_audiences.lake.layout import read_json, write_json
+from cja_audiences.lake.runs import read_run_record, update_run_record
 
 LEASE_FILE = "lease.json"
 LEASE_LOCK = ".lease.lock"

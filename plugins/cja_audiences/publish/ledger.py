@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cja_audiences.lake.layout import read_json, write_json
+from cja_audiences.lake.runs import LEDGER_DIR
 
-LEDGER_DIR = "ledger"
 MANIFEST = "manifest.json"
 LEDGER_VERSION = 1
 COLUMNS = ("person_id", "namespace", "identity")

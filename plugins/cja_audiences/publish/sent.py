@@ -21,22 +21,31 @@ from pathlib import Path
 
 from cja_audiences.adobe.records import STATUS_EXITED, STATUS_REALIZED, qualification_time
 from cja_audiences.diff import Corrections
-from cja_audiences.lake.layout import CURRENT, RUNS, read_json, read_run_record, write_json
-from cja_audiences.publish.ledger import LEDGER_DIR, MANIFEST
+from cja_audiences.lake.layout import read_json, write_json
+from cja_audiences.lake.runs import (
+    CURRENT,
+    ENTERED,
+    EXITED,
+    LEDGER_DIR,
+    MEMBERS,
+    RUNS,
+    read_run_record,
+)
+from cja_audiences.publish.ledger import MANIFEST
 
 CLOCK_FILE = "qualification.json"
 
 # mode -> inputs as (kind, file in the run folder, membership status, required)
 PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
     "delta": (
-        ("entered", "entered.parquet", STATUS_REALIZED, True),
-        ("exited", "exited.parquet", STATUS_EXITED, True),
+        ("entered", ENTERED, STATUS_REALIZED, True),
+        ("exited", EXITED, STATUS_EXITED, True),
     ),
     "full": (
-        ("members", "members.parquet", STATUS_REALIZED, True),
-        ("exited", "exited.parquet", STATUS_EXITED, False),
+        ("members", MEMBERS, STATUS_REALIZED, True),
+        ("exited", EXITED, STATUS_EXITED, False),
     ),
-    "decommission": (("decommission", "members.parquet", STATUS_EXITED, True),),
+    "decommission": (("decommission", MEMBERS, STATUS_EXITED, True),),
 }
 KIND_FILES = {kind: (name, status) for plan in PLANS.values() for kind, name, status, _ in plan}
 

@@ -30,6 +30,7 @@ from cja_audiences.adobe.audiences import (
 )
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
+from cja_audiences.adobe.rate import shared_bucket
 from cja_audiences.adobe.records import InvalidRecord, RecordFactory, qualification_time
 from cja_audiences.adobe.sender import (
     Failure,
@@ -38,16 +39,15 @@ from cja_audiences.adobe.sender import (
     SendStats,
     StreamingSender,
     pack,
-    shared_bucket,
 )
-from cja_audiences.lake.layout import read_run_record, update_run_record, write_parquet
+from cja_audiences.lake.layout import write_parquet
 from cja_audiences.lake.lease import LeaseLost, RunLease
+from cja_audiences.lake.runs import DEAD_LETTERS, read_run_record, update_run_record
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
 from cja_audiences.publish.sent import PLANS, next_qualification_time, unaccounted_runs
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
-DEAD_LETTER_FILE = "dead_letter.parquet"
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         pa.field("chunk", pa.string(), nullable=False),
@@ -312,7 +312,7 @@ class _Publish:
         return (
             f"{dead} of {self.total} records were refused by AEP, more than the allowed "
             f"{self.options.max_dead_letter_share:.3%} ({self.allowed_dead}); see "
-            f"{self.run_dir / DEAD_LETTER_FILE} for each record's status and message. "
+            f"{self.run_dir / DEAD_LETTERS} for each record's status and message. "
             "The snapshot must not be committed."
         )
 
@@ -378,7 +378,7 @@ class _Publish:
         if not rows:
             return None
         table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
-        return write_parquet(table, self.run_dir / DEAD_LETTER_FILE)
+        return write_parquet(table, self.run_dir / DEAD_LETTERS)
 
     def _record(self, summary: dict[str, Any]) -> None:
         section = "decommission" if self.mode == "decommission" else "publish"

@@ -33,7 +33,7 @@ def test_config_comes_from_the_connection_and_secrets_are_masked(emu, hook) -> N
     assert config.base_url == emu.url and config.data_view_id == emu.config["data_view_id"]
     secret = config.client_secret.get_secret_value()
     client = hook.get_client()
-    token = client._token()
+    token = client.token()
     assert redact(f"secret={secret} token={token}") == "secret=*** token=***"
     assert secret not in repr(config)
 

@@ -16,13 +16,9 @@ from typing import Any
 from airflow.sdk.log import mask_secret
 from requests import Session
 
+from cja_audiences.adobe.rate import SlidingWindowLimiter
 from cja_audiences.airflow.hooks.adobe import AdobeHook
-from cja_audiences.extract.reporting import (
-    DEFAULT_PAGE_LIMIT,
-    RateLimiter,
-    ReportingClient,
-    ReportingSource,
-)
+from cja_audiences.extract.reporting import DEFAULT_PAGE_LIMIT, ReportingClient, ReportingSource
 
 
 class CJAHook(AdobeHook):
@@ -48,12 +44,12 @@ class CJAHook(AdobeHook):
         """A keep-alive session; the client sets the bearer token per request."""
         return self.keep_alive_session(headers)
 
-    def get_client(self, limiter: RateLimiter | None = None) -> ReportingClient:
+    def get_client(self, limiter: SlidingWindowLimiter | None = None) -> ReportingClient:
         """A Reporting API client for this connection (12 requests per 6 s by default)."""
         return ReportingClient(
             self.get_config(),
             session=self.get_conn(),
-            limiter=limiter or RateLimiter(),
+            limiter=limiter or SlidingWindowLimiter(),
             on_new_token=mask_secret,
         )
 

@@ -14,8 +14,8 @@ from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from cja_audiences.airflow.hooks.aep import AEPHook
-from cja_audiences.lake.layout import read_run_record
 from cja_audiences.lake.lease import AudienceBusy, LeaseLost
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import DeadLetterThresholdExceeded, PublishOptions
 from cja_audiences.refresh import summarize
 from cja_audiences.settings import get_settings
