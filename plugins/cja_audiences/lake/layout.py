@@ -6,9 +6,11 @@ name in the same folder and are renamed into place, so a reader never sees half 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,16 +87,48 @@ def is_safe_name(name: str) -> bool:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Yield a temporary path beside ``path``; rename it into place only on success.
+
+    A full disk (from Python, PyArrow or DuckDB alike) becomes :class:`DiskFull` naming
+    ``path``; the temporary file is removed, so nothing half-written stays behind.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _disk_full(exc, path) or exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except Exception as exc:
+        full = _disk_full(exc, path)
+        if full is None:
+            raise
+        raise full from exc
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+class DiskFull(OSError):
+    """No space left while writing a lake file; the message names the file and the fix."""
+
+
+def _disk_full(exc: BaseException, path: Path) -> DiskFull | None:
+    if isinstance(exc, DiskFull):
+        return exc
+    if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc):
+        return None
+    try:
+        free = f"{shutil.disk_usage(path.parent).free:,} bytes free there"
+    except OSError:
+        free = "its folder is not readable"
+    return DiskFull(
+        errno.ENOSPC,
+        f"no space left on device writing {path} ({free}); nothing was half-written: free "
+        f"space on that file system (or move CJA_AUDIENCES_HOME) and retry the task",
+    )
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:

@@ -185,9 +185,12 @@ class _Publish:
             if self.mode == "decommission":
                 audience = {**audience, **(self._deactivate() or {})}
         except BaseException as exc:
-            failed = self._summary(started, audience, before, status="failed")
-            failed["error"] = f"{type(exc).__name__}: {exc}"
-            self._record(failed)
+            try:
+                failed = self._summary(started, audience, before, status="failed")
+                failed["error"] = f"{type(exc).__name__}: {exc}"
+                self._record(failed)
+            except OSError as record_error:  # e.g. the disk that failed the publish is full
+                exc.add_note(f"the failure could not be recorded in run.json: {record_error}")
             raise
         finally:
             if own_lease:
