@@ -19,8 +19,8 @@ from datetime import date
 
 from cja_audiences import snapshots
 from cja_audiences.adobe.auth import AdobeConfig
-from cja_audiences.lake.layout import read_run_record
 from cja_audiences.lake.lease import AudienceBusy, LeaseLost
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest
 from cja_audiences.settings import get_settings

@@ -13,13 +13,13 @@ import time
 import pytest
 
 from cja_audiences import snapshots
-from cja_audiences.lake.layout import read_run_record
+from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.ledger import Ledger
 from tests.reliability.helpers import aep_matches_snapshot, make_lake, wait_for_chunks
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 SEED = 20261201
-KILLS = 12
+KILLS = 10
 COMMIT_POINTS = ("update_run_record:1", "write_json:1")  # before / after the run's commit record
 
 

@@ -96,7 +96,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _disk_full(exc, path) or exc
+        full = _disk_full(exc, path)
+        if full is None:
+            raise
+        raise full from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
