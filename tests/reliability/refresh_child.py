@@ -5,7 +5,8 @@ Members are persons FIRST..LAST-1 (tests.publish.helpers). The lake, specs, leas
 the AEP connection come from the environment, as for a worker. Stages already done (per
 run.json) are skipped, so running it again with the same RUN_ID is a task retry.
 ``CJA_TEST_KILL_AT=<function>:<n>`` SIGKILLs the process just before the n-th call of
-``cja_audiences.snapshots.<function>`` (a crash at a chosen point inside commit).
+``cja_audiences.snapshots.<function>`` (a crash at a chosen point inside commit);
+``CJA_TEST_AUDIENCE`` picks the audience (default high_value; bench/soak.py runs ten).
 Exit codes: 0 committed, 3 skipped (another run holds the audience), 4 refused (superseded
 or lost the lease).
 """
@@ -27,7 +28,7 @@ from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
 from tests.publish.helpers import fast_options, write_members
 
-AUDIENCE = "high_value"
+AUDIENCE = os.environ.get("CJA_TEST_AUDIENCE", "high_value")
 CHUNK = int(os.environ.get("CJA_TEST_CHUNK", "500"))
 
 

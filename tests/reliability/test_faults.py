@@ -4,9 +4,6 @@ the publish gave up) and the ledger never runs ahead of what AEP accepted."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -14,7 +11,7 @@ import pytest
 
 from cja_audiences.adobe.sender import SendError
 from cja_audiences.publish.streaming import PublishError, publish_run
-from emulator.process import ROOT, EmulatorServer, free_port
+from emulator.process import start_emulator
 from tests.publish.helpers import (
     fast_options,
     held,
@@ -102,28 +99,11 @@ def test_tokens_expiring_mid_publish(emu, run_dir):
     assert held(emu, status="realized") == expected
 
 
-def start_on(port, state_dir):
-    cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        [*cmd, "--state", str(state_dir)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            return EmulatorServer(url, process, state_dir)
-        except Exception:  # noqa: BLE001 - not listening yet
-            time.sleep(0.1)
-    raise AssertionError("emulator did not restart")
-
-
 def test_the_endpoint_killed_and_restarted_mid_publish(run_dir, tmp_path):
-    port, state = free_port(), tmp_path / "emulator"
+    state = tmp_path / "emulator"
     state.mkdir()
-    emu = start_on(port, state)
+    emu = start_emulator(state)
+    port = int(emu.url.rsplit(":", 1)[1])
     try:
         expected = prepare(run_dir)
         emu.faults(latency_ms=40, paths=["/collection/batch/"])
@@ -141,10 +121,9 @@ def test_the_endpoint_killed_and_restarted_mid_publish(run_dir, tmp_path):
         worker.start()
         while len(list((run_dir / "ledger").glob("entered-*.json"))) < 3:
             time.sleep(0.01)
-        emu.process.send_signal(signal.SIGTERM)  # AEP goes away mid-publish ...
-        emu.process.wait(timeout=20)
+        emu.stop()  # AEP goes away mid-publish (SIGTERM) ...
         time.sleep(1.0)
-        emu = start_on(port, state)  # ... and comes back, with what it had accepted
+        emu = start_emulator(state, port=port)  # ... and comes back with what it accepted
         worker.join(timeout=120)
         assert isinstance(result[0], dict), repr(result[0])
         assert result[0]["chunks"]["complete"]
