@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export CJA_AUDIENCES_HOME ?= $(CURDIR)/.local/home
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: venv demo test lint format airflow emulator bench clean
+.PHONY: venv demo test lint format airflow emulator bench soak clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ emulator: venv
 
 bench: venv
 	for b in emulator extract compute diff publish; do $(PY) -m bench.$$b || exit 1; done
+
+# 30 minutes of ten audiences under faults, then a reconcile; SOAK_ARGS=--quick for 2 minutes
+soak: venv
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf .local
