@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 from starlette.responses import Response
 
-from emulator import errors
+from emulator import errors, external_audiences
 from emulator.audiences import audience_counts
 from emulator.catalog import STATUSES, add_batch, seal_batches
 from emulator.cja import new_segment
@@ -115,6 +115,9 @@ async def stats(request: Request) -> Response:
 
 
 def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> list[dict[str, Any]]:
+    external = external_audiences.members(state, sandbox, audience_id)
+    if external is not None:
+        return external
     store = state.profiles.get(sandbox)
     if store is None:
         return []
@@ -166,6 +169,19 @@ async def membership(audience_id: str, request: Request) -> Response:
     if params.get("count_only", "false").lower() != "true":
         body["members"] = members
     return errors.json_response(body)
+
+
+@router.post("/base-connections")
+async def add_base_connection(request: Request) -> Response:
+    """Register a cloud-storage base connection: a folder on this machine that External
+    Audiences files are read from (``{"id": ..., "root": ..., "sandbox": "prod"}``)."""
+    state = _state(request)
+    body = await _body(request)
+    if not body.get("id") or not body.get("root"):
+        raise _bad("a base connection needs an id and a root folder")
+    sandbox = body.get("sandbox", state.config.defaults.sandbox)
+    connection = external_audiences.register_connection(state, sandbox, body["id"], body["root"])
+    return errors.json_response(connection, 201)
 
 
 @router.post("/catalog/batches")

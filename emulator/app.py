@@ -11,7 +11,16 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from emulator import admin, audiences, auth, catalog, cja, profile_access, streaming
+from emulator import (
+    admin,
+    audiences,
+    auth,
+    catalog,
+    cja,
+    external_audiences,
+    profile_access,
+    streaming,
+)
 from emulator.config import EmulatorConfig
 from emulator.errors import AdobeHTTPError, json_response
 from emulator.faults import FaultMiddleware, Faults, quiet_dropped_connections
@@ -79,7 +88,8 @@ def create_app(config: EmulatorConfig, state_dir: Path | None) -> FastAPI:
     async def adobe_error(_request: Request, exc: AdobeHTTPError) -> Response:
         return json_response(exc.body, exc.status, exc.headers)
 
-    for module in (auth, streaming, audiences, profile_access, catalog, cja, admin):
+    routers = (auth, streaming, audiences, external_audiences, profile_access, catalog, cja, admin)
+    for module in routers:
         app.include_router(module.router)
     app.add_middleware(FaultMiddleware, state=state, faults=app.state.faults, router=app.router)
     return app

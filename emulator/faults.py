@@ -53,6 +53,8 @@ class FaultModes(BaseModel):
     token_lifetime_s: float | None = Field(None, gt=0)  # for tokens issued from now on
     cja_rate_limit_requests: int | None = Field(None, ge=1)
     cja_rate_limit_window_s: float | None = Field(None, gt=0)
+    external_delay_s: float = Field(0.0, ge=0)  # External Audiences operations and runs
+    external_run_failures: int = Field(0, ge=0)  # the next N ingestion runs fail
     seed: int | None = None
 
 

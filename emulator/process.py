@@ -155,6 +155,11 @@ class EmulatorServer:
         """Store a CJA segment (``name``, ``definition``, optional ``id``, ``dataId``)."""
         return self.admin("POST", "/cja/segments", json=segment)
 
+    def base_connection(self, root: Path | str, connection_id: str = "emu-storage") -> str:
+        """Register a folder as a cloud-storage base connection; returns its id."""
+        self.admin("POST", "/base-connections", json={"id": connection_id, "root": str(root)})
+        return connection_id
+
     def set_lake(self, path: Path | str | None) -> dict[str, Any]:
         """Point CJA ``/reports`` at a lake root (the folder holding ``lake/events``)."""
         return self.admin("POST", "/cja/lake", json={"path": str(path) if path else None})

@@ -24,7 +24,7 @@ from pydantic_core import from_json, to_json
 from emulator.config import EmulatorConfig
 from emulator.profiles import ProfileStore
 
-KINDS = ("audience", "segment", "batch")
+KINDS = ("audience", "segment", "batch", "external_audience", "base_connection")
 
 
 @dataclass

@@ -12,6 +12,7 @@ they cost the same memory at 20M members as at 20.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,6 +147,7 @@ def check_spec(
         _lookback_check(spec),
         _expiry_check(spec, now),
         _segments_check(spec, segment_definition),
+        _external_ttl_check(spec),
     ]
     if all_specs is not None:
         peers = {s.id: s for s in all_specs} | {spec.id: spec}
@@ -176,6 +178,40 @@ def _frequency_check(spec: AudienceSpec) -> Check:
         hours,
         HARD.min_refresh_hours,
         f"{frequency} (every {hours} h) is no more often than every {HARD.min_refresh_hours} h",
+    )
+
+
+def _external_ttl_check(spec: AudienceSpec) -> Check:
+    """AEP drops an external audience's data ``ttlInDays`` after its last ingestion: the
+    refresh must come well inside that (at least twice per TTL, so one failed refresh is
+    survivable)."""
+    ttl = spec.publish.ttl_days
+    if spec.publish.mode != "external_audience":
+        return _info("external_ttl", None, ttl, "not an external audience")
+    if spec.refresh.frequency == "one_time":
+        return Check(
+            "external_ttl",
+            "warn",
+            None,
+            ttl,
+            f"external_ttl: a one-time external audience is dropped by AEP {ttl} days after its "
+            "only ingestion; fix: raise publish.ttl_days (up to 90) or refresh it",
+        )
+    hours = FREQUENCY_HOURS[spec.refresh.frequency]
+    limit = ttl * 24 / 2
+    if hours > limit:
+        return Check(
+            "external_ttl",
+            "block",
+            hours,
+            limit,
+            f"external_ttl: a {spec.refresh.frequency} refresh (every {hours} h) cannot keep an "
+            f"external audience with publish.ttl_days {ttl} alive (AEP drops its data {ttl} "
+            f"days after the last ingestion; refresh at least twice per TTL); fix: raise "
+            f"publish.ttl_days to at least {math.ceil(hours * 2 / 24)} or refresh more often",
+        )
+    return _info(
+        "external_ttl", hours, limit, f"refreshed every {hours} h, within half of {ttl} days"
     )
 
 

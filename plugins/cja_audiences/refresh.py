@@ -173,11 +173,23 @@ def summarize(record: dict[str, Any], run_dir: Path) -> str:
         f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited "
         f"(previous size {dif.get('previous_size', 0)})",
         f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
-        f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
-        f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s",
+        _published(pub),
         f"  run folder: {run_dir}",
     ]
     return "\n".join(lines)
+
+
+def _published(pub: dict[str, Any]) -> str:
+    if pub.get("publish_mode") == "external_audience":
+        kind = "differential" if pub.get("differential") else "full"
+        return (
+            f"  published: external audience ingestion {pub.get('run_id')} ({kind}): "
+            f"{pub.get('records', 0)} rows, +{pub.get('entered', 0)} / -{pub.get('exited', 0)}"
+        )
+    return (
+        f"  published: {pub.get('acknowledged', 0)} records acknowledged, "
+        f"{pub.get('dead_lettered', 0)} dead-lettered, {pub.get('records_per_s', 0)} records/s"
+    )
 
 
 def _jsonable(request: RefreshRequest) -> dict[str, Any]:

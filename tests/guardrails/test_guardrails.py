@@ -97,7 +97,7 @@ def test_a_sane_spec_passes_every_spec_check(tmp_path: Path) -> None:
     report = check_spec(make_spec(), make_settings(tmp_path), [make_spec()], now=NOW)
     assert not report.blocked
     assert set(verdicts(report).values()) == {"pass"}
-    assert "all 6 guardrails pass" in report.message
+    assert "all 7 guardrails pass" in report.message
 
 
 def test_lookback_beyond_90_days_blocks_even_if_it_bypassed_validation(tmp_path: Path) -> None:
@@ -339,3 +339,23 @@ def test_one_time_and_ended_schedules() -> None:
     assert not refresh_due(one_time, PUBLISHED, NOW, False)[0]
     due, reason, _ = refresh_due(DAILY, PUBLISHED, datetime(2027, 3, 1, tzinfo=UTC), False)
     assert not due and "the refresh schedule ended" in reason
+
+
+@pytest.mark.parametrize(
+    ("frequency", "ttl", "verdict"),
+    [
+        ("daily", 30, "pass"),
+        ("weekly", 14, "pass"),
+        ("weekly", 13, "block"),
+        ("monthly", 30, "block"),
+    ],
+)
+def test_an_external_audience_must_refresh_well_inside_its_ttl(tmp_path, frequency, ttl, verdict):
+    spec = make_spec(
+        refresh={"frequency": frequency, "lookback_days": 30, "start": "2026-01-01T00:00:00Z"},
+        publish={"mode": "external_audience", "ttl_days": ttl},
+    )
+    report = check_spec(spec, make_settings(tmp_path), now=NOW)
+    assert verdicts(report)["external_ttl"] == verdict
+    if verdict == "block":
+        assert "publish.ttl_days" in report.message

@@ -1,6 +1,7 @@
 """Runs one publish in its own process, so a test can SIGKILL it part-way through.
 
-Usage: python -m tests.publish.publish_child RUN_DIR CHUNK_SIZE  (connection in AIRFLOW_CONN_AEP_DEFAULT)
+Usage: python -m tests.publish.publish_child RUN_DIR CHUNK_SIZE [MODE]
+(connection in AIRFLOW_CONN_AEP_DEFAULT; MODE: streaming, the default, or external_audience)
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ import sys
 from pathlib import Path
 
 from cja_audiences.adobe.auth import AdobeConfig
-from cja_audiences.publish.streaming import publish_run
+from cja_audiences.publish import publish_run
+from cja_audiences.publish.external import PollPolicy
 from tests.publish.helpers import fast_options, make_spec
 
 
 def main(argv: list[str]) -> int:
     run_dir, chunk_size = Path(argv[0]), int(argv[1])
+    mode = argv[2] if len(argv) > 2 else "streaming"
     config = AdobeConfig.from_env("aep_default")
-    publish_run(config, make_spec(), run_dir, options=fast_options(chunk_size=chunk_size))
+    spec = make_spec(publish={"mode": mode})
+    options = fast_options(chunk_size=chunk_size)
+    publish_run(config, spec, run_dir, options=options, poll=PollPolicy(0.05, 0.2, 60))
     return 0
 
 

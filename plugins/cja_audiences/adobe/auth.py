@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, SecretStr
@@ -41,6 +41,10 @@ class AdobeConfig(BaseModel):
     rate_limit: float = 1500.0  # records/s; 0 = off
     concurrency: int = 4
     data_view_id: str | None = None  # CJA data view ("rsid" in Reporting API requests)
+    publish_mode: Literal["streaming", "external_audience"] = "streaming"  # a spec may override
+    external_base_connection_id: str | None = None  # AEP cloud-storage base connection
+    external_location: str | None = None  # where membership files are written (a folder)
+    external_source_path: str = ""  # the same folder as the base connection sees it
     timeout: float = 60.0
 
     @classmethod

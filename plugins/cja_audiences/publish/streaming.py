@@ -345,6 +345,7 @@ class _Publish:
         aep_id = (audience or {}).get("id")
         return {
             "status": status,
+            "publish_mode": "streaming",
             "mode": self.mode,
             "session": self.session,
             "records": self.total,

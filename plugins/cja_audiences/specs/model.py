@@ -164,6 +164,17 @@ class FilterSpec(_Strict):
         return next(k for k in ("template", "rules", "segment") if getattr(self, k) is not None)
 
 
+class PublishSpec(_Strict):
+    """How membership reaches AEP: streamed profile records, or AEP's External Audiences API."""
+
+    mode: Literal["streaming", "external_audience"] | None = Field(
+        None, description="default: the AEP connection's publish_mode (streaming)"
+    )
+    ttl_days: int = Field(
+        30, ge=1, le=90, description="external_audience: AEP keeps the data this many days"
+    )
+
+
 class AudienceSpec(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     name: str = Field(min_length=1, max_length=200)
@@ -174,6 +185,7 @@ class AudienceSpec(_Strict):
     filter: FilterSpec
     computed_fields: dict[str, str] = Field(default_factory=dict)
     guardrails: AudienceGuardrails = Field(default_factory=AudienceGuardrails)
+    publish: PublishSpec = Field(default_factory=PublishSpec)
 
     source_path: Path | None = Field(None, exclude=True, description="set by the loader")
 

@@ -17,7 +17,8 @@ from requests import Response, Session
 
 from cja_audiences.adobe.http import TokenProvider
 from cja_audiences.airflow.hooks.adobe import AdobeHook
-from cja_audiences.publish.streaming import PublishOptions, decommission_run, publish_run
+from cja_audiences.publish import decommission_run, publish_run
+from cja_audiences.publish.streaming import PublishOptions
 
 
 class AEPHook(AdobeHook):

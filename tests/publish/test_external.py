@@ -1,0 +1,199 @@
+"""Publishing as an AEP external audience, against the emulator's External Audiences API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from cja_audiences import snapshots
+from cja_audiences.diff import diff_members
+from cja_audiences.lake.layout import read_json
+from cja_audiences.lake.runs import read_run_record
+from cja_audiences.publish import ModeSwitchError, decommission_run, publish_run
+from cja_audiences.publish.external import RUN_LEDGER, STATE_FILE, ExternalAudienceError, PollPolicy
+from tests.publish.helpers import identities, make_spec, member_table, write_members
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+FAST = PollPolicy(first_wait_s=0.02, max_wait_s=0.1, timeout_s=30)
+EXTERNAL = {"publish": {"mode": "external_audience", "ttl_days": 30}}
+
+
+@pytest.fixture
+def storage(emu, tmp_path) -> Path:
+    root = tmp_path / "cloud"
+    root.mkdir()
+    emu.base_connection(root, "conn-1")
+    return root
+
+
+def external_conn(emu, storage: Path) -> dict:
+    return {
+        "external_base_connection_id": "conn-1",
+        "external_location": str(storage / "audiences"),
+        "external_source_path": "audiences",
+    }
+
+
+def refresh(emu, storage, audience_dir: Path, name: str, ids, **publish) -> dict:
+    """members -> diff against the committed run -> publish -> commit, as a DAG run does."""
+    run_dir = audience_dir / "runs" / name
+    run_dir.mkdir(parents=True)
+    write_members(run_dir / "members.parquet", ids)
+    diff_members(run_dir, snapshots.current_run_dir(audience_dir))
+    config = emu.adobe_config(**external_conn(emu, storage))
+    summary = publish_run(config, make_spec(**EXTERNAL), run_dir, poll=FAST, **publish)
+    snapshots.commit(audience_dir, run_dir)
+    return summary
+
+
+def held_by(emu, audience_dir: Path) -> set[tuple[str, str]]:
+    aep_id = read_json(audience_dir / STATE_FILE)["audience_id"]
+    return {(m["namespace"], m["identity"]) for m in emu.membership(aep_id)}
+
+
+def test_publish_then_differential_refreshes_match_every_snapshot(emu, storage, tmp_path):
+    audience = tmp_path / "audiences" / "high_value"
+    first = refresh(emu, storage, audience, "r1", range(100))
+    assert first["differential"] is False and first["records"] == 100
+    assert held_by(emu, audience) == identities(member_table(range(100)))
+
+    second = refresh(emu, storage, audience, "r2", range(50, 180))
+    assert second["differential"] is True
+    assert (second["entered"], second["exited"]) == (80, 50)
+    assert held_by(emu, audience) == identities(member_table(range(50, 180)))
+
+    third = refresh(emu, storage, audience, "r3", range(150, 160))
+    assert held_by(emu, audience) == identities(member_table(range(150, 160)))
+    files = sorted(p.name for p in (storage / "audiences" / "high_value").iterdir())
+    assert files == ["r1.csv", "r2.csv", "r3.csv"]
+    record = read_run_record(audience / "runs" / "r3")["publish"]
+    assert record["publish_mode"] == "external_audience" and record["run_id"] == third["run_id"]
+    assert (storage / "audiences/high_value/r3.csv").read_text().splitlines()[
+        0
+    ] == '"identity","delete"'
+
+
+def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, storage, tmp_path):
+    audience = tmp_path / "audiences" / "high_value"
+    run_dir = audience / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    write_members(run_dir / "members.parquet", range(200))
+    diff_members(run_dir, None)
+    emu.faults(external_delay_s=3.0)
+    conn = emu.aep_conn(**external_conn(emu, storage))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.publish.publish_child",
+            str(run_dir),
+            "500",
+            "external_audience",
+        ],
+        cwd=REPO,
+        env=os.environ
+        | {
+            "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(conn),
+            "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+        },
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not (read_json(run_dir / RUN_LEDGER) or {}).get("run_id"):
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the child never started an ingestion run"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    started = read_json(run_dir / RUN_LEDGER)["run_id"]
+
+    summary = publish_run(
+        emu.adobe_config(**external_conn(emu, storage)),
+        make_spec(**EXTERNAL),
+        run_dir,
+        poll=FAST,
+    )
+    assert summary["run_id"] == started
+    aep_id = read_json(audience / STATE_FILE)["audience_id"]
+    runs = requests.get(
+        f"{emu.url}/data/core/ais/external-audience/{aep_id}/runs",
+        headers=emu.headers(),
+        timeout=10,
+    ).json()["runs"]
+    assert [r["runId"] for r in runs] == [started]
+    assert held_by(emu, audience) == identities(member_table(range(200)))
+
+
+def test_a_failed_ingestion_fails_the_publish_and_a_retry_starts_a_new_run(emu, storage, tmp_path):
+    audience = tmp_path / "audiences" / "high_value"
+    emu.faults(external_run_failures=1)
+    with pytest.raises(ExternalAudienceError, match="ended FAILED"):
+        refresh(emu, storage, audience, "r1", range(10))
+    assert read_run_record(audience / "runs" / "r1")["publish"]["status"] == "failed"
+    assert snapshots.current_run(audience) is None
+    config = emu.adobe_config(**external_conn(emu, storage))
+    summary = publish_run(config, make_spec(**EXTERNAL), audience / "runs" / "r1", poll=FAST)
+    assert summary["status"] == "ok"
+    assert held_by(emu, audience) == identities(member_table(range(10)))
+
+
+def test_an_abandoned_run_makes_the_next_one_a_full_ingestion(emu, storage, tmp_path):
+    audience = tmp_path / "audiences" / "high_value"
+    refresh(emu, storage, audience, "r1", range(20))
+    abandoned = audience / "runs" / "r2"
+    abandoned.mkdir(parents=True)
+    write_members(abandoned / "members.parquet", range(100, 130))
+    diff_members(abandoned, snapshots.current_run_dir(audience))
+    config = emu.adobe_config(**external_conn(emu, storage))
+    publish_run(config, make_spec(**EXTERNAL), abandoned, poll=FAST)  # never committed
+    third = refresh(emu, storage, audience, "r3", range(10, 30))
+    assert third["differential"] is False
+    assert held_by(emu, audience) == identities(member_table(range(10, 30)))
+
+
+def test_a_dry_run_writes_no_file_and_starts_nothing(emu, storage, tmp_path):
+    audience = tmp_path / "audiences" / "high_value"
+    run_dir = audience / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    write_members(run_dir / "members.parquet", range(30))
+    diff_members(run_dir, None)
+    config = emu.adobe_config(**external_conn(emu, storage))
+    summary = publish_run(config, make_spec(**EXTERNAL), run_dir, dry_run=True)
+    assert summary["status"] == "dry_run" and summary["records"] == 30
+    assert not (storage / "audiences").exists() and not (audience / STATE_FILE).exists()
+
+
+def test_switching_modes_is_refused_until_the_audience_is_decommissioned(emu, storage, tmp_path):
+    audience = tmp_path / "audiences" / "high_value"
+    refresh(emu, storage, audience, "r1", range(10))
+    run_dir = audience / "runs" / "r2"
+    run_dir.mkdir(parents=True)
+    write_members(run_dir / "members.parquet", range(10))
+    diff_members(run_dir, snapshots.current_run_dir(audience))
+    streaming = make_spec()
+    config = emu.adobe_config(**external_conn(emu, storage))
+    with pytest.raises(ModeSwitchError, match="live in AEP in external_audience mode"):
+        publish_run(config, streaming, run_dir)
+    decommission_run(config, make_spec(**EXTERNAL), audience / "runs" / "r1")
+    aep_id = read_json(audience / STATE_FILE, {}).get("audience_id")
+    assert aep_id is None  # deleted in AEP, forgotten here
+    assert emu.membership("any-deleted-id") == []
+    publish_run(config, streaming, run_dir)  # now allowed
+
+
+def test_a_connection_without_storage_fields_names_them(emu, run_dir):
+    write_members(run_dir / "members.parquet", range(5))
+    diff_members(run_dir, None)
+    with pytest.raises(
+        ExternalAudienceError, match="external_base_connection_id or external_location"
+    ):
+        publish_run(emu.adobe_config(), make_spec(**EXTERNAL), run_dir, poll=FAST)
