@@ -8,7 +8,7 @@ Why this shape:
   commit refuses when the share of bad rows is above the limit. Rejected rows always go to
   ``quarantine/<source>/<run>/rejected.parquet`` with their reason, whether the extract
   passes or fails: nothing is dropped silently.
-* Idempotent: each touched partition is rebuilt deduplicated by ``event_id`` and sorted by
+* Idempotent: each touched partition is rebuilt deduplicated by (``event_id``, person) and sorted by
   (person_id, timestamp, event_id), then swapped in whole (``publish``). The same input twice
   gives byte-identical files. Rows land by their own UTC date, so late data joins the right
   partition; in ``merge`` mode (the default) the rows already there are kept, and a re-sent
@@ -264,7 +264,8 @@ class PartitionWriter:
         deduped = f"""
             SELECT * EXCLUDE (_rank) FROM (
                 SELECT *, row_number() OVER (
-                    PARTITION BY event_id ORDER BY _new DESC, _seq DESC) AS _rank
+                    -- one event id of two persons is two events: never let one replace the other
+                    PARTITION BY event_id, person_id ORDER BY _new DESC, _seq DESC) AS _rank
                 FROM ({union}))
             WHERE _rank = 1"""
         if not live_files and _unique_ids(incoming, con):
@@ -280,9 +281,10 @@ class PartitionWriter:
 
 
 def _unique_ids(incoming: Path, con: duckdb.DuckDBPyConnection) -> bool:
-    """True when no event id repeats in ``incoming`` (cheaper to check than to dedupe)."""
+    """True when no (event id, person) repeats in ``incoming`` (cheaper than deduping)."""
     [(total, distinct)] = con.execute(
-        "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [str(incoming)]
+        "SELECT count(*), count(DISTINCT (event_id, person_id)) FROM read_parquet(?)",
+        [str(incoming)],
     ).fetchall()
     return total == distinct
 
