@@ -16,10 +16,9 @@ a conditional PUT of current.json (``If-Match`` the ETag read with the base).
 
 from __future__ import annotations
 
-import fcntl
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,13 @@ import duckdb
 import pyarrow.parquet as pq
 
 from cja_audiences.diff import diff_members
-from cja_audiences.lake.layout import atomic_path, is_safe_name, read_json, write_json
+from cja_audiences.lake.layout import (
+    atomic_path,
+    file_lock,
+    is_safe_name,
+    read_json,
+    write_json,
+)
 from cja_audiences.lake.lease import RunLease
 from cja_audiences.lake.runs import (
     CURRENT,
@@ -50,16 +55,9 @@ class SnapshotError(RuntimeError):
     """A snapshot operation that must not happen; the message says why and what to do."""
 
 
-@contextmanager
-def _locked(audience_dir: Path) -> Iterator[None]:
+def _locked(audience_dir: Path) -> AbstractContextManager[None]:
     """One writer of current.json and of the runs folder at a time (commit, rollback, prune)."""
-    audience_dir.mkdir(parents=True, exist_ok=True)
-    with (audience_dir / LOCK).open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(audience_dir / LOCK)
 
 
 def current_run(audience_dir: Path) -> dict[str, Any] | None:

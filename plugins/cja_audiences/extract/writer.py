@@ -46,12 +46,13 @@ from cja_audiences.extract.normalize import (
 )
 from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
-from cja_audiences.lake.layout import Lake, atomic_path, safe_name
+from cja_audiences.lake.layout import Lake, atomic_path, file_lock, safe_name
 from cja_audiences.lake.schema import EVENT_SCHEMA
 
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
 ROW_GROUP_SIZE = 128 * 1024
+LANDING_LOCK = ".landing.lock"  # lake/.landing.lock: held while a run merges and swaps dates
 BUFFER_ROWS = 256 * 1024  # rows held in memory across dates before they go to staging
 _INCOMING = EVENT_SCHEMA.append(pa.field("_seq", pa.int64()))
 
@@ -196,9 +197,12 @@ class PartitionWriter:
         bad_share = rejected / self._rows_in if self._rows_in else 0.0
         if bad_share > self.max_bad_row_share:
             raise ExtractRejected(self._rejection_message(rejected, bad_share))
-        partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
-        publish_partitions(self._staging_path, self.lake.events)
-        persons = update_persons(self.lake, list(partitions), self._con)
+        # one landing at a time: two extracts of the same date would each merge the live
+        # partition as it was before the other, and the last swap would drop the other's rows
+        with file_lock(self.lake.root / "lake" / LANDING_LOCK):
+            partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
+            publish_partitions(self._staging_path, self.lake.events)
+            persons = update_persons(self.lake, list(partitions), self._con)
         return {
             "source": self.source,
             "run_id": self.run_id,

@@ -7,6 +7,7 @@ name in the same folder and are renamed into place, so a reader never sees half 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -112,6 +113,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise full from exc
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed): across processes and threads
+    on one host; every open of the file is a separate lock holder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class DiskFull(OSError):

@@ -21,16 +21,14 @@ far above any clock skew between workers (the default is 30 minutes).
 
 from __future__ import annotations
 
-import fcntl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from cja_audiences.lake.layout import read_json, write_json
+from cja_audiences.lake.layout import file_lock, read_json, write_json
 from cja_audiences.lake.runs import read_run_record, update_run_record
 
 LEASE_FILE = "lease.json"
@@ -87,23 +85,12 @@ class LocalLeaseBackend:
     def _path(self, key: str) -> Path:
         return self.root / key / LEASE_FILE
 
-    @contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        folder = self.root / key
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / LEASE_LOCK).open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def load(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
         record = read_json(self._path(key))
         return record, None if record is None else str(record.get("version", 0))
 
     def store(self, key: str, record: dict[str, Any], expected: str | None) -> bool:
-        with self._locked(key):
+        with file_lock(self.root / key / LEASE_LOCK):
             _current, version = self.load(key)
             if version != expected:
                 return False
