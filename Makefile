@@ -9,14 +9,19 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export CJA_AUDIENCES_HOME ?= $(CURDIR)/.local/home
-export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+# The local (demo) Airflow creates DAGs unpaused; deployments keep Airflow's default (paused).
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 
-.PHONY: venv demo test lint format airflow emulator bench soak clean
+.PHONY: venv demo test test-fast lint format airflow emulator bench soak shell clean
 
+# The package installs editable from plugins/ (pyproject.toml): `python -m cja_audiences`,
+# the `cja-audiences` script and the benchmarks work in any shell with the venv active.
+# Code changes need no reinstall; a changed [project.scripts] needs `make venv -B`.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -26,6 +31,9 @@ demo: venv
 
 test: venv lint
 	$(PY) -m pytest
+
+test-fast: venv  # the unit tier: no emulator over HTTP, no Airflow DB, no whole DAGs
+	$(PY) -m pytest -m "not integration and not e2e"
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -47,6 +55,9 @@ bench: venv
 # 30 minutes of ten audiences under faults, then a reconcile; SOAK_ARGS=--quick for 2 minutes
 soak: venv
 	$(PY) -m bench.soak $(SOAK_ARGS)
+
+shell: venv  # a shell with the venv and the demo's environment (dev/env.sh)
+	bash --rcfile <(echo '[ -f ~/.bashrc ] && . ~/.bashrc; . $(VENV)/bin/activate; . dev/env.sh')
 
 clean:
 	rm -rf .local

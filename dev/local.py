@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dev.standalone import SMALL_MACHINE
 from emulator.process import EmulatorServer, start_emulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,20 +22,34 @@ LOCAL = REPO / ".local"
 AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 
 
+def demo_environment(
+    airflow_home: Path, cja_home: Path, emulator: EmulatorServer
+) -> dict[str, str]:
+    """The variables the demo, `make airflow` and `dev/env.sh` share (one list, one place).
+
+    Local only: DAGs are created unpaused (a deployment keeps Airflow's default, paused) and
+    process counts fit a 2-core laptop.
+    """
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        **SMALL_MACHINE,
+        "CJA_AUDIENCES_HOME": str(cja_home),
+        "CJA_AUDIENCES_SPECS": str(REPO / "include" / "audiences"),
+        "CJA_AUDIENCES_FILTERS": str(REPO / "include" / "filters"),
+        "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(emulator.aep_conn()),
+        "AIRFLOW_CONN_CJA_DEFAULT": json.dumps(emulator.cja_conn()),
+    }
+
+
 def airflow_env(airflow_home: Path, cja_home: Path, emulator: EmulatorServer) -> dict[str, str]:
-    """Environment for Airflow processes: this repo's DAGs and plugins, connections preset."""
+    """Environment for Airflow processes: the demo environment over this process's."""
     env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(airflow_home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        CJA_AUDIENCES_HOME=str(cja_home),
-        PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
-        PATH=os.pathsep.join([str(AIRFLOW_BIN.parent), env.get("PATH", "")]),
-        AIRFLOW_CONN_AEP_DEFAULT=json.dumps(emulator.aep_conn()),
-        AIRFLOW_CONN_CJA_DEFAULT=json.dumps(emulator.cja_conn()),
-    )
+    env.update(demo_environment(airflow_home, cja_home, emulator))
+    env["PATH"] = os.pathsep.join([str(AIRFLOW_BIN.parent), env.get("PATH", "")])
     return env
 
 

@@ -33,6 +33,13 @@ VENV_BIN = Path(sys.executable).parent
 ADMIN_USER = "admin"
 FINISHED_STATES = frozenset({"success", "failed"})
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+# Process counts for a 2-core machine. Airflow's defaults fork 32 LocalExecutor workers at
+# start ([core] parallelism) and 2 parsing processes: ~32 processes for a laptop demo.
+SMALL_MACHINE = {
+    "AIRFLOW__CORE__PARALLELISM": "4",  # LocalExecutor workers = concurrent tasks
+    "AIRFLOW__API__WORKERS": "1",  # api-server (UI, REST API, Execution API) processes
+    "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+}
 
 
 class StandaloneError(RuntimeError):
@@ -112,6 +119,7 @@ class StandaloneAirflow:
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="2",
         )
+        env.update(SMALL_MACHINE)
         env.update(extra)
         return env
 

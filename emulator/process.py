@@ -32,12 +32,19 @@ def free_port() -> int:
 class EmulatorServer:
     """A running emulator and the helpers tests use to drive and inspect it."""
 
-    def __init__(self, url: str, process: subprocess.Popen[bytes] | None, state_dir: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        process: subprocess.Popen[bytes] | None,
+        state_dir: Path,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """``config``: the summary of the configuration it serves; asked of it when omitted."""
         self.url = url.rstrip("/")
         self.process = process
         self.state_dir = state_dir
         self.http = requests.Session()
-        self.config: dict[str, Any] = self.admin("GET", "/config")["summary"]
+        self.config: dict[str, Any] = config or self.admin("GET", "/config")["summary"]
 
     # -- connections ------------------------------------------------------------------
     def aep_conn(self, **extra: Any) -> dict[str, Any]:

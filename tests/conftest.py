@@ -20,6 +20,18 @@ os.environ.setdefault("CJA_AUDIENCES_HOME", str(_AIRFLOW_HOME / "cja_home"))
 
 pytest_plugins = ["emulator.pytest_plugin"]
 
+# Fixtures that reach a real component: the emulator over HTTP, the Airflow metadata DB.
+INTEGRATION_FIXTURES = frozenset({"emu", "emulator", "airflow_db"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a real component is ``integration`` (unless it is ``e2e``), so the
+    markers always match their definitions and `make test-fast` never starts the emulator."""
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        if not marks & {"integration", "e2e"} and INTEGRATION_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:

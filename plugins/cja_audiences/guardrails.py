@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import duckdb
-
 from cja_audiences.lake.runs import ENTERED, read_run_record, update_run_record
 from cja_audiences.specs.calendar import is_refreshing, latest_schedule_end, schedule_end, when
 from cja_audiences.specs.limits import (
@@ -143,7 +141,6 @@ def check_spec(
     now = now or datetime.now(UTC)
     report = GuardrailReport(spec.id)
     report.checks += [
-        _frequency_check(spec),
         _lookback_check(spec),
         _expiry_check(spec, now),
         _segments_check(spec, segment_definition),
@@ -156,29 +153,6 @@ def check_spec(
             _streaming_check(spec, list(peers.values()), other_streaming_audiences)
         )
     return report
-
-
-def _frequency_check(spec: AudienceSpec) -> Check:
-    frequency = spec.refresh.frequency
-    if frequency == "one_time":
-        return _info("refresh_frequency", None, HARD.min_refresh_hours, "one-time audience")
-    hours = FREQUENCY_HOURS[frequency]
-    if hours < HARD.min_refresh_hours:
-        return Check(
-            "refresh_frequency",
-            "block",
-            hours,
-            HARD.min_refresh_hours,
-            f"refresh_frequency: {frequency} refreshes every {hours} h, more often than every "
-            f"{HARD.min_refresh_hours} h (Adobe hard limit); fix: set refresh.frequency to "
-            "every_4_hours or slower",
-        )
-    return _info(
-        "refresh_frequency",
-        hours,
-        HARD.min_refresh_hours,
-        f"{frequency} (every {hours} h) is no more often than every {HARD.min_refresh_hours} h",
-    )
 
 
 def _external_ttl_check(spec: AudienceSpec) -> Check:
@@ -216,18 +190,47 @@ def _external_ttl_check(spec: AudienceSpec) -> Check:
 
 
 def _lookback_check(spec: AudienceSpec) -> Check:
-    days = spec.refresh.lookback_days
-    if days is None:
-        return _info("lookback_days", None, HARD.max_lookback_days, "one-time date range")
+    """The window a run evaluates: ``lookback_days``, or a one-time ``date_range``'s days.
+
+    The spec schema refuses both above 90 days; this check also holds a spec built in code.
+    (The refresh frequency needs no check: the schema's fastest one is every 4 hours.)
+    """
+    refresh = spec.refresh
+    if refresh.lookback_days is not None:
+        days, field_name = refresh.lookback_days, "refresh.lookback_days"
+    else:
+        assert refresh.date_range is not None
+        days, field_name = refresh.date_range.days, "refresh.date_range"
     return _at_most(
         "lookback_days",
         days,
         HARD.max_lookback_days,
         "days of lookback",
         "Adobe hard limit",
-        f"set refresh.lookback_days to at most {HARD.max_lookback_days}",
+        f"set {field_name} to at most {HARD.max_lookback_days} days",
         1.0,
     )
+
+
+def check_specs(
+    specs: list[AudienceSpec], settings: Settings, *, now: datetime | None = None
+) -> dict[str, GuardrailReport]:
+    """Every spec's spec-level checks among ``specs`` (the whole spec folder), by id.
+
+    The one place the folder-wide counts (refreshing audiences, streaming audiences) are
+    applied: DAG parsing, ``validate`` and the guardrails task all call this.
+    """
+    now = now or datetime.now(UTC)
+    return {spec.id: check_spec(spec, settings, specs, now=now) for spec in specs}
+
+
+def spec_folder_with(folder: Path, specs: list[AudienceSpec]) -> list[AudienceSpec]:
+    """The specs in ``folder`` that load, with ``specs`` replacing or joining them: the
+    population a spec is counted in when ``folder`` is the deployed spec folder."""
+    from cja_audiences.specs.model import load_specs
+
+    loaded, _ = load_specs(folder)
+    return list(({s.id: s for s in loaded} | {s.id: s for s in specs}).values())
 
 
 def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
@@ -374,7 +377,7 @@ def check_run(
     Parquet footers and diff counts from run.json; records run.json["guardrails"].
     """
     limits = spec.guardrails.limits()
-    report = check_spec(spec, settings)
+    report = check_specs(spec_folder_with(settings.audiences_dir, [spec]), settings)[spec.id]
     record = read_run_record(run_dir)
     diff = record.get("diff")
     if diff is None:
@@ -505,6 +508,8 @@ def _data_checks(spec: AudienceSpec, limits: Limits, entered: Path, size: int) -
         params |= {f"ns{index}": namespace, f"re{index}": pattern}
         cases.append(f"WHEN $ns{index} THEN regexp_full_match(identity, $re{index})")
     valid = f"CASE namespace {' '.join(cases)} ELSE true END"
+    import duckdb  # here: the spec-level checks run at DAG parse time, which loads no DuckDB
+
     con = duckdb.connect(config={"threads": 2, "memory_limit": "512MB"})
     con.execute("SET enable_progress_bar = false")
     try:

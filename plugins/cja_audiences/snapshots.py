@@ -84,28 +84,39 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
     published, dry, partly dead-lettered, or diffed against another run than the current
     one (another run committed in between: its entered/exited were never sent); raises
     ``LeaseLost`` when another run took the audience's lease since this one's diff.
+    Committing the run that is already current returns its pointer unchanged.
     """
     lease = RunLease(run_dir)
     with _locked(audience_dir):
-        lease.fence()
-        record = read_run_record(run_dir)
-        _check_committable(audience_dir, run_dir, record)
         current = current_run(audience_dir)
-        pointer = {
-            "run_id": run_dir.name,
-            "committed_at": datetime.now(UTC).isoformat(),
-            "size": record["diff"]["size"],
-        }
-        update_run_record(
-            run_dir,
-            commit={**pointer, "previous_run_id": current["run_id"] if current else None},
-        )
-        write_json(pointer, audience_dir / CURRENT)
-        for superseded in record["diff"].get("corrections", {}).get("run_ids", []):
-            if (_runs_dir(audience_dir) / superseded).is_dir():
-                update_run_record(_runs_dir(audience_dir) / superseded, superseded_by=run_dir.name)
+        if current is not None and current["run_id"] == run_dir.name:
+            pointer = current  # already committed (a retry after a crash right after the move)
+        else:
+            lease.fence()
+            record = read_run_record(run_dir)
+            _check_committable(audience_dir, run_dir, record)
+            pointer = {
+                "run_id": run_dir.name,
+                "committed_at": datetime.now(UTC).isoformat(),
+                "size": record["diff"]["size"],
+            }
+            update_run_record(
+                run_dir,
+                commit={**pointer, "previous_run_id": current["run_id"] if current else None},
+            )
+            write_json(pointer, audience_dir / CURRENT)
+        _mark_superseded(audience_dir, run_dir)
     lease.release()
     return pointer
+
+
+def _mark_superseded(audience_dir: Path, run_dir: Path) -> None:
+    """The runs whose sends this committed run's diff corrected never count again."""
+    corrected = (read_run_record(run_dir).get("diff") or {}).get("corrections", {})
+    for run_id in corrected.get("run_ids", []):
+        superseded = _runs_dir(audience_dir) / run_id
+        if superseded.is_dir() and not read_run_record(superseded).get("superseded_by"):
+            update_run_record(superseded, superseded_by=run_dir.name)
 
 
 def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cja_audiences.airflow.dag_factory import cron_for, refresh_params, schedule_for
+from cja_audiences.airflow.dag_factory import refresh_params, schedule_for, timetable_for
+from cja_audiences.specs.calendar import add_months, period_start, schedule_crons
 from cja_audiences.specs.model import AudienceSpec
 
 
@@ -36,11 +37,38 @@ START = datetime(2026, 3, 18, 6, 45, tzinfo=UTC)  # a Wednesday
     ],
 )
 def test_schedules_are_anchored_to_the_first_publish(frequency, cron):
-    assert cron_for(spec(frequency, START)) == cron
+    assert schedule_crons(spec(frequency, START)) == ([cron] if cron else [])
 
 
-def test_monthly_on_the_31st_runs_every_month():
-    assert cron_for(spec("monthly", datetime(2026, 1, 31, 6, 0, tzinfo=UTC))) == "0 6 28 * *"
+def scheduled_runs(audience: AudienceSpec, count: int) -> list[datetime]:
+    """The first ``count`` run times the DAG's timetable creates from refresh.start on."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    timetable = coerce_to_core_timetable(timetable_for(audience))  # as the scheduler sees it
+    restriction = TimeRestriction(earliest=audience.refresh.start, latest=None, catchup=True)
+    runs, last = [], None
+    for _ in range(count):
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=last, restriction=restriction
+        )
+        runs.append(info.run_after)
+        last = info.data_interval
+    return runs
+
+
+@pytest.mark.parametrize("day", [28, 29, 30, 31])
+def test_a_monthly_schedule_opens_every_period_of_the_refresh_gate(day):
+    """Each scheduled run starts a new gate period, every month, for 4 years (a leap year)."""
+    audience = spec("monthly", datetime(2026, 1, day, 6, 0, tzinfo=UTC))
+    runs = scheduled_runs(audience, 48)
+    assert runs == [add_months(audience.refresh.start, k) for k in range(48)]
+    assert [period_start(audience, run) for run in runs] == runs
+
+
+def test_a_monthly_audience_from_january_31_publishes_in_february_and_march():
+    runs = scheduled_runs(spec("monthly", datetime(2026, 1, 31, 6, 0, tzinfo=UTC)), 3)
+    assert [r.date().isoformat() for r in runs] == ["2026-01-31", "2026-02-28", "2026-03-31"]
 
 
 def test_new_data_or_the_schedule_starts_a_refresh():

@@ -149,3 +149,95 @@ def test_module_entry_point(home: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["size"] == 1
+
+
+def write_specs(folder: Path, count: int) -> list[Path]:
+    """``count`` copies of SPEC created a day apart (the last is the newest)."""
+    paths = []
+    for i in range(count):
+        spec = {**SPEC, "id": f"adders_{i}", "refresh": {**SPEC["refresh"]}}
+        spec["refresh"]["start"] = f"2026-01-{i + 1:02d}T00:00:00Z"
+        paths.append(folder / f"adders_{i}.yaml")
+        paths[-1].write_text(yaml.safe_dump(spec))
+    return paths
+
+
+def test_validate_counts_refreshing_audiences_as_dag_parsing_does(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cja_audiences.airflow.dag_factory import load_schedulable_specs
+    from cja_audiences.settings import settings_from_env
+
+    folder = home / "many"
+    folder.mkdir()
+    newest = write_specs(folder, 3)[-1]
+    monkeypatch.setenv("CJA_AUDIENCES_MAX_REFRESHING", "2")
+    monkeypatch.setenv("CJA_AUDIENCES_SPECS", str(folder))
+
+    assert main(["validate", str(newest)]) == 1
+    captured = capsys.readouterr()
+    assert "3 refreshing audiences is above the limit of 2" in captured.err
+    assert "0 valid, 1 invalid" in captured.out
+    _, errors = load_schedulable_specs(settings_from_env())
+    assert [e.path for e in errors] == [newest]
+
+
+def test_validate_says_a_segment_by_id_was_not_compiled_without_the_connection(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_CJA_DEFAULT", raising=False)
+    spec = home / "specs" / "by_id.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "id": "by_id", "filter": {"segment": {"id": "s1"}}}))
+    assert main(["validate", str(spec)]) == 0
+    captured = capsys.readouterr()
+    assert "filter not compiled: segment s1 is fetched from the CJA Segments API" in captured.err
+    assert "AIRFLOW_CONN_CJA_DEFAULT" in captured.err
+    assert "1 valid, 0 invalid (1 valid but not compiled" in captured.out
+
+
+@pytest.mark.integration
+def test_validate_compiles_a_segment_by_id_through_the_cja_connection(
+    emu, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.compute.test_segment_api import DEFINITION
+
+    monkeypatch.setenv("AIRFLOW_CONN_CJA_DEFAULT", json.dumps(emu.cja_conn()))
+    refused = {
+        **DEFINITION,
+        "container": {**DEFINITION["container"], "pred": {"func": "segment-ref", "id": "s_x"}},
+    }
+    good = emu.add_segment(name="Adders", definition=DEFINITION)
+    bad = emu.add_segment(name="Refs", definition=refused)
+    for name, segment_id in (("good_id", good["id"]), ("bad_id", bad["id"]), ("gone", "s_nope")):
+        spec = {**SPEC, "id": name, "filter": {"segment": {"id": segment_id}}}
+        (home / "specs" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+
+    assert main(["validate", str(home / "specs")]) == 1
+    captured = capsys.readouterr()
+    assert f"ok     {home / 'specs' / 'good_id.yaml'}" in captured.out
+    assert "segment s_nope: not found in CJA" in captured.err
+    assert "bad_id.yaml: filter:" in captured.err and "segment-ref" in captured.err
+    assert captured.out.strip().splitlines()[-1] == "2 valid, 2 invalid"
+
+
+@pytest.mark.parametrize("command", ["preview", "compute"])
+def test_a_missing_lake_is_named_with_how_to_fill_it_and_never_created(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    home = tmp_path / "nowhere"
+    monkeypatch.setenv("CJA_AUDIENCES_HOME", str(home))
+    assert main([command, "cart_abandoners", "--audiences", str(EXAMPLES)]) == 1
+    err = capsys.readouterr().err
+    assert f"the lake {home / 'lake' / 'events'} does not exist" in err
+    assert f"CJA_AUDIENCES_HOME={home}" in err and "make demo" in err and "cja_extract" in err
+    assert not home.exists()
+
+
+def test_a_window_outside_the_lake_names_the_dates_it_holds(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["preview", "adders", "--audiences", str(home / "specs"), "--as-of", "2020-01-31"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "the window 2020-01-25 .. 2020-01-31 holds no events" in err
+    assert f"holds {T0.date()} .. {T0.date()}" in err

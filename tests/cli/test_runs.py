@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,10 @@ def test_runs_rollback_publishes_through_aep_publish_run(
     fake.publish_run = publish_run
     monkeypatch.setitem(sys.modules, "cja_audiences.publish", fake)
 
-    assert main(["runs", "rollback", "buyers", "r1"]) == 0
+    monkeypatch.setattr("cja_audiences.cli.runs.datetime", OneSecondClock)
+    assert main(["runs", "rollback", "buyers", "r1", "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "rollback", "buyers", "r1"]) == 0  # the same second as the dry run
     result = json.loads(capsys.readouterr().out)
     new_run = result["current"]["run_id"]
     assert new_run.startswith("rollback__")
@@ -99,6 +103,17 @@ def test_runs_rollback_publishes_through_aep_publish_run(
     assert read_members(home / "runs" / new_run / "members.parquet") == people(range(10))
     assert aep.calls[0]["exited"] == people(range(10, 20))
     assert "s3cret" not in json.dumps(result)
+
+
+class OneSecondClock(datetime):
+    """Every call falls in the same second, a millisecond after the previous one."""
+
+    calls = 0
+
+    @classmethod
+    def now(cls, tz=None):
+        cls.calls += 1
+        return datetime(2026, 11, 20, 10, 0, 0, 1000 * cls.calls, tzinfo=tz)
 
 
 def test_runs_prune(home: Path, capsys: pytest.CaptureFixture) -> None:

@@ -126,3 +126,35 @@ def test_a_guardrail_block_fails_the_run_and_sends_nothing(
     assert "publish" not in record
     assert current_run(env.audience_dir(AUDIENCE)) == current_before
     assert published(emulator) == published_before
+
+
+EXAMPLES = sorted(p.stem for p in (REPO / "include" / "audiences").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def long_lake(tmp_path_factory, env, emulator):
+    """90 days (the longest lookback, for churn_risk) in a lake of their own, a clean emulator."""
+    emulator.reset()
+    lake = Lake(tmp_path_factory.mktemp("e2e-examples") / "home")
+    generate_synthetic(lake, persons=PERSONS, days=90, end=AS_OF, seed=11)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CJA_AUDIENCES_HOME", str(lake.root))
+        yield lake
+
+
+@pytest.mark.parametrize("audience_id", EXAMPLES)
+def test_every_example_audience_publishes_through_its_dag(
+    airflow_db, long_lake, emulator, audience_id
+):
+    """Each example's own DAG, whole, against the emulator: AEP holds exactly its members."""
+    dag = load_dagbag().get_dag(f"cja_audience__{audience_id}")
+    run = dag.test(run_conf={"as_of": AS_OF.isoformat(), "force": True})
+    assert run.state == "success"
+    run_dir = long_lake.run_dir(audience_id, run.run_id)
+    assert current_run(long_lake.audience_dir(audience_id))["run_id"] == run_dir.name
+    held = {
+        (m["namespace"], m["identity"])
+        for m in emulator.membership(audience_id)
+        if m["status"] == "realized"
+    }
+    assert held and held == members(run_dir)

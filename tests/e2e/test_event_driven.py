@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.conftest import REPO, last_complete_day, missing, record_timing
+from tests.e2e.conftest import last_complete_day, record_timing
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +31,8 @@ NOTICE_S = 60.0
 @pytest.fixture
 def deliveries(live, tmp_path) -> dict[str, list[Path]]:
     """Two deliveries of the lake's last day, written outside the landing folder."""
-    absent = missing(("cja_audiences.extract.exports",))
-    if absent or not (REPO / "dags" / f"{EXTRACT_DAG}.py").exists():
-        pytest.skip(f"needs dags/{EXTRACT_DAG}.py and {absent} on main")
     details = live.airflow.api("GET", f"/api/v2/dags/{EXTRACT_DAG}/details").json()
-    if not details["asset_expression"]:
-        pytest.skip(
-            f"{EXTRACT_DAG} is not scheduled on the landing asset yet (issue 8 item 3a: an "
-            "AssetWatcher with cja_audiences.airflow.triggers.cja.LandingDeliveryTrigger)"
-        )
+    assert details["asset_expression"], f"{EXTRACT_DAG} must be scheduled on the landing asset"
     from cja_audiences.extract.exports import write_delivery
 
     events = str(live.lake.event_partition(last_complete_day()) / "*.parquet")

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import hashlib
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cja_audiences.diff import diff_members
-from cja_audiences.guardrails import check_run, check_spec, count_segments
+from cja_audiences.guardrails import (
+    check_run,
+    check_spec,
+    check_specs,
+    count_segments,
+    spec_folder_with,
+)
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.specs.calendar import refresh_due
 from cja_audiences.specs.limits import DEFAULTS, HARD, AudienceGuardrails
@@ -97,7 +102,25 @@ def test_a_sane_spec_passes_every_spec_check(tmp_path: Path) -> None:
     report = check_spec(make_spec(), make_settings(tmp_path), [make_spec()], now=NOW)
     assert not report.blocked
     assert set(verdicts(report).values()) == {"pass"}
-    assert "all 7 guardrails pass" in report.message
+    assert "all 6 guardrails pass" in report.message
+
+
+def test_a_one_time_range_beyond_90_days_blocks_even_if_it_bypassed_validation(
+    tmp_path: Path,
+) -> None:
+    spec = make_spec(
+        refresh={
+            "frequency": "one_time",
+            "date_range": {"start": "2026-01-01", "end": "2026-01-31"},
+        }
+    )
+    assert verdicts(check_spec(spec, make_settings(tmp_path), now=NOW))["lookback_days"] == "pass"
+    long = spec.refresh.date_range.model_construct(start=date(2026, 1, 1), end=date(2026, 6, 30))
+    spec = spec.model_copy(update={"refresh": spec.refresh.model_copy(update={"date_range": long})})
+    report = check_spec(spec, make_settings(tmp_path), now=NOW)
+    assert verdicts(report)["lookback_days"] == "block"
+    assert "181 days of lookback is above the limit of 90" in report.message
+    assert "refresh.date_range" in report.message
 
 
 def test_lookback_beyond_90_days_blocks_even_if_it_bypassed_validation(tmp_path: Path) -> None:
@@ -187,11 +210,25 @@ def test_streaming_audiences_count_ours_and_the_live_count(tmp_path: Path) -> No
     assert "501 streaming audiences in the sandbox (2 ours, 499 others)" in over.message
 
 
+def test_the_guardrails_task_counts_the_spec_folder_as_dag_parsing_does(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_refreshing_audiences=2)
+    settings.audiences_dir.mkdir()
+    for spec in specs_created_daily(3):
+        raw = spec.model_dump(mode="json", exclude_defaults=True)
+        (settings.audiences_dir / f"{spec.id}.yaml").write_text(yaml.safe_dump(raw))
+    newest = load_spec(settings.audiences_dir / "aud_002.yaml")
+    parsed = check_specs(spec_folder_with(settings.audiences_dir, []), settings)["aud_002"]
+    assert verdicts(parsed)["refreshing_audiences"] == "block"
+
+    report = run_checks(tmp_path, newest, people(20), settings=settings)
+    assert verdicts(report)["refreshing_audiences"] == "block"
+    assert "3 refreshing audiences is above the limit of 2" in report.message
+
+
 # ------------------------------------------------------------------ data-level
 
 
 def test_an_audience_over_20_million_members_is_blocked(tmp_path: Path) -> None:
-    started = time.perf_counter()
     spec = make_spec(identity={"namespace": "CRMID"})
     run_dir = tmp_path / "runs" / "big"
     write_range(run_dir / "members.parquet", 20_000_001)
@@ -205,7 +242,6 @@ def test_an_audience_over_20_million_members_is_blocked(tmp_path: Path) -> None:
     )
     recorded = read_run_record(run_dir)["guardrails"]
     assert recorded["blocked"] and recorded["message"] == report.message
-    assert time.perf_counter() - started < 60
 
 
 def test_an_audience_that_shrinks_80_percent_is_blocked_by_default(tmp_path: Path) -> None:

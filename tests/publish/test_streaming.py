@@ -123,14 +123,21 @@ def test_decommission_exits_everyone_and_marks_the_audience_inactive(emu, run_di
     assert len(times) == 1
 
 
-def test_dry_run_sends_and_writes_nothing(emu, run_dir):
+def test_dry_run_sends_nothing_and_records_what_it_would_send(emu, run_dir):
     first_run(run_dir, 300)
+    write_members(run_dir / "exited.parquet", range(300, 320))
     summary = publish_run(
         emu.adobe_config(), make_spec(), run_dir, dry_run=True, options=fast_options()
     )
-    assert summary["status"] == "dry_run" and summary["would_send"] == 300
+    assert summary["status"] == "dry_run" and summary["would_send"] == 320
+    assert summary["by_status"] == {
+        "realized": {"records": 300, "would_send": 300},
+        "exited": {"records": 20, "would_send": 20},
+    }
+    assert summary["requests"] >= 1 and summary["bytes"] > 0
     assert emu.stats()["requests_total"] == 0
-    assert not (run_dir / "ledger").exists() and not (run_dir / "run.json").exists()
+    assert not (run_dir / "ledger").exists()
+    assert read_run_record(run_dir)["publish"] == summary
 
 
 def test_invalid_identities_are_dead_lettered_not_sent(emu, run_dir):

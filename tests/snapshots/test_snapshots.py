@@ -31,6 +31,18 @@ def test_commit_moves_current_and_records_the_chain(audience: Path) -> None:
     assert snapshots.last_committed_at(audience).isoformat() == current["committed_at"]
 
 
+def test_committing_the_current_run_again_succeeds_and_changes_nothing(audience: Path) -> None:
+    """A commit task that crashed right after current.json moved is retried: it must pass."""
+    aep = FakeAep()
+    publish_and_commit(audience, aep, "r1", people(range(10)))
+    second = publish_and_commit(audience, aep, "r2", people(range(5, 15)))
+    pointer, record = snapshots.current_run(audience), read_run_record(second)
+
+    assert snapshots.commit(audience, second) == pointer
+    assert snapshots.current_run(audience) == pointer
+    assert read_run_record(second) == record
+
+
 def test_a_blocked_run_leaves_current_json_untouched(audience: Path, tmp_path: Path) -> None:
     aep = FakeAep()
     publish_and_commit(audience, aep, "r1", people(range(1000)))

@@ -6,7 +6,8 @@ stays cheap: specs are YAML + pydantic, nothing here touches the lake or the net
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import (
@@ -14,6 +15,7 @@ from airflow.sdk import (
     Asset,
     AssetOrTimeSchedule,
     CronTriggerTimetable,
+    MultipleCronTriggerTimetable,
     Param,
     task,
     task_group,
@@ -31,7 +33,8 @@ from cja_audiences.airflow.operators.audience import (
 )
 from cja_audiences.airflow.sensors.lake import LakeFreshnessSensor
 from cja_audiences.settings import Settings
-from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs
+from cja_audiences.specs.calendar import schedule_crons
+from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs, spec_paths
 
 DAG_PREFIX = "cja_audience__"
 PUBLISH_POOL = "aep_publish"
@@ -52,42 +55,52 @@ class InvalidSpecs(Exception):
 
 
 def load_schedulable_specs(settings: Settings) -> tuple[list[AudienceSpec], list[SpecError]]:
-    """Specs that load and pass the spec-level guardrails; the rest become errors."""
+    """Specs that load and pass the spec-level guardrails; the rest become errors.
+
+    Both DAG files call this; within one process (a DagBag over dags/, `airflow dags test`)
+    the folder is read and checked once, until a spec file or the day changes.
+    """
+    key = (settings.model_dump_json(), _folder_state(settings.audiences_dir), date.today())
+    if key not in _SCHEDULABLE:
+        _SCHEDULABLE.clear()
+        _SCHEDULABLE[key] = _schedulable(settings)
+    good, errors = _SCHEDULABLE[key]
+    return list(good), list(errors)
+
+
+_SCHEDULABLE: dict[tuple, tuple[list[AudienceSpec], list[SpecError]]] = {}
+
+
+def _folder_state(folder: Path) -> tuple:
+    return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in spec_paths(folder))
+
+
+def _schedulable(settings: Settings) -> tuple[list[AudienceSpec], list[SpecError]]:
     specs, errors = load_specs(settings.audiences_dir)
+    reports = guardrails.check_specs(specs, settings)
     good: list[AudienceSpec] = []
     for spec in specs:
-        report = guardrails.check_spec(spec, settings, all_specs=specs)
-        if report.blocked:
-            errors.append(SpecError(spec.source_path, report.message))
+        if reports[spec.id].blocked:
+            errors.append(SpecError(spec.source_path, reports[spec.id].message))
         else:
             good.append(spec)
     return good, errors
 
 
-def cron_for(spec: AudienceSpec) -> str | None:
-    """CJA anchors refreshes to the first publish: time of day, weekday, day of month."""
-    start = spec.refresh.start
-    minute, hour = start.minute, start.hour
-    match spec.refresh.frequency:
-        case "every_4_hours":
-            hours = ",".join(str(h) for h in range(hour % 4, 24, 4))
-            return f"{minute} {hours} * * *"
-        case "daily":
-            return f"{minute} {hour} * * *"
-        case "weekly":
-            return f"{minute} {hour} * * {start.isoweekday() % 7}"
-        case "monthly":  # days 29-31 do not exist every month: anchor to the 28th at most
-            return f"{minute} {hour} {min(start.day, 28)} * *"
-    return None  # one_time: manual runs only
+def timetable_for(spec: AudienceSpec) -> CronTriggerTimetable | MultipleCronTriggerTimetable | None:
+    """The refresh calendar's period starts as a timetable (specs.calendar.schedule_crons)."""
+    crons = schedule_crons(spec)
+    if not crons:
+        return None  # one_time: manual runs only
+    if len(crons) == 1:
+        return CronTriggerTimetable(crons[0], timezone="UTC")
+    return MultipleCronTriggerTimetable(*crons, timezone="UTC")
 
 
 def schedule_for(spec: AudienceSpec, new_data: Asset | None) -> Any:
     """The refresh timetable, or-ed with new data landing (the refresh gate still applies)."""
-    cron = cron_for(spec)
-    if cron is None:
-        return None
-    timetable = CronTriggerTimetable(cron, timezone="UTC")
-    if new_data is None:
+    timetable = timetable_for(spec)
+    if timetable is None or new_data is None:
         return timetable
     return AssetOrTimeSchedule(timetable=timetable, assets=[new_data])
 

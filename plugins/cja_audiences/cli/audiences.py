@@ -98,11 +98,48 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _latest_event_date(settings: Settings) -> date:
+FILL_THE_LAKE = (
+    "fill it with `make demo` (then `source dev/env.sh` points CJA_AUDIENCES_HOME at the demo "
+    "lake), a cja_extract run, or `python -m cja_audiences.extract.synthetic --home DIR`"
+)
+
+
+class LakeMissing(LookupError):
+    """The lake holds no events where CJA_AUDIENCES_HOME points; says how to fill it."""
+
+
+def _event_dates(settings: Settings) -> list[date]:
+    """The dates the lake holds events for, oldest first; reads only, creates nothing."""
     from cja_audiences.lake.layout import Lake
 
-    days = sorted(p.name.removeprefix("date=") for p in Lake(settings.home).events.glob("date=*"))
-    return date.fromisoformat(days[-1]) if days else datetime.now(UTC).date()
+    events = Lake(settings.home).events
+    dates = sorted(
+        date.fromisoformat(p.name.removeprefix("date="))
+        for p in events.glob("date=*")
+        if any(p.glob("*.parquet"))
+    )
+    if not dates:
+        state = "holds no event partitions" if events.is_dir() else "does not exist"
+        raise LakeMissing(
+            f"the lake {events} {state} (CJA_AUDIENCES_HOME={settings.home}); {FILL_THE_LAKE}"
+        )
+    return dates
+
+
+def _check_window(spec: AudienceSpec, settings: Settings, args: argparse.Namespace) -> date:
+    """The run's ``as_of`` (default: the lake's latest date), once the window holds events."""
+    from cja_audiences.compute import audience_window
+
+    held = _event_dates(settings)
+    as_of = args.as_of or held[-1]
+    window = audience_window(spec, as_of, args.lookback_days)
+    if not set(window.days()) & set(held):
+        raise LakeMissing(
+            f"{spec.id}: the window {window.start} .. {window.end} holds no events; the lake "
+            f"under CJA_AUDIENCES_HOME={settings.home} holds {held[0]} .. {held[-1]} "
+            "(omit --as-of for its latest date)"
+        )
+    return as_of
 
 
 def _fail(exc: Exception) -> int:
@@ -110,24 +147,53 @@ def _fail(exc: Exception) -> int:
     return 1
 
 
-def _check(spec: AudienceSpec, settings: Settings) -> list[str]:
-    """Compile the filter (no data read; a segment id is not fetched) and apply the
-    spec-level guardrails."""
-    from cja_audiences import guardrails
-    from cja_audiences.compute import AudienceError, render_audience
+def _segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any] | None:
+    """A segment given by id, fetched as compute fetches it; None for every other filter.
 
-    problems = []
-    if spec.filter.segment is None or spec.filter.segment.id is None:
-        try:
-            render_audience(spec, settings=settings)
-        except AudienceError as exc:
-            problems.append(str(exc))
-    check_spec = getattr(guardrails, "check_spec", None)
-    if check_spec is not None:
-        report = check_spec(spec, settings)
-        if report.blocked:
-            problems.append(f"{spec.source_path}: guardrails: {report.message}")
-    return problems
+    Raises LookupError when the CJA connection is not configured (the filter cannot be
+    compiled here), SegmentError when CJA refuses or does not know the segment."""
+    ref = spec.filter.segment
+    if ref is None or ref.id is None:
+        return None
+    from cja_audiences.adobe.auth import AdobeConfig
+    from cja_audiences.filters.segment import fetch_definition
+
+    return fetch_definition(AdobeConfig.from_env(settings.cja_conn_id), ref.id)
+
+
+def _check(spec: AudienceSpec, settings: Settings, report: Any) -> tuple[list[str], str | None]:
+    """(problems, what could not be checked): the filter compiled as compute compiles it, and
+    ``report``, the spec-level guardrails exactly as DAG parsing applies them."""
+    from cja_audiences.compute import AudienceError, render_audience
+    from cja_audiences.filters.segment import SegmentError
+
+    problems, unchecked = [], None
+    try:
+        definition = _segment_definition(spec, settings)
+        render_audience(spec, settings=settings, definition=definition)
+    except LookupError as exc:
+        unchecked = (
+            f"{spec.source_path}: filter not compiled: segment {spec.filter.segment.id} is "
+            f"fetched from the CJA Segments API and {exc}"
+        )
+    except (AudienceError, SegmentError) as exc:
+        problems.append(str(exc))
+    if report.blocked:
+        problems.append(f"{spec.source_path}: guardrails: {report.message}")
+    return problems, unchecked
+
+
+def _reports(specs: list[AudienceSpec], settings: Settings) -> dict[Path, Any]:
+    """Each spec's spec-level guardrails, counted among the specs of its own folder (the
+    refreshing and streaming audience counts), as DAG parsing counts the deployed folder."""
+    from cja_audiences.guardrails import check_specs, spec_folder_with
+
+    reports: dict[Path, Any] = {}
+    for folder in {s.source_path.parent for s in specs}:
+        given = [s for s in specs if s.source_path.parent == folder]
+        by_id = check_specs(spec_folder_with(folder, given), settings)
+        reports |= {s.source_path: by_id[s.id] for s in given}
+    return reports
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -139,19 +205,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return _fail(
             ValueError(f"no audience specs found in {args.paths or settings.audiences_dir}")
         )
-    failed = 0
+    loaded: dict[Path, AudienceSpec | SpecError] = {}
     for path in files:
         try:
-            spec = load_spec(path)
-            problems = _check(spec, settings)
+            loaded[path] = load_spec(path)
         except SpecError as exc:
-            problems = [str(exc)]
+            loaded[path] = exc
+    reports = _reports([s for s in loaded.values() if isinstance(s, AudienceSpec)], settings)
+    failed = unchecked = 0
+    for path, spec in loaded.items():
+        if isinstance(spec, SpecError):
+            problems, skipped = [str(spec)], None
+        else:
+            problems, skipped = _check(spec, settings, reports[spec.source_path])
         failed += bool(problems)
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
-        if not problems:
+        if skipped and not problems:
+            unchecked += 1
+            print(f"warning: {skipped}", file=sys.stderr)
+            print(f"ok*    {path} (filter not compiled)")
+        elif not problems:
             print(f"ok     {path}")
-    print(f"{len(files) - failed} valid, {failed} invalid")
+    summary = f"{len(files) - failed} valid, {failed} invalid"
+    if unchecked:
+        summary += f" ({unchecked} valid but not compiled: see the warnings)"
+    print(summary)
     return 1 if failed else 0
 
 
@@ -187,7 +266,7 @@ def _run(args: argparse.Namespace, write: bool) -> int:
     settings = _settings(args)
     try:
         spec = _spec(args, settings)
-        as_of = args.as_of or _latest_event_date(settings)
+        as_of = _check_window(spec, settings, args)
         kwargs = {
             "settings": settings,
             "as_of": as_of,

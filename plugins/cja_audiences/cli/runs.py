@@ -124,7 +124,8 @@ def show_command(args: argparse.Namespace) -> int:
 def rollback_command(args: argparse.Namespace) -> int:
     def action(settings: Settings) -> int:
         audience_dir = _audience_dir(settings, args.audience_id)
-        run_id = safe_name(f"rollback__{datetime.now(UTC):%Y-%m-%dT%H:%M:%S}")
+        # Microseconds: a dry run and the real rollback often start within one second.
+        run_id = safe_name(f"rollback__{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}")
         new_run_dir = Lake(settings.home).run_dir(args.audience_id, run_id)
         publish = _no_publish if args.dry_run else _publisher(settings, args.audience_id)
         result = snapshots.rollback(

@@ -10,21 +10,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import pyarrow as pa
-
-from cja_audiences.lake.schema import EVENT_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.schema import EVENT_COLUMNS, PERSON_COLUMNS, type_name
 
 # Columns every compiled query reads regardless of the filter.
 KEY_COLUMNS = ("person_id", "timestamp", "event_id")
+# name -> type name (lake.schema), maps and person_id left out: they are not plain fields.
 EVENT_FIELDS = {
-    f.name: f.type for f in EVENT_SCHEMA if not pa.types.is_map(f.type) and f.name != "person_id"
+    n: type_name(t) for n, t in EVENT_COLUMNS.items() if type_name(t) != "map" and n != "person_id"
 }
-LIST_FIELDS = {name for name, t in EVENT_FIELDS.items() if pa.types.is_list(t)}
-NUMERIC_FIELDS = {
-    name for name, t in EVENT_FIELDS.items() if pa.types.is_integer(t) or pa.types.is_floating(t)
-}
+LIST_FIELDS = {name for name, t in EVENT_FIELDS.items() if t == "list"}
+NUMERIC_FIELDS = {name for name, t in EVENT_FIELDS.items() if t in ("int32", "float64")}
 PERSON_FIELDS = {
-    f.name: f.type for f in PERSON_SCHEMA if not pa.types.is_map(f.type) and f.name != "person_id"
+    n: type_name(t) for n, t in PERSON_COLUMNS.items() if type_name(t) != "map" and n != "person_id"
 }
 MAP_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 

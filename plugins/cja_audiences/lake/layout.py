@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class Lake:
@@ -149,6 +149,8 @@ def _disk_full(exc: BaseException, path: Path) -> DiskFull | None:
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
+    import pyarrow.parquet as pq  # here: paths alone (DAG parsing, the CLI) need no PyArrow
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path

@@ -2,38 +2,59 @@
 
 Events are hive-partitioned by UTC ``date`` (the partition column is not stored in the
 files). Identity values are strings; namespaces use AEP identity namespace codes.
+
+The columns are declared here as plain names and type names, so spec loading and DAG parsing
+(which only need the column names) never import PyArrow; the Arrow schemas
+(``EVENT_SCHEMA``, ``PERSON_SCHEMA``, ``MEMBER_SCHEMA``, ``TIMESTAMP``) are built from the same
+declarations on first use.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+from functools import cache
+from typing import Any
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
+# name -> type: string, timestamp (us, UTC), float64, int32, bool, list (of strings), map
+# (string -> string). A "!" suffix marks a column that is never null.
+EVENT_COLUMNS = {
+    "event_id": "string!",
+    "timestamp": "timestamp!",
+    "person_id": "string!",
+    "person_namespace": "string!",  # e.g. ECID, CRMID
+    "identities": "map",  # other namespace -> id
+    "event_type": "string",  # XDM eventType, e.g. commerce.purchases
+    "page_name": "string",
+    "page_url": "string",
+    "marketing_channel": "string",
+    "campaign": "string",  # tracking code
+    "product_skus": "list",
+    "product_categories": "list",
+    "revenue": "float64",
+    "order_id": "string",
+    "quantity": "int32",
+    "country": "string",  # ISO 3166-1 alpha-2
+    "region": "string",
+    "device_type": "string",  # Desktop, Mobile, Tablet
+    "browser": "string",
+    "dimensions": "map",  # further dimensions
+}
 
-EVENT_SCHEMA = pa.schema(
-    [
-        pa.field("event_id", pa.string(), nullable=False),
-        pa.field("timestamp", TIMESTAMP, nullable=False),
-        pa.field("person_id", pa.string(), nullable=False),
-        pa.field("person_namespace", pa.string(), nullable=False),  # e.g. ECID, CRMID
-        pa.field("identities", pa.map_(pa.string(), pa.string())),  # other namespace -> id
-        pa.field("event_type", pa.string()),  # XDM eventType, e.g. commerce.purchases
-        pa.field("page_name", pa.string()),
-        pa.field("page_url", pa.string()),
-        pa.field("marketing_channel", pa.string()),
-        pa.field("campaign", pa.string()),  # tracking code
-        pa.field("product_skus", pa.list_(pa.string())),
-        pa.field("product_categories", pa.list_(pa.string())),
-        pa.field("revenue", pa.float64()),
-        pa.field("order_id", pa.string()),
-        pa.field("quantity", pa.int32()),
-        pa.field("country", pa.string()),  # ISO 3166-1 alpha-2
-        pa.field("region", pa.string()),
-        pa.field("device_type", pa.string()),  # Desktop, Mobile, Tablet
-        pa.field("browser", pa.string()),
-        pa.field("dimensions", pa.map_(pa.string(), pa.string())),  # further dimensions
-    ]
-)
+PERSON_COLUMNS = {
+    "person_id": "string!",
+    "person_namespace": "string!",
+    "ecid": "string",
+    "email": "string",
+    "crm_id": "string",
+    "loyalty_tier": "string",  # none, silver, gold, platinum
+    "consent_email": "bool",
+    "consent_personalization": "bool",
+    "country": "string",
+    "first_seen": "timestamp",
+    "attributes": "map",
+}
+
+# One row per member: the person and the identity value published for them. Sorted by person_id.
+MEMBER_COLUMNS = {"person_id": "string!", "namespace": "string!", "identity": "string!"}
 
 # XDM event types the synthetic source and the filter library agree on.
 EVENT_TYPES = (
@@ -44,30 +65,45 @@ EVENT_TYPES = (
     "commerce.purchases",
 )
 
-PERSON_SCHEMA = pa.schema(
-    [
-        pa.field("person_id", pa.string(), nullable=False),
-        pa.field("person_namespace", pa.string(), nullable=False),
-        pa.field("ecid", pa.string()),
-        pa.field("email", pa.string()),
-        pa.field("crm_id", pa.string()),
-        pa.field("loyalty_tier", pa.string()),  # none, silver, gold, platinum
-        pa.field("consent_email", pa.bool_()),
-        pa.field("consent_personalization", pa.bool_()),
-        pa.field("country", pa.string()),
-        pa.field("first_seen", TIMESTAMP),
-        pa.field("attributes", pa.map_(pa.string(), pa.string())),
-    ]
-)
-
 # persons columns holding identity values, by AEP namespace code.
 IDENTITY_COLUMNS = {"ECID": "ecid", "Email": "email", "CRMID": "crm_id"}
 
-# One row per member: the person and the identity value published for them. Sorted by person_id.
-MEMBER_SCHEMA = pa.schema(
-    [
-        pa.field("person_id", pa.string(), nullable=False),
-        pa.field("namespace", pa.string(), nullable=False),
-        pa.field("identity", pa.string(), nullable=False),
-    ]
-)
+_SCHEMAS = {
+    "EVENT_SCHEMA": EVENT_COLUMNS,
+    "PERSON_SCHEMA": PERSON_COLUMNS,
+    "MEMBER_SCHEMA": MEMBER_COLUMNS,
+}
+
+
+def type_name(declared: str) -> str:
+    """The type of a declared column without its not-null mark."""
+    return declared.removesuffix("!")
+
+
+@cache
+def _arrow(name: str) -> Any:
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "float64": pa.float64(),
+        "int32": pa.int32(),
+        "bool": pa.bool_(),
+        "list": pa.list_(pa.string()),
+        "map": pa.map_(pa.string(), pa.string()),
+    }
+    if name == "TIMESTAMP":
+        return types["timestamp"]
+    return pa.schema(
+        [
+            pa.field(column, types[type_name(declared)], nullable=not declared.endswith("!"))
+            for column, declared in _SCHEMAS[name].items()
+        ]
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SCHEMAS or name == "TIMESTAMP":
+        return _arrow(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

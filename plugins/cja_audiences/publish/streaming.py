@@ -389,19 +389,25 @@ class _Publish:
         update_run_record(self.run_dir, **{section: summary})
 
     def _dry_run(self) -> dict[str, Any]:
-        """Encode, validate and pack everything without sending; nothing is written."""
+        """Encode, validate and pack everything without sending; only run.json's publish
+        section is written (what would be sent, per status), no ledger, nothing to AEP."""
         started = time.monotonic()
         factory = self._factory(qualification_time())
         requests_ = refused = 0
         bytes_ = 0
+        by_status: dict[str, dict[str, int]] = {}
         for kind, path, status in self.inputs:
+            counts = by_status.setdefault(status, {"records": 0, "would_send": 0})
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
                 work, items = _encode(chunk, factory)
                 packed, oversize = pack(items, self.send_options.byte_budget)
                 requests_ += len(packed)
-                refused += len(work.refused) + len(oversize)
+                chunk_refused = len(work.refused) + len(oversize)
+                refused += chunk_refused
+                counts["records"] += chunk.table.num_rows
+                counts["would_send"] += chunk.table.num_rows - chunk_refused
                 bytes_ += sum(len(data) for _, data in items)
-        return {
+        summary = {
             "status": "dry_run",
             "mode": self.mode,
             "records": self.total,
@@ -409,8 +415,11 @@ class _Publish:
             "refused": refused,
             "requests": requests_,
             "bytes": bytes_,
+            "by_status": by_status,
             "elapsed_s": round(time.monotonic() - started, 3),
         }
+        self._record(summary)
+        return summary
 
 
 def _encode(chunk: Chunk, factory: RecordFactory) -> tuple[_ChunkWork, list[Item]]:

@@ -1,7 +1,8 @@
 """The refresh calendar: schedule periods, the schedule's end, and whether a refresh is due.
 
 Periods are anchored at ``refresh.start``; a month is the same day one month later, clamped
-to the month's last day. The refresh gate and the DAG schedule both read this module.
+to the month's last day. The refresh gate (``refresh_due``) and the DAG's timetable
+(``schedule_crons``) both come from this module, so a scheduled run always opens a period.
 """
 
 from __future__ import annotations
@@ -27,6 +28,37 @@ def add_months(moment: datetime, months: int) -> datetime:
     year, month = divmod(index, 12)
     day = min(moment.day, calendar.monthrange(year, month + 1)[1])
     return moment.replace(year=year, month=month + 1, day=day)
+
+
+# The fewest days each month can have (February: 28), for anchors on the 29th-31st.
+_SHORTEST_MONTH = {m: min(calendar.monthrange(y, m)[1] for y in (2026, 2028)) for m in range(1, 13)}
+
+
+def schedule_crons(spec: AudienceSpec) -> list[str]:
+    """Cron expressions (UTC) firing at the start of every period; none for one-time audiences.
+
+    A monthly anchor on the 29th-31st fires on that day in months that always have it and on
+    the last day (cron ``L``) in the others, which is where ``add_months`` clamps the period.
+    """
+    start = spec.refresh.start
+    minute, hour, day = start.minute, start.hour, start.day
+    match spec.refresh.frequency:
+        case "every_4_hours":
+            return [f"{minute} {','.join(str(h) for h in range(hour % 4, 24, 4))} * * *"]
+        case "daily":
+            return [f"{minute} {hour} * * *"]
+        case "weekly":
+            return [f"{minute} {hour} * * {start.isoweekday() % 7}"]
+        case "monthly":
+            if day <= min(_SHORTEST_MONTH.values()):
+                return [f"{minute} {hour} {day} * *"]
+            always = [str(m) for m, days in _SHORTEST_MONTH.items() if days >= day]
+            clamped = [str(m) for m, days in _SHORTEST_MONTH.items() if days < day]
+            return [
+                f"{minute} {hour} {day} {','.join(always)} *",
+                f"{minute} {hour} L {','.join(clamped)} *",
+            ]
+    return []
 
 
 def latest_schedule_end(spec: AudienceSpec) -> datetime:

@@ -18,7 +18,7 @@ from cja_audiences.filters.fields import EVENT_FIELDS, PERSON_FIELDS
 from cja_audiences.filters.rules import NAME, RuleError, parse_rules
 from cja_audiences.filters.sandbox import expression_problem
 from cja_audiences.lake.schema import IDENTITY_COLUMNS
-from cja_audiences.specs.limits import AudienceGuardrails
+from cja_audiences.specs.limits import HARD, AudienceGuardrails
 
 Frequency = Literal["one_time", "every_4_hours", "daily", "weekly", "monthly"]
 ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
@@ -71,13 +71,24 @@ class IdentitySpec(_Strict):
 
 
 class DateRange(_Strict):
+    """A one-time audience's window, both days included; at most 90 days, like a lookback."""
+
     start: date
     end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
 
     @model_validator(mode="after")
     def _ordered(self) -> DateRange:
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        if self.days > HARD.max_lookback_days:
+            raise ValueError(
+                f"{self.start} to {self.end} is {self.days} days; a window holds at most "
+                f"{HARD.max_lookback_days} days (Adobe's lookback limit)"
+            )
         return self
 
 

@@ -57,7 +57,6 @@ def test_publishes_a_given_run_folder_and_links_to_the_audience(emu, env, tmp_pa
 
 
 def test_defaults_to_the_dag_runs_folder_and_its_params(emu, env):
-    pytest.importorskip("cja_audiences.compute")  # the refresh stages land on main separately
     run_id = "manual__2026-11-28T10:00:00+00:00"
     run_dir = env.run_dir("high_value", run_id)
     write_members(run_dir / "members.parquet", range(300))

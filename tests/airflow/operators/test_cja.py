@@ -69,6 +69,23 @@ def test_synthetic_source_from_params(lake: Lake) -> None:
     assert query(lake, "SELECT count(*) FROM events") == [(summary["rows"],)]
 
 
+@pytest.mark.parametrize(
+    ("params", "buckets", "message"),
+    [
+        ({"mode": "merge"}, None, "mode=merge: source synthetic always replaces"),
+        ({}, 4, "buckets=4: source synthetic writes one file per date"),
+        ({"options": {"persons": 10, "bad_row_share": 0.1}}, None, r"options \['bad_row_share'\]"),
+    ],
+)
+def test_synthetic_refuses_what_it_cannot_honour(lake: Lake, params, buckets, message) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    op = CJAExtractOperator(task_id="extract", buckets=buckets)
+    with pytest.raises(AirflowFailException, match=message):
+        op.execute(context={"params": {"source": "synthetic", **params}, "run_id": "manual__1"})
+    assert not lake.events.exists()
+
+
 def test_export_deliveries_are_landed_once_and_claimed(
     lake: Lake, source_glob: str, source_lake: Lake
 ) -> None:

@@ -2,24 +2,26 @@
 
 By default it publishes the current DAG run's folder (as the other stage operators do);
 ``run_dir`` points it at any run folder instead. A task retry resumes from the run's ledger.
+The hook and the publishing core are imported in ``execute``: DAG parsing loads neither.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from cja_audiences.airflow.hooks.aep import AEPHook
-from cja_audiences.lake.lease import AudienceBusy, LeaseLost
 from cja_audiences.lake.runs import read_run_record
-from cja_audiences.publish.streaming import DeadLetterThresholdExceeded, PublishOptions
-from cja_audiences.refresh import summarize
 from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
+
+if TYPE_CHECKING:
+    from cja_audiences.publish.streaming import PublishOptions
+
+DEFAULT_AEP_CONN_ID = "aep_default"  # AEPHook.default_conn_name
 
 
 class AEPAudienceLink(BaseOperatorLink):
@@ -61,7 +63,7 @@ class AEPProfilePublishOperator(BaseOperator):
         self,
         *,
         audience_id: str,
-        aep_conn_id: str = AEPHook.default_conn_name,
+        aep_conn_id: str = DEFAULT_AEP_CONN_ID,
         run_dir: str | None = None,
         full_republish: bool | str | None = None,
         dry_run: bool | str | None = None,
@@ -82,6 +84,11 @@ class AEPProfilePublishOperator(BaseOperator):
         self.audience_url: str | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.lake.lease import AudienceBusy, LeaseLost
+        from cja_audiences.publish.streaming import DeadLetterThresholdExceeded
+        from cja_audiences.refresh import summarize
+
         spec, run_dir, full_republish, dry_run = self._target(context)
         hook = AEPHook(aep_conn_id=self.aep_conn_id)
         try:
@@ -133,6 +140,8 @@ class AEPProfilePublishOperator(BaseOperator):
         return refresh.spec, run_dir, _flag(full), _flag(dry)
 
     def _options(self) -> PublishOptions | None:
+        from cja_audiences.publish.streaming import PublishOptions
+
         overrides: dict[str, Any] = {}
         if self.chunk_size is not None:
             overrides["chunk_size"] = self.chunk_size

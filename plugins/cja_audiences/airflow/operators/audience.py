@@ -2,21 +2,23 @@
 
 The work lives in :mod:`cja_audiences.refresh`; these only turn an Airflow context into a
 :class:`RefreshRequest`, map outcomes to Airflow states, and return a small summary for XCom.
+The core is imported when a task runs, never when a DAG file is parsed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from cja_audiences.lake.lease import AudienceBusy, LeaseLost
-from cja_audiences.refresh import AudienceRefresh, GuardrailBlocked, RefreshRequest
 from cja_audiences.settings import get_settings
 from cja_audiences.specs.model import spec_by_id
+
+if TYPE_CHECKING:
+    from cja_audiences.refresh import AudienceRefresh
 
 
 def last_complete_day(context: Context) -> date:
@@ -26,6 +28,8 @@ def last_complete_day(context: Context) -> date:
 
 
 def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
+    from cja_audiences.refresh import AudienceRefresh, RefreshRequest
+
     settings = get_settings()
     spec = spec_by_id(settings.audiences_dir, audience_id)
     run_type = getattr(context.get("dag_run"), "run_type", None)
@@ -103,6 +107,8 @@ class AudienceDiffOperator(AudienceStageOperator):
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        from cja_audiences.lake.lease import AudienceBusy
+
         try:
             return refresh.diff()
         except AudienceBusy as exc:
@@ -115,6 +121,8 @@ class AudienceGuardrailsOperator(AudienceStageOperator):
     ui_color = "#fff4e4"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        from cja_audiences.refresh import GuardrailBlocked
+
         try:
             report = refresh.check()
         except GuardrailBlocked as exc:
@@ -131,6 +139,8 @@ class AudienceCommitOperator(AudienceStageOperator):
     ui_color = "#e8ffe4"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        from cja_audiences.lake.lease import LeaseLost
+
         try:
             result = refresh.commit()
         except LeaseLost as exc:  # another run owns the audience now: a retry fails again

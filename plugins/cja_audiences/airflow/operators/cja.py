@@ -16,29 +16,22 @@ import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cja_audiences.airflow.assets import CJA_EVENTS
-from cja_audiences.extract.aep import AEPExportSource, dataset_files
-from cja_audiences.extract.exports import (
-    Delivery,
-    ExportSource,
-    complete_deliveries,
-    find_delivery,
-)
-from cja_audiences.extract.reporting import extract_reporting
-from cja_audiences.extract.source import run_extract
-from cja_audiences.extract.synthetic import generate_synthetic
-from cja_audiences.extract.writer import ExtractRejected
 from cja_audiences.lake.layout import Lake
 from cja_audiences.settings import get_settings
+
+if TYPE_CHECKING:  # the extract core is imported when a task runs, not when the DAG parses
+    from cja_audiences.extract.exports import Delivery
 
 SOURCES = ("synthetic", "export", "aep", "reporting")
 CATALOG_LOOKBACK = timedelta(days=1)
 DEFAULT_SYNTHETIC = {"persons": 10_000, "days": 30, "seed": 42}
+SYNTHETIC_OPTIONS = (*DEFAULT_SYNTHETIC, "events_per_person")
 
 
 class CJAExtractOperator(BaseOperator):
@@ -109,6 +102,8 @@ class CJAExtractOperator(BaseOperator):
         return None if value in ("", "None") else value
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.extract.writer import ExtractRejected
+
         settings = get_settings()
         lake = Lake(settings.home)
         source = self.source or _triggered_source(context) or self._arg(context, "source")
@@ -132,7 +127,11 @@ class CJAExtractOperator(BaseOperator):
     # -- sources ---------------------------------------------------------------------------
 
     def _extract_synthetic(self, context: Context, lake: Lake, common: dict) -> dict:
-        opts = {**DEFAULT_SYNTHETIC, **(self._arg(context, "options") or {})}
+        from cja_audiences.extract.synthetic import generate_synthetic
+
+        given = self._arg(context, "options") or {}
+        _refuse_for_synthetic(given, common)
+        opts = {**DEFAULT_SYNTHETIC, **given}
         end = _date(self._arg(context, "end")) or _run_moment(context).date()
         start = _date(self._arg(context, "start"))
         days = (end - start).days + 1 if start else int(opts["days"])
@@ -146,6 +145,10 @@ class CJAExtractOperator(BaseOperator):
         )
 
     def _extract_export(self, context: Context, lake: Lake, common: dict) -> dict:
+        from cja_audiences.extract.exports import ExportSource
+        from cja_audiences.extract.source import run_extract
+        from cja_audiences.extract.writer import ExtractRejected
+
         deliveries = self._deliveries(context, lake)
         if not deliveries:
             raise AirflowSkipException(f"no complete export delivery in {lake.landing}")
@@ -165,6 +168,8 @@ class CJAExtractOperator(BaseOperator):
         return _combine("export", landed)
 
     def _deliveries(self, context: Context, lake: Lake) -> list[Delivery]:
+        from cja_audiences.extract.exports import complete_deliveries, find_delivery
+
         wanted = self._arg(context, "delivery_id")
         ids = [wanted] if wanted else _triggered_delivery_ids(context)
         if ids:
@@ -172,6 +177,9 @@ class CJAExtractOperator(BaseOperator):
         return complete_deliveries(lake.landing)
 
     def _extract_aep(self, context: Context, lake: Lake, common: dict) -> dict:
+        from cja_audiences.extract.aep import AEPExportSource, dataset_files
+        from cja_audiences.extract.source import run_extract
+
         path = Path(self._arg(context, "path") or lake.landing / "aep")
         files = [path] if path.is_file() else dataset_files(path)
         if not files:
@@ -181,6 +189,7 @@ class CJAExtractOperator(BaseOperator):
 
     def _extract_reporting(self, context: Context, lake: Lake, common: dict) -> dict:
         from cja_audiences.airflow.hooks.cja import CJAHook
+        from cja_audiences.extract.reporting import extract_reporting
 
         options = dict(self._arg(context, "options") or {})
         end = _instant(self._arg(context, "end"), end=True) or _hour(_run_moment(context))
@@ -252,6 +261,28 @@ def _triggered_source(context: Context) -> str | None:
     if _payloads(context, "batches"):
         return "reporting"
     return None
+
+
+def _refuse_for_synthetic(options: dict[str, Any], common: dict[str, Any]) -> None:
+    """Synthetic data is generated valid and written whole per date (the same seed gives the
+    same lake), so merge mode, person buckets and unknown options would be silently ignored:
+    refuse them instead. (Nothing is ever quarantined, so the bad-row share never applies.)"""
+    unknown = sorted(set(options) - set(SYNTHETIC_OPTIONS))
+    if unknown:
+        raise AirflowFailException(
+            f"options {unknown} do not apply to source synthetic; allowed: "
+            f"{', '.join(SYNTHETIC_OPTIONS)}"
+        )
+    if common.get("mode", "replace") != "replace":
+        raise AirflowFailException(
+            f"mode={common['mode']}: source synthetic always replaces the dates it generates; "
+            "leave mode empty or set replace"
+        )
+    if common.get("buckets"):
+        raise AirflowFailException(
+            f"buckets={common['buckets']}: source synthetic writes one file per date; "
+            "leave buckets unset"
+        )
 
 
 def _move(delivery: Delivery, target: Path) -> None:

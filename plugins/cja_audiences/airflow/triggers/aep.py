@@ -10,9 +10,6 @@ from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 
-from cja_audiences.adobe.auth import AdobeConfig
-from cja_audiences.adobe.catalog import new_batches
-
 WATERMARK_KEY = "catalog_created_after"
 
 
@@ -40,6 +37,10 @@ class CatalogBatchTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Here, not at module level: the extract DAG builds this trigger at parse time.
+        from cja_audiences.adobe.auth import AdobeConfig
+        from cja_audiences.adobe.catalog import new_batches
+
         store = self.asset_state_store
         watermark = int(await store.aget(WATERMARK_KEY, 0)) if store else 0
         conn = await sync_to_async(BaseHook.get_connection)(self.aep_conn_id)

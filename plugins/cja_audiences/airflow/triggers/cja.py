@@ -9,8 +9,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from cja_audiences.extract.exports import complete_deliveries
-
 FIRED_KEY = "fired_deliveries"
 REMEMBERED_DELIVERIES = 1000
 
@@ -34,6 +32,9 @@ class LandingDeliveryTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Here, not at module level: the extract DAG builds this trigger at parse time.
+        from cja_audiences.extract.exports import complete_deliveries
+
         store = self.asset_state_store
         fired: list[str] = list(await store.aget(FIRED_KEY, [])) if store else []
         while True:
