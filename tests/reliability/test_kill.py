@@ -20,7 +20,8 @@ from tests.reliability.helpers import aep_matches_snapshot, make_lake, wait_for_
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 SEED = 20261201
 KILLS = 10
-COMMIT_POINTS = ("update_run_record:1", "write_json:1")  # before / after the run's commit record
+# inside commit: before the run's commit record, before the pointer moves, right after it moved
+COMMIT_POINTS = ("update_run_record:1", "write_json:1", "_mark_superseded:1")
 
 
 def schedule(seed: int, kills: int) -> list[dict]:

@@ -38,6 +38,7 @@ from cja_audiences.filters.ir import (
     Sequence,
     Span,
 )
+from cja_audiences.filters.sandbox import expression_problem
 
 LIBRARY_DIR = Path(__file__).parent
 LIBRARY = "cja.sql.j2"
@@ -279,6 +280,13 @@ class QueryBuilder:
         """Assemble the full query; ``body`` selects candidate person ids."""
         computed = []
         for name, expr in self.computed.items():
+            # parsed by DuckDB here, not when specs load: DAG parsing never imports DuckDB
+            problem = expression_problem(expr)
+            if problem:
+                raise CompileError(
+                    f"computed field {name!r}: give one SQL expression over event columns "
+                    f"(got {problem})"
+                )
             computed.append((F.quote(name), expr))
         columns = sorted(c for c in self.columns if c not in self.computed)
         carried = ["*"] if self.raw_events else [F.quote(c) for c in F.KEY_COLUMNS]
