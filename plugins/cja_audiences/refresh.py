@@ -71,7 +71,9 @@ class AudienceRefresh:
         lake = Lake(settings.home)
         self.audience_dir = lake.audience_dir(spec.id)
         self.run_dir = lake.run_dir(spec.id, request.run_id)
-        self.lease = RunLease(self.run_dir, local_leases(lake.audiences, settings.lease_ttl_s))
+        self.lease = RunLease(
+            self.run_dir, local_leases(lake.audiences, settings.lease_ttl_s), audience_id=spec.id
+        )
 
     @property
     def previous_run_dir(self) -> Path | None:

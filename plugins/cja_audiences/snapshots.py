@@ -86,7 +86,7 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
     ``LeaseLost`` when another run took the audience's lease since this one's diff.
     Committing the run that is already current returns its pointer unchanged.
     """
-    lease = RunLease(run_dir)
+    lease = RunLease(run_dir, audience_id=audience_dir.name)
     with _locked(audience_dir):
         current = current_run(audience_dir)
         if current is not None and current["run_id"] == run_dir.name:
@@ -317,7 +317,7 @@ def rollback(
                 f"running (a crashed one), delete {marker}"
             )
         write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
-    lease = RunLease(new_run_dir)
+    lease = RunLease(new_run_dir, audience_id=audience_dir.name)
     try:
         new_run_dir.mkdir(parents=True)
         lease.take(wait_s=lease_wait_s, reason=f"rollback to {target_run_id}")

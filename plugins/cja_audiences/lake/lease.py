@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cja_audiences.lake.layout import file_lock, read_json, write_json
-from cja_audiences.lake.runs import read_run_record, update_run_record
+from cja_audiences.lake.runs import RUNS, read_run_record, update_run_record
 
 LEASE_FILE = "lease.json"
 LEASE_LOCK = ".lease.lock"
@@ -196,11 +196,18 @@ class RunLease:
     commit, released when the run ends. The token lives in the run's ``run.json["lease"]``,
     so separate tasks (processes, workers) of one run share it."""
 
-    def __init__(self, run_dir: Path, leases: Leases | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, leases: Leases | None = None, audience_id: str | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
-        self.audience_id = self.run_dir.parent.parent.name
+        # audiences/<id>/runs/<run>: the id is the folder's unless the caller knows the spec
+        self.audience_id = audience_id or self.run_dir.parent.parent.name
         self.holder = self.run_dir.name
-        self.leases = leases or local_leases(self.run_dir.parent.parent.parent)
+        # a run folder outside the layout (a benchmark's, a test's) keeps its leases beside it
+        layout = self.run_dir.parent.name == RUNS
+        self.leases = leases or local_leases(
+            self.run_dir.parents[2] if layout else self.run_dir.parent
+        )
         self._token: int | None = None
 
     def take(self, wait_s: float = 0.0, reason: str = "") -> Lease:

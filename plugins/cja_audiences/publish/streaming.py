@@ -146,7 +146,7 @@ class _Publish:
         )
         self.allowed_dead = math.floor(self.options.max_dead_letter_share * self.total)
         self.ledger = Ledger(run_dir)
-        self.lease = RunLease(run_dir)
+        self.lease = RunLease(run_dir, audience_id=spec.id)
         self.session = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.stats = SendStats()
         self.acknowledged_now = {"chunks": 0, "records": 0}
