@@ -13,6 +13,9 @@ and pandas (what a team would write without us). All three must agree on the mem
 alternating with the hand-written query); ``compute_audience_seconds`` is the whole stage
 (plus preview stats and the atomic write of members.parquet).
 
+``why_overhead`` times compute with and without the members' why codes (issue 19; at most
+15 % extra), for both audiences and for the metric audience with ``any`` instead of ``all``.
+
 ``python -m bench.compute [--quick]`` writes ``bench/results/compute.json`` and prints JSON
 and a markdown table. Figures are compared as ratios within the run, never asserted.
 """
@@ -71,6 +74,17 @@ METRIC_SPEC = {
                 ]
             }
         },
+    },
+}
+
+# The metric audience with its two conditions under ``any``: members' why codes are then
+# evaluated (for ``all`` filters they follow from membership), so this shows that cost.
+METRIC_ANY_SPEC = METRIC_SPEC | {
+    "id": "bench_metric_any",
+    "name": "Revenue >= 300 or 2+ orders",
+    "filter": {
+        "params": METRIC_SPEC["filter"]["params"],
+        "rules": {"person": {"any": METRIC_SPEC["filter"]["rules"]["person"]["all"]}},
     },
 }
 
@@ -226,6 +240,26 @@ def measure(settings: Settings, name: str, spec: AudienceSpec, repeat: int) -> d
     }
 
 
+def measure_why(settings: Settings, spec: AudienceSpec, repeat: int) -> dict[str, Any]:
+    """Compute with and without members' why codes (issue 19), alternating, best of
+    ``repeat``: the extra time is the cost of explaining every member."""
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeat):
+        for codes in (True, False):
+            seconds, _ = timed(
+                lambda codes=codes: evaluate_audience(
+                    spec, settings=settings, as_of=END, preview=False, why_codes=codes
+                )
+            )
+            runs[codes].append(seconds)
+    with_codes, without = min(runs[True]), min(runs[False])
+    return {
+        "with_why_seconds": round(with_codes, 3),
+        "without_why_seconds": round(without, 3),
+        "why_overhead_pct": round(100 * (with_codes - without) / without, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k events / 10k persons")
@@ -263,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     con.close()
     load_before = os.getloadavg()[0]
     audiences = {name: measure(settings, name, spec, args.repeat) for name, spec in specs.items()}
+    specs["metric_any"] = AudienceSpec.model_validate(METRIC_ANY_SPEC)
+    why_cost = {name: measure_why(settings, spec, args.repeat) for name, spec in specs.items()}
     result = {
         "benchmark": "compute",
         "cores": os.cpu_count(),
@@ -274,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "generate_seconds": generated,
         "lake_reused": generated is None,
         "audiences": audiences,
+        "why_overhead": why_cost,
     }
     save("compute", result, markdown(result))
     return result
@@ -293,6 +330,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {name} | {r['seconds']} | {r['handwritten_seconds']} | "
             f"{r['ratio_vs_handwritten']}x | {r['pandas_seconds']} | {r['pandas_ratio']}x | "
             f"{r['compute_audience_seconds']} | {r['target_seconds']} | {r['size']:,} | {agree} |"
+        )
+    lines += [
+        "\n| audience | with why codes (s) | without (s) | extra |",
+        "|---|---|---|---|",
+    ]
+    for name, r in result["why_overhead"].items():
+        lines.append(
+            f"| {name} | {r['with_why_seconds']} | {r['without_why_seconds']} | "
+            f"{r['why_overhead_pct']} % |"
         )
     return "\n".join(lines)
 

@@ -1,10 +1,15 @@
 """Emulator throughput: accepted profile messages per second on ``/collection/batch``.
 
 The emulator must never be the bottleneck of the publishing benchmarks (target: 50,000
-messages/s on a 2-core machine, fault injection off). Request bodies are built before the
-clock starts so the figure measures the server, not the client's JSON encoding; a pool of
-keep-alive connections (aiohttp) keeps the server busy. The baseline in the same run is
-the server's bare round-trip rate on its health route, which bounds any route's speed.
+messages/s on a 2-core machine, validation and storage on, fault injection off). Request
+bodies are built before the clock starts so the figure measures the server, not the
+client's JSON encoding; a pool of keep-alive connections (aiohttp) keeps the server busy.
+
+The yardstick in the same run is a bare FastAPI/uvicorn server that only parses the same
+bodies (``bench.bare_server``), measured before and after the emulator so load drift
+averages out: ``ratio_to_bare`` is the emulator's share of what the stack allows. On a
+shared machine the absolute figures follow the load (recorded before and after) and
+``cpu_loop_mops`` (a fixed pure-Python loop) says how fast a core was during the run.
 
     python -m bench.emulator [--quick] [--messages N] [--batch N] [--connections N]
 """
@@ -16,6 +21,8 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +30,10 @@ from typing import Any
 
 import aiohttp
 import psutil
+import requests
 
 from bench.report import save
-from emulator.process import EmulatorServer, start_emulator
+from emulator.process import ROOT, EmulatorServer, free_port, start_emulator
 
 TARGET_MESSAGES_PER_S = 50_000
 
@@ -71,6 +79,13 @@ def build_bodies(config: dict[str, Any], messages: int, batch: int) -> list[byte
     return bodies
 
 
+def accepted_in(payload: bytes) -> int:
+    """Messages a 207 accepted: the emulator's xactionIds, or the bare server's count."""
+    if payload.startswith(b'{"messages":'):
+        return int(payload[12:-1])
+    return payload.count(b'"xactionId"')
+
+
 async def _post_all(
     url: str, bodies: list[bytes], headers: dict[str, str], connections: int
 ) -> int:
@@ -90,7 +105,7 @@ async def _post_all(
                     payload = await response.read()
                     if response.status != 207:
                         raise RuntimeError(f"HTTP {response.status}: {payload[:300]!r}")
-                    accepted += payload.count(b'"xactionId"')
+                    accepted += accepted_in(payload)
 
         await asyncio.gather(*(worker() for _ in range(connections)))
     return accepted
@@ -111,17 +126,26 @@ async def _round_trips(url: str, requests_total: int, connections: int) -> float
         return per_worker * connections / (time.perf_counter() - started)
 
 
+def timed_post(
+    url: str, pid: int, bodies: list[bytes], headers: dict[str, str], connections: int
+) -> tuple[int, float, float]:
+    """(accepted, elapsed s, server CPU s) of posting every body to ``url``."""
+    process = psutil.Process(pid)
+    cpu_before = sum(process.cpu_times()[:2])
+    started = time.perf_counter()
+    accepted = asyncio.run(_post_all(url, bodies, headers, connections))
+    elapsed = time.perf_counter() - started
+    return accepted, elapsed, sum(process.cpu_times()[:2]) - cpu_before
+
+
 def run(server: EmulatorServer, messages: int, batch: int, connections: int) -> dict[str, Any]:
     config = server.config
     bodies = build_bodies(config, messages, batch)
     url = f"{server.url}/collection/batch/{config['inlet_id']}"
     headers = server.headers() | {"Content-Type": "application/json"}
-    process = psutil.Process(server.process.pid)
-    cpu_before = sum(process.cpu_times()[:2])
-    started = time.perf_counter()
-    accepted = asyncio.run(_post_all(url, bodies, headers, connections))
-    elapsed = time.perf_counter() - started
-    server_cpu_s = sum(process.cpu_times()[:2]) - cpu_before
+    accepted, elapsed, server_cpu_s = timed_post(
+        url, server.process.pid, bodies, headers, connections
+    )
     members = server.admin("GET", "/membership/bench-audience", params={"count_only": "true"})[
         "count"
     ]
@@ -141,6 +165,49 @@ def run(server: EmulatorServer, messages: int, batch: int, connections: int) -> 
     }
 
 
+def bare(config: dict[str, Any], messages: int, batch: int, connections: int) -> dict[str, Any]:
+    """The bare server's rate on the same bodies (a subprocess, like the emulator)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_server", "--port", str(port)], cwd=ROOT
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_up(f"{url}/health")
+        bodies = build_bodies(config, messages, batch)
+        accepted, elapsed, cpu_s = timed_post(
+            f"{url}/collection/batch/{config['inlet_id']}", process.pid, bodies, {}, connections
+        )
+    finally:
+        process.terminate()
+        process.wait(10)
+    return {
+        "messages_per_s": round(accepted / elapsed),
+        "server_cpu_s": round(cpu_s, 3),
+        "messages_per_server_cpu_s": round(accepted / cpu_s) if cpu_s else None,
+    }
+
+
+def _wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the bare server did not answer at {url}")
+
+
+def cpu_loop_mops() -> float:
+    """Millions of simple interpreter loop steps per second: the speed of a core right now."""
+    started = time.process_time()
+    total = 0
+    for i in range(3_000_000):
+        total += i & 7
+    return round(3.0 / (time.process_time() - started), 2)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for CI")
@@ -150,9 +217,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     messages = args.messages or (20_000 if args.quick else 400_000)
     load_before = round(os.getloadavg()[0], 2)  # other processes share the 2 cores
+    cpu_before = cpu_loop_mops()
     with tempfile.TemporaryDirectory(prefix="bench-emulator-") as state_dir:
         server = start_emulator(Path(state_dir))
         try:
+            bare_before = bare(server.config, messages, args.batch, args.connections)
             asyncio.run(_round_trips(f"{server.url}/_emulator/health", 500, args.connections))
             baseline_rps = asyncio.run(
                 _round_trips(
@@ -163,23 +232,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             server.reset()
             main_run = run(server, messages, args.batch, args.connections)
+            bare_after = bare(server.config, messages, args.batch, args.connections)
             server.reset()
             small = run(server, max(messages // 4, 1_000), 100, args.connections)
         finally:
             server.stop()
+    bare_rate = round((bare_before["messages_per_s"] + bare_after["messages_per_s"]) / 2)
     result = {
         "benchmark": "emulator",
         "quick": args.quick,
         "cores": os.cpu_count(),
         "load_average_1m_before": load_before,
         "load_average_1m_after": round(os.getloadavg()[0], 2),
+        "cpu_loop_mops_before": cpu_before,
+        "cpu_loop_mops_after": cpu_loop_mops(),
         "python": platform.python_version(),
         "messages_per_s": main_run["messages_per_s"],
         "target_messages_per_s": TARGET_MESSAGES_PER_S,
         "meets_target": main_run["messages_per_s"] >= TARGET_MESSAGES_PER_S,
+        "bare_messages_per_s": bare_rate,
+        "ratio_to_bare": round(main_run["messages_per_s"] / bare_rate, 2),
+        "messages_per_server_cpu_s": main_run["messages_per_server_cpu_s"],
         "connections": args.connections,
         "runs": {f"batch_{main_run['batch']}": main_run, f"batch_{small['batch']}": small},
-        "baseline": {"health_round_trips_per_s": round(baseline_rps)},
+        "baseline": {
+            "health_round_trips_per_s": round(baseline_rps),
+            "bare_before": bare_before,
+            "bare_after": bare_after,
+        },
     }
     save("emulator", result, table(result))
     return result
@@ -199,6 +279,16 @@ def table(result: dict[str, Any]) -> str:
         )
     baseline = result["baseline"]["health_round_trips_per_s"]
     lines.append(f"| baseline: GET /_emulator/health | | | {baseline:,} | | | | |")
+    for when in ("before", "after"):
+        b = result["baseline"][f"bare_{when}"]
+        lines.append(
+            f"| bare FastAPI parse-only ({when}) | | | | {b['messages_per_s']:,} "
+            f"| {b['messages_per_server_cpu_s'] or 0:,} | | |"
+        )
+    lines.append(
+        f"| **ratio to bare** | | | | {result['ratio_to_bare']} | | | "
+        f"load {result['load_average_1m_before']} → {result['load_average_1m_after']} |"
+    )
     return "\n".join(lines)
 
 

@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "records_per_s_rss_runs": [rss[s][1] for s in rss_sizes],
         "requests": main_run["requests"],
         "emulator_cpu_share": round(server_used / main_run["elapsed_s"], 2),
+        "publisher_cpu_share": round(client_used / main_run["elapsed_s"], 2),
+        # the side that spends more CPU per record limits the run on 2 shared cores
+        "limited_by": "publisher" if client_used >= server_used else "emulator",
         "emulator_cpu_us_per_record": round(server_used / n * 1e6, 1),
         "publisher_cpu_us_per_record": round(client_used / n * 1e6, 1),
         "load_average_1m": round(os.getloadavg()[0], 2),
@@ -235,6 +238,14 @@ def table(r: dict[str, Any]) -> str:
         "|---|---:|---:|",
     ]
     lines += [f"| {name} | {rate:,.0f} | {ratio if ratio else ''} |" for name, rate, ratio in rows]
+    lines.append(
+        f"| CPU per record: publisher / emulator | {r['publisher_cpu_us_per_record']} µs / "
+        f"{r['emulator_cpu_us_per_record']} µs | limited by the {r['limited_by']} |"
+    )
+    lines.append(
+        f"| CPU share of the main run: publisher / emulator (load {r['load_average_1m']}) | "
+        f"{r['publisher_cpu_share']} / {r['emulator_cpu_share']} cores | |"
+    )
     lines.append(
         f"| peak RSS at {r['rss_sizes'][0]:,} / {r['rss_sizes'][1]:,} records | "
         f"{r['peak_rss_mb_500k']} MB / {r['peak_rss_mb_2m']} MB | |"

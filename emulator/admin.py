@@ -10,6 +10,7 @@ import gc
 import io
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +22,7 @@ from starlette.responses import Response
 from emulator import errors, external_audiences
 from emulator.audiences import audience_counts
 from emulator.catalog import STATUSES, add_batch, seal_batches
-from emulator.cja import new_segment
+from emulator.cja_segments import new_segment
 from emulator.faults import Faults
 from emulator.state import State
 
@@ -79,7 +80,7 @@ async def reset(request: Request) -> Response:
     gc.unfreeze()  # let the collector see (and free) whatever the old state left behind
     _faults(request).clear()
     request.app.state.sync_windows.clear()
-    request.app.state.cja_windows.clear()
+    request.app.state.cja_limits.clear()
     request.app.state.report_cache.clear()
     return errors.json_response({"reset": True})
 
@@ -228,6 +229,28 @@ async def set_lake(request: Request) -> Response:
     state.lake = path
     request.app.state.report_cache.clear()
     return errors.json_response({"lake": state.lake})
+
+
+@router.post("/cja/dataview")
+async def set_data_view(request: Request) -> Response:
+    """Change the data view's ``timezone`` (IANA name) or ``person_dimension`` (component id)."""
+    state = _state(request)
+    body = await _body(request)
+    unknown = set(body) - {"timezone", "person_dimension"}
+    if unknown:
+        raise _bad(f"unknown data view settings {sorted(unknown)}: use timezone, person_dimension")
+    if "timezone" in body:
+        try:
+            ZoneInfo(str(body["timezone"]))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise _bad(f"timezone {body['timezone']!r} is not an IANA time zone") from exc
+        state.timezone = str(body["timezone"])
+    if body.get("person_dimension"):
+        state.person_dimension = str(body["person_dimension"])
+    request.app.state.report_cache.clear()
+    return errors.json_response(
+        {"timezone": state.timezone, "person_dimension": state.person_dimension}
+    )
 
 
 @router.post("/cja/segments")

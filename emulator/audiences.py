@@ -18,7 +18,9 @@ from emulator.state import State
 router = APIRouter()
 BASE = "/data/core/ups/audiences"
 
-TYPES = ("SegmentDefinition", "ExternalSegment")
+# The spec's enums (segmentation.yaml) plus what Adobe's audiences.md page documents:
+# ``ExternalSegment`` (the page's external type; the spec says ``ExternalAudience``).
+TYPES = ("SegmentDefinition", "ExternalAudience", "ExternalSegment")
 ORIGINS = (
     "REAL_TIME_CUSTOMER_PROFILE",
     "CUSTOM_UPLOAD",
@@ -26,7 +28,7 @@ ORIGINS = (
     "AUDIENCE_MATCH",
     "AUDIENCE_MANAGER",
 )
-LIFECYCLE = ("draft", "published", "inactive")
+LIFECYCLE = ("draft", "published", "inactive", "archived")
 READ_ONLY = frozenset(
     {"id", "sandbox", "imsOrgId", "creationTime", "createEpoch", "updateTime", "updateEpoch"}
 )
@@ -136,7 +138,7 @@ async def create_audience(request: Request) -> Response:
     _validate(audience)
     _check_unique(state, caller, audience)
     state.put("audience", caller.sandbox.name, ident, audience)
-    return errors.json_response(audience)
+    return errors.json_response(audience, status=201)
 
 
 @router.get(BASE)
@@ -168,7 +170,7 @@ async def list_audiences(request: Request) -> Response:
         "_links": {},
     }
     if more:
-        body["_page"]["next"] = str(start + 1)
+        body["_page"]["next"] = start + 1  # an integer in the spec (the page shows "1")
         body["_links"]["next"] = {"href": f"@/audiences?start={start + 1}&limit={limit}"}
     return errors.json_response(body)
 
@@ -217,6 +219,8 @@ async def replace_audience(audience_id: str, request: Request) -> Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise _bad("Request body must be a JSON object")
+    if "namespace" in body and body["namespace"] != current["namespace"]:
+        raise _bad("Namespace is immutable field")
     updated = {k: v for k, v in body.items() if k not in READ_ONLY}
     updated.update({k: current[k] for k in READ_ONLY if k in current})
     for key in ("type", "originName", "lifecycleState", "namespace", "audienceId"):
@@ -244,7 +248,7 @@ def _save(state: State, caller: Caller, audience: dict[str, Any]) -> Response:
     _check_unique(state, caller, audience)
     _stamp(audience)
     state.put("audience", caller.sandbox.name, audience["id"], audience)
-    return errors.json_response(audience)
+    return errors.json_response(audience, status=201)
 
 
 def _apply_patch(target: dict[str, Any], op: Any) -> None:

@@ -104,6 +104,13 @@ def check_platform(request: Request, *, needs_body: bool = False) -> Caller:
     info = check_gateway(request)
     headers = request.headers
     sandbox_name = headers.get("x-sandbox-name")
+    if not sandbox_name and state.config.require_sandbox_header:
+        raise errors.platform(
+            400,
+            "Bad Request",
+            "the x-sandbox-name header is required (the name of the sandbox, e.g. prod)",
+            code="SBX-1000",
+        )
     sandbox = state.config.sandbox(sandbox_name) if sandbox_name else state.config.default_sandbox
     if sandbox is None:
         raise errors.platform(

@@ -20,7 +20,27 @@ from emulator.state import State
 
 router = APIRouter()
 
-STATUSES = ("loading", "processing", "staged", "success", "failed", "aborted", "abandoned")
+# every batch status the spec lists (catalog.yaml batchStatus)
+STATUSES = (
+    "processing",
+    "success",
+    "failure",
+    "queued",
+    "retrying",
+    "stalled",
+    "aborted",
+    "abandoned",
+    "inactive",
+    "failed",
+    "loading",
+    "loaded",
+    "staged",
+    "active",
+    "staging",
+    "deleted",
+)
+DONE = ("success", "failure", "failed", "aborted", "abandoned", "inactive", "deleted")
+FAILED = ("failure", "failed", "aborted", "abandoned")
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 
@@ -30,10 +50,12 @@ def new_batch(
 ) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     created = created_ms if created_ms is not None else now_ms
-    done = status in ("success", "failed", "aborted", "abandoned")
+    done = status in DONE
+    sandbox = state.config.sandbox(state.datasets[dataset_id].sandbox)
     batch: dict[str, Any] = {
         "id": uuid.uuid4().hex[:26].upper(),
         "imsOrg": state.config.org_id,
+        "sandboxId": sandbox.id if sandbox else None,
         "status": status,
         "created": created,
         "updated": now_ms,
@@ -45,12 +67,28 @@ def new_batch(
             "outputRecordCount": records if status == "success" else 0,
             "failedRecordCount": 0 if status == "success" else records,
         },
+        "recordCount": records,
+        "failedRecordCount": records if status in FAILED else 0,
+        "errors": _errors(records if status in FAILED else 0),
         "version": "1.0.0",
     }
     if done:
         batch["started"] = created
         batch["completed"] = max(created, now_ms)
     return batch
+
+
+def _errors(failed: int) -> list[dict[str, Any]]:
+    """The batch's ``errors[]`` (code, description, rows) when records failed."""
+    if not failed:
+        return []
+    return [
+        {
+            "code": "INGEST-1212-400",
+            "description": f"{failed} record(s) failed XDM validation",
+            "rows": [f"1-{failed}"],
+        }
+    ]
 
 
 def add_batch(state: State, dataset_id: str, **kwargs: Any) -> dict[str, Any]:
@@ -90,6 +128,9 @@ def seal_batches(state: State, *, force: bool = False) -> int:
             batch.update(status=status, updated=now_ms, started=batch["created"])
             batch["completed"] = now_ms
             metrics["outputRecordCount"] = output
+            batch["recordCount"] = metrics["inputRecordCount"]
+            batch["failedRecordCount"] = metrics["failedRecordCount"]
+            batch["errors"] = _errors(metrics["failedRecordCount"])
             state.put("batch", key[0], batch["id"], batch)
             del state.open_batches[key]
             sealed += 1

@@ -1,23 +1,24 @@
-"""CJA Reporting API (``POST /reports``) over a Parquet lake, and the Segments API.
+"""CJA Reporting API (``POST /reports``, ``GET /reports/topItems``) over a Parquet lake.
 
-The data view (``rsid``) is backed by the lake's ``lake/events/date=*/`` partitions
-(EVENT_SCHEMA). Reports run in DuckDB off the event loop; the last few reports are cached
-without their page number so paging through a large person list costs one query. Every CJA
-route shares Adobe's rate limit: 12 requests per 6 s per client id, then 429 / 429050.
+The data view (``rsid`` or ``dataId``) is backed by the lake's ``lake/events/date=*/``
+partitions (EVENT_SCHEMA) and has a time zone (``cja.timezone``): date ranges without an
+offset and the day/month items are read in it. Reports run in DuckDB off the event loop; the
+last few are cached without their page number so paging through a large person list costs
+one query. Limits: per request (items, metrics, date span) and per user / org (see
+:mod:`emulator.cja_limits`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import math
 import re
-import time
-import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 from fastapi import APIRouter, Request
@@ -25,23 +26,20 @@ from pydantic_core import from_json, to_json
 from starlette.responses import Response
 
 from emulator import errors
-from emulator.auth import check_gateway
-from emulator.faults import Faults
+from emulator.cja_limits import check_cja, report_slot
 from emulator.segments import Compiled, SegmentCompileError, compile_segment
 from emulator.state import State
 
 router = APIRouter()
 SEGMENTS = "_cja"  # CJA components are org-wide, not sandboxed: one resource bucket
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 50_000
 TOP_ITEMS_LIMIT = 10
-TOP_ITEMS_MAX = 1000
-ALL_TIME = "1970-01-01T00:00:00/2100-01-01T00:00:00"
+TOP_ITEMS_DEFAULT_DAYS = 90  # "Defaults to last 90 days" (the spec's topItems description)
 SESSION_GAP = "INTERVAL 30 MINUTE"
 PAGE_VIEW = "web.webpagedetails.pageViews"
+PERSON_COLUMN = "person_id"
 
 DIMENSIONS: dict[str, str] = {
-    "variables/personid": "person_id",
     "variables/personnamespace": "person_namespace",
     "variables/eventid": "event_id",
     "variables/eventtype": "event_type",
@@ -58,70 +56,130 @@ DIMENSIONS: dict[str, str] = {
     "variables/region": "region",
     "variables/devicetype": "device_type",
     "variables/browser": "browser",
-    "variables/daterangeday": "strftime(timestamp, '%Y-%m-%d')",
-    "variables/daterangemonth": "strftime(timestamp, '%Y-%m')",
+    "variables/daterangeday": "strftime(local_time, '%Y-%m-%d')",
+    "variables/daterangemonth": "strftime(local_time, '%Y-%m')",
 }
-SCALAR_DIMENSIONS = {k: v for k, v in DIMENSIONS.items() if not v.startswith("unnest")}
 DIMENSION_MAP_PREFIX = "variables/dimensions."  # the events' free-form ``dimensions`` map
 
-METRICS: dict[str, str] = {
-    "metrics/occurrences": "count(*)",
-    "metrics/people": "count(DISTINCT person_id)",
-    "metrics/visitors": "count(DISTINCT person_id)",
-    "metrics/visits": "count(DISTINCT session_id)",
-    "metrics/sessions": "count(DISTINCT session_id)",
-    "metrics/pageviews": f"count(*) FILTER (WHERE event_type = '{PAGE_VIEW}')",
-    "metrics/productviews": "count(*) FILTER (WHERE event_type = 'commerce.productViews')",
-    "metrics/cartadditions": "count(*) FILTER (WHERE event_type = 'commerce.productListAdds')",
-    "metrics/checkouts": "count(*) FILTER (WHERE event_type = 'commerce.checkouts')",
-    "metrics/orders": "count(DISTINCT order_id) FILTER (WHERE event_type = 'commerce.purchases')",
-    "metrics/revenue": "coalesce(sum(revenue), 0)",
-    "metrics/units": "coalesce(sum(quantity), 0)",
+# metric id -> (aggregate with {f} where a FILTER clause goes, the metric's own condition)
+METRICS: dict[str, tuple[str, str | None]] = {
+    "metrics/occurrences": ("count(*){f}", None),
+    "metrics/people": ("count(DISTINCT person_id){f}", None),
+    "metrics/visitors": ("count(DISTINCT person_id){f}", None),
+    "metrics/visits": ("count(DISTINCT session_id){f}", None),
+    "metrics/sessions": ("count(DISTINCT session_id){f}", None),
+    "metrics/pageviews": ("count(*){f}", f"event_type = '{PAGE_VIEW}'"),
+    "metrics/productviews": ("count(*){f}", "event_type = 'commerce.productViews'"),
+    "metrics/cartadditions": ("count(*){f}", "event_type = 'commerce.productListAdds'"),
+    "metrics/checkouts": ("count(*){f}", "event_type = 'commerce.checkouts'"),
+    "metrics/orders": ("count(DISTINCT order_id){f}", "event_type = 'commerce.purchases'"),
+    "metrics/revenue": ("coalesce(sum(revenue){f}, 0)", None),
+    "metrics/units": ("coalesce(sum(quantity){f}, 0)", None),
+}
+# Adobe writes filter types upper-case in the spec and camel-case in its examples: both
+FILTER_TYPES = {
+    "DATE_RANGE": "DATE_RANGE",
+    "dateRange": "DATE_RANGE",
+    "SEGMENT": "SEGMENT",
+    "segment": "SEGMENT",
+    "BREAKDOWN": "BREAKDOWN",
+    "breakdown": "BREAKDOWN",
+    "EXCLUDE_ITEM_IDS": "EXCLUDE_ITEM_IDS",
+    "excludeItemIds": "EXCLUDE_ITEM_IDS",
 }
 _DATE_RANGE = re.compile(r"^([^/]+)/([^/]+)$")
+
+
+def item_sql(expression: str) -> str:
+    """A stable numeric item id of a dimension value ("0" for none), computed in SQL."""
+    return (
+        f"coalesce(CAST(('0x' || left(md5(CAST({expression} AS VARCHAR)), 10))::BIGINT "
+        "AS VARCHAR), '0')"
+    )
 
 
 def _bad(code: str, description: str) -> errors.AdobeHTTPError:
     return errors.cja(400, code, description)
 
 
-def check_cja(request: Request) -> str:
-    """Gateway checks plus the per-client rate limit; returns the client id."""
-    state: State = request.app.state.emulator
-    faults: Faults = request.app.state.faults
-    token = check_gateway(request)
-    limit = faults.modes.cja_rate_limit_requests or state.config.cja.rate_limit_requests
-    window_s = faults.modes.cja_rate_limit_window_s or state.config.cja.rate_limit_window_s
-    windows: dict[str, collections.deque[float]] = request.app.state.cja_windows
-    window = windows.setdefault(token.client_id, collections.deque())
-    now = time.monotonic()
-    while window and now - window[0] >= window_s:
-        window.popleft()
-    if len(window) >= limit:
-        raise errors.cja_throttled()
-    window.append(now)
-    return token.client_id
-
-
-async def _json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request) -> dict[str, Any]:
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise errors.bad_content_type()
     try:
         body = from_json(await request.body())
     except ValueError as exc:
-        raise _bad("invalid_json", f"Request body is not valid JSON: {exc}") from exc
+        raise _bad("invalid_json_input", f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise _bad("invalid_request", "Request body must be a JSON object")
     return body
 
 
-# -- reports ------------------------------------------------------------------------------
-def _parse_instant(text: str, field: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise _bad("invalid_date_range", f"{field} {text!r} is not an ISO-8601 date-time") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+@dataclass
+class DataView:
+    """The one data view: its id, time zone and components."""
+
+    id: str
+    zone: ZoneInfo
+    dimensions: dict[str, str]
+
+    @classmethod
+    def of(cls, state: State) -> DataView:
+        dimensions = {state.person_dimension: PERSON_COLUMN, **DIMENSIONS}
+        return cls(state.config.cja.data_view_id, ZoneInfo(state.timezone), dimensions)
+
+    def check(self, data_id: Any) -> None:
+        if not data_id:
+            raise _bad("invalid_request", "rsid or dataId (the data view id) is required")
+        if data_id != self.id:
+            raise errors.cja(404, "resource_not_found", f"data view {data_id!r} was not found")
+
+    def instant(self, text: str, field: str) -> datetime:
+        """An ISO date(-time); without an offset it is wall-clock time in the data view."""
+        try:
+            parsed = datetime.fromisoformat(text.strip())
+        except ValueError as exc:
+            raise _bad(
+                "invalid_parameters", f"{field} {text!r} is not an ISO-8601 date-time"
+            ) from exc
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=self.zone)).astimezone(UTC)
+
+    def date_range(
+        self, text: Any, *, end_inclusive_dates: bool = False
+    ) -> tuple[datetime, datetime]:
+        match = _DATE_RANGE.match(str(text or ""))
+        if not match:
+            raise _bad(
+                "invalid_parameters",
+                "dateRange must be 'start/end', e.g. "
+                "2026-07-01T00:00:00.000/2026-08-01T00:00:00.000",
+            )
+        start = self.instant(match.group(1), "dateRange start")
+        end = self.instant(match.group(2), "dateRange end")
+        if end_inclusive_dates and "T" not in match.group(2):
+            end = self.instant(
+                (datetime.fromisoformat(match.group(2)) + timedelta(days=1)).isoformat(), "end"
+            )
+        if end <= start:
+            raise _bad("invalid_parameters", "dateRange end must be after its start")
+        return start, end
+
+    def column(self, dimension_id: str) -> str:
+        if dimension_id.startswith(DIMENSION_MAP_PREFIX):
+            key = dimension_id[len(DIMENSION_MAP_PREFIX) :]
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+                raise _bad("invalid_dimension_access", f"dimension {dimension_id!r} is not valid")
+            return f"dimensions['{key}']"
+        if dimension_id not in self.dimensions:
+            raise _bad(
+                "invalid_dimension_access",
+                f"dimension {dimension_id!r} is not in data view {self.id}; known: "
+                f"{', '.join(self.dimensions)}",
+            )
+        return self.dimensions[dimension_id]
+
+    @property
+    def scalar_columns(self) -> dict[str, str]:
+        return {k: v for k, v in self.dimensions.items() if not v.startswith("unnest")}
 
 
 class ReportQuery:
@@ -130,22 +188,39 @@ class ReportQuery:
     def __init__(self, body: dict[str, Any], state: State) -> None:
         self.body = body
         self.state = state
-        rsid = body.get("rsid")
-        if not rsid:
-            raise _bad("invalid_request", "rsid (the data view id) is required")
-        if rsid != state.config.cja.data_view_id:
-            raise errors.cja(404, "resource_not_found", f"data view {rsid!r} was not found")
+        self.view = DataView.of(state)
+        limits = state.config.cja
+        self.view.check(body.get("rsid") or body.get("dataId"))
+        if body.get("dimensions"):
+            raise _bad(
+                "action_not_implemented",
+                "dimensions[] (a multi-dimension request) is not supported by the emulator: send "
+                "one dimension and break it down with a BREAKDOWN global filter "
+                '({"type": "breakdown", "dimension": ..., "itemId": ...})',
+            )
         self.dimension_id: str | None = body.get("dimension")
-        self.dimension = self._dimension(self.dimension_id) if self.dimension_id else None
-        self.metrics = self._metrics(body.get("metricContainer"))
-        self.start, self.end, self.segments = self._filters(body.get("globalFilters"))
+        self.dimension = self.view.column(self.dimension_id) if self.dimension_id else None
+        container = body.get("metricContainer")
+        self.metric_filters = self._metric_filters(container)
+        self.metrics = self._metrics(container, limits.max_report_metrics)
+        self.start, self.end, self.conditions = self._filters(body.get("globalFilters"))
+        if (self.end - self.start).days > limits.max_report_days:
+            raise _bad(
+                "invalid_parameters",
+                f"the date range spans more than {limits.max_report_days} days (18 months)",
+            )
         settings = body.get("settings") or {}
         self.limit = settings.get("limit", DEFAULT_LIMIT)
         self.page = settings.get("page", 0)
-        if not isinstance(self.limit, int) or not 1 <= self.limit <= MAX_LIMIT:
-            raise _bad("invalid_limit", f"settings.limit must be between 1 and {MAX_LIMIT}")
+        if not isinstance(self.limit, int) or not 1 <= self.limit <= limits.max_report_items:
+            raise _bad(
+                "invalid_parameters",
+                f"settings.limit must be between 1 and {limits.max_report_items}",
+            )
         if not isinstance(self.page, int) or self.page < 0:
-            raise _bad("invalid_page", "settings.page must be an integer >= 0 (pages are 0-based)")
+            raise _bad(
+                "invalid_parameters", "settings.page must be an integer >= 0 (pages are 0-based)"
+            )
         self.nones = settings.get("nonesBehavior", "exclude-nones")
         if self.nones not in ("exclude-nones", "return-nones"):
             raise _bad(
@@ -154,92 +229,137 @@ class ReportQuery:
         self.dimension_sort = settings.get("dimensionSort")
         self.statistics = (body.get("statistics") or {}).get("functions") or []
 
-    @staticmethod
-    def _dimension(dimension_id: str) -> str:
-        if dimension_id.startswith(DIMENSION_MAP_PREFIX):
-            key = dimension_id[len(DIMENSION_MAP_PREFIX) :]
-            if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
-                raise _bad("invalid_dimension", f"dimension {dimension_id!r} is not valid")
-            return f"dimensions['{key}']"
-        if dimension_id not in DIMENSIONS:
-            raise _bad(
-                "invalid_dimension",
-                f"dimension {dimension_id!r} is not in data view; known: {', '.join(DIMENSIONS)}",
-            )
-        return DIMENSIONS[dimension_id]
-
-    @staticmethod
-    def _metrics(container: Any) -> list[dict[str, Any]]:
-        metrics = (container or {}).get("metrics") if isinstance(container, dict) else None
+    def _metrics(self, container: Any, most: int) -> list[dict[str, Any]]:
+        metrics = container.get("metrics") if isinstance(container, dict) else None
         if not isinstance(metrics, list) or not metrics:
             raise _bad("invalid_request", "metricContainer.metrics must list at least one metric")
-        if len(metrics) > 150:
-            raise _bad("invalid_request", "at most 150 metrics per request")
+        if len(metrics) > most:
+            raise _bad("invalid_request", f"at most {most} metrics per request ({len(metrics)})")
         for i, metric in enumerate(metrics):
             if not isinstance(metric, dict) or metric.get("id") not in METRICS:
+                shown = metric.get("id") if isinstance(metric, dict) else metric
                 raise _bad(
-                    "invalid_metric",
-                    f"metricContainer.metrics[{i}].id {metric.get('id') if isinstance(metric, dict) else metric!r} "
-                    f"is not in data view; known: {', '.join(METRICS)}",
+                    "invalid_metric_access",
+                    f"metricContainer.metrics[{i}].id {shown!r} is not in data view; "
+                    f"known: {', '.join(METRICS)}",
                 )
             metric.setdefault("columnId", str(i))
+            for ref in metric.get("filters") or []:
+                if ref not in self.metric_filters:
+                    raise _bad(
+                        "invalid_parameters",
+                        f"metricContainer.metrics[{i}].filters names {ref!r}, which is not "
+                        "in metricContainer.metricFilters",
+                    )
         return metrics
+
+    def _metric_filters(self, container: Any) -> dict[str, Compiled]:
+        """``metricContainer.metricFilters`` by id: segment, date range or breakdown."""
+        raw = container.get("metricFilters") if isinstance(container, dict) else None
+        compiled: dict[str, Compiled] = {}
+        for i, f in enumerate(raw or []):
+            if not isinstance(f, dict) or not f.get("id"):
+                raise _bad("invalid_parameters", f"metricFilters[{i}] needs an id")
+            kind = FILTER_TYPES.get(f.get("type"))
+            if kind == "DATE_RANGE":
+                start, end = self.view.date_range(f.get("dateRange"))
+                compiled[f["id"]] = Compiled("(timestamp >= ? AND timestamp < ?)", [start, end])
+            elif kind in ("SEGMENT", "BREAKDOWN"):
+                compiled[f["id"]] = self._condition(kind, f)
+            else:
+                raise _bad(
+                    "invalid_parameters",
+                    f"metricFilters[{i}].type {f.get('type')!r} must be segment, dateRange "
+                    "or breakdown",
+                )
+        return compiled
 
     def _filters(self, filters: Any) -> tuple[datetime, datetime, list[Compiled]]:
         if not isinstance(filters, list):
-            raise _bad("invalid_request", "globalFilters with a DATE_RANGE filter is required")
+            raise _bad("invalid_request", "globalFilters with a dateRange filter is required")
         ranges: list[tuple[datetime, datetime]] = []
-        segments: list[Compiled] = []
+        conditions: list[Compiled] = []
         for f in filters:
-            kind = f.get("type") if isinstance(f, dict) else None
+            kind = FILTER_TYPES.get(f.get("type")) if isinstance(f, dict) else None
             if kind == "DATE_RANGE":
-                match = _DATE_RANGE.match(str(f.get("dateRange", "")))
-                if not match:
-                    raise _bad(
-                        "invalid_date_range",
-                        "dateRange must be 'start/end', e.g. "
-                        "2026-07-01T00:00:00.000/2026-08-01T00:00:00.000",
-                    )
-                start = _parse_instant(match.group(1), "dateRange start")
-                end = _parse_instant(match.group(2), "dateRange end")
-                if end <= start:
-                    raise _bad("invalid_date_range", "dateRange end must be after its start")
-                ranges.append((start, end))
-            elif kind == "SEGMENT":
-                segments.append(self._segment_sql(f))
+                ranges.append(self.view.date_range(f.get("dateRange")))
+            elif kind in ("SEGMENT", "BREAKDOWN", "EXCLUDE_ITEM_IDS"):
+                conditions.append(self._condition(kind, f))
             else:
+                shown = f.get("type") if isinstance(f, dict) else f
                 raise _bad(
-                    "invalid_filter",
-                    f"global filter type {kind!r} is not supported by the emulator",
+                    "invalid_parameters",
+                    f"global filter type {shown!r} must be one of {', '.join(FILTER_TYPES)}",
                 )
         if len(ranges) != 1:
-            raise _bad("invalid_request", "exactly one DATE_RANGE global filter is required")
-        return ranges[0][0], ranges[0][1], segments
+            raise _bad(
+                "invalid_request", "exactly one dateRange (DATE_RANGE) global filter is required"
+            )
+        return ranges[0][0], ranges[0][1], conditions
+
+    def _condition(self, kind: str, f: dict[str, Any]) -> Compiled:
+        if kind == "SEGMENT":
+            return self._segment_sql(f)
+        if kind == "BREAKDOWN":
+            if not f.get("dimension") or f.get("itemId") is None:
+                raise _bad("invalid_parameters", "a breakdown filter needs dimension and itemId")
+            return Compiled(f"{item_sql(self._scalar(f['dimension']))} = ?", [str(f["itemId"])])
+        ids = f.get("itemIds") or f.get("excludeItemIds")
+        if not self.dimension or not isinstance(ids, list):
+            raise _bad(
+                "invalid_parameters",
+                "an excludeItemIds filter needs itemIds and a report dimension",
+            )
+        column = self._scalar(self.dimension_id or "")
+        marks = ", ".join("?" * len(ids))
+        return Compiled(f"{item_sql(column)} NOT IN ({marks})", [str(i) for i in ids])
+
+    def _scalar(self, dimension_id: str) -> str:
+        column = self.view.column(dimension_id)
+        if column.startswith("unnest"):
+            raise _bad(
+                "invalid_parameters", f"{dimension_id} is a list dimension: it cannot filter"
+            )
+        return column
 
     def _segment_sql(self, f: dict[str, Any]) -> Compiled:
         definition = f.get("segmentDefinition")
         if definition is None:
             segment = self.state.resources["segment"][SEGMENTS].get(str(f.get("segmentId")))
             if segment is None:
-                raise errors.cja(
-                    404, "resource_not_found", f"segment {f.get('segmentId')!r} was not found"
+                raise _bad(
+                    "invalid_segment_ids_found", f"segment {f.get('segmentId')!r} was not found"
                 )
             definition = segment["definition"]
         try:
-            return compile_segment(definition, SCALAR_DIMENSIONS)
+            return compile_segment(definition, self.view.scalar_columns)
         except SegmentCompileError as exc:
-            raise _bad("invalid_segment", str(exc)) from exc
+            raise _bad("invalid_data", str(exc)) from exc
+
+    def metric_sql(self) -> tuple[str, list[Any]]:
+        """The select list of the metric columns and the values bound in it."""
+        parts, params = [], []
+        for i, metric in enumerate(self.metrics):
+            template, own = METRICS[metric["id"]]
+            conditions = [own] if own else []
+            for ref in metric.get("filters") or []:
+                conditions.append(self.metric_filters[ref].sql)
+                params += self.metric_filters[ref].params
+            where = f" FILTER (WHERE {' AND '.join(conditions)})" if conditions else ""
+            parts.append(f"{template.format(f=where)} AS m{i}")
+        return ", ".join(parts), params
 
     @property
     def needs_sessions(self) -> bool:
+        uses = [c.sql for c in self.conditions] + [c.sql for c in self.metric_filters.values()]
         return any(m["id"] in ("metrics/visits", "metrics/sessions") for m in self.metrics) or any(
-            "session_id" in s.sql for s in self.segments
+            "session_id" in sql for sql in uses
         )
 
     def cache_key(self) -> str:
         body = dict(self.body)
         body["settings"] = {k: v for k, v in (body.get("settings") or {}).items() if k != "page"}
-        return to_json(body).decode()
+        return to_json([body, self.state.lake, self.state.timezone]).decode()
 
 
 def _events_glob(lake: str) -> str | None:
@@ -248,24 +368,26 @@ def _events_glob(lake: str) -> str | None:
 
 
 def _sql_string(text: str) -> str:
-    """A SQL string literal (only for the emulator's own lake path: table functions in
-    DuckDB take constants, not bound parameters)."""
+    """A SQL string literal (only for the emulator's own lake path and zone name: table
+    functions and SET in DuckDB take constants, not bound parameters)."""
     return "'" + text.replace("'", "''") + "'"
 
 
 def _run_report(query: ReportQuery, lake: str | None) -> dict[str, Any]:
     """Every row (sorted) and the totals of a report; pages are cut from this result."""
-    metric_sql = ", ".join(f"{METRICS[m['id']]} AS m{i}" for i, m in enumerate(query.metrics))
+    metric_sql, metric_params = query.metric_sql()
     glob = _events_glob(lake) if lake else None
     if glob is None:
         return {"rows": [], "totals": [0] * len(query.metrics)}
+    zone = query.view.zone.key
     with duckdb.connect() as db:
         db.execute(
-            "CREATE TEMP TABLE base AS SELECT * FROM read_parquet("
-            f"{_sql_string(glob)}, hive_partitioning = true, hive_types = {{'date': DATE}}) "
+            "CREATE TEMP TABLE base AS SELECT *, timezone(?, timestamp) AS local_time FROM "
+            f"read_parquet({_sql_string(glob)}, hive_partitioning = true, "
+            "hive_types = {'date': DATE}) "
             "WHERE date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE) "
             "AND timestamp >= ? AND timestamp < ?",
-            [query.start.date(), query.end.date(), query.start, query.end],
+            [zone, query.start.date(), query.end.date(), query.start, query.end],
         )
         if query.needs_sessions:
             db.execute(
@@ -275,16 +397,18 @@ def _run_report(query: ReportQuery, lake: str | None) -> dict[str, Any]:
                 "lag(timestamp) OVER (PARTITION BY person_id ORDER BY timestamp) <= "
                 f"{SESSION_GAP} THEN 0 ELSE 1 END AS new_session FROM base)"
             )
-        where = " AND ".join(s.sql for s in query.segments) or "true"
-        params = [p for s in query.segments for p in s.params]
+        where = " AND ".join(c.sql for c in query.conditions) or "true"
+        params = [p for c in query.conditions for p in c.params]
         db.execute(f"CREATE TEMP TABLE ev AS SELECT * FROM base WHERE {where}", params)
-        totals = list(db.execute(f"SELECT {metric_sql} FROM ev").fetchone())
+        totals = list(db.execute(f"SELECT {metric_sql} FROM ev", metric_params).fetchone())
         rows: list[tuple[Any, ...]] = []
         if query.dimension:
             nones = "" if query.nones == "return-nones" else "WHERE value IS NOT NULL"
             rows = db.execute(
-                f"SELECT CAST(value AS VARCHAR) AS value, {metric_sql} FROM "
-                f"(SELECT {query.dimension} AS value, * FROM ev) {nones} GROUP BY 1"
+                f"SELECT CAST(value AS VARCHAR) AS value, {item_sql('value')} AS item, "
+                f"{metric_sql} FROM (SELECT {query.dimension} AS value, * FROM ev) {nones} "
+                "GROUP BY 1",
+                metric_params,
             ).fetchall()
     return {"rows": _sorted(rows, query), "totals": [_number(t) for t in totals]}
 
@@ -305,15 +429,8 @@ def _sorted(rows: list[tuple[Any, ...]], query: ReportQuery) -> list[tuple[Any, 
         return rows
     index = next((i for i, m in enumerate(query.metrics) if m.get("sort")), 0)
     descending = query.metrics[index].get("sort", "desc") != "asc"
-    rows.sort(key=lambda r: r[index + 1] or 0, reverse=descending)
+    rows.sort(key=lambda r: r[index + 2] or 0, reverse=descending)
     return rows
-
-
-def item_id(value: str | None) -> str:
-    """A stable numeric item id per dimension value ("0" for None/Unspecified)."""
-    if value is None:
-        return "0"
-    return str(int.from_bytes(hashlib.blake2b(value.encode(), digest_size=5).digest(), "big"))
 
 
 def _page(query: ReportQuery, result: dict[str, Any]) -> dict[str, Any]:
@@ -324,9 +441,9 @@ def _page(query: ReportQuery, result: dict[str, Any]) -> dict[str, Any]:
     column_ids = [m["columnId"] for m in query.metrics]
     out_rows = [
         {
-            "itemId": item_id(r[0]),
+            "itemId": r[1],
             "value": r[0] if r[0] is not None else "Unspecified",
-            "data": [_number(v) for v in r[1:]],
+            "data": [_number(v) for v in r[2:]],
         }
         for r in chunk
     ]
@@ -350,7 +467,7 @@ def _page(query: ReportQuery, result: dict[str, Any]) -> dict[str, Any]:
         "summaryData": summary,
     }
     if query.dimension_id:
-        body["columns"]["dimension"] = {"id": query.dimension_id, "type": "string"}
+        body["columns"]["dimension"] = {"id": query.dimension_id, "type": "STRING"}
     return body
 
 
@@ -390,30 +507,58 @@ async def _answer(request: Request, query: ReportQuery) -> dict[str, Any]:
 
 @router.post("/reports")
 async def report(request: Request) -> Response:
-    check_cja(request)
-    query = ReportQuery(await _json(request), request.app.state.emulator)
-    return errors.json_response(await _answer(request, query))
+    token = check_cja(request)
+    query = ReportQuery(await read_json(request), request.app.state.emulator)
+    with report_slot(request, token):
+        return errors.json_response(await _answer(request, query))
+
+
+def _int(params: Any, name: str, default: int) -> int:
+    try:
+        return int(params.get(name, default))
+    except ValueError as exc:
+        raise _bad("invalid_request", f"{name} must be an integer") from exc
+
+
+UNSUPPORTED_TOP_ITEMS = ("search-clause", "searchAnd", "searchOr", "searchNot", "searchPhrase")
 
 
 @router.get("/reports/topItems")
 async def top_items(request: Request) -> Response:
-    """The dimension's items by occurrences: ``rsid``, ``dimension``, optional ``dateRange``,
-    ``limit`` (default 10, max 1000), ``page``; the response has no metric columns."""
-    check_cja(request)
+    """The dimension's items by occurrences, as the spec documents: ``dataId`` (``rsid``
+    accepted too), ``dimension``, ``dateRange`` (``YYYY-MM-DD/YYYY-MM-DD``, dates inclusive,
+    or date-times) or ``startDate``/``endDate``, default the last 90 days; ``limit``,
+    ``page``, ``lookupNoneValues``."""
+    token = check_cja(request)
+    state: State = request.app.state.emulator
     params = request.query_params
-    try:
-        limit = int(params.get("limit", TOP_ITEMS_LIMIT))
-        page = int(params.get("page", 0))
-    except ValueError as exc:
-        raise _bad("invalid_request", "limit and page must be integers") from exc
-    if not 1 <= limit <= TOP_ITEMS_MAX:
-        raise _bad("invalid_limit", f"limit must be between 1 and {TOP_ITEMS_MAX}")
+    limit = _int(params, "limit", TOP_ITEMS_LIMIT)
+    page = _int(params, "page", 0)
+    most = state.config.cja.top_items_max
+    if not 1 <= limit <= most:
+        raise _bad("invalid_parameters", f"limit must be between 1 and {most}")
     if not params.get("dimension"):
         raise _bad("invalid_request", "dimension is required")
+    unsupported = [p for p in UNSUPPORTED_TOP_ITEMS if p in params]
+    if unsupported:
+        raise _bad("action_not_implemented", f"{', '.join(unsupported)}: search is not emulated")
+    view = DataView.of(state)
+    if params.get("dateRange"):
+        start, end = view.date_range(params["dateRange"], end_inclusive_dates=True)
+    elif params.get("startDate") and params.get("endDate"):
+        start, end = view.date_range(
+            f"{params['startDate']}/{params['endDate']}", end_inclusive_dates=True
+        )
+    else:
+        today = datetime.now(view.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = (today - timedelta(days=TOP_ITEMS_DEFAULT_DAYS)).astimezone(UTC)
+        end = (today + timedelta(days=1)).astimezone(UTC)
     body = {
-        "rsid": params.get("rsid"),
+        "dataId": params.get("dataId") or params.get("rsid"),
         "dimension": params["dimension"],
-        "globalFilters": [{"type": "DATE_RANGE", "dateRange": params.get("dateRange", ALL_TIME)}],
+        "globalFilters": [
+            {"type": "dateRange", "dateRange": f"{start.isoformat()}/{end.isoformat()}"}
+        ],
         "metricContainer": {"metrics": [{"columnId": "0", "id": "metrics/occurrences"}]},
         "settings": {
             "limit": limit,
@@ -423,91 +568,6 @@ async def top_items(request: Request) -> Response:
             else "exclude-nones",
         },
     }
-    answer = await _answer(request, ReportQuery(body, request.app.state.emulator))
-    for row in answer["rows"]:
-        del row["data"]
-    del answer["summaryData"], answer["columns"]
-    return errors.json_response(answer)
-
-
-# -- segments -----------------------------------------------------------------------------
-def new_segment(state: State, body: dict[str, Any], owner: str) -> dict[str, Any]:
-    """Validate and store a segment; ``definition`` is kept exactly as given."""
-    name = body.get("name")
-    definition = body.get("definition")
-    if not isinstance(name, str) or not name.strip():
-        raise _bad("invalid_request", "name is required")
-    if not isinstance(definition, dict) or definition.get("func") != "segment":
-        raise _bad("invalid_definition", 'definition must be {"func": "segment", "container": ...}')
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    segment = {
-        "id": body.get("id") or f"s2000000000_{uuid.uuid4().hex[:24]}",
-        "name": name,
-        "description": body.get("description", ""),
-        "dataId": body.get("dataId", state.config.cja.data_view_id),
-        "rsid": body.get("dataId", state.config.cja.data_view_id),
-        "owner": {"id": owner},
-        "compatibility": body.get("compatibility"),
-        "tags": body.get("tags", []),
-        "created": now,
-        "modified": now,
-        "definition": definition,
-    }
-    state.put("segment", SEGMENTS, segment["id"], segment)
-    return segment
-
-
-@router.get("/segments")
-async def list_segments(request: Request) -> Response:
-    state: State = request.app.state.emulator
-    check_cja(request)
-    params = request.query_params
-    try:
-        limit = int(params.get("limit", 10))
-        page = int(params.get("page", 0))
-    except ValueError as exc:
-        raise _bad("invalid_request", "limit and page must be integers") from exc
-    if not 1 <= limit <= 1000 or page < 0:
-        raise _bad("invalid_request", "limit must be 1..1000 and page >= 0 (0-based)")
-    items = list(state.resources["segment"][SEGMENTS].values())
-    data_ids = params.get("dataIds")
-    if data_ids:
-        wanted = set(data_ids.split(","))
-        items = [s for s in items if s["dataId"] in wanted]
-    name = params.get("name")
-    if name:
-        items = [s for s in items if name.lower() in s["name"].lower()]
-    total = len(items)
-    pages = math.ceil(total / limit) if total else 0
-    content = items[page * limit : (page + 1) * limit]
-    return errors.json_response(
-        {
-            "content": content,
-            "totalElements": total,
-            "totalPages": pages,
-            "numberOfElements": len(content),
-            "number": page,
-            "size": limit,
-            "firstPage": page == 0,
-            "lastPage": page >= pages - 1,
-        }
-    )
-
-
-@router.get("/segments/{segment_id}")
-async def get_segment(segment_id: str, request: Request) -> Response:
-    state: State = request.app.state.emulator
-    check_cja(request)
-    segment = state.resources["segment"][SEGMENTS].get(segment_id)
-    if segment is None:
-        raise errors.cja(404, "resource_not_found", f"segment {segment_id!r} was not found")
-    return errors.json_response(segment)
-
-
-@router.post("/segments")
-async def create_segment(request: Request) -> Response:
-    state: State = request.app.state.emulator
-    client_id = check_cja(request)
-    body = await _json(request)
-    body.pop("id", None)  # ids are assigned by CJA
-    return errors.json_response(new_segment(state, body, client_id))
+    query = ReportQuery(body, state)
+    with report_slot(request, token):
+        return errors.json_response(await _answer(request, query))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.json")
 PROFILE_CLASS = "https://ns.adobe.com/xdm/context/profile"
@@ -60,6 +61,7 @@ class Dataset(BaseModel):
 
 class Inlet(BaseModel):
     id: str
+    flow_id: str | None = None  # the dataflow behind the HTTP API connection
     name: str = ""
     sandbox: str = "prod"
     authenticated: bool = True
@@ -74,11 +76,28 @@ class Defaults(BaseModel):
 
 class CjaConfig(BaseModel):
     data_view_id: str
+    data_view_name: str = "CJA audiences demo"
     dataset_id: str
     lake: str | None = None
-    timezone: str = "UTC"
-    rate_limit_requests: int = 12
-    rate_limit_window_s: float = 6.0
+    timezone: str = "UTC"  # the data view's time zone (IANA name): date ranges and day items
+    person_dimension: str = "variables/personid"  # the data view's Person ID component
+    rate_limit_requests: int = 12  # per user (client id) ...
+    rate_limit_window_s: float = 6.0  # ... in this many seconds
+    org_rate_limit_per_minute: int = 60  # reporting requests per org per minute
+    max_concurrent_reports: int = 6  # per org
+    max_report_items: int = 50_000  # settings.limit (rows per page)
+    max_report_metrics: int = 20
+    max_report_days: int = 549  # 18 months
+    top_items_max: int = 1000
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"cja.timezone {value!r} is not an IANA time zone") from exc
+        return value
 
 
 class StreamingConfig(BaseModel):
@@ -98,6 +117,9 @@ class EmulatorConfig(BaseModel):
     defaults: Defaults
     cja: CjaConfig
     streaming: StreamingConfig = StreamingConfig()
+    # Adobe's specs mark x-sandbox-name required; its sandbox page says an absent header
+    # means the production sandbox. Strict by default (finds clients that omit it).
+    require_sandbox_header: bool = True
 
     def client(self, client_id: str) -> Client | None:
         return next((c for c in self.clients if c.client_id == client_id), None)
@@ -134,11 +156,14 @@ class EmulatorConfig(BaseModel):
             "tenant": self.tenant,
             "sandbox": self.defaults.sandbox,
             "inlet_id": self.defaults.inlet_id,
+            "flow_id": self.inlet(self.defaults.inlet_id).flow_id,
             "unauthenticated_inlet_id": open_inlet.id if open_inlet else None,
             "dataset_id": self.defaults.dataset_id,
             "schema_id": dataset.schemaId if dataset else None,
             "segment_namespace": self.defaults.segment_namespace,
             "data_view_id": self.cja.data_view_id,
+            "data_view_timezone": self.cja.timezone,
+            "person_dimension": self.cja.person_dimension,
             "cja_dataset_id": self.cja.dataset_id,
             "token_lifetime_s": self.token_lifetime_s,
         }

@@ -88,3 +88,26 @@ def cja(status: int, code: str, description: str) -> AdobeHTTPError:
 
 def cja_throttled() -> AdobeHTTPError:
     return gateway("429050", "Too many requests")
+
+
+CJA_PREFIXES = ("/reports", "/segments", "/filters", "/data/dataviews")
+# errorCode values from the CJA spec's enum, by HTTP status
+CJA_CODES = {
+    400: "invalid_request",
+    404: "resource_not_found",
+    405: "method_not_allowed",
+    429: "too_many_requests",
+    500: "unexpected_error",
+    503: "resource_temporarily_unavailable",
+}
+
+
+def for_path(path: str, status: int, title: str, message: str) -> AdobeHTTPError:
+    """An error in the dialect of the Adobe service that owns ``path``."""
+    if path.startswith("/collection"):
+        return dccs(status, title, message)
+    if path.startswith("/ims"):
+        return ims(status, title.lower().replace(" ", "_"), message)
+    if path.startswith(CJA_PREFIXES):
+        return cja(status, CJA_CODES.get(status, "unexpected_error"), message)
+    return platform(status, title, message)

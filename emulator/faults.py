@@ -203,15 +203,9 @@ def fault_error(path: str, status: int) -> errors.AdobeHTTPError:
         ),
     }
     title, message = titles[status]
-    if path.startswith("/collection"):
-        return errors.dccs(status, title, message)
-    if path.startswith("/ims"):
-        return errors.ims(status, title.lower().replace(" ", "_"), message)
-    if path.startswith(("/reports", "/segments")):
-        if status == 429:
-            return errors.cja_throttled()
-        return errors.cja(status, title.lower().replace(" ", "_"), message)
-    return errors.platform(status, title, message)
+    if status == 429 and path.startswith(errors.CJA_PREFIXES):
+        return errors.cja_throttled()
+    return errors.for_path(path, status, title, message)
 
 
 async def send_error(send: Send, err: errors.AdobeHTTPError) -> None:

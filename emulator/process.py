@@ -57,6 +57,7 @@ class EmulatorServer:
             "ims_url": self.url,
             "streaming_url": self.url,
             "inlet_id": c["inlet_id"],
+            "flow_id": c["flow_id"],
             "dataset_id": c["dataset_id"],
             "schema_id": c["schema_id"],
             "segment_namespace": c["segment_namespace"],
@@ -161,6 +162,10 @@ class EmulatorServer:
     def add_segment(self, **segment: Any) -> dict[str, Any]:
         """Store a CJA segment (``name``, ``definition``, optional ``id``, ``dataId``)."""
         return self.admin("POST", "/cja/segments", json=segment)
+
+    def set_data_view(self, **settings: Any) -> dict[str, Any]:
+        """Change the CJA data view's ``timezone`` or ``person_dimension``."""
+        return self.admin("POST", "/cja/dataview", json=settings)
 
     def base_connection(self, root: Path | str, connection_id: str = "emu-storage") -> str:
         """Register a folder as a cloud-storage base connection; returns its id."""

@@ -1,9 +1,13 @@
-"""A small compiler from CJA segment definitions to DuckDB predicates, for ``/reports``.
+"""CJA segment definitions (Adobe's grammar) compiled to DuckDB predicates, for ``/reports``.
 
-It covers the common building blocks (hit / visit / visitor containers; and, or, not;
-string, list and number comparisons; exists; event-exists) so a report can be filtered
-by a stored segment. Values are returned as bound parameters, never pasted into SQL.
-Anything else raises :class:`SegmentCompileError` naming the unsupported function.
+The grammar is Adobe's (analytics-2.0 ``segments/definition.md``): ``segment`` at the top
+(or the ``segment-def`` wrapper of newer CJA examples), ``container`` with ``hits`` /
+``visits`` / ``visitors``, ``and`` / ``or`` / ``without``; string funcs with their ``not-*``
+twins, ``starts-with`` / ``ends-with`` case-insensitive, ``matches`` with a ``glob``; number
+funcs ``eq`` / ``not-eq`` / ``gt`` / ``lt`` / ``ge`` / ``le`` and their ``-any-of`` lists;
+``exists``, ``event-exists`` and their ``not-`` forms. Names Adobe does not document (``not``,
+``strne``, ``ne``) and the sequence family raise :class:`SegmentCompileError` naming the func.
+Values are bound parameters, never pasted into SQL.
 """
 
 from __future__ import annotations
@@ -22,17 +26,44 @@ EVENT_TYPES = {
     "metrics/orders": "commerce.purchases",
     "metrics/purchases": "commerce.purchases",
 }
+ALL_EVENTS = ("metrics/occurrences", "metrics/visits", "metrics/visitors", "metrics/people")
 CONTEXTS = {"hits": None, "visits": "session_id", "visitors": "person_id"}
+# func -> (SQL with {x} for the value, argument key); "-ci" funcs compare lower-cased
 STRING_OPS = {
-    "streq": "{x} = ?",
-    "strne": "{x} <> ?",
-    "contains": "contains({x}, ?)",
-    "not-contains": "NOT contains({x}, ?)",
-    "starts-with": "starts_with({x}, ?)",
-    "ends-with": "ends_with({x}, ?)",
-    "matches": "regexp_matches({x}, ?)",
+    "streq": ("{x} = ?", "str"),
+    "strlt": ("{x} < ?", "str"),
+    "strgt": ("{x} > ?", "str"),
+    "strle": ("{x} <= ?", "str"),
+    "strge": ("{x} >= ?", "str"),
+    "contains": ("contains({x}, ?)", "str"),
+    "starts-with": ("starts_with(lower({x}), lower(?))", "str"),
+    "ends-with": ("ends_with(lower({x}), lower(?))", "str"),
+    "matches": ("{x} LIKE ? ESCAPE '\\'", "glob"),
 }
-NUMBER_OPS = {"eq": "=", "ne": "<>", "gt": ">", "lt": "<", "ge": ">=", "le": "<="}
+LIST_OPS = {
+    "streq-in": ("{x} IN ({marks})", str),
+    "eq-any-of": ("TRY_CAST({x} AS DOUBLE) IN ({marks})", float),
+    "eq-in": ("TRY_CAST({x} AS DOUBLE) IN ({marks})", float),  # a documented alias
+    "contains-any-of": ("list_bool_or([contains(lower({x}), lower(v)) FOR v IN [{marks}]])", str),
+    "contains-all-of": ("list_bool_and([contains(lower({x}), lower(v)) FOR v IN [{marks}]])", str),
+}
+NUMBER_OPS = {"eq": "=", "gt": ">", "lt": "<", "ge": ">=", "le": "<="}
+# Adobe's negations: a dedicated not-* func is the positive func, negated
+NEGATIONS = {
+    "not-streq": "streq",
+    "not-contains": "contains",
+    "not-starts-with": "starts-with",
+    "not-ends-with": "ends-with",
+    "not-matches": "matches",
+    "not-streq-in": "streq-in",
+    "not-eq-any-of": "eq-any-of",
+    "not-eq-in": "eq-in",
+    "not-contains-any-of": "contains-any-of",
+    "not-contains-all-of": "contains-all-of",
+    "not-eq": "eq",
+    "not-exists": "exists",
+    "not-event-exists": "event-exists",
+}
 
 
 class SegmentCompileError(ValueError):
@@ -47,11 +78,37 @@ class Compiled:
         self.params = params
 
 
+def top_container(definition: Any) -> Any:
+    """The root container of ``{"func": "segment", "container"}`` or of the ``segment-def``
+    wrapper (``{"func": "segment-def", "container": {"func": "segment", "context", "pred"}}``)."""
+    if not isinstance(definition, dict) or definition.get("func") not in ("segment", "segment-def"):
+        raise SegmentCompileError(
+            'a segment definition must be {"func": "segment", "version": [1, 0, 0], '
+            '"container": {...}} (or Adobe\'s "segment-def" wrapper)'
+        )
+    container = definition.get("container")
+    if isinstance(container, dict) and container.get("func") == "segment":
+        container = {**container, "func": "container"}  # segment-def's root container
+    return container
+
+
 def compile_segment(definition: Any, scalar_columns: dict[str, str]) -> Compiled:
     """The WHERE predicate over the ``base`` events relation for a segment definition."""
-    if not isinstance(definition, dict) or definition.get("func") != "segment":
-        raise SegmentCompileError('a segment definition must be {"func": "segment", "container"}')
-    return _node(definition.get("container"), scalar_columns)
+    return _node(top_container(definition), scalar_columns)
+
+
+def glob_to_like(glob: str) -> str:
+    """Adobe's glob (``*`` any run, ``\\*`` a literal star) as a LIKE pattern with ``\\``."""
+    out, i = [], 0
+    while i < len(glob):
+        char = glob[i]
+        if char == "\\" and glob[i + 1 : i + 2] == "*":
+            out.append("*")
+            i += 2
+            continue
+        out.append("%" if char == "*" else "\\" + char if char in "%_\\" else char)
+        i += 1
+    return "".join(out)
 
 
 def _node(node: Any, columns: dict[str, str]) -> Compiled:
@@ -68,21 +125,27 @@ def _node(node: Any, columns: dict[str, str]) -> Compiled:
         return Compiled(
             "(" + joiner.join(p.sql for p in parts) + ")", [v for p in parts for v in p.params]
         )
-    if func in ("not", "without"):
-        inner = _node(node.get("pred") or node.get("container"), columns)
-        return Compiled(f"NOT coalesce({inner.sql}, false)", inner.params)
+    if func == "without":
+        return _negate(_node(node.get("pred"), columns))
+    if func in NEGATIONS:
+        return _negate(_node({**node, "func": NEGATIONS[func]}, columns))
     if func == "event-exists":
         name = (node.get("evt") or {}).get("name")
-        if name == "metrics/occurrences":
+        if name in ALL_EVENTS:
             return Compiled("true", [])
         if name not in EVENT_TYPES:
             raise SegmentCompileError(f"event-exists on {name!r} is not supported")
         return Compiled("event_type = ?", [EVENT_TYPES[name]])
-    if func in ("exists", "not-exists"):
+    if func == "exists":
         column, is_list = _attr(node.get("val"), columns)
-        test = f"len(coalesce({column}, [])) > 0" if is_list else f"{column} IS NOT NULL"
-        return Compiled(test if func == "exists" else f"NOT ({test})", [])
+        return Compiled(
+            f"len(coalesce({column}, [])) > 0" if is_list else f"{column} IS NOT NULL", []
+        )
     return _comparison(node, func, columns)
+
+
+def _negate(inner: Compiled) -> Compiled:
+    return Compiled(f"NOT coalesce({inner.sql}, false)", inner.params)
 
 
 def _container(node: dict[str, Any], columns: dict[str, str]) -> Compiled:
@@ -106,23 +169,35 @@ def _attr(value: Any, columns: dict[str, str]) -> tuple[str, bool]:
 
 
 def _comparison(node: dict[str, Any], func: Any, columns: dict[str, str]) -> Compiled:
+    if func not in STRING_OPS and func not in LIST_OPS and func not in NUMBER_OPS:
+        raise SegmentCompileError(
+            f"segment function {func!r} is not supported by the emulator (Adobe's names: "
+            "streq, not-streq, contains, starts-with, matches, streq-in, eq, not-eq, ge, "
+            "without, exists, event-exists, ...)"
+        )
     column, is_list = _attr(node.get("val"), columns)
     x = "x" if is_list else column
     if func in STRING_OPS:
-        sql, params = STRING_OPS[func].format(x=x), [str(node.get("str", ""))]
-    elif func in ("streq-in", "not-streq-in"):
+        template, key = STRING_OPS[func]
+        if not isinstance(node.get(key), str):
+            raise SegmentCompileError(f"{func} needs a string {key!r}")
+        value = glob_to_like(node[key]) if key == "glob" else node[key]
+        sql, params = template.format(x=x), [value]
+    elif func in LIST_OPS:
+        template, kind = LIST_OPS[func]
         values = node.get("list")
         if not isinstance(values, list) or not values:
             raise SegmentCompileError(f"{func} needs a non-empty list")
-        sql = f"{x} {'NOT ' if func.startswith('not') else ''}IN ({', '.join('?' * len(values))})"
-        params = [str(v) for v in values]
-    elif func in NUMBER_OPS:
+        try:
+            params = [kind(v) for v in values]
+        except (TypeError, ValueError) as exc:
+            raise SegmentCompileError(f"{func}: list values must be numbers") from exc
+        sql = template.format(x=x, marks=", ".join("?" * len(values)))
+    else:
         number = node.get("num")
-        if not isinstance(number, int | float):
+        if not isinstance(number, int | float) or isinstance(number, bool):
             raise SegmentCompileError(f"{func} needs a numeric num")
         sql, params = f"TRY_CAST({x} AS DOUBLE) {NUMBER_OPS[func]} ?", [float(number)]
-    else:
-        raise SegmentCompileError(f"segment function {func!r} is not supported by the emulator")
     if is_list:
         sql = f"len(list_filter(coalesce({column}, []), lambda x: {sql})) > 0"
     return Compiled(f"coalesce({sql}, false)", params)

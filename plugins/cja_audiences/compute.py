@@ -18,8 +18,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cja_audiences import splits, why
 from cja_audiences.filters.compiler import CompiledQuery, CompileError, QueryBuilder
 from cja_audiences.filters.fields import quote
+from cja_audiences.filters.ir import Node
 from cja_audiences.filters.rules import parse_rules
 from cja_audiences.filters.sandbox import UnsafeSQL, check_select, sandboxed_connection
 from cja_audiences.filters.segment import (
@@ -31,7 +33,7 @@ from cja_audiences.filters.segment import (
 )
 from cja_audiences.lake.layout import Lake, write_parquet
 from cja_audiences.lake.runs import MEMBERS, update_run_record
-from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_FILE_SCHEMA, PERSON_SCHEMA
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
@@ -154,15 +156,22 @@ def render_audience(
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
+    why_codes: bool = True,
 ) -> RenderedAudience:
     """The SQL and bound parameters compute runs for ``spec``. The window (``as_of``,
     ``lookback_days``) selects which partitions are read, so it does not change the text;
     it is accepted so callers can render exactly what a run would."""
     window = audience_window(spec, as_of, lookback_days) if as_of is not None else None
     query = compile_audience(
-        spec, settings=settings, params=params, definition=definition, window=window
+        spec,
+        settings=settings,
+        params=params,
+        definition=definition,
+        window=window,
+        why_codes=why_codes,
     )
-    return RenderedAudience(_members_sql(query, spec), query.params)
+    _, split_params = splits.split_sql(spec, "c.person_id")
+    return RenderedAudience(_members_sql(query, spec), {**query.params, **split_params})
 
 
 def compile_audience(
@@ -172,29 +181,60 @@ def compile_audience(
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
     window: Window | None = None,
+    why_codes: bool = True,
 ) -> CompiledQuery:
-    """The audience's filter as SQL selecting candidate person ids, with bound parameters."""
+    """The audience's filter as SQL selecting candidate person ids and their why code (see
+    :mod:`cja_audiences.why`), with bound parameters.
+
+    An ``any`` filter is compiled branch by branch: a person is a candidate when some branch
+    selects them (the outermost container's existential distributes over OR), and which
+    branches did is their code, from the same query. Members of ``all`` and one-branch
+    filters hold every branch, so their code is a constant. ``why_codes=False``: one tree, a NULL code.
+    """
     builder = QueryBuilder(
         params=filter_params(spec, params),
         computed_fields=spec.computed_fields,
         filters_dir=settings.filters_dir,
         window=window.bounds() if window else None,
     )
+    try:
+        tree = filter_tree(spec, settings, definition)
+        found = why.branches(tree, builder.binder.params, spec.filter.template)
+        if tree is None:
+            assert spec.filter.template is not None
+            body = builder.template(spec.filter.template)
+        elif found.member_code is None and why_codes:
+            branches = [builder.tree(b.node) for b in found.items if b.node is not None]
+            body = " UNION ".join(f"SELECT person_id FROM {name}" for name in branches)
+            code = " + ".join(
+                f"CASE WHEN person_id IN (SELECT person_id FROM {name}) THEN {1 << i} ELSE 0 END"
+                for i, name in enumerate(branches)
+            )
+            return builder.build(body, select=f"SELECT person_id, {code} AS why FROM candidates")
+        else:
+            body = f"SELECT person_id FROM {builder.tree(tree)}"
+        code = found.member_code if why_codes and found.member_code is not None else "NULL"
+        return builder.build(
+            body, select=f"SELECT person_id, {code}::BIGINT AS why FROM candidates"
+        )
+    except CompileError as exc:
+        raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
+
+
+def filter_tree(
+    spec: AudienceSpec, settings: Settings, definition: dict[str, Any] | None = None
+) -> Node | None:
+    """The filter as a tree (None for a template, which is SQL of its own)."""
     f = spec.filter
     try:
-        if f.template is not None:
-            body = builder.template(f.template)
-        else:
-            if f.rules is not None:
-                tree = parse_rules(f.rules)
-            else:
-                assert f.segment is not None
-                definition = definition or segment_definition(spec, settings)
-                tree = parse_segment(definition, DataViewMapping(f.segment.mapping))
-            body = f"SELECT person_id FROM {builder.tree(tree)}"
-        return builder.build(body)
-    except (CompileError, SegmentError) as exc:
+        if f.rules is not None:
+            return parse_rules(f.rules)
+        if f.segment is not None:
+            definition = definition or segment_definition(spec, settings)
+            return parse_segment(definition, DataViewMapping(f.segment.mapping))
+    except SegmentError as exc:
         raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
+    return None
 
 
 @dataclass
@@ -212,12 +252,16 @@ def evaluate_audience(
     params: dict[str, Any] | None = None,
     preview: bool = True,
     definition: dict[str, Any] | None = None,
+    why_codes: bool = True,
 ) -> Evaluation:
-    """Members (MEMBER_SCHEMA, sorted by person_id) and the stats of one computation;
+    """Members (MEMBER_FILE_SCHEMA, sorted by person_id) and the stats of one computation;
     ``preview=False`` skips the preview figures (another pass over the window's events);
-    ``definition`` is a segment definition the caller already fetched."""
+    ``definition`` is a segment definition the caller already fetched; ``why_codes=False``
+    leaves ``why`` null (nothing is written, so nobody reads it: previews, tests)."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
+    if definition is None and spec.filter.segment is not None:
+        definition = segment_definition(spec, settings)
     rendered = render_audience(
         spec,
         settings=settings,
@@ -225,6 +269,7 @@ def evaluate_audience(
         lookback_days=lookback_days,
         params=params,
         definition=definition,
+        why_codes=why_codes,
     )
     lake = Lake(settings.home)
     events, persons = _event_files(lake, window), sorted(lake.persons.glob("*.parquet"))
@@ -237,20 +282,29 @@ def evaluate_audience(
         _register(con, "raw_persons", persons, PERSON_SCHEMA)
         table = _run_filter(con, rendered, spec)
         has_identity = pc.fill_null(pc.not_equal(table["identity"], ""), False)
+        chosen = table.filter(has_identity)
+        found = why.branches(
+            filter_tree(spec, settings, definition),
+            filter_params(spec, params),
+            spec.filter.template,
+        )
         members = pa.table(
             {
-                "person_id": table["person_id"].filter(has_identity),
-                "namespace": pa.array(
-                    [spec.identity.namespace] * int(pc.sum(has_identity).as_py() or 0),
-                    pa.string(),
-                ),
-                "identity": table["identity"].filter(has_identity),
+                "person_id": chosen["person_id"],
+                "namespace": pa.array([spec.identity.namespace] * chosen.num_rows, pa.string()),
+                "identity": chosen["identity"],
+                "why": pc.cast(chosen["why"], pa.int64()),
+                "split": chosen["split"],
             },
-            schema=MEMBER_SCHEMA,
+            schema=MEMBER_FILE_SCHEMA,
         )
         missing = table.num_rows - members.num_rows
         stats = _stats(con, members, missing) if preview else {"missing_identity": missing}
     stats.update(
+        why=found.legend(),
+        filter_params=filter_params(spec, params),
+        splits=_arm_sizes(spec, members),
+        split_targets=splits.arm_targets(spec) if splits.has_arms(spec) else {},
         size=members.num_rows,
         size_by_namespace={spec.identity.namespace: members.num_rows},
         window=window.as_dict(),
@@ -259,6 +313,8 @@ def evaluate_audience(
         params=_jsonable(rendered.params),
         elapsed_s=round(time.perf_counter() - started, 3),
     )
+    if spec.filter.segment is not None:
+        stats["definition"] = definition  # explain re-evaluates this run with it
     return Evaluation(members, stats)
 
 
@@ -278,6 +334,17 @@ def _run_filter(
             f"{where} reaches outside its inputs (the window's events and the persons table "
             f"are the only files it may read, and it may write none): {exc}"
         ) from None
+
+
+def _arm_sizes(spec: AudienceSpec, members: pa.Table) -> dict[str, int]:
+    """Members per arm (the holdout included; the audience's id for members in no arm)."""
+    if not splits.has_arms(spec):
+        return {}
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(members["split"]).to_pylist()}
+    names: list[str | None] = [arm.name for arm in splits.arms(spec)]
+    if not spec.splits:
+        names.append(None)
+    return {name or spec.id: counts.get(name, 0) for name in names}
 
 
 def compute_audience(
@@ -331,8 +398,9 @@ def _register(
 def _members_sql(query: CompiledQuery, spec: AudienceSpec) -> str:
     column = f"pr.{quote(spec.identity.column)}"
     identity = f"sha256(lower(trim({column})))" if spec.identity.hash_email else column
+    split, _ = splits.split_sql(spec, "c.person_id")
     return (
-        f"SELECT c.person_id, {identity} AS identity\n"
+        f"SELECT c.person_id, {identity} AS identity, c.why, {split} AS split\n"
         f"FROM (\n{query.sql}\n) AS c LEFT JOIN raw_persons AS pr USING (person_id)\n"
         "ORDER BY c.person_id"
     )

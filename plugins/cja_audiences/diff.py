@@ -1,7 +1,11 @@
 """Membership diff: who enters and who exits an audience between two runs (DESIGN §3, issue 6).
 
 A member is the triple (person_id, namespace, identity), so a person whose published identity
-changed exits with the old value and enters with the new one. The diff is exact (full keys,
+changed exits with the old value and enters with the new one; a member whose split arm now
+goes to another AEP audience (new shares or salt) exits the old one and enters the new one.
+Both files also say why (issue 19): ``why`` (the filter-branch code now, legend in run.json
+``compute.why``), ``why_before`` (the code in the previous run), ``reason``
+(``cja_audiences.why.REASONS``) and ``split``. The diff is exact (full keys,
 no hashes standing in for them) and bounded in memory at any audience size: both member
 files are sorted by person_id, so their row-group statistics split the key space into ranges
 of a few million rows, and each range is diffed with one full outer join. A range never holds
@@ -15,19 +19,21 @@ to the new snapshot whatever an abandoned, failed or racing run left behind.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cja_audiences import why
 from cja_audiences.lake.layout import atomic_path
-from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, update_run_record
+from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
 from cja_audiences.lake.schema import MEMBER_SCHEMA
 
 # Rows (both sides together) per key range: ~2.5M keeps a range's hash table near 250 MB.
@@ -37,6 +43,19 @@ MEMORY_LIMIT = "1GB"
 THREADS = 2
 
 _KEY = "person_id, namespace, identity"
+# Columns members.parquet may carry beyond the key (older runs have none: read as NULL).
+_CARRIED = {"why": "BIGINT", "split": "VARCHAR"}
+CHANGE_SCHEMA = pa.schema(
+    [
+        *MEMBER_SCHEMA,
+        pa.field("why", pa.int64()),
+        pa.field("why_before", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("split", pa.string()),
+    ]
+)
+# Given the persons who exited (not for another identity), their code now and reason.
+ExitExplainer = Callable[[list[str]], pa.Table]
 
 
 @dataclass(frozen=True)
@@ -52,13 +71,17 @@ class Corrections:
 
 
 def diff_members(
-    run_dir: Path, previous_run_dir: Path | None, corrections: Corrections | None = None
+    run_dir: Path,
+    previous_run_dir: Path | None,
+    explain_exits: ExitExplainer | None = None,
+    corrections: Corrections | None = None,
 ) -> dict[str, Any]:
-    """Write entered/exited.parquet (MEMBER_SCHEMA, sorted by person_id) and record the counts.
+    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id); record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
-    the audience was never published, so every member enters. ``corrections`` are the
-    uncommitted sends to supersede (module doc).
+    the audience was never published, so every member enters. ``explain_exits`` evaluates
+    the exits on the lake (``why.exit_reasons``); without it their reason is ``left``.
+    ``corrections`` are the uncommitted sends to supersede (module doc).
     """
     started = time.perf_counter()
     corrections = corrections or Corrections()
@@ -70,7 +93,9 @@ def diff_members(
         entered, exited, corrected = size, 0, (0, 0)
     else:
         previous = previous_run_dir / MEMBERS if previous_run_dir else None
-        entered, exited, corrected = _diff_files(members, previous, run_dir, corrections)
+        entered, exited, corrected = _diff_files(
+            members, previous, run_dir, explain_exits, corrections
+        )
     record = {
         "entered": entered,
         "exited": exited,
@@ -95,11 +120,40 @@ def _rows(path: Path) -> int:
 
 
 def _first_run(members: Path, run_dir: Path) -> None:
-    """Everybody enters; an empty exited file keeps publish's reading uniform."""
-    with atomic_path(run_dir / ENTERED) as tmp:
-        shutil.copyfile(members, tmp)
+    """Everybody enters (streamed batch by batch: members are sorted already); an empty
+    exited file keeps publish's reading uniform."""
+    source = pq.ParquetFile(members)
+    names = source.schema_arrow.names
+    with (
+        atomic_path(run_dir / ENTERED) as tmp,
+        pq.ParquetWriter(tmp, CHANGE_SCHEMA, compression="zstd") as writer,
+    ):
+        for batch in source.iter_batches(batch_size=1 << 20):
+            rows = batch.num_rows
+            columns = {name: batch.column(name) for name in names}
+            values = {
+                "why_before": pa.nulls(rows, pa.int64()),
+                "reason": pa.repeat(pa.scalar(why.FIRST_RUN), rows),
+            }
+            arrays = [
+                columns.get(f.name)
+                if f.name in columns
+                else values.get(f.name, pa.nulls(rows, f.type))
+                for f in CHANGE_SCHEMA
+            ]
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=CHANGE_SCHEMA))
     with atomic_path(run_dir / EXITED) as tmp:
-        pq.write_table(MEMBER_SCHEMA.empty_table(), tmp)
+        pq.write_table(CHANGE_SCHEMA.empty_table(), tmp)
+
+
+def _member_sql(path: Path, param: str, where: str = "true") -> str:
+    """The key and the carried columns of a member file (NULL where an older file has none)."""
+    names = set(pq.read_schema(path).names)
+    carried = [
+        name if name in names else f"CAST(NULL AS {kind}) AS {name}"
+        for name, kind in _CARRIED.items()
+    ]
+    return f"SELECT {_KEY}, {', '.join(carried)} FROM read_parquet(${param}) WHERE {where}"
 
 
 def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -116,7 +170,11 @@ def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
 
 
 def _diff_files(
-    current: Path, previous: Path | None, run_dir: Path, corrections: Corrections
+    current: Path,
+    previous: Path | None,
+    run_dir: Path,
+    explain_exits: ExitExplainer | None,
+    corrections: Corrections,
 ) -> tuple[int, int, tuple[int, int]]:
     """(entered, exited, (of which corrections entered, exited))."""
     with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
@@ -127,11 +185,14 @@ def _diff_files(
         try:
             con.execute(
                 "CREATE TEMP TABLE changes (person_id VARCHAR NOT NULL, namespace VARCHAR NOT "
-                "NULL, identity VARCHAR NOT NULL, entered BOOLEAN NOT NULL)"
+                "NULL, identity VARCHAR NOT NULL, entered BOOLEAN NOT NULL, why BIGINT, "
+                "split VARCHAR)"
             )
+            target = _target_sql(read_run_record(run_dir).get("compute", {}))
             for low, high in key_ranges([current, previous], RANGE_ROWS):
-                _diff_range(con, current, previous, low, high)
+                _diff_range(con, current, previous, low, high, target)
             corrected = _correct(con, current, corrections)
+            _explain(con, explain_exits)
             entered = _copy_side(con, True, run_dir / ENTERED)
             exited = _copy_side(con, False, run_dir / EXITED)
         finally:
@@ -155,9 +216,12 @@ def _correct(
         con.execute(
             f"""
             INSERT INTO changes
-            SELECT {_KEY}, $entered FROM (
-              (SELECT {_KEY} FROM read_parquet($sent) {members} SELECT {_KEY} FROM read_parquet($current))
-              EXCEPT SELECT {_KEY} FROM changes)
+            SELECT k.person_id, k.namespace, k.identity, $entered, m.why, m.split FROM (
+              (SELECT {_KEY} FROM read_parquet($sent, union_by_name = true)
+               {members} SELECT {_KEY} FROM read_parquet($current))
+              EXCEPT SELECT {_KEY} FROM changes) AS k
+            LEFT JOIN ({_member_sql(current, "current")}) AS m
+              USING (person_id, namespace, identity)
             """,
             {"sent": [str(f) for f in files], "current": str(current), "entered": entered},
         )
@@ -171,22 +235,55 @@ def _diff_range(
     previous: Path,
     low: str | None,
     high: str | None,
+    target: tuple[str, dict[str, Any]],
 ) -> None:
     """One full outer join over person_id in (low, high]: unmatched rows are the changes."""
     where, bounds = _range_filter(low, high)
+    sql, targets = target
     con.execute(
         f"""
         INSERT INTO changes
         SELECT coalesce(c.person_id, p.person_id), coalesce(c.namespace, p.namespace),
-               coalesce(c.identity, p.identity), c.person_id IS NOT NULL
-        FROM (SELECT {_KEY} FROM read_parquet($current) WHERE {where}) AS c
-        FULL OUTER JOIN (SELECT {_KEY} FROM read_parquet($previous) WHERE {where}) AS p
+               coalesce(c.identity, p.identity), c.person_id IS NOT NULL,
+               coalesce(c.why, p.why), coalesce(c.split, p.split)
+        FROM ({_member_sql(current, "current", where)}) AS c
+        FULL OUTER JOIN ({_member_sql(previous, "previous", where)}) AS p
           ON c.person_id = p.person_id AND c.namespace = p.namespace
          AND c.identity = p.identity
+         AND {sql.format(side="c")} IS NOT DISTINCT FROM {sql.format(side="p")}
         WHERE c.person_id IS NULL OR p.person_id IS NULL
         """,
-        {"current": str(current), "previous": str(previous), **bounds},
+        {"current": str(current), "previous": str(previous), **bounds, **targets},
     )
+
+
+def _explain(con: duckdb.DuckDBPyConnection, explain_exits: ExitExplainer | None) -> None:
+    """``exit_why``: code now and reason of each person who left (not for another identity)."""
+    exits = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT person_id FROM changes WHERE NOT entered AND person_id NOT IN "
+            "(SELECT person_id FROM changes WHERE entered) ORDER BY person_id"
+        ).fetchall()
+    ]
+    table = why.EXIT_SCHEMA.empty_table()
+    if explain_exits is not None and exits:
+        table = explain_exits(exits)
+    con.register("exit_why", table)
+
+
+def _target_sql(compute: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Where a member's row is published (``{side}``: the join side): the AEP audience of
+    their split arm (run.json ``compute.split_targets``), or the arm itself."""
+    targets = compute.get("split_targets") or {}
+    if not targets:
+        return "{side}.split", {}
+    params: dict[str, Any] = {}
+    whens = []
+    for i, (arm, audience) in enumerate(targets.items()):
+        params[f"arm_{i}"], params[f"target_{i}"] = arm, audience
+        whens.append(f"WHEN $arm_{i} THEN $target_{i}")
+    return "(CASE {side}.split " + " ".join(whens) + " ELSE {side}.split END)", params
 
 
 def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str]]:
@@ -202,11 +299,37 @@ def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str
 
 
 def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int:
+    """One side with its reason: the same person on the other side moved to another split or
+    changed identity; else
+    entered members now hold, exited ones have the explainer's reason (or ``left``)."""
     with atomic_path(path) as tmp:
         con.execute(
-            f"COPY (SELECT {_KEY} FROM changes WHERE entered = $entered ORDER BY {_KEY}) "
-            "TO $path (FORMAT parquet, COMPRESSION zstd)",
-            {"entered": entered, "path": str(tmp)},
+            f"""
+            COPY (
+              SELECT c.person_id, c.namespace, c.identity,
+                     CASE WHEN $entered THEN c.why ELSE coalesce(x.why, o.why) END AS why,
+                     CASE WHEN $entered THEN o.why ELSE c.why END AS why_before,
+                     CASE WHEN o.identity = c.identity THEN $moved
+                          WHEN o.person_id IS NOT NULL THEN $changed
+                          WHEN $entered THEN $holds ELSE coalesce(x.reason, $left) END AS reason,
+                     c.split
+                FROM changes AS c
+                LEFT JOIN (SELECT person_id, any_value(why) AS why,
+                                  any_value(identity) AS identity FROM changes
+                            WHERE entered != $entered GROUP BY person_id) AS o USING (person_id)
+                LEFT JOIN exit_why AS x ON NOT $entered AND x.person_id = c.person_id
+               WHERE c.entered = $entered
+               ORDER BY {_KEY}
+            ) TO $path (FORMAT parquet, COMPRESSION zstd)
+            """,
+            {
+                "entered": entered,
+                "path": str(tmp),
+                "changed": why.IDENTITY_CHANGED,
+                "moved": why.SPLIT_CHANGED,
+                "holds": why.NOW_HOLDS,
+                "left": why.LEFT,
+            },
         )
     return _rows(path)
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cja_audiences import splits
 from cja_audiences.lake.runs import ENTERED, read_run_record, update_run_record
 from cja_audiences.specs.calendar import is_refreshing, latest_schedule_end, schedule_end, when
 from cja_audiences.specs.limits import (
@@ -391,8 +392,33 @@ def check_run(
         _exits_check(spec, limits, diff["exited"]),
     ]
     report.checks += _data_checks(spec, limits, run_dir / ENTERED, diff["entered"])
+    report.checks += _published_size_checks(spec, limits, record.get("compute", {}))
     update_run_record(run_dir, guardrails=report.as_dict())
     return report
+
+
+def _published_size_checks(
+    spec: AudienceSpec, limits: Limits, compute: dict[str, Any]
+) -> list[Check]:
+    """Size limits for each AEP audience a split spec publishes (the holdout is not one):
+    a split of 8 members identifies people however large the whole audience is."""
+    sizes = compute.get("splits") or {}
+    if not sizes:
+        return []
+    published = {
+        a.id: sizes.get(a.id.removeprefix(f"{spec.id}__"), 0)
+        for a in splits.published_audiences(spec)
+    }
+    if spec.splits and spec.publish_splits == "combined":
+        published = {spec.id: sum(sizes[s.name] for s in spec.splits)}
+    checks = []
+    for audience_id, size in published.items():
+        for check in (_size_check(spec, limits, size), _min_size_check(spec, limits, size)):
+            name = f"{check.name}[{audience_id}]"
+            checks.append(
+                replace(check, name=name, message=check.message.replace(check.name, name, 1))
+            )
+    return checks
 
 
 def _size_check(spec: AudienceSpec, limits: Limits, size: int) -> Check:

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import compute, diff, guardrails, snapshots
+from cja_audiences import compute, diff, explain, guardrails, snapshots
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.lease import AudienceBusy, RunLease, local_leases
 from cja_audiences.lake.runs import read_run_record, update_run_record
@@ -118,16 +118,18 @@ class AudienceRefresh:
 
     def diff(self) -> dict[str, Any]:
         """Take the audience's lease (waiting up to ``lease_wait_s``; ``AudienceBusy`` after),
-        then diff against the committed snapshot corrected by every uncommitted send.
-        A dry run sends nothing, so it diffs without the lease."""
+        then diff against the committed snapshot corrected by every uncommitted send, each
+        exit explained on this run's window. A dry run sends nothing: no lease."""
         if not self.request.dry_run:
             try:
                 self.lease.take(self.settings.lease_wait_s, reason="refresh")
             except AudienceBusy as exc:
                 update_run_record(self.run_dir, status="skipped", busy=str(exc))
                 raise
+        previous = self.previous_run_dir
+        exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
         corrections = sent.corrections(self.audience_dir, self.run_dir.name)
-        return diff.diff_members(self.run_dir, self.previous_run_dir, corrections)
+        return diff.diff_members(self.run_dir, previous, exits, corrections)
 
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message."""

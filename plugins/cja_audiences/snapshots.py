@@ -71,6 +71,12 @@ def current_run_dir(audience_dir: Path) -> Path | None:
     return audience_dir / RUNS / current["run_id"] if current else None
 
 
+def newest_run_dir(audience_dir: Path) -> Path | None:
+    """The most recently created run, committed or not (None when there is none)."""
+    runs = _run_dirs(audience_dir)
+    return runs[-1] if runs else None
+
+
 def last_committed_at(audience_dir: Path) -> datetime | None:
     """For ``specs.calendar.refresh_due``."""
     current = current_run(audience_dir)
@@ -333,7 +339,7 @@ def rollback(
         diff = diff_members(
             new_run_dir,
             _runs_dir(audience_dir) / current["run_id"],
-            sent.corrections(audience_dir, new_run_dir.name),
+            corrections=sent.corrections(audience_dir, new_run_dir.name),
         )
         result: dict[str, Any] = {
             "run_id": new_run_dir.name,

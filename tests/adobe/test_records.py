@@ -87,3 +87,11 @@ def test_two_identities_or_two_audiences_are_refused():
 def test_qualification_time_is_utc_iso_with_milliseconds():
     value = qualification_time()
     assert value.endswith("+00:00") and len(value.split(".")[1]) == len("000+00:00")
+
+
+def test_flow_id_goes_in_the_header_when_the_connection_has_one():
+    """Adobe's streaming spec lists header.flowId (the HTTP API dataflow); tutorials omit it."""
+    with_flow = json.loads(factory(flow_id="flow-1").encode("ECID", "e1", STATUS_REALIZED))
+    assert with_flow["header"]["flowId"] == "flow-1"
+    assert validate(with_flow, PROFILE_RECORD_SCHEMA) == []
+    assert "flowId" not in factory().build("ECID", "e1", STATUS_REALIZED)["header"]

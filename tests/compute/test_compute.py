@@ -17,7 +17,7 @@ from cja_audiences.compute import (
     render_audience,
 )
 from cja_audiences.lake.layout import Lake
-from cja_audiences.lake.schema import MEMBER_SCHEMA
+from cja_audiences.lake.schema import MEMBER_FILE_SCHEMA
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 from tests.compute.helpers import ADD, BUY, T0, VIEW, ev, write_lake
@@ -78,12 +78,13 @@ def test_compute_writes_sorted_members_and_records_stats(
     run_dir = tmp_path / "run"
     stats = compute_audience(make_spec(), settings=settings, run_dir=run_dir, as_of=AS_OF)
     table = pq.read_table(run_dir / "members.parquet")
-    assert table.schema.equals(MEMBER_SCHEMA)
+    assert table.schema.equals(MEMBER_FILE_SCHEMA)
     # window = days 0..2: "old" is not read; p1 bought; p5 has no ECID
     assert table.to_pylist() == [
-        {"person_id": "p2", "namespace": "ECID", "identity": "ECID-p2"},
-        {"person_id": "p3", "namespace": "ECID", "identity": "ECID-p3"},
+        {"person_id": "p2", "namespace": "ECID", "identity": "ECID-p2", "why": 3, "split": None},
+        {"person_id": "p3", "namespace": "ECID", "identity": "ECID-p3", "why": 3, "split": None},
     ]
+    assert stats["why"]["combine"] == "all" and len(stats["why"]["branches"]) == 2
     assert stats["size"] == 2 and stats["size_by_namespace"] == {"ECID": 2}
     assert stats["members_path"] == str(run_dir / "members.parquet")
     assert stats["window"] == {

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cja_audiences.settings import get_settings
+from cja_audiences.specs.model import spec_paths
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def dagbag():
 
 
 def spec_ids() -> list[str]:
-    return sorted(p.stem for p in (REPO / "include" / "audiences").glob("*.yaml"))
+    return sorted(p.stem for p in spec_paths(REPO / "include" / "audiences"))
 
 
 def test_every_dag_file_imports_without_errors(dagbag):

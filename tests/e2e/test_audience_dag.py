@@ -21,6 +21,7 @@ from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.snapshots import current_run
+from cja_audiences.specs.model import spec_paths
 from tests.conftest import REPO
 from tests.dags.test_dag_integrity import load_dagbag
 
@@ -128,7 +129,7 @@ def test_a_guardrail_block_fails_the_run_and_sends_nothing(
     assert published(emulator) == published_before
 
 
-EXAMPLES = sorted(p.stem for p in (REPO / "include" / "audiences").glob("*.yaml"))
+EXAMPLES = sorted(p.stem for p in spec_paths(REPO / "include" / "audiences"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ BASE = "/data/core/ups/audiences"
 def _create(client, sandbox=None, **fields):
     body = {"name": "Car buyers", "audienceId": "car-buyers", "namespace": "ups"} | fields
     response = client.send("POST", BASE, body, sandbox=sandbox)
-    assert response.status_code == 200, response.text
+    assert response.status_code == 201, response.text  # the spec's 201 (the page shows 200)
     return response.json()
 
 
@@ -94,7 +94,7 @@ def test_list_pages_with_start_as_page_index(client):
         _create(client, name=f"A{i}", audienceId=f"a{i}")
     first = client.get(BASE, params={"limit": 2, "sort": "name:asc"}).json()
     assert [a["name"] for a in first["children"]] == ["A0", "A1"]
-    assert first["_page"] == {"totalCount": 5, "pageSize": 2, "next": "1"}
+    assert first["_page"] == {"totalCount": 5, "pageSize": 2, "next": 1}
     assert first["_links"]["next"]["href"] == "@/audiences?start=1&limit=2"
     last = client.get(BASE, params={"limit": 2, "start": 2, "sort": "name:asc"}).json()
     assert [a["name"] for a in last["children"]] == ["A4"]
@@ -138,7 +138,7 @@ def test_patch_with_json_patch(client):
         {"op": "remove", "path": "/labels"},
     ]
     response = client.send("PATCH", f"{BASE}/{audience['id']}", ops)
-    assert response.status_code == 200
+    assert response.status_code == 201
     patched = response.json()
     assert patched["description"] == "changed"
     assert patched["audienceMeta"] == {"refresh": "daily"}
@@ -180,11 +180,26 @@ def test_put_replaces_but_keeps_identity(client):
     audience = _create(client, description="before", labels=["x"])
     response = client.send("PUT", f"{BASE}/{audience['id']}", {"name": "Renamed"})
     replaced = response.json()
-    assert response.status_code == 200
+    assert response.status_code == 201
     assert replaced["name"] == "Renamed"
     assert (replaced["id"], replaced["audienceId"]) == (audience["id"], "car-buyers")
     assert "labels" not in replaced
     assert replaced["creationTime"] == audience["creationTime"]
+
+
+def test_put_cannot_move_an_audience_to_another_namespace(client):
+    audience = _create(client)
+    body = {"name": "Renamed", "namespace": "AEPSegments"}
+    response = client.send("PUT", f"{BASE}/{audience['id']}", body)
+    assert (response.status_code, response.json()["detail"]) == (
+        400,
+        "Namespace is immutable field",
+    )
+
+
+def test_spec_enums_are_accepted(client):
+    created = _create(client, type="ExternalAudience", lifecycleState="archived")
+    assert (created["type"], created["lifecycleState"]) == ("ExternalAudience", "archived")
 
 
 def test_delete(client):

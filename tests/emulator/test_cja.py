@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -84,7 +84,7 @@ def test_person_report_with_metrics(cja):
     assert body["summaryData"]["totals"] == [5, 100, 4, 4]
     assert body["columns"] == {
         "columnIds": ["0", "1", "2", "3"],
-        "dimension": {"id": "variables/personid", "type": "string"},
+        "dimension": {"id": "variables/personid", "type": "STRING"},
     }
     assert (body["totalElements"], body["totalPages"], body["number"]) == (2, 1, 0)
     assert body["firstPage"] and body["lastPage"]
@@ -151,34 +151,34 @@ def test_no_lake_means_an_empty_data_view(client):
     [
         ({"rsid": None}, 400, "invalid_request"),
         ({"rsid": "dv_other"}, 404, "resource_not_found"),
-        ({"dimension": "variables/shoesize"}, 400, "invalid_dimension"),
-        ({"dimension": "variables/dimensions.bad key"}, 400, "invalid_dimension"),
-        ({"metricContainer": {"metrics": [{"id": "metrics/joy"}]}}, 400, "invalid_metric"),
+        ({"dimension": "variables/shoesize"}, 400, "invalid_dimension_access"),
+        ({"dimension": "variables/dimensions.bad key"}, 400, "invalid_dimension_access"),
+        ({"metricContainer": {"metrics": [{"id": "metrics/joy"}]}}, 400, "invalid_metric_access"),
         ({"metricContainer": {"metrics": []}}, 400, "invalid_request"),
         ({"globalFilters": []}, 400, "invalid_request"),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "yesterday"}]},
             400,
-            "invalid_date_range",
+            "invalid_parameters",
         ),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "2026-11-02/2026-11-01"}]},
             400,
-            "invalid_date_range",
+            "invalid_parameters",
         ),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": "2026-13-02/2026-11-01"}]},
             400,
-            "invalid_date_range",
+            "invalid_parameters",
         ),
         (
             {"globalFilters": [{"type": "DATE_RANGE", "dateRange": RANGE}, {"type": "BREAKDOWN"}]},
             400,
-            "invalid_filter",
+            "invalid_parameters",
         ),
-        ({"settings": {"limit": 0}}, 400, "invalid_limit"),
-        ({"settings": {"limit": 50001}}, 400, "invalid_limit"),
-        ({"settings": {"page": -1}}, 400, "invalid_page"),
+        ({"settings": {"limit": 0}}, 400, "invalid_parameters"),
+        ({"settings": {"limit": 50001}}, 400, "invalid_parameters"),
+        ({"settings": {"page": -1}}, 400, "invalid_parameters"),
         ({"settings": {"nonesBehavior": "maybe"}}, 400, "invalid_request"),
         ({"statistics": {"functions": ["col-median"]}}, 400, "invalid_request"),
     ],
@@ -191,7 +191,7 @@ def test_report_errors(cja, change, status, code):
 
 def test_report_needs_json(cja):
     response = cja.send("POST", "/reports", data=b"{", headers={"Content-Type": "application/json"})
-    assert (response.status_code, response.json()["errorCode"]) == (400, "invalid_json")
+    assert (response.status_code, response.json()["errorCode"]) == (400, "invalid_json_input")
     response = cja.send("POST", "/reports", data=b"{}", headers={"Content-Type": "text/plain"})
     assert response.status_code == 400
 
@@ -235,7 +235,9 @@ def test_segments_admin_list_get(client):
     emu = client.emu
     stored = emu.add_segment(name="Cart visitors", definition=CART_VISITORS, id="s200_cart")
     emu.add_segment(name="Buyers", definition=HITS_PURCHASE, dataId="dv_other")
-    assert client.get("/segments/s200_cart").json()["definition"] == CART_VISITORS
+    expanded = client.get("/segments/s200_cart", params={"expansion": "definition"}).json()
+    assert expanded["definition"] == CART_VISITORS
+    assert "definition" not in client.get("/segments/s200_cart").json()
     assert stored["dataId"] == emu.config["data_view_id"]
     listed = client.get("/segments", params={"limit": 1}).json()
     assert (listed["totalElements"], listed["totalPages"], listed["numberOfElements"]) == (2, 2, 1)
@@ -258,9 +260,13 @@ def test_create_segment(client):
     }
     created = client.send("POST", "/segments", body | {"id": "mine"}).json()
     assert created["id"].startswith("s") and created["id"] != "mine"
-    assert client.get(f"/segments/{created['id']}").json()["definition"] == HITS_PURCHASE
-    bad = client.send("POST", "/segments", {"name": "x", "definition": {"func": "nope"}})
-    assert (bad.status_code, bad.json()["errorCode"]) == (400, "invalid_definition")
+    expanded = client.get(f"/segments/{created['id']}", params={"expansion": "definition"})
+    assert expanded.json()["definition"] == HITS_PURCHASE
+    view = client.emu.config["data_view_id"]
+    bad = client.send(
+        "POST", "/segments", {"name": "x", "dataId": view, "definition": {"func": "nope"}}
+    )
+    assert (bad.status_code, bad.json()["errorCode"]) == (400, "invalid_data")
     assert client.send("POST", "/segments", {"definition": HITS_PURCHASE}).status_code == 400
 
 
@@ -278,7 +284,7 @@ def test_report_filtered_by_stored_and_inline_segments(cja):
 @pytest.mark.parametrize(
     ("segment", "status"),
     [
-        ({"type": "SEGMENT", "segmentId": "nope"}, 404),
+        ({"type": "SEGMENT", "segmentId": "nope"}, 400),
         (
             {
                 "type": "SEGMENT",
@@ -309,7 +315,7 @@ def test_top_items(cja):
     params = {"rsid": cja.emu.config["data_view_id"], "dimension": "variables/page", "limit": 2}
     body = cja.get("/reports/topItems", params=params).json()
     assert [r["value"] for r in body["rows"]] == ["home", "cart"]
-    assert set(body["rows"][0]) == {"itemId", "value"}
+    assert set(body["rows"][0]) == {"itemId", "value", "data"}
     assert (body["totalElements"], body["totalPages"], body["lastPage"]) == (4, 2, False)
     second = cja.get("/reports/topItems", params=params | {"page": 1}).json()
     assert {r["value"] for r in second["rows"]} == {"checkout", "Unspecified"}
@@ -333,3 +339,124 @@ def test_top_items(cja):
 def test_top_items_errors(cja, params, status):
     params = {"rsid": cja.emu.config["data_view_id"]} | params
     assert cja.get("/reports/topItems", params=params).status_code == status
+
+
+def test_data_view_as_data_id_and_camel_case_filters(cja):
+    view = cja.emu.config["data_view_id"]
+    body = {
+        "dataId": view,
+        "globalFilters": [
+            {"type": "dateRange", "dateRange": RANGE},
+            {"type": "segment", "segmentDefinition": HITS_PURCHASE},
+        ],
+        "metricContainer": {"metrics": [{"columnId": "0", "id": "metrics/occurrences"}]},
+        "dimension": "variables/personid",
+    }
+    rows = cja.send("POST", "/reports", body).json()["rows"]
+    assert [(r["value"], r["data"]) for r in rows] == [("p1", [1])]
+
+
+def test_breakdown_filter_and_multi_dimension_refusal(cja):
+    pages = {
+        r["value"]: r["itemId"] for r in _report(cja, dimension="variables/page").json()["rows"]
+    }
+    breakdown = {"type": "breakdown", "dimension": "variables/page", "itemId": pages["home"]}
+    filters = [{"type": "DATE_RANGE", "dateRange": RANGE}, breakdown]
+    rows = _report(cja, globalFilters=filters).json()["rows"]
+    assert [(r["value"], r["data"]) for r in rows] == [("p1", [2])]
+    refused = _report(cja, dimensions=["variables/page", "variables/personid"])
+    assert refused.status_code == 400
+    assert "BREAKDOWN" in refused.json()["errorDescription"]
+
+
+def test_metric_filters_apply_to_their_metrics(cja):
+    container = {
+        "metrics": [
+            {"columnId": "all", "id": "metrics/occurrences"},
+            {"columnId": "home", "id": "metrics/occurrences", "filters": ["f-home"]},
+            {"columnId": "day1", "id": "metrics/occurrences", "filters": ["f-day"]},
+        ],
+        "metricFilters": [
+            {
+                "id": "f-home",
+                "type": "segment",
+                "segmentDefinition": {
+                    "func": "segment",
+                    "container": {
+                        "func": "container",
+                        "context": "hits",
+                        "pred": {
+                            "func": "streq",
+                            "str": "home",
+                            "val": {"func": "attr", "name": "variables/page"},
+                        },
+                    },
+                },
+            },
+            {
+                "id": "f-day",
+                "type": "DATE_RANGE",
+                "dateRange": "2026-11-01T00:00:00/2026-11-02T00:00:00",
+            },
+        ],
+    }
+    body = _report(cja, metricContainer=container).json()
+    assert [(r["value"], r["data"]) for r in body["rows"]] == [("p1", [3, 2, 2]), ("p2", [2, 0, 2])]
+    unknown = {"metrics": [{"id": "metrics/occurrences", "filters": ["nope"]}]}
+    assert _report(cja, metricContainer=unknown).status_code == 400
+
+
+def test_per_request_limits(cja):
+    many = {"metrics": [{"id": "metrics/occurrences"}] * 21}
+    assert "at most 20 metrics" in _report(cja, metricContainer=many).json()["errorDescription"]
+    long = [{"type": "DATE_RANGE", "dateRange": "2024-01-01T00:00:00/2026-01-01T00:00:00"}]
+    assert "18 months" in _report(cja, globalFilters=long).json()["errorDescription"]
+
+
+def test_data_view_time_zone_moves_days_and_date_ranges(cja):
+    cja.emu.set_data_view(timezone="America/New_York")
+    days = _report(cja, dimension="variables/daterangeday", settings={"dimensionSort": "asc"})
+    # 2026-11-01T10:00Z is 05:00 in New York; p3's 2026-11-03T08:00Z is 03:00 there
+    assert [r["value"] for r in days.json()["rows"]] == ["2026-11-01", "2026-11-02"]
+    local = [{"type": "DATE_RANGE", "dateRange": "2026-11-03T00:00:00/2026-11-04T00:00:00"}]
+    assert [r["value"] for r in _report(cja, globalFilters=local).json()["rows"]] == ["p3"]
+    early = [{"type": "DATE_RANGE", "dateRange": "2026-11-03T04:00:00/2026-11-04T00:00:00"}]
+    assert _report(cja, globalFilters=early).json()["rows"] == []  # p3 is 03:00 local
+    view = cja.get(
+        f"/data/dataviews/{cja.emu.config['data_view_id']}",
+        params={"expansion": "timezoneDesignator,currentTimezoneOffset"},
+    ).json()
+    assert view["timezoneDesignator"] == "America/New_York"
+    assert view["currentTimezoneOffset"] in (-5.0, -4.0)
+
+
+def test_person_dimension_is_the_data_views(cja):
+    cja.emu.set_data_view(person_dimension="variables/endUserIDs._experience.aaid.id")
+    assert _report(cja).status_code == 400  # variables/personid is not in this data view
+    rows = _report(cja, dimension="variables/endUserIDs._experience.aaid.id").json()["rows"]
+    assert [r["value"] for r in rows] == ["p1", "p2"]
+
+
+def test_org_limits_per_minute_and_concurrency(client):
+    client.emu.faults(cja_rate_limit_requests=1000)
+    statuses = [_report(client).status_code for _ in range(61)]
+    assert statuses[:60] == [200] * 60
+    throttled = _report(client)
+    assert throttled.status_code == 429 and throttled.json()["error_code"] == "429050"
+    assert "per org" in throttled.json()["message"]
+
+
+def test_top_items_take_data_id_and_whole_dates(cja):
+    params = {"dataId": cja.emu.config["data_view_id"], "dimension": "variables/page"}
+    default = cja.get("/reports/topItems", params=params).json()
+    today = datetime.now(UTC).date()
+    last_90 = f"{today - timedelta(days=90)}/{today}"
+    explicit = cja.get("/reports/topItems", params=params | {"dateRange": last_90}).json()
+    assert default["rows"] == explicit["rows"]  # the default window is the last 90 days
+    ranged = cja.get("/reports/topItems", params=params | {"dateRange": "2026-11-03/2026-11-03"})
+    assert [r["value"] for r in ranged.json()["rows"]] == ["home"]
+    both = cja.get(
+        "/reports/topItems", params=params | {"startDate": "2026-11-01", "endDate": "2026-11-03"}
+    ).json()
+    assert both["totalElements"] == 4 and both["columns"]["columnIds"] == ["0"]
+    assert cja.get("/reports/topItems", params=params | {"searchAnd": "x"}).status_code == 400

@@ -75,13 +75,12 @@ def test_expired_tokens_are_refused(client):
     assert client.emu.faults()["expire_tokens"] is False  # an action, not a mode
 
 
-def test_absent_sandbox_header_means_default_production_sandbox(client):
-    created = client.send("POST", AUDIENCES, {"name": "in prod", "audienceId": "a1"})
-    assert created.json()["sandbox"]["sandboxName"] == "prod"
+def test_absent_sandbox_header_is_refused_as_the_spec_requires(client):
     headers = client.headers()
     del headers["x-sandbox-name"]
-    listed = requests.get(client.emu.url + AUDIENCES, headers=headers, timeout=10).json()
-    assert [a["name"] for a in listed["children"]] == ["in prod"]
+    response = requests.get(client.emu.url + AUDIENCES, headers=headers, timeout=10)
+    assert response.status_code == 400
+    assert "x-sandbox-name" in response.json()["detail"]
 
 
 def test_unknown_sandbox_is_forbidden(client):

@@ -90,3 +90,28 @@ def test_the_store_adds_one_gc_tracked_object_per_profile():
     assert not gc.is_tracked(profile.memberships)
     assert not gc.is_tracked(profile.sources)
     assert profile.attributes is None
+
+
+def test_the_inline_path_for_publisher_records_matches_the_general_one(monkeypatch):
+    records = [
+        _record("e1", when="2026-11-02T00:00:00Z"),
+        _record("e1", status="exited", when="2026-11-01T00:00:00Z"),  # older: ignored
+        _record("E2", audience="b", ns="Email"),
+        _record("e1", audience="b", status="exited", when="2026-11-03T00:00:00Z"),
+        _record("e3", when="2026-11-01T00:00:00Z"),
+    ]
+    inline, general = ProfileStore(), ProfileStore()
+    monkeypatch.setattr(general, "_apply_simple", lambda *args: None)
+    for i, record in enumerate(records):
+        inline.apply(dict(record), "ds", float(i))
+        general.apply(dict(record), "ds", float(i))
+    assert inline.profile_count == general.profile_count == 3
+    for key, profile in general.by_identity.items():
+        assert inline.by_identity[key].entity() == profile.entity()
+        assert inline.by_identity[key].sources == profile.sources
+    assert {k: list(v) for k, v in inline.members.items()} == {
+        k: list(v) for k, v in general.members.items()
+    }
+    with pytest.raises(RecordError):
+        inline.apply(_record("e9", when="not a time"), "ds", 9.0)
+    assert inline.lookup("ECID", "e9") is None

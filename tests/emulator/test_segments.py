@@ -1,12 +1,16 @@
-"""Unit tests of the CJA segment definition compiler."""
+"""Unit tests of the CJA segment definition compiler (Adobe's grammar)."""
 
 from __future__ import annotations
 
 import duckdb
 import pytest
 
-from emulator.cja import SCALAR_DIMENSIONS
-from emulator.segments import SegmentCompileError, compile_segment
+from emulator.cja import DIMENSIONS
+from emulator.segments import SegmentCompileError, compile_segment, glob_to_like
+
+SCALAR_DIMENSIONS = {"variables/personid": "person_id"} | {
+    k: v for k, v in DIMENSIONS.items() if not v.startswith("unnest")
+}
 
 ROWS = [  # person, session, page, type, skus, order id
     ("p1", "p1:1", "home", "web.webpagedetails.pageViews", [], None),
@@ -42,7 +46,31 @@ PAGE = {"func": "attr", "name": "variables/page"}
     [
         ({"func": "streq", "str": "cart", "val": PAGE}, ["p1"]),
         ({"func": "contains", "str": "ear", "val": PAGE}, ["p2"]),
-        ({"func": "starts-with", "str": "ho", "val": PAGE}, ["p1", "p2"]),
+        ({"func": "starts-with", "str": "HO", "val": PAGE}, ["p1", "p2"]),
+        ({"func": "ends-with", "str": "RCH", "val": PAGE}, ["p2"]),
+        ({"func": "not-ends-with", "str": "me", "val": PAGE}, ["p1", "p2"]),
+        ({"func": "matches", "glob": "s*h", "val": PAGE}, ["p2"]),
+        ({"func": "matches", "glob": "ca", "val": PAGE}, []),
+        ({"func": "not-matches", "glob": "*", "val": PAGE}, []),
+        ({"func": "not-streq", "str": "home", "val": PAGE}, ["p1", "p2"]),
+        ({"func": "not-streq-in", "list": ["home", "cart"], "val": PAGE}, ["p2"]),
+        ({"func": "contains-any-of", "list": ["ART", "zzz"], "val": PAGE}, ["p1"]),
+        (
+            {
+                "func": "eq-any-of",
+                "list": [5, 6],
+                "val": {"func": "attr", "name": "variables/orderid"},
+            },
+            ["p2"],
+        ),
+        (  # hits without an order id are "not equal" too, so p1 qualifies
+            {"func": "not-eq", "num": 20, "val": {"func": "attr", "name": "variables/orderid"}},
+            ["p1", "p2"],
+        ),
+        (
+            {"func": "not-event-exists", "evt": {"func": "event", "name": "metrics/orders"}},
+            ["p1", "p2"],
+        ),
         ({"func": "streq-in", "list": ["search", "nowhere"], "val": PAGE}, ["p2"]),
         (
             {"func": "streq", "str": "sku-2", "val": {"func": "attr", "name": "variables/product"}},
@@ -51,7 +79,18 @@ PAGE = {"func": "attr", "name": "variables/page"}
         ({"func": "gt", "num": 10, "val": {"func": "attr", "name": "variables/orderid"}}, ["p1"]),
         ({"func": "le", "num": 5, "val": {"func": "attr", "name": "variables/orderid"}}, ["p2"]),
         ({"func": "event-exists", "evt": {"func": "event", "name": "metrics/orders"}}, ["p1"]),
-        ({"func": "not", "pred": {"func": "streq", "str": "cart", "val": PAGE}}, ["p1", "p2"]),
+        ({"func": "without", "pred": {"func": "streq", "str": "cart", "val": PAGE}}, ["p1", "p2"]),
+        (
+            {
+                "func": "without",
+                "pred": {
+                    "func": "container",
+                    "context": "visitors",
+                    "pred": {"func": "streq", "str": "cart", "val": PAGE},
+                },
+            },
+            ["p2"],
+        ),
         (
             {
                 "func": "and",
@@ -66,6 +105,37 @@ PAGE = {"func": "attr", "name": "variables/page"}
 )
 def test_visitor_predicates(pred, people):
     assert _people(pred) == people
+
+
+def test_segment_def_wrapper_of_newer_cja_examples():
+    definition = {
+        "func": "segment-def",
+        "version": [1, 0, 0],
+        "container": {
+            "func": "segment",
+            "context": "visitors",
+            "pred": {"func": "streq", "str": "cart", "val": PAGE},
+        },
+    }
+    assert compile_segment(definition, SCALAR_DIMENSIONS).params == ["cart"]
+
+
+def test_glob_is_adobes():
+    assert glob_to_like("a*b") == "a%b"
+    assert glob_to_like(r"5\*off_%") == "5*off\\_\\%"
+
+
+@pytest.mark.parametrize("func", ["not", "strne", "ne", "sequence", "matches-regex"])
+def test_invented_or_unsupported_names_are_refused(func):
+    pred = {
+        "func": func,
+        "str": "x",
+        "num": 1,
+        "val": PAGE,
+        "pred": {"func": "exists", "val": PAGE},
+    }
+    with pytest.raises(SegmentCompileError, match=func):
+        _people(pred)
 
 
 def test_visit_context_keeps_whole_sessions():

@@ -200,37 +200,44 @@ def test_bad_record_is_accepted_then_dropped_without_sync_validation(client):
     assert client.emu.stats()["messages"]["dropped"] == 2
 
 
+def _one(client, message, **params):
+    """POST /collection/{inlet}: the endpoint Adobe offers synchronous validation on."""
+    inlet = client.emu.config["inlet_id"]
+    return client.send("POST", f"/collection/{inlet}", message, params=params)
+
+
 def test_synchronous_validation_reports_record_errors(client):
     c = client.emu.config
     good, bad = profile_message(c, "e1"), profile_message(c, "e2", status="qualified")
-    body = client.stream([good, bad], params={"synchronousValidation": "true"}).json()
-    assert body["synchronousValidation"] == {"status": "fail"}
-    assert "xactionId" in body["responses"][0]
-    assert body["responses"][1]["statusCode"] == 400
-    assert "is not one of existing, realized, exited" in body["responses"][1]["message"]
-    passing = client.stream([good], params={"synchronousValidation": "true"}).json()
+    failed = _one(client, bad, syncValidation="true")
+    assert failed.status_code == 400
+    assert "is not one of existing, realized, exited" in failed.json()["report"]["message"]
+    passing = _one(client, good, synchronousValidation="true").json()
     assert passing["synchronousValidation"] == {"status": "pass"}
+
+
+def test_batch_endpoint_has_no_synchronous_validation(client):
+    c = client.emu.config
+    bad = profile_message(c, "e2", status="qualified")
+    body = client.stream([bad], params={"synchronousValidation": "true"}).json()
+    assert "xactionId" in body["responses"][0] and "synchronousValidation" not in body
 
 
 def test_synchronous_validation_is_limited_to_60_requests_per_minute(client):
     message = profile_message(client.emu.config, "e1")
-    statuses = [
-        client.stream([message], params={"synchronousValidation": "true"}).status_code
-        for _ in range(61)
-    ]
-    assert statuses[:60] == [207] * 60
+    statuses = [_one(client, message, syncValidation="true").status_code for _ in range(61)]
+    assert statuses[:60] == [200] * 60
     assert statuses[60] == 429
-    assert client.stream([message]).status_code == 207  # without it, no such limit
+    assert _one(client, message).status_code == 200  # without it, no such limit
 
 
 def test_event_records_need_id_and_timestamp(client):
     c = client.emu.config
     event = profile_message(c, "e1", dataset_id=EVENT_DATASET, schema_id=EVENT_SCHEMA)
-    body = client.stream([event], params={"synchronousValidation": "true"}).json()
-    assert "xdmEntity._id and xdmEntity.timestamp" in body["responses"][0]["message"]
+    refused = _one(client, event, syncValidation="true").json()
+    assert "xdmEntity._id and xdmEntity.timestamp" in refused["report"]["message"]
     event["body"]["xdmEntity"].update(_id="ev-1", timestamp="2026-11-01T00:00:00Z")
-    body = client.stream([event], params={"synchronousValidation": "true"}).json()
-    assert "xactionId" in body["responses"][0]
+    assert "xactionId" in _one(client, event, syncValidation="true").json()
     assert client.emu.membership("aud-1") == []  # events do not reach the profile store
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cja_audiences.extract.synthetic import generate_synthetic
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.schema import EVENT_SCHEMA
 
 END = date(2026, 11, 27)
 
@@ -47,3 +51,21 @@ def source_glob(source_lake: Lake) -> str:
 
 def parquet_files(root: Path) -> list[Path]:
     return sorted(root.rglob("*.parquet"))
+
+
+def write_events(root: Path, rows: list[dict[str, Any]]) -> Path:
+    """A lake root holding ``rows`` (EVENT_SCHEMA fields) in UTC date partitions."""
+    by_date: dict[str, list[dict[str, Any]]] = {}
+    for i, row in enumerate(rows):
+        ts = row["timestamp"]
+        if isinstance(ts, str):
+            ts = datetime.fromisoformat(ts)
+        ts = ts.astimezone(UTC)
+        full = {"event_id": f"ev{i}", "person_namespace": "ECID", **row, "timestamp": ts}
+        by_date.setdefault(ts.date().isoformat(), []).append(full)
+    for day, day_rows in by_date.items():
+        folder = root / "lake" / "events" / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist(day_rows, schema=EVENT_SCHEMA)
+        pq.write_table(table, folder / "part-0.parquet")
+    return root

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -15,10 +16,12 @@ from cja_audiences.extract.reporting import (
     ReportingError,
     ReportingSource,
     extract_reporting,
+    fetch_data_view_timezone,
+    local_stamp,
     windows,
 )
 from cja_audiences.lake.layout import Lake
-from tests.extract.conftest import lake_digest, query
+from tests.extract.conftest import lake_digest, query, write_events
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +137,106 @@ def test_windows_cut_ranges_at_utc_days_and_hours() -> None:
     assert len(windows(START, START.replace(hour=5), "hour")) == 5
     with pytest.raises(ValueError, match="not after start"):
         windows(END, START, "day")
+
+
+NY = ZoneInfo("America/New_York")
+
+
+def test_windows_follow_the_data_view_zone_across_dst() -> None:
+    # 2026-11-01 is the day New York leaves daylight saving time: 25 hours long
+    start = datetime(2026, 11, 1, tzinfo=NY)
+    days = windows(start, datetime(2026, 11, 3, tzinfo=NY), "day", "America/New_York")
+    assert days == [
+        (datetime(2026, 11, 1, 4, tzinfo=UTC), datetime(2026, 11, 2, 5, tzinfo=UTC)),
+        (datetime(2026, 11, 2, 5, tzinfo=UTC), datetime(2026, 11, 3, 5, tzinfo=UTC)),
+    ]
+    hours = windows(start, datetime(2026, 11, 1, 7, tzinfo=UTC), "hour", "America/New_York")
+    assert [h[0].astimezone(NY).strftime("%H:%M%z") for h in hours] == [
+        "00:00-0400",
+        "01:00-0400",
+        "01:00-0500",  # the repeated hour
+    ]
+    # CJA reads naive wall-clock times; the repeated hour needs its offset to be told apart
+    assert [local_stamp(h[0], NY) for h in hours] == [
+        "2026-11-01T00:00:00.000",
+        "2026-11-01T01:00:00.000-04:00",
+        "2026-11-01T01:00:00.000-05:00",
+    ]
+    india = windows(
+        datetime(2026, 11, 1, tzinfo=UTC),
+        datetime(2026, 11, 1, 2, tzinfo=UTC),
+        "hour",
+        "Asia/Kolkata",
+    )
+    assert india[0] == (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 1, 0, 30, tzinfo=UTC))
+    with pytest.raises(ValueError, match="IANA"):
+        windows(start, start + timedelta(days=1), "day", "Mars/Olympus")
+
+
+def test_a_new_york_data_view_is_pulled_by_new_york_days(emu, tmp_path: Path) -> None:
+    """Events around New York midnight land in the day CJA reports them in, stored in UTC."""
+    view = "web.webpagedetails.pageViews"
+    lake_root = write_events(
+        tmp_path / "cja",
+        [
+            {"timestamp": "2026-11-01T03:30:00+00:00", "person_id": "p0", "event_type": view},
+            {"timestamp": "2026-11-02T04:30:00+00:00", "person_id": "p1", "event_type": view},
+            {"timestamp": "2026-11-02T05:30:00+00:00", "person_id": "p2", "event_type": view},
+        ],
+    )
+    emu.set_lake(lake_root)
+    emu.set_data_view(timezone="America/New_York")
+    config = emu.adobe_config("cja")
+    zone = fetch_data_view_timezone(config, config.data_view_id)
+    assert zone == "America/New_York"
+    source = _source(
+        emu,
+        tmp_path,
+        start=datetime(2026, 11, 1, tzinfo=NY),
+        end=datetime(2026, 11, 3, tzinfo=NY),
+        timezone=zone,
+    )
+    assert source.body(source_windows(source)[0], 0)["globalFilters"][0]["dateRange"] == (
+        "2026-11-01T00:00:00.000/2026-11-02T00:00:00.000"
+    )
+    lake = Lake(tmp_path / "home")
+    extract_reporting(source, lake, run_id="ny")
+    rows = query(lake, "SELECT person_id, timestamp, date::VARCHAR FROM events ORDER BY 1")
+    # p0 (23:30 on Oct 31 in New York) is outside; p1 (23:30 Nov 1 EST) is Nov 1's,
+    # p2 (00:30 Nov 2) is Nov 2's; each event sits at its New York midnight, in UTC
+    assert [(p, ts.astimezone(UTC), d) for p, ts, d in rows] == [
+        ("p1", datetime(2026, 11, 1, 4, tzinfo=UTC), "2026-11-01"),
+        ("p2", datetime(2026, 11, 2, 5, tzinfo=UTC), "2026-11-02"),
+    ]
+
+
+def test_the_person_dimension_comes_from_the_connection(emu, tmp_path: Path) -> None:
+    component = "variables/endUserIDs._experience.aaid.id"
+    lake_root = write_events(
+        tmp_path / "cja",
+        [
+            {
+                "timestamp": "2026-11-01T10:00:00+00:00",
+                "person_id": "p1",
+                "event_type": "commerce.productViews",
+            }
+        ],
+    )
+    emu.set_lake(lake_root)
+    emu.set_data_view(person_dimension=component)
+    source = _source(
+        emu,
+        tmp_path,
+        start=datetime(2026, 11, 1, tzinfo=UTC),
+        end=datetime(2026, 11, 2, tzinfo=UTC),
+        person_dimension=component,
+    )
+    lake = Lake(tmp_path / "home")
+    extract_reporting(source, lake, run_id="person")
+    assert query(lake, "SELECT person_id, event_type FROM events") == [
+        ("p1", "commerce.productViews")
+    ]
+
+
+def source_windows(source: ReportingSource) -> list[tuple[datetime, datetime]]:
+    return windows(source.start, source.end, source.granularity, source.timezone)

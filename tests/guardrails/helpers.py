@@ -65,4 +65,6 @@ def write_range(path: Path, count: int, namespace: str = "CRMID", start: int = 0
 
 
 def read_members(path: Path) -> list[Member]:
-    return [tuple(row.values()) for row in pq.read_table(path).to_pylist()]
+    return [
+        tuple(row.values()) for row in pq.read_table(path, columns=MEMBER_SCHEMA.names).to_pylist()
+    ]

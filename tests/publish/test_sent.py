@@ -78,7 +78,7 @@ def test_the_diff_base_is_corrected_by_what_an_abandoned_run_sent(tmp_path):
     new = audience / "runs" / "rB"
     write_members(new / "members.parquet", [*range(1, 10), 12])  # 0 leaves, 12 joins
 
-    record = diff_members(new, audience / "runs" / "r0", corrections(audience, "rB"))
+    record = diff_members(new, audience / "runs" / "r0", corrections=corrections(audience, "rB"))
 
     assert ids(new / "entered.parquet") == [1, 2, 12]  # 1, 2 may have been exited by rA
     assert ids(new / "exited.parquet") == [0, 10, 11, 13, 14]  # rA may have realized 10..14
@@ -98,7 +98,7 @@ def test_two_first_publishes_the_second_exits_what_the_first_sent(tmp_path):
     started_sending(first, kinds=("entered",))
     second = audience / "runs" / "rB"
     write_members(second / "members.parquet", range(3, 9))
-    diff_members(second, None, corrections(audience, "rB"))
+    diff_members(second, None, corrections=corrections(audience, "rB"))
     assert ids(second / "entered.parquet") == list(range(3, 9))
     assert ids(second / "exited.parquet") == [0, 1, 2]
 

@@ -55,7 +55,7 @@ def test_secrets_never_leave_the_connection(emu, tmp_path, monkeypatch, caplog):
     # the next run supersedes it and commits; a worker process runs another refresh
     run2 = audience / "runs" / "r2"
     write_members(run2 / "members.parquet", range(1_000))
-    diff_members(run2, None, corrections(audience, "r2"))
+    diff_members(run2, None, corrections=corrections(audience, "r2"))
     publish_run(config, make_spec(), run2, options=options, tokens=tokens)
     snapshots.commit(audience, run2)
     child = lake.start("r3", range(500, 1_500))

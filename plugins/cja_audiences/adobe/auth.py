@@ -34,6 +34,7 @@ class AdobeConfig(BaseModel):
     ims_url: str = "https://ims-na1.adobelogin.com"
     streaming_url: str = "https://dcs.adobedc.net"
     inlet_id: str | None = None
+    flow_id: str | None = None  # the streaming dataflow's id (header.flowId), if it has one
     dataset_id: str | None = None
     schema_id: str | None = None
     segment_namespace: str = "ups"
@@ -41,6 +42,10 @@ class AdobeConfig(BaseModel):
     rate_limit: float = 1500.0  # records/s; 0 = off
     concurrency: int = 4
     data_view_id: str | None = None  # CJA data view ("rsid" in Reporting API requests)
+    # The data view's time zone (IANA name); None = ask CJA (GET /data/dataviews/{id})
+    data_view_timezone: str | None = None
+    # The data view's Person ID component (its id differs between data views)
+    person_dimension: str = "variables/personid"
     publish_mode: Literal["streaming", "external_audience"] = "streaming"  # a spec may override
     external_base_connection_id: str | None = None  # AEP cloud-storage base connection
     external_location: str | None = None  # where membership files are written (a folder)

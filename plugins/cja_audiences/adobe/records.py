@@ -66,6 +66,7 @@ PROFILE_RECORD_SCHEMA: dict[str, Any] = {
                 "schemaRef": _SCHEMA_REF,
                 "imsOrgId": _NON_EMPTY,
                 "datasetId": _NON_EMPTY,
+                "flowId": _NON_EMPTY,
                 "source": {
                     "type": "object",
                     "required": ["name"],
@@ -197,6 +198,7 @@ class RecordFactory:
         audience_id: str,
         qualification_time: str,
         source_name: str = SOURCE_NAME,
+        flow_id: str | None = None,
     ) -> None:
         self.org_id = org_id
         self.dataset_id = dataset_id
@@ -205,18 +207,22 @@ class RecordFactory:
         self.audience_id = audience_id
         self.qualification_time = qualification_time
         self.source_name = source_name
+        self.flow_id = flow_id  # the HTTP API dataflow's id: the spec's header.flowId
         self._templates: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     def build(self, namespace: str, identity: str, status: str) -> dict[str, Any]:
         """The message as a dict (what ``encode`` serializes)."""
         schema_ref = {"id": self.schema_id, "contentType": XDM_CONTENT_TYPE}
+        header: dict[str, Any] = {
+            "schemaRef": schema_ref,
+            "imsOrgId": self.org_id,
+            "datasetId": self.dataset_id,
+            "source": {"name": self.source_name},
+        }
+        if self.flow_id:
+            header["flowId"] = self.flow_id
         return {
-            "header": {
-                "schemaRef": schema_ref,
-                "imsOrgId": self.org_id,
-                "datasetId": self.dataset_id,
-                "source": {"name": self.source_name},
-            },
+            "header": header,
             "body": {
                 "xdmMeta": {"schemaRef": dict(schema_ref)},
                 "xdmEntity": {

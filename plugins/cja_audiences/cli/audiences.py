@@ -18,12 +18,18 @@ from cja_audiences.settings import Settings, settings_from_env
 from cja_audiences.specs.model import AudienceSpec, SpecError, load_spec, spec_paths
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this group's commands to the parser."""
+def audiences_option() -> argparse.ArgumentParser:
+    """The ``--audiences DIR`` option every command on specs takes (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--audiences", type=Path, help="folder of audience YAML files (default include/audiences)"
     )
+    return common
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the parser."""
+    common = audiences_option()
 
     validate = subparsers.add_parser(
         "validate", parents=[common], help="check audience specs and compile their filters"
@@ -278,7 +284,7 @@ def _run(args: argparse.Namespace, write: bool) -> int:
             run_dir = Lake(settings.home).run_dir(spec.id, run_id)
             stats = compute_audience(spec, run_dir=run_dir, **kwargs)
         else:
-            stats = evaluate_audience(spec, **kwargs).stats
+            stats = evaluate_audience(spec, why_codes=False, **kwargs).stats
     except (SpecError, AudienceError, ValueError, LookupError, OSError) as exc:
         return _fail(exc)
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from cja_audiences.cli import audiences, runs
+from cja_audiences.cli import audiences, membership, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audiences from Customer Journey Analytics data, published to Adobe RTCDP.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (audiences, runs):
+    for group in (audiences, runs, membership):
         group.register(subparsers)
     return parser
 

@@ -1,9 +1,10 @@
 """The CJA Reporting API source: paged person-level pulls over date ranges (no Airflow).
 
-The Reporting API returns aggregates, not events: one report per time window (a UTC day, or
-an hour) with ``variables/personid`` as the dimension and the funnel metrics (page views,
+The Reporting API returns aggregates, not events: one report per time window (a day, or an
+hour, of the data view's time zone: CJA reads date ranges in it) with the data view's Person
+ID component as the dimension and the funnel metrics (page views,
 product views, cart additions, checkouts, orders, revenue, units). Each counted occurrence
-becomes one event row at the window's start with a deterministic id, purchases share the
+becomes one event row at the window's start (in UTC) with a deterministic id, purchases share the
 window's revenue and units. Audiences on counts and funnel steps per day (or hour) work from
 this; sequences within a session need event-level data (exports, AEP dataset exports).
 
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import pyarrow as pa
@@ -139,22 +142,72 @@ def _describe(response: requests.Response) -> str:
     return f"HTTP {response.status_code} {detail} {message}".strip()
 
 
-def windows(start: datetime, end: datetime, granularity: str) -> list[tuple[datetime, datetime]]:
-    """[start, end) cut into UTC days or hours (the first and last may be partial)."""
+def windows(
+    start: datetime, end: datetime, granularity: str, zone: str = "UTC"
+) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut at the days or hours of ``zone`` (the data view's), as UTC instants.
+
+    The first and last window may be partial; a local day is 23 or 25 hours long on the
+    days daylight saving time starts or ends.
+    """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity {granularity!r}: use one of {sorted(GRANULARITIES)}")
     start, end = _utc(start), _utc(end)
     if end <= start:
         raise ValueError(f"date range end {end.isoformat()} is not after start {start.isoformat()}")
-    step = GRANULARITIES[granularity]
-    floor = start.replace(minute=0, second=0, microsecond=0)
+    tz = data_view_zone(zone)
+    local = start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
     if granularity == "day":
-        floor = floor.replace(hour=0)
-    cuts, edge = [], floor
+        local = local.replace(hour=0)
+    cuts, edge = [], local.astimezone(UTC)
     while edge < end:
-        cuts.append((max(edge, start), min(edge + step, end)))
-        edge += step
+        following = _next_edge(edge, granularity, tz)
+        cuts.append((max(edge, start), min(following, end)))
+        edge = following
     return cuts
+
+
+def _next_edge(edge: datetime, granularity: str, tz: ZoneInfo) -> datetime:
+    if granularity == "hour":
+        return edge + GRANULARITIES["hour"]
+    day = edge.astimezone(tz).date() + timedelta(days=1)
+    return datetime.combine(day, datetime.min.time(), tz).astimezone(UTC)
+
+
+def data_view_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"data view time zone {name!r} is not an IANA time zone name (e.g. "
+            "America/New_York); fix data_view_timezone on the CJA connection"
+        ) from None
+
+
+def fetch_data_view_timezone(config: AdobeConfig, data_view_id: str) -> str:
+    """The data view's time zone from CJA (``GET /data/dataviews/{id}``)."""
+    from cja_audiences.adobe.http import PlatformClient, PlatformError, TokenProvider
+
+    try:
+        with PlatformClient(config, TokenProvider(config)) as client:
+            body = client.request(
+                "GET",
+                f"/data/dataviews/{quote(data_view_id, safe='')}",
+                params={"expansion": "timezoneDesignator"},
+            )
+    except PlatformError as exc:
+        raise ReportingError(
+            f"could not read data view {data_view_id}'s time zone from CJA ({exc}); set "
+            "data_view_timezone on the CJA connection to skip the lookup"
+        ) from None
+    zone = body.get("timezoneDesignator") if isinstance(body, dict) else None
+    if not zone:
+        raise ReportingError(
+            f"CJA answered no timezoneDesignator for data view {data_view_id}; set "
+            "data_view_timezone on the CJA connection"
+        )
+    data_view_zone(zone)
+    return zone
 
 
 def _utc(moment: datetime) -> datetime:
@@ -163,6 +216,15 @@ def _utc(moment: datetime) -> datetime:
 
 def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000")
+
+
+def local_stamp(moment: datetime, tz: ZoneInfo) -> str:
+    """``moment`` as the data view's wall-clock time, the form CJA's dateRange takes; with
+    its offset where the wall clock is ambiguous (the hour repeated when DST ends)."""
+    local = moment.astimezone(tz)
+    if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+        return local.isoformat(timespec="milliseconds")
+    return _stamp(local)
 
 
 PAGE_TO_EVENTS_SQL = """
@@ -202,13 +264,16 @@ class ReportingSource:
     checkpoint_dir: Path
     granularity: str = "day"
     page_limit: int = DEFAULT_PAGE_LIMIT
+    timezone: str = "UTC"  # the data view's: windows are its days or hours
+    person_dimension: str = "variables/personid"  # the data view's Person ID component
     name: str = "cja_reporting"
     pages_fetched: int = 0
     pages_resumed: int = 0
 
     @property
     def pull_id(self) -> str:
-        """Same data view, range, granularity and page size -> same id -> resumable."""
+        """Same data view, range, granularity, zone, dimension and page size -> same id ->
+        resumable."""
         key = "|".join(
             [
                 self.data_view_id,
@@ -216,6 +281,8 @@ class ReportingSource:
                 _utc(self.end).isoformat(),
                 self.granularity,
                 str(self.page_limit),
+                self.timezone,
+                self.person_dimension,
             ]
         )
         return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -226,15 +293,15 @@ class ReportingSource:
 
     def body(self, window: tuple[datetime, datetime], page: int) -> dict[str, Any]:
         metrics = [*EVENT_METRICS, *VALUE_METRICS]
+        tz = data_view_zone(self.timezone)
+        span = f"{local_stamp(window[0], tz)}/{local_stamp(window[1], tz)}"
         return {
             "rsid": self.data_view_id,
-            "globalFilters": [
-                {"type": "DATE_RANGE", "dateRange": f"{_stamp(window[0])}/{_stamp(window[1])}"}
-            ],
+            "globalFilters": [{"type": "DATE_RANGE", "dateRange": span}],
             "metricContainer": {
                 "metrics": [{"columnId": str(i), "id": m} for i, m in enumerate(metrics)]
             },
-            "dimension": "variables/personid",
+            "dimension": self.person_dimension,
             # sorted by person id: pages stay stable while a pull is resumed
             "settings": {
                 "limit": self.page_limit,
@@ -247,7 +314,8 @@ class ReportingSource:
     def pages(self) -> Iterator[tuple[tuple[datetime, datetime], int, dict[str, Any]]]:
         """(window, page number, response body) for every page of the pull, in order."""
         self.pages_dir.mkdir(parents=True, exist_ok=True)
-        for index, window in enumerate(windows(self.start, self.end, self.granularity)):
+        cuts = windows(self.start, self.end, self.granularity, self.timezone)
+        for index, window in enumerate(cuts):
             page = 0
             while True:
                 saved = self.pages_dir / f"w{index:05d}-p{page:06d}.json"
@@ -306,6 +374,8 @@ class ReportingSource:
             "data_view_id": self.data_view_id,
             "window": {"start": _utc(self.start).isoformat(), "end": _utc(self.end).isoformat()},
             "granularity": self.granularity,
+            "timezone": self.timezone,
+            "person_dimension": self.person_dimension,
             "pages_fetched": self.pages_fetched,
             "pages_resumed": self.pages_resumed,
             "requests": self.client.stats["requests"],

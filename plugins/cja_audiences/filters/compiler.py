@@ -276,8 +276,9 @@ class QueryBuilder:
         except jinja2.TemplateNotFound:
             raise CompileError(f"filter template {name!r} not found in include/filters") from None
 
-    def build(self, body: str) -> CompiledQuery:
-        """Assemble the full query; ``body`` selects candidate person ids."""
+    def build(self, body: str, select: str = "SELECT person_id FROM candidates") -> CompiledQuery:
+        """Assemble the full query; ``body`` selects candidate person ids. ``select`` is the
+        final statement: it may read any CTE (the trees, ``ev``), e.g. to explain a person."""
         computed = []
         for name, expr in self.computed.items():
             # parsed by DuckDB here, not when specs load: DAG parsing never imports DuckDB
@@ -302,7 +303,7 @@ class QueryBuilder:
             *self.ctes,
             ("candidates", f"SELECT DISTINCT person_id FROM ({body})", False),
         ]
-        sql = self.m.query(ctes, "SELECT person_id FROM candidates")
+        sql = self.m.query(ctes, select)
         return CompiledQuery(sql, dict(self.binder.values), self.sessions, tuple(columns))
 
 

@@ -35,26 +35,36 @@ class UnsafeSQL(ValueError):
 def sandboxed_connection(
     inputs: Sequence[Path], *, memory_limit: str = "2GB", threads: int = 2
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection that may read only ``inputs``; closed on exit."""
+    """An in-memory connection that may read only ``inputs``, spilling to a private
+    temporary folder; closed on exit."""
     with tempfile.TemporaryDirectory(prefix="cja-compute-") as spill:
-        con = duckdb.connect(
-            config={
-                "threads": threads,
-                "memory_limit": memory_limit,
-                "temp_directory": spill,
-                "autoload_known_extensions": False,
-                "autoinstall_known_extensions": False,
-                "allow_community_extensions": False,
-            }
-        )
+        con = locked_connection(inputs, memory_limit=memory_limit, threads=threads, spill=spill)
         try:
-            con.execute("SET enable_progress_bar = false")
-            con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in inputs]})
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
             yield con
         finally:
             con.close()
+
+
+def locked_connection(
+    inputs: Sequence[Path | str], *, memory_limit: str, threads: int, spill: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """The locked-down connection itself (the caller closes it). ``allowed_paths`` would let
+    a COPY overwrite an input, so filter SQL must also pass :func:`check_select`."""
+    config: dict[str, Any] = {
+        "threads": threads,
+        "memory_limit": memory_limit,
+        "autoload_known_extensions": False,
+        "autoinstall_known_extensions": False,
+        "allow_community_extensions": False,
+    }
+    if spill is not None:
+        config["temp_directory"] = spill
+    con = duckdb.connect(config=config)
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in inputs]})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
 
 
 def check_select(con: duckdb.DuckDBPyConnection, sql: str, where: str) -> None:

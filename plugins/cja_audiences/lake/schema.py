@@ -56,6 +56,10 @@ PERSON_COLUMNS = {
 # One row per member: the person and the identity value published for them. Sorted by person_id.
 MEMBER_COLUMNS = {"person_id": "string!", "namespace": "string!", "identity": "string!"}
 
+# members.parquet: the member key, then why (bit i: top-level filter branch i held, legend in
+# run.json compute.why) and split (the arm of a split test or holdout; null without arms).
+MEMBER_FILE_COLUMNS = {**MEMBER_COLUMNS, "why": "int64", "split": "string"}
+
 # XDM event types the synthetic source and the filter library agree on.
 EVENT_TYPES = (
     "web.webpagedetails.pageViews",
@@ -72,6 +76,7 @@ _SCHEMAS = {
     "EVENT_SCHEMA": EVENT_COLUMNS,
     "PERSON_SCHEMA": PERSON_COLUMNS,
     "MEMBER_SCHEMA": MEMBER_COLUMNS,
+    "MEMBER_FILE_SCHEMA": MEMBER_FILE_COLUMNS,
 }
 
 
@@ -89,6 +94,7 @@ def _arrow(name: str) -> Any:
         "timestamp": pa.timestamp("us", tz="UTC"),
         "float64": pa.float64(),
         "int32": pa.int32(),
+        "int64": pa.int64(),
         "bool": pa.bool_(),
         "list": pa.list_(pa.string()),
         "map": pa.map_(pa.string(), pa.string()),

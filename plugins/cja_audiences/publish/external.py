@@ -33,6 +33,7 @@ from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, PlatformError, TokenProvider
 from cja_audiences.lake.layout import atomic_path, read_json, write_json
 from cja_audiences.lake.runs import CURRENT, ENTERED, EXITED, MEMBERS, update_run_record
+from cja_audiences.specs.model import HOLDOUT
 
 STATE_FILE = "external_audience.json"  # in the audience folder
 RUN_LEDGER = "external_run.json"  # in the run folder
@@ -64,6 +65,12 @@ def publish_external(
     tokens: TokenProvider | None = None,
 ) -> dict[str, Any]:
     """Publish ``run_dir`` as an external audience; returns (and records) the summary."""
+    if getattr(spec, "splits", None) and spec.publish_splits == "separate":
+        raise ExternalAudienceError(
+            f"audience {spec.id} has splits published as separate audiences, which only the "
+            "streaming mode supports; set publish_splits: combined (one external audience, "
+            "the holdout left out) or publish.mode: streaming"
+        )
     job = _External(config, spec, Path(run_dir), poll or PollPolicy(), tokens)
     if decommission:
         return job.decommission(dry_run)
@@ -289,19 +296,27 @@ def _rows(path: Path) -> int:
 
 
 def _write_csv(run_dir: Path, target: Path, namespace: str, differential: bool) -> None:
-    """identity,delete rows in the audience's namespace, streamed from the run's Parquet."""
-    if differential:
-        query = (
-            "SELECT identity, 0 AS delete FROM read_parquet($entered) WHERE namespace = $ns "
-            "UNION ALL "
-            "SELECT identity, 1 AS delete FROM read_parquet($exited) WHERE namespace = $ns"
+    """identity,delete rows in the audience's namespace, streamed from the run's Parquet;
+    a split test's holdout rows are never published."""
+
+    def rows(name: str, delete: int) -> str:
+        held_out = "split" in pq.read_schema(run_dir / name).names
+        where = " AND split IS DISTINCT FROM $holdout" if held_out else ""
+        return (
+            f"SELECT identity, {delete} AS delete FROM read_parquet(${name.split('.')[0]}) "
+            f"WHERE namespace = $ns{where}"
         )
+
+    if differential:
+        query = f"{rows(ENTERED, 0)} UNION ALL {rows(EXITED, 1)}"
         params = {"entered": str(run_dir / ENTERED), "exited": str(run_dir / EXITED)}
     else:
-        query = "SELECT identity, 0 AS delete FROM read_parquet($members) WHERE namespace = $ns"
+        query = rows(MEMBERS, 0)
         params = {"members": str(run_dir / MEMBERS)}
     con = duckdb.connect()
     try:
+        if "$holdout" in query:
+            params["holdout"] = HOLDOUT
         batches = con.sql(query, params={**params, "ns": namespace}).to_arrow_reader()
         with pacsv.CSVWriter(str(target), batches.schema) as writer:
             for batch in batches:

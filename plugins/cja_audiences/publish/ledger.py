@@ -26,6 +26,7 @@ from cja_audiences.lake.runs import LEDGER_DIR
 MANIFEST = "manifest.json"
 LEDGER_VERSION = 1
 COLUMNS = ("person_id", "namespace", "identity")
+OPTIONAL_COLUMNS = ("split",)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ def iter_chunks(path: Path, kind: str, status: str, chunk_size: int) -> Iterator
     pending_rows = 0
     index = 0
     last_id: str | None = None
-    for batch in parquet.iter_batches(batch_size=chunk_size, columns=list(COLUMNS)):
+    # the split column (issue 19) says which AEP audience a row goes to, or that it is held out
+    columns = [*COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in parquet.schema_arrow.names)]
+    for batch in parquet.iter_batches(batch_size=chunk_size, columns=columns):
         last_id = _check_sorted(batch.column(0), last_id, path)
         pending.append(batch)
         pending_rows += batch.num_rows

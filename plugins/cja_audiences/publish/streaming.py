@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cja_audiences import splits
 from cja_audiences.adobe.audiences import (
     audience_url,
     deactivate_audience,
@@ -120,6 +121,10 @@ def decommission_run(
 class _ChunkWork:
     chunk: Chunk
     refused: list[Failure] = field(default_factory=list)  # before sending: invalid, oversize
+    held_out: int = 0  # rows of the holdout: kept in the snapshot, never sent
+
+
+_Factories = dict[str, RecordFactory]
 
 
 class _Publish:
@@ -151,6 +156,7 @@ class _Publish:
         self.stats = SendStats()
         self.acknowledged_now = {"chunks": 0, "records": 0}
         self.dead = 0
+        self.audiences: list[dict[str, Any]] = []
 
     def _inputs(self) -> list[tuple[str, Path, str]]:
         found = []
@@ -224,17 +230,29 @@ class _Publish:
         return False
 
     def _register(self) -> dict[str, Any]:
+        """Every AEP audience this spec publishes (one per split when split separately);
+        returns the first, the others are in ``self.audiences``."""
         with PlatformClient(self.config, self.tokens) as client:
-            if self.mode == "decommission":
-                found = find_audience(client, self.spec.id)
-                return {"id": found and found.get("id"), "audienceId": self.spec.id}
-            return ensure_audience(
-                client, self.spec, segment_namespace=self.config.segment_namespace
-            )
+            for audience in splits.published_audiences(self.spec):
+                if self.mode == "decommission":
+                    found = find_audience(client, audience.id)
+                    self.audiences.append(
+                        {"id": found and found.get("id"), "audienceId": audience.id}
+                    )
+                else:
+                    self.audiences.append(
+                        ensure_audience(
+                            client, audience, segment_namespace=self.config.segment_namespace
+                        )
+                    )
+        return self.audiences[0]
 
     def _deactivate(self) -> dict[str, Any] | None:
         with PlatformClient(self.config, self.tokens) as client:
-            return deactivate_audience(client, self.spec.id)
+            results = [
+                deactivate_audience(client, a.id) for a in splits.published_audiences(self.spec)
+            ]
+        return results[0]
 
     def _fingerprints(self) -> dict[str, dict[str, Any]]:
         """Each input's content and its lastQualificationTime (kept on resume by the ledger)."""
@@ -245,7 +263,7 @@ class _Publish:
 
     def _send(self, manifest: dict[str, Any]) -> None:
         factories = {
-            kind: self._factory(manifest["inputs"][kind]["qualification_time"])
+            kind: self._factories(manifest["inputs"][kind]["qualification_time"])
             for kind in self.kinds
         }
         sender = StreamingSender(
@@ -260,18 +278,23 @@ class _Publish:
         finally:
             sender.close()
 
-    def _factory(self, when: str) -> RecordFactory:
-        return RecordFactory(
-            org_id=self.config.org_id,
-            dataset_id=self.config.dataset_id,
-            schema_id=self.config.schema_id,
-            segment_namespace=self.config.segment_namespace,
-            audience_id=self.spec.id,
-            qualification_time=when,
-        )
+    def _factories(self, when: str) -> _Factories:
+        """The record factory of each published AEP audience, by audience id."""
+        return {
+            audience.id: RecordFactory(
+                org_id=self.config.org_id,
+                dataset_id=self.config.dataset_id,
+                schema_id=self.config.schema_id,
+                segment_namespace=self.config.segment_namespace,
+                audience_id=audience.id,
+                qualification_time=when,
+                flow_id=self.config.flow_id,
+            )
+            for audience in splits.published_audiences(self.spec)
+        }
 
     def _work(
-        self, factories: dict[str, RecordFactory]
+        self, factories: dict[str, _Factories]
     ) -> Iterator[tuple[_ChunkWork, list[list[Item]]]]:
         """Chunks not yet acknowledged, encoded and packed; skipped ones are never encoded."""
         for kind, path, status in self.inputs:
@@ -279,7 +302,7 @@ class _Publish:
                 if self.ledger.is_acknowledged(chunk.id):
                     continue
                 self.lease.fence()  # a publisher that lost its lease stops here
-                work, items = _encode(chunk, factories[kind])
+                work, items = _encode(chunk, factories[kind], self.spec)
                 requests_, oversize = pack(items, self.send_options.byte_budget)
                 work.refused += [
                     Failure(key, None, f"record of {len(data)} bytes exceeds the request budget")
@@ -298,7 +321,8 @@ class _Publish:
                 "index": chunk.index,
                 "status": chunk.status,
                 "records": len(chunk),
-                "acknowledged": len(chunk) - len(dead),
+                "acknowledged": len(chunk) - len(dead) - work.held_out,
+                "held_out": work.held_out,
                 "dead_letters": _dead_letter_rows(chunk, dead),
                 "requests": requests_,
                 "session": self.session,
@@ -306,7 +330,7 @@ class _Publish:
             }
         )
         self.acknowledged_now["chunks"] += 1
-        self.acknowledged_now["records"] += len(chunk) - len(dead)
+        self.acknowledged_now["records"] += len(chunk) - len(dead) - work.held_out
         self.dead += len(dead)
         if self.dead > self.allowed_dead:
             raise DeadLetterThresholdExceeded(self._threshold_message(self.dead))
@@ -321,11 +345,12 @@ class _Publish:
 
     # -- results ----------------------------------------------------------------------------
     def _ledger_totals(self) -> dict[str, int]:
-        totals = {"chunks": 0, "records": 0, "acknowledged": 0, "dead": 0}
+        totals = {"chunks": 0, "records": 0, "acknowledged": 0, "dead": 0, "held_out": 0}
         for entry in self.ledger.entries(self.kinds):
             totals["chunks"] += 1
             totals["records"] += entry["records"]
             totals["acknowledged"] += entry["acknowledged"]
+            totals["held_out"] += entry.get("held_out", 0)
             totals["dead"] += len(entry["dead_letters"])
         return totals
 
@@ -353,6 +378,7 @@ class _Publish:
             "sent": self.stats.sent,
             "acknowledged": self.acknowledged_now["records"],
             "acknowledged_total": after["acknowledged"] if after else 0,
+            "held_out": after["held_out"] if after else 0,
             "retried": self.stats.retried,
             "dead_lettered": after["dead"] if after else 0,
             "dead_letter_path": str(dead_path) if dead_path else None,
@@ -367,6 +393,11 @@ class _Publish:
             },
             "elapsed_s": round(elapsed, 3),
             "records_per_s": round(self.stats.sent / elapsed, 1) if elapsed > 0 else 0.0,
+            "audiences": [
+                {**a, "url": audience_url(self.config.org_id, self.config.sandbox, a["id"])}
+                for a in self.audiences
+                if a.get("id")
+            ],
             "audience": {
                 **(audience or {}),
                 "url": audience_url(self.config.org_id, self.config.sandbox, aep_id)
@@ -392,15 +423,16 @@ class _Publish:
         """Encode, validate and pack everything without sending; only run.json's publish
         section is written (what would be sent, per status), no ledger, nothing to AEP."""
         started = time.monotonic()
-        factory = self._factory(qualification_time())
-        requests_ = refused = 0
+        factories = self._factories(qualification_time())
+        requests_ = refused = held_out = 0
         bytes_ = 0
         by_status: dict[str, dict[str, int]] = {}
         for kind, path, status in self.inputs:
             counts = by_status.setdefault(status, {"records": 0, "would_send": 0})
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
-                work, items = _encode(chunk, factory)
+                work, items = _encode(chunk, factories, self.spec)
                 packed, oversize = pack(items, self.send_options.byte_budget)
+                held_out += work.held_out
                 requests_ += len(packed)
                 chunk_refused = len(work.refused) + len(oversize)
                 refused += chunk_refused
@@ -411,7 +443,8 @@ class _Publish:
             "status": "dry_run",
             "mode": self.mode,
             "records": self.total,
-            "would_send": self.total - refused,
+            "would_send": self.total - refused - held_out,
+            "held_out": held_out,
             "refused": refused,
             "requests": requests_,
             "bytes": bytes_,
@@ -422,15 +455,23 @@ class _Publish:
         return summary
 
 
-def _encode(chunk: Chunk, factory: RecordFactory) -> tuple[_ChunkWork, list[Item]]:
+def _encode(chunk: Chunk, factories: _Factories, spec: Any) -> tuple[_ChunkWork, list[Item]]:
+    """Each row as a record for its split's AEP audience; held-out rows are never encoded."""
     work = _ChunkWork(chunk)
     items: list[Item] = []
     namespaces = chunk.table.column("namespace").to_pylist()
     identities = chunk.table.column("identity").to_pylist()
-    encode = factory.encode
-    for key, (namespace, identity) in enumerate(zip(namespaces, identities, strict=True)):
+    names = chunk.table.column_names
+    arms = chunk.table.column("split").to_pylist() if "split" in names else [None] * len(chunk)
+    for key, (namespace, identity, arm) in enumerate(
+        zip(namespaces, identities, arms, strict=True)
+    ):
+        target = splits.target_audience(spec, arm)
+        if target is None:
+            work.held_out += 1
+            continue
         try:
-            items.append((key, encode(namespace, identity, chunk.status)))
+            items.append((key, factories[target].encode(namespace, identity, chunk.status)))
         except InvalidRecord as exc:
             work.refused.append(Failure(key, None, f"invalid record: {exc}"))
     return work, items

@@ -174,6 +174,17 @@ class FilterSpec(_Strict):
         return next(k for k in ("template", "rules", "segment") if getattr(self, k) is not None)
 
 
+SPLIT_NAME = r"^[a-z][a-z0-9_]{0,30}$"
+HOLDOUT = "holdout"
+
+
+class SplitSpec(_Strict):
+    """One arm of a split test: its name and its share of the whole audience."""
+
+    name: str = Field(pattern=SPLIT_NAME, description="lower-case, e.g. control, variant_a")
+    share: float = Field(gt=0, lt=1, description="share of all members, e.g. 0.45")
+
+
 class PublishSpec(_Strict):
     """How membership reaches AEP: streamed profile records, or AEP's External Audiences API."""
 
@@ -195,6 +206,17 @@ class AudienceSpec(_Strict):
     filter: FilterSpec
     computed_fields: dict[str, str] = Field(default_factory=dict)
     guardrails: AudienceGuardrails = Field(default_factory=AudienceGuardrails)
+    splits: list[SplitSpec] = Field(
+        default_factory=list, description="split test arms; with holdout, shares sum to 1"
+    )
+    holdout: float = Field(0, ge=0, lt=1, description="share kept out of every publish")
+    salt: str = Field("", max_length=100, description="changes every person's split at once")
+    publish_splits: Literal["separate", "combined"] = Field(
+        "separate", description="one AEP audience <id>__<split> per split, or one for all"
+    )
+    tests: dict[str, Any] | None = Field(
+        None, description="membership tests inline (else <id>.test.yaml next to the spec)"
+    )
     publish: PublishSpec = Field(default_factory=PublishSpec)
 
     source_path: Path | None = Field(None, exclude=True, description="set by the loader")
@@ -220,6 +242,21 @@ class AudienceSpec(_Strict):
                     "(no statements, subqueries, comments or file access)"
                 )
         return fields
+
+    @model_validator(mode="after")
+    def _splits(self) -> AudienceSpec:
+        names = [s.name for s in self.splits]
+        if len(set(names)) != len(names) or HOLDOUT in names:
+            raise ValueError(f"splits: names must be unique and not {HOLDOUT!r} (got {names})")
+        if len(self.splits) == 1:
+            raise ValueError("splits: give two or more arms, or none (use holdout alone)")
+        total = sum(s.share for s in self.splits) + self.holdout
+        if self.splits and abs(total - 1) > 1e-9:
+            raise ValueError(
+                f"splits: the shares plus holdout must add up to 1 (got {total:g}); "
+                "e.g. holdout: 0.1 with two splits of 0.45"
+            )
+        return self
 
 
 class SpecError(ValueError):
@@ -307,8 +344,15 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+TEST_SUFFIX = ".test"  # <id>.test.yaml holds an audience's membership tests, not a spec
+
+
 def spec_paths(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.y*ml") if re.fullmatch(r".+\.ya?ml", p.name))
+    return sorted(
+        p
+        for p in folder.glob("*.y*ml")
+        if re.fullmatch(r".+\.ya?ml", p.name) and not p.stem.endswith(TEST_SUFFIX)
+    )
 
 
 def spec_by_id(folder: Path, audience_id: str) -> AudienceSpec:

@@ -2,7 +2,7 @@
 
 The connection is of type http (CONTRACTS.md): host = CJA base URL (https://cja.adobe.io),
 login = client id, password = client secret, extra = org_id, sandbox, scopes, ims_url,
-data_view_id. The client secret and every IMS token are registered with Airflow's secrets
+data_view_id, data_view_timezone (optional), person_dimension (optional). The client secret and every IMS token are registered with Airflow's secrets
 masker before anything can log them. The client itself lives in the Airflow-free core
 (``cja_audiences.extract.reporting``).
 """
@@ -18,7 +18,12 @@ from requests import Session
 
 from cja_audiences.adobe.rate import SlidingWindowLimiter
 from cja_audiences.airflow.hooks.adobe import AdobeHook
-from cja_audiences.extract.reporting import DEFAULT_PAGE_LIMIT, ReportingClient, ReportingSource
+from cja_audiences.extract.reporting import (
+    DEFAULT_PAGE_LIMIT,
+    ReportingClient,
+    ReportingSource,
+    fetch_data_view_timezone,
+)
 
 
 class CJAHook(AdobeHook):
@@ -63,8 +68,11 @@ class CJAHook(AdobeHook):
         page_limit: int = DEFAULT_PAGE_LIMIT,
         data_view_id: str | None = None,
     ) -> ReportingSource:
-        """A resumable person-level pull of the connection's data view (or ``data_view_id``)."""
-        view = data_view_id or self.get_config().data_view_id
+        """A resumable person-level pull of the connection's data view (or ``data_view_id``),
+        cut at the data view's days: its time zone comes from the connection's
+        ``data_view_timezone`` or, when that is unset, from CJA's Data Views API."""
+        config = self.get_config()
+        view = data_view_id or config.data_view_id
         if not view:
             raise ValueError(
                 f"connection {self.cja_conn_id!r} has no data_view_id in its extra and none "
@@ -78,4 +86,6 @@ class CJAHook(AdobeHook):
             checkpoint_dir=checkpoint_dir,
             granularity=granularity,
             page_limit=page_limit,
+            timezone=config.data_view_timezone or fetch_data_view_timezone(config, view),
+            person_dimension=config.person_dimension,
         )
