@@ -2,7 +2,7 @@
 
 Each case ran on the code before the audience lease and ended with AEP differing from the
 snapshot (both runs diffed against the same base and both sent). Runs are real worker
-processes against the emulator; a 25 ms latency on streaming makes them overlap.
+processes against the emulator; a 1.5 s latency on streaming makes them overlap.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import pytest
 from tests.reliability.helpers import aep_matches_snapshot, make_lake, wait_for_chunks
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
-SLOW = {"latency_ms": 25, "paths": ["/collection/batch/"]}
+SLOW = {
+    "latency_ms": 1500,
+    "paths": ["/collection/batch/"],
+}  # a publish outlasts process start skew
 
 
 @pytest.fixture
@@ -24,7 +27,9 @@ def lake(tmp_path, emu):
 
 
 def both(lake, first, second, **env):
-    """Start two refreshes at once; their exit codes once both ended."""
+    """Start two refreshes at once; their exit codes once both ended. The lease lasts 30 s
+    here, so a slow publish is never fenced out by the other run (the kill tests do that)."""
+    env = {"CJA_AUDIENCES_LEASE_TTL_S": "30", **env}
     a = lake.start(*first, **env)
     b = lake.start(*second, **env)
     codes = []

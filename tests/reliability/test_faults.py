@@ -84,17 +84,21 @@ def test_tokens_expiring_mid_publish(emu, run_dir):
     emu.faults(token_lifetime_s=2, latency_ms=20, paths=["/collection/batch/"])
     config = emu.adobe_config(rate_limit=0)
     result: list = []
-    worker = threading.Thread(
-        target=lambda: result.append(
-            publish_run(config, make_spec(), run_dir, options=fast_options(chunk_size=500))
-        )
-    )
+
+    def publish() -> None:
+        try:
+            result.append(publish_run(config, make_spec(), run_dir, options=fast_options(500)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result.append(exc)
+
+    worker = threading.Thread(target=publish)
     worker.start()
     for chunks in (2, 6):
         while len(list((run_dir / "ledger").glob("entered-*.json"))) < chunks:
             time.sleep(0.005)
         emu.faults(expire_tokens=True)
     worker.join(timeout=60)
+    assert isinstance(result[0], dict), repr(result[0])
     assert result[0]["token_refreshes"] >= 1 and result[0]["status"] == "ok"
     assert held(emu, status="realized") == expected
 
