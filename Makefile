@@ -12,7 +12,7 @@ export CJA_AUDIENCES_HOME ?= $(CURDIR)/.local/home
 # The local (demo) Airflow creates DAGs unpaused; deployments keep Airflow's default (paused).
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 
-.PHONY: venv demo test test-fast lint format airflow emulator bench soak shell clean
+.PHONY: venv demo test test-fast lint format airflow celery emulator bench soak shell clean
 
 # The package installs editable from plugins/ (pyproject.toml): `python -m cja_audiences`,
 # the `cja-audiences` script and the benchmarks work in any shell with the venv active.
@@ -46,11 +46,14 @@ format: venv
 airflow: venv
 	$(PY) -m dev.airflow
 
+celery: venv
+	$(PY) -m dev.celery
+
 emulator: venv
 	$(PY) -m emulator --host 127.0.0.1 --port 8765 --state $(CURDIR)/.local/emulator
 
 bench: venv
-	for b in emulator extract compute diff publish; do $(PY) -m bench.$$b || exit 1; done
+	for b in emulator extract compute diff publish scale; do $(PY) -m bench.$$b || exit 1; done
 
 # 30 minutes of ten audiences under faults, then a reconcile; SOAK_ARGS=--quick for 2 minutes
 soak: venv

@@ -7,22 +7,15 @@ everything this started: standalone runs in its own process group, stopped as a 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 
 from dev.local import AIRFLOW_BIN, LOCAL, airflow_env, prepare_airflow, running_emulator
-from dev.standalone import stop_groups
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+from dev.standalone import interrupt_on_term, stop_groups
 
 
 def main() -> int:
-    # Ctrl-C or a TERM (also when started in the background, where SIGINT may be ignored).
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_term()
     airflow_home = LOCAL / "airflow"
     with running_emulator(LOCAL / "emulator", LOCAL / "home") as emulator:
         env = airflow_env(airflow_home, LOCAL / "home", emulator)

@@ -152,16 +152,18 @@ class StandaloneAirflow:
                 start_new_session=True,
             )
         try:
-            self._wait_healthy(began + self.startup_timeout)
-            self.healthy_s = round(time.monotonic() - began, 1)
-            for name, slots in self.pools.items():
-                self.api("POST", "/api/v2/pools", json={"name": name, "slots": slots})
-            self.wait_for_dags(
-                self.dag_ids, timeout=began + self.startup_timeout - time.monotonic()
-            )
+            self._ready(began)
         except BaseException:
             self.stop()
             raise
+
+    def _ready(self, began: float) -> None:
+        """Wait until healthy, create the pools, wait for the DAGs; record the timings."""
+        self._wait_healthy(began + self.startup_timeout)
+        self.healthy_s = round(time.monotonic() - began, 1)
+        for name, slots in self.pools.items():
+            self.api("POST", "/api/v2/pools", json={"name": name, "slots": slots})
+        self.wait_for_dags(self.dag_ids, timeout=began + self.startup_timeout - time.monotonic())
         self.startup_s = round(time.monotonic() - began, 1)
 
     def stop(self) -> None:
@@ -340,6 +342,17 @@ class StandaloneAirflow:
             )
         self._wait_healthy(time.monotonic() + timeout, triggerer_after=stopped)
         return time.monotonic() - began
+
+
+def interrupt_on_term() -> None:
+    """Ctrl-C or a TERM raise KeyboardInterrupt (also in the background, where SIGINT may be
+    ignored), so a dev script's ``finally`` stops what it started."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def stop_groups(groups: list[int], grace: float) -> None:

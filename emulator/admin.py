@@ -24,10 +24,12 @@ from emulator.audiences import audience_counts
 from emulator.catalog import STATUSES, add_batch, seal_batches
 from emulator.cja_segments import new_segment
 from emulator.faults import Faults
+from emulator.profiles import iso_ms
 from emulator.state import State
 
 router = APIRouter(prefix="/_emulator")
-MEMBER_FIELDS = ("namespace", "identity", "status", "last_qualification_time")
+MEMBER_FIELDS = ("namespace", "identity", "status", "last_qualification_time", "valid_until")
+TAMPER_ACTIONS = ("delete", "flip", "expire", "add")
 
 
 def _bad(detail: str) -> errors.AdobeHTTPError:
@@ -116,6 +118,7 @@ async def stats(request: Request) -> Response:
 
 
 def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> list[dict[str, Any]]:
+    """Memberships that have not lapsed by the emulator's clock."""
     external = external_audiences.members(state, sandbox, audience_id)
     if external is not None:
         return external
@@ -128,9 +131,23 @@ def _members(state: State, audience_id: str, namespace: str, sandbox: str) -> li
             "identity": profile.ident,
             "status": entry["status"],
             "last_qualification_time": entry["lastQualificationTime"],
+            "valid_until": entry.get("validUntil"),
         }
-        for profile, entry in store.audience_members(namespace, audience_id)
+        for profile, entry in store.audience_members(namespace, audience_id, state.now())
     ]
+
+
+def _identities(
+    state: State, audience_id: str, namespace: str, sandbox: str, status: str | None
+) -> Response:
+    store = state.profiles.get(sandbox)
+    found = store.audience_members(namespace, audience_id, state.now()) if store else iter(())
+    table = pa.table(
+        {"identity": [p.ident for p, entry in found if not status or entry["status"] == status]}
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return Response(sink.getvalue(), media_type="application/vnd.apache.parquet")
 
 
 @router.get("/membership/{audience_id}")
@@ -140,8 +157,10 @@ async def membership(audience_id: str, request: Request) -> Response:
     params = request.query_params
     namespace = params.get("namespace", state.config.defaults.segment_namespace)
     sandbox = params.get("sandbox", state.config.defaults.sandbox)
-    members = _members(state, audience_id, namespace, sandbox)
     status = params.get("status")
+    if params.get("format") == "identities":  # one Parquet column, fast at millions
+        return _identities(state, audience_id, namespace, sandbox, status)
+    members = _members(state, audience_id, namespace, sandbox)
     if status:
         members = [m for m in members if m["status"] == status]
     fmt = params.get("format", "json")
@@ -156,7 +175,7 @@ async def membership(audience_id: str, request: Request) -> Response:
         pq.write_table(table, sink)
         return Response(sink.getvalue(), media_type="application/vnd.apache.parquet")
     if fmt != "json":
-        raise _bad(f"format {fmt!r} must be json, jsonl or parquet")
+        raise _bad(f"format {fmt!r} must be json, jsonl, parquet or identities")
     by_status: dict[str, int] = {}
     for m in members:
         by_status[m["status"]] = by_status.get(m["status"], 0) + 1
@@ -258,3 +277,60 @@ async def seed_segment(request: Request) -> Response:
     """Store a CJA segment (name, definition, optional id/dataId/description)."""
     segment = new_segment(_state(request), await _body(request), owner="emulator-admin")
     return errors.json_response(segment, status=201)
+
+
+@router.get("/clock")
+async def get_clock(request: Request) -> Response:
+    state = _state(request)
+    return errors.json_response({"now": iso_ms(state.now()), "offset_s": state.clock_offset_s})
+
+
+@router.post("/clock")
+async def move_clock(request: Request) -> Response:
+    """Move the clock forward by ``days`` and/or ``seconds``; lapsed memberships are deleted."""
+    state = _state(request)
+    body = await _body(request)
+    try:
+        seconds = float(body.get("days", 0)) * 86400 + float(body.get("seconds", 0))
+        lapsed = state.advance(seconds)
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"clock: give days and/or seconds, zero or more ({exc})") from exc
+    return errors.json_response(
+        {"now": iso_ms(state.now()), "offset_s": state.clock_offset_s, "lapsed": lapsed}
+    )
+
+
+@router.post("/membership/{audience_id}/tamper")
+async def tamper(audience_id: str, request: Request) -> Response:
+    """Drift on purpose: ``{"changes": [{"action", "namespace", "identity"}], "namespace"?,
+    "sandbox"?}`` with action delete, flip (realized <-> exited), expire (validUntil in an
+    hour) or add (realized, unknown to the publisher). Not journaled: a restart forgets it."""
+    state = _state(request)
+    body = await _body(request)
+    namespace = body.get("namespace", state.config.defaults.segment_namespace)
+    store = state.profiles[body.get("sandbox", state.config.defaults.sandbox)]
+    changes = body.get("changes")
+    if not isinstance(changes, list) or not changes:
+        raise _bad('changes must be a non-empty list of {"action", "namespace", "identity"}')
+    done = 0
+    for change in changes:
+        action = change.get("action") if isinstance(change, dict) else None
+        if action not in TAMPER_ACTIONS:
+            raise _bad(f"change {change!r}: action must be one of {', '.join(TAMPER_ACTIONS)}")
+        code, ident = change.get("namespace"), change.get("identity")
+        if not isinstance(code, str) or not isinstance(ident, str):
+            raise _bad(f"change {change!r} needs the member's namespace and identity")
+        done += store.tamper(namespace, audience_id, code, ident, action, state.now())
+    return errors.json_response({"changed": done, "requested": len(changes)})
+
+
+@router.post("/org")
+async def org_switches(request: Request) -> Response:
+    """Turn org-level entitlements on or off (``external_segments``, ``abac_write``)."""
+    state = _state(request)
+    body = await _body(request)
+    try:
+        state.org = state.org.model_validate({**state.org.model_dump(), **body})
+    except ValidationError as exc:
+        raise _bad(f"org switches: {exc}") from exc
+    return errors.json_response(state.org.model_dump())

@@ -65,6 +65,22 @@ def _validate(audience: dict[str, Any]) -> None:
             raise _bad('a SegmentDefinition needs expression {"type": "PQL", "format", "value"}')
 
 
+def _check_entitlements(state: State, caller: Caller, audience: dict[str, Any] | None) -> None:
+    """The org-level refusals of the spec's 403 examples (switched by ``/_emulator/org``)."""
+    if not state.org.abac_write:
+        uri = f"/orgs/{caller.org_id}/sandboxes/{caller.sandbox.name}/segments"
+        message = (
+            'Permission denied on some resources. errorMessage=[{"resource":{"uri":"'
+            + uri
+            + '","labels":[]},"action":"WRITE"}]'
+        )
+        raise errors.platform(403, message, message, "UPAPI-113752")
+    external = audience is not None and audience.get("type") == "ExternalSegment"
+    if external and not state.org.external_segments:
+        message = "The IMS Org is not enabled for External Segment"
+        raise errors.platform(403, message, message + ".", "UPAPI-113740")
+
+
 def _check_unique(state: State, caller: Caller, audience: dict[str, Any]) -> None:
     for other in state.resources["audience"][caller.sandbox.name].values():
         if other["id"] == audience["id"]:
@@ -136,6 +152,7 @@ async def create_audience(request: Request) -> Response:
         audience.setdefault("profileInstanceId", "ups")
     _stamp(audience)
     _validate(audience)
+    _check_entitlements(state, caller, audience)
     _check_unique(state, caller, audience)
     state.put("audience", caller.sandbox.name, ident, audience)
     return errors.json_response(audience, status=201)
@@ -245,6 +262,7 @@ async def patch_audience(audience_id: str, request: Request) -> Response:
 
 def _save(state: State, caller: Caller, audience: dict[str, Any]) -> Response:
     _validate(audience)
+    _check_entitlements(state, caller, None)
     _check_unique(state, caller, audience)
     _stamp(audience)
     state.put("audience", caller.sandbox.name, audience["id"], audience)

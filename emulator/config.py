@@ -7,6 +7,7 @@ with no set-up and a test can describe a different org without code changes.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,9 @@ from pydantic import BaseModel, Field, field_validator
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.json")
 PROFILE_CLASS = "https://ns.adobe.com/xdm/context/profile"
 EVENT_CLASS = "https://ns.adobe.com/xdm/context/experienceevent"
+IDENTITY_MAP_GROUP = "https://ns.adobe.com/xdm/context/identitymap"
+SEGMENT_MEMBERSHIP_GROUP = "https://ns.adobe.com/xdm/context/profile-segmentation"
+HTTP_API_CONNECTION_SPEC = "bc7b00d6-623a-4dfc-9fdb-f1240aeadaeb"  # Flow Service: HTTP API
 
 
 class Client(BaseModel):
@@ -46,6 +50,9 @@ class Schema(BaseModel):
     title: str = ""
     class_: str = Field(alias="class")
     sandbox: str = "prod"
+    # field groups (``meta:extends``); by default a profile schema has what membership needs
+    field_groups: list[str] = [IDENTITY_MAP_GROUP, SEGMENT_MEMBERSHIP_GROUP]
+    union: bool = True  # enabled for Profile (``meta:immutableTags: ["union"]``)
 
     @property
     def is_profile(self) -> bool:
@@ -57,6 +64,7 @@ class Dataset(BaseModel):
     name: str = ""
     schemaId: str
     sandbox: str = "prod"
+    profile_enabled: bool = True  # Catalog tag unifiedProfile ["enabled:true"]
 
 
 class Inlet(BaseModel):
@@ -65,13 +73,40 @@ class Inlet(BaseModel):
     name: str = ""
     sandbox: str = "prod"
     authenticated: bool = True
+    connection_id: str | None = None  # its Flow Service base connection (default: derived)
+
+    @property
+    def base_connection_id(self) -> str:
+        return self.connection_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"inlet:{self.id}"))
+
+
+class IdentityNamespace(BaseModel):
+    """An Identity Service namespace; ``NON_PEOPLE`` custom ones can key audience membership."""
+
+    code: str
+    name: str = ""
+    idType: str = "CROSS_DEVICE"
+    custom: bool = False
+    id: int = 0
+
+    @property
+    def keys_membership(self) -> bool:
+        """Inferred from Adobe's external-audience tutorial: a custom, non-people namespace."""
+        return self.custom and self.idType == "NON_PEOPLE"
+
+
+class Org(BaseModel):
+    """Org-level switches a real org may lack (each refusal is modelled on Adobe's)."""
+
+    external_segments: bool = True  # else Audiences API 403 UPAPI-113740-403
+    abac_write: bool = True  # else Audiences API writes 403 UPAPI-113752-403
 
 
 class Defaults(BaseModel):
     sandbox: str = "prod"
     inlet_id: str
     dataset_id: str
-    segment_namespace: str = "ups"
+    segment_namespace: str = "cjaAudiences"
 
 
 class CjaConfig(BaseModel):
@@ -114,6 +149,8 @@ class EmulatorConfig(BaseModel):
     schemas: list[Schema]
     datasets: list[Dataset]
     inlets: list[Inlet]
+    identity_namespaces: list[IdentityNamespace] = []
+    org: Org = Org()
     defaults: Defaults
     cja: CjaConfig
     streaming: StreamingConfig = StreamingConfig()

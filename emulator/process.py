@@ -149,11 +149,28 @@ class EmulatorServer:
         return self.admin("GET", "/stats")
 
     def membership(
-        self, audience_id: str, namespace: str = "ups", sandbox: str | None = None
+        self, audience_id: str, namespace: str | None = None, sandbox: str | None = None
     ) -> list[dict[str, Any]]:
-        """One dict per profile holding the audience: namespace, identity, status, time."""
-        params = {"namespace": namespace, "sandbox": sandbox or self.config["sandbox"]}
+        """One dict per profile holding the audience (memberships that have not lapsed):
+        namespace, identity, status, last_qualification_time, valid_until."""
+        params = {
+            "namespace": namespace or self.config["segment_namespace"],
+            "sandbox": sandbox or self.config["sandbox"],
+        }
         return self.admin("GET", f"/membership/{audience_id}", params=params)["members"]
+
+    def advance_clock(self, days: float = 0, seconds: float = 0) -> dict[str, Any]:
+        """Move the emulator's clock forward (memberships lapse by it)."""
+        return self.admin("POST", "/clock", json={"days": days, "seconds": seconds})
+
+    def tamper(self, audience_id: str, *changes: tuple[str, str, str]) -> dict[str, Any]:
+        """Drift on purpose: each change is (action, member namespace, identity)."""
+        body = {"changes": [{"action": a, "namespace": n, "identity": i} for a, n, i in changes]}
+        return self.admin("POST", f"/membership/{audience_id}/tamper", json=body)
+
+    def org(self, **switches: bool) -> dict[str, Any]:
+        """Org entitlements: ``external_segments``, ``abac_write``."""
+        return self.admin("POST", "/org", json=switches)
 
     def add_batch(self, **batch: Any) -> dict[str, Any]:
         """Add a Catalog batch (default: a successful one on the CJA dataset)."""

@@ -45,7 +45,7 @@ def _project(entity: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return out
 
 
-def _view(profile: Profile | None, key: str, fields: list[str]) -> dict[str, Any]:
+def _view(profile: Profile | None, key: str, fields: list[str], now: float) -> dict[str, Any]:
     if profile is None:
         eid = entity_id(key)
         return {
@@ -65,7 +65,7 @@ def _view(profile: Profile | None, key: str, fields: list[str]) -> dict[str, Any
         "sources": list(profile.sources),
         "tags": [],
         "identityGraph": graph,
-        "entity": _project(profile.entity(), fields),
+        "entity": _project(profile.entity(now), fields),
         "lastModifiedAt": iso_ms(profile.modified_at)[:-5] + "Z",
     }
 
@@ -95,7 +95,7 @@ def _check_schema(name: Any) -> None:
 
 @router.get(PATH)
 async def get_entity(request: Request) -> Response:
-    store, _state = _store(request)
+    store, state = _store(request)
     params = request.query_params
     schema = params.get("schema.name")
     _check_schema(schema)
@@ -111,14 +111,15 @@ async def get_entity(request: Request) -> Response:
     if not namespace:
         raise _bad("entityIdNS is required unless entityId is a profile id (XID)")
     key = identity_key(namespace, ident)
-    view = _view(store.lookup(namespace, ident), key, _fields(params.get("fields")))
+    view = _view(store.lookup(namespace, ident), key, _fields(params.get("fields")), state.now())
     return errors.json_response({view["entityId"]: view})
 
 
 @router.post(PATH)
 async def get_entities(request: Request) -> Response:
     """Bulk lookup: ``{"schema": {"name"}, "fields", "identities": [{entityId, entityIdNS}]}``."""
-    store, _state = _store(request)
+    store, state = _store(request)
+    now = state.now()
     try:
         body = from_json(await request.body())
     except ValueError as exc:
@@ -140,7 +141,7 @@ async def get_entities(request: Request) -> Response:
         )
         if not isinstance(ident, str) or not isinstance(ns, str):
             raise _bad(f"identity {requested!r} needs entityId and entityIdNS.code")
-        view = _view(store.lookup(ns, ident), identity_key(ns, ident), fields)
+        view = _view(store.lookup(ns, ident), identity_key(ns, ident), fields, now)
         view["requestedIdentities"] = [{"entityId": ident, "entityIdNS": {"code": ns}}]
         previous = out.get(view["entityId"])
         if previous is not None:

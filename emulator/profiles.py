@@ -25,6 +25,9 @@ from pydantic_core import from_json, to_json
 
 MEMBERSHIP_STATUSES = frozenset({"realized", "existing", "exited"})
 EPOCH_ISO = "1970-01-01T00:00:00Z"
+# help/xdm/field-groups/profile/segmentation.md: an external membership without validUntil is
+# kept 30 days from lastQualificationTime; exited memberships older than 30 days are deleted.
+RETENTION_S = 30 * 86400
 
 SEP = "\x1f"  # joins namespace and id (or namespace and audience id) into one string key
 
@@ -47,22 +50,22 @@ def iso_ms(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def parse_time(value: Any) -> float:
+def parse_time(value: Any, name: str = "lastQualificationTime") -> float:
     """ISO-8601 string or epoch milliseconds to epoch seconds; naive times are UTC."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value / 1000.0
     if not isinstance(value, str):
-        raise RecordError(f"lastQualificationTime {value!r} is not an ISO-8601 date-time")
-    return _parse_iso(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_iso(value: str) -> float:
-    """Cached: the records of one publish run mostly share a handful of qualification times."""
+        raise RecordError(f"{name} {value!r} is not an ISO-8601 date-time")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise RecordError(f"lastQualificationTime {value!r} is not an ISO-8601 date-time") from exc
+        return _parse_iso(value)
+    except ValueError:
+        raise RecordError(f"{name} {value!r} is not an ISO-8601 date-time") from None
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_iso(value: str) -> float:
+    """Cached: the records of one publish run mostly share a handful of times."""
+    parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
@@ -74,16 +77,28 @@ def entity_id(key: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-_QUALIFIED = struct.Struct("<d")
+_QUALIFIED = struct.Struct("<dd")
+
+
+def lapses_at(qualified_at: float, entry: dict[str, Any]) -> float:
+    """When AEP drops the membership: ``validUntil`` for a live one (else 30 days after its
+    qualification), 30 days after the exit for an exited one."""
+    if entry.get("status") != "exited" and entry.get("validUntil") is not None:
+        return parse_time(entry["validUntil"], "validUntil")
+    return qualified_at + RETENTION_S
 
 
 def pack_membership(qualified_at: float, entry: dict[str, Any]) -> bytes:
-    """A membership as 8 bytes of qualification time followed by the entry's JSON."""
-    return _QUALIFIED.pack(qualified_at) + to_json(entry)
+    """A membership as its qualification and lapse times (8 bytes each), then its JSON."""
+    return _QUALIFIED.pack(qualified_at, lapses_at(qualified_at, entry)) + to_json(entry)
 
 
 def qualified_at_of(packed: bytes) -> float:
     return _QUALIFIED.unpack_from(packed)[0]
+
+
+def lapses_at_of(packed: bytes) -> float:
+    return _QUALIFIED.unpack_from(packed)[1]
 
 
 def entry_of(packed: bytes) -> dict[str, Any]:
@@ -116,9 +131,10 @@ class Profile:
             identity_map.setdefault(code, []).append(value)
         return identity_map
 
-    def entity(self) -> dict[str, Any]:
+    def entity(self, now: float | None = None) -> dict[str, Any]:
         """The profile as Profile Access returns it under ``entity``: ``identities`` (as in
-        every example of Adobe's entities page) besides the merged ``identityMap``."""
+        every example of Adobe's entities page) besides the merged ``identityMap``; lapsed
+        memberships are left out when ``now`` is given."""
         entity = dict(self.attributes or {})
         identity_map = self.identity_map
         entity["identities"] = [
@@ -130,6 +146,8 @@ class Profile:
         if self.memberships:
             nested: dict[str, dict[str, Any]] = {}
             for key, packed in self.memberships.items():
+                if now is not None and lapses_at_of(packed) <= now:
+                    continue
                 ns, audience_id = key.split(SEP, 1)
                 nested.setdefault(ns, {})[audience_id] = entry_of(packed)
             entity["segmentMembership"] = nested
@@ -194,6 +212,8 @@ def memberships_of(
                 entry["lastQualificationTime"] = iso_ms(received)
             else:
                 qualified_at = parse_time(when)
+            if entry.get("validUntil") is not None:
+                parse_time(entry["validUntil"], f"segmentMembership.{ns}.{audience_id}.validUntil")
             out.append((audience_key(ns, audience_id), qualified_at, entry))
     return out
 
@@ -272,7 +292,20 @@ class ProfileStore:
             return None
         if type(when) is not str:
             return None
-        qualified_at = _parse_iso(when)
+        try:
+            qualified_at = _parse_iso(when)
+        except ValueError:
+            return None  # the general path words the error
+        until = entry.get("validUntil")
+        if until is None or status == "exited":
+            lapses = qualified_at + RETENTION_S
+        elif type(until) is str:
+            try:
+                lapses = _parse_iso(until)
+            except ValueError:
+                return None  # the general path words the error
+        else:
+            return None
         key = f"{code.lower()}{SEP}{ident}"
         audience = f"{ns}{SEP}{audience_id}"
         profile = self.by_identity.get(key)
@@ -289,7 +322,7 @@ class ProfileStore:
             members = self.members.get(audience)
             if members is None:
                 members = self.members[audience] = {}
-            profile.memberships[audience] = _QUALIFIED.pack(qualified_at) + to_json(entry)
+            profile.memberships[audience] = _QUALIFIED.pack(qualified_at, lapses) + to_json(entry)
             members[profile.key] = profile
         if dataset_id not in profile.sources:
             profile.sources = self._intern((*profile.sources, dataset_id))
@@ -309,9 +342,59 @@ class ProfileStore:
         return self.by_identity.get(identity_key(namespace, ident))
 
     def audience_members(
-        self, namespace: str, audience_id: str
+        self, namespace: str, audience_id: str, now: float | None = None
     ) -> Iterator[tuple[Profile, dict[str, Any]]]:
-        """Current membership entries (any status) of one audience, in first-seen order."""
+        """Membership entries (any status) of one audience, in first-seen order; with ``now``,
+        only those that have not lapsed."""
         audience = audience_key(namespace, audience_id)
         for profile in self.members.get(audience, {}).values():
-            yield profile, entry_of(profile.memberships[audience])
+            packed = profile.memberships[audience]
+            if now is None or lapses_at_of(packed) > now:
+                yield profile, entry_of(packed)
+
+    def purge(self, now: float) -> int:
+        """Delete every membership that lapsed by ``now`` (expired or exited > 30 days)."""
+        removed = 0
+        for audience, profiles in self.members.items():
+            doomed = [
+                k for k, p in profiles.items() if lapses_at_of(p.memberships[audience]) <= now
+            ]
+            for key in doomed:
+                del profiles.pop(key).memberships[audience]
+            removed += len(doomed)
+        return removed
+
+    def tamper(  # noqa: PLR0913 - one membership is named by five values
+        self, namespace: str, audience_id: str, code: str, ident: str, action: str, now: float
+    ) -> bool:
+        """Change one membership behind the publisher's back (drift for reconcile tests):
+        ``delete`` it, ``flip`` realized <-> exited, ``expire`` it (validUntil in an hour), or
+        ``add`` it as realized. False when there is nothing to change."""
+        audience = audience_key(namespace, audience_id)
+        profile = self.lookup(code, ident)
+        packed = profile.memberships.get(audience) if profile else None
+        if action == "add":
+            if profile is None:
+                profile = self._profile_for([(identity_key(code, ident), code, {"id": ident})])
+                key = identity_key(code, ident)
+                self.by_identity[key] = profile
+                profile.identities[key] = to_json([code, {"id": ident, "primary": True}])
+            entry = {"status": "realized", "lastQualificationTime": iso_ms(now)}
+            profile.memberships[self._intern(audience)] = pack_membership(now, entry)
+            self.members.setdefault(audience, {})[profile.key] = profile
+            return True
+        if packed is None:
+            return False
+        if action == "delete":
+            del profile.memberships[audience]
+            self.members[audience].pop(profile.key, None)
+            return True
+        qualified_at, entry = qualified_at_of(packed), entry_of(packed)
+        if action == "flip":
+            entry["status"] = "exited" if entry["status"] != "exited" else "realized"
+        elif action == "expire":
+            entry["validUntil"] = iso_ms(now + 3600)
+        else:
+            raise ValueError(f"tamper action {action!r} must be delete, flip, expire or add")
+        profile.memberships[audience] = pack_membership(qualified_at, entry)
+        return True

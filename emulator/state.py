@@ -13,7 +13,7 @@ import secrets
 import struct
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from pydantic_core import from_json, to_json
 from emulator.config import EmulatorConfig
 from emulator.profiles import ProfileStore
 
-KINDS = ("audience", "segment", "batch", "external_audience", "base_connection")
+KINDS = ("audience", "segment", "batch", "external_audience", "base_connection", "clock")
+CLOCK_KEY = ("clock", "-", "offset")
 # Streamed bodies are repetitive: zstd shrinks them ~100x at ~0.15 µs per message (level-1
 # zlib took ~1 µs). A journal body is a marker, its raw length (8 bytes), the zstd frame.
 _ZSTD = pa.Codec("zstd")
@@ -139,6 +140,52 @@ class Persistence:
             self.db.close()
 
 
+RATE_WINDOW_S = 1.0
+SECONDS_KEPT = 300  # per-second counts kept for the stats
+
+
+@dataclass
+class OrgRate:
+    """Records received from one org in a sliding window, and the highest such count seen.
+
+    The maximum over every window ending at an arrival is the maximum over every window, so
+    ``max_window`` is exact: the most records any one-second span ever held.
+    """
+
+    window_s: float = RATE_WINDOW_S
+    arrivals: deque[tuple[float, int]] = field(default_factory=deque)
+    in_window: int = 0
+    max_window: int = 0
+    received: int = 0
+    by_second: Counter[int] = field(default_factory=Counter)  # whole wall-clock seconds
+
+    def add(self, count: int, now: float, wall: float | None = None) -> None:
+        self.arrivals.append((now, count))
+        self.in_window += count
+        self.received += count
+        self._expire(now)
+        self.max_window = max(self.max_window, self.in_window)
+        second = int(time.time() if wall is None else wall)
+        self.by_second[second] += count
+        for old in [s for s in self.by_second if s < second - SECONDS_KEPT]:
+            del self.by_second[old]
+
+    def _expire(self, now: float) -> None:
+        while self.arrivals and now - self.arrivals[0][0] >= self.window_s:
+            self.in_window -= self.arrivals.popleft()[1]
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        self._expire(now)
+        return {
+            "window_s": self.window_s,
+            "current": self.in_window,
+            "max": self.max_window,
+            "max_calendar_second": max(self.by_second.values(), default=0),
+            "received": self.received,
+            "per_second": {str(s): n for s, n in sorted(self.by_second.items())},
+        }
+
+
 @dataclass
 class Stats:
     """Request and message counters for ``/_emulator/stats``."""
@@ -149,6 +196,11 @@ class Stats:
     dropped: Counter[str] = field(default_factory=Counter)  # accepted, failed XDM validation
     tokens_issued: int = 0
     started: float = field(default_factory=time.time)
+    org_rates: dict[str, OrgRate] = field(default_factory=dict)
+
+    def received_records(self, org_id: str, count: int) -> None:
+        """Streaming records as they arrive, per org (AEP's capacity is per org)."""
+        self.org_rates.setdefault(org_id, OrgRate()).add(count, time.monotonic())
 
     def as_dict(self) -> dict[str, Any]:
         by_route: dict[str, dict[str, int]] = defaultdict(dict)
@@ -166,6 +218,9 @@ class Stats:
                 "dropped_by_sandbox": dict(self.dropped),
             },
             "tokens_issued": self.tokens_issued,
+            "records_per_s_by_org": {
+                org: rate.as_dict(time.monotonic()) for org, rate in self.org_rates.items()
+            },
             "uptime_s": round(time.time() - self.started, 3),
         }
 
@@ -180,6 +235,7 @@ class State:
         self.schemas = {s.id: s for s in config.schemas}
         self.inlets = {i.id: i for i in config.inlets}
         self.clients = {c.client_id: c for c in config.clients}
+        self.namespaces = {n.code: n for n in config.identity_namespaces}
         self._clear_memory()
         self._load()
 
@@ -194,17 +250,39 @@ class State:
         self.open_batches: dict[tuple[str, str], dict[str, Any]] = {}
         self.stats = Stats()
         self.lake: str | None = self.config.cja.lake
+        self.clock_offset_s = 0.0
+        self.org = self.config.org.model_copy()
         self.timezone = self.config.cja.timezone  # the data view's (admin route can change it)
         self.person_dimension = self.config.cja.person_dimension
 
     def _load(self) -> None:
         for kind, sandbox, ident, body in self.persistence.resources():
             self.resources[kind][sandbox][ident] = body
+        clock = self.resources["clock"]["-"].get("offset")
+        self.clock_offset_s = clock["offset_s"] if clock else 0.0
         for entry in self.persistence.journal():
             store = self.profiles[entry.sandbox]
             for message in from_json(entry.body)["messages"]:
                 entity = message["body"]["xdmEntity"]
                 store.apply(entity, message["header"]["datasetId"], entry.received)
+        self.purge()
+
+    # -- the clock (memberships lapse by it; tokens and rate windows keep real time) -----
+    def now(self) -> float:
+        """The emulator's epoch seconds: real time moved by ``/_emulator/clock``."""
+        return time.time() + self.clock_offset_s
+
+    def advance(self, seconds: float) -> int:
+        """Move the clock forward; returns how many memberships lapsed and were deleted."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self.clock_offset_s += seconds
+        self.put(*CLOCK_KEY, {"offset_s": self.clock_offset_s})
+        return self.purge()
+
+    def purge(self) -> int:
+        now = self.now()
+        return sum(store.purge(now) for store in self.profiles.values())
 
     def reset(self) -> None:
         """Forget everything: state, tokens, counters (faults are reset by the caller)."""

@@ -132,7 +132,7 @@ class Collector:
         self.org = state.config.org_id
         self.prefix = f"inletId: [{inlet.id}] imsOrgId: [{self.org}]"
         self.store = state.profiles[inlet.sandbox]
-        self.received = time.time()
+        self.received = state.now()
         self.applied: list[Any] = []
         self.accepted = 0
         self.rejected = 0
@@ -216,11 +216,29 @@ class Collector:
         return dataset_id, schema.is_profile, entity
 
     def record(self, dataset_id: str, is_profile: bool, entity: dict[str, Any]) -> None:
-        """Validate the XDM record and apply it; RecordError if it cannot be taken."""
+        """Validate the XDM record and apply it; RecordError if it cannot be taken.
+
+        Only a Profile-enabled dataset feeds Profile, and membership must be keyed by a
+        provisioned custom non-people namespace (Adobe's external-audience tutorial; the
+        refusal's wording and its downstream place are inferred).
+        """
         if is_profile:
-            self.store.apply(entity, dataset_id, self.received)
+            membership = entity.get("segmentMembership")
+            if isinstance(membership, dict):
+                for namespace in membership:
+                    self._check_membership_namespace(namespace)
+            if self.state.datasets[dataset_id].profile_enabled:
+                self.store.apply(entity, dataset_id, self.received)
         elif not entity.get("_id") or not entity.get("timestamp"):
             raise RecordError("an ExperienceEvent needs xdmEntity._id and xdmEntity.timestamp")
+
+    def _check_membership_namespace(self, namespace: str) -> None:
+        known = self.state.namespaces.get(namespace)
+        if known is None or not known.keys_membership:
+            raise RecordError(
+                f"segmentMembership.{namespace}: {namespace!r} is not a custom non-people "
+                "identity namespace provisioned for external audiences in this org"
+            )
 
     def one(self, message: Any, xaction: str) -> dict[str, Any]:
         """The per-message response: {xactionId} or {statusCode, message}."""
@@ -330,6 +348,7 @@ async def collect_batch(inlet_id: str, request: Request) -> Response:
             "Bad Request",
             'The request body must be {"messages": [...]} with at least one message',
         )
+    state.stats.received_records(state.config.org_id, len(messages))
     _admit(faults, request.url.path, len(messages))
     # Adobe offers synchronous validation on /collection/{inlet} only (KB ka-19680): the
     # batch endpoint ignores the parameter, as DCCS does.
@@ -354,6 +373,7 @@ async def collect_one(inlet_id: str, request: Request) -> Response:
     inlet = _inlet(state, inlet_id)
     _check_inlet_auth(state, request, inlet)
     raw, payload = await _read_json(request, state)
+    state.stats.received_records(state.config.org_id, 1)
     _admit(faults, request.url.path, 1)
     sync = _sync_validation(request, state, inlet)
     collector = Collector(state, faults, inlet, sync)

@@ -72,3 +72,32 @@ def test_scheduled_runs_wait_for_the_audiences_start_but_people_need_not(tmp_pat
     assert not held["due"] and "schedule starts at 2026-11-30" in held["reason"]
     assert held["next_allowed"] == spec.refresh.start
     assert gate(scheduled=False)["due"]
+
+
+def test_renewals_only_for_streaming_audiences(tmp_path):
+    """An external audience's lifetime is Adobe's ttlInDays: its diff renews nothing."""
+    from cja_audiences import snapshots
+    from cja_audiences.lake.layout import write_json
+    from tests.publish.helpers import write_members
+
+    settings = settings_from_env({"CJA_AUDIENCES_HOME": str(tmp_path)})
+    spec = AudienceSpec.model_validate(
+        {
+            "id": "cart",
+            "name": "Cart",
+            "refresh": {"frequency": "daily", "lookback_days": 7},
+            "filter": {
+                "rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}
+            },
+        }
+    )
+    first = AudienceRefresh(spec, settings, RefreshRequest(run_id="r1", as_of=date(2026, 11, 1)))
+    write_members(first.run_dir / "members.parquet", range(20))
+    write_json(
+        {"run_id": "r1", "committed_at": "2026-11-01T00:00:00+00:00", "size": 20},
+        first.audience_dir / snapshots.CURRENT,
+    )
+    for mode, renewed in (("external_audience", 0), ("streaming", 20)):
+        run = AudienceRefresh(spec, settings, RefreshRequest(run_id=mode, as_of=date(2026, 11, 2)))
+        write_members(run.run_dir / "members.parquet", range(20))
+        assert run.diff(mode=mode)["renewed"] == renewed

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cja_audiences import splits, why
+from cja_audiences.buckets import bucket_filter
 from cja_audiences.filters.compiler import CompiledQuery, CompileError, QueryBuilder
 from cja_audiences.filters.fields import quote
 from cja_audiences.filters.ir import Node
@@ -32,8 +33,10 @@ from cja_audiences.filters.segment import (
     read_definition,
 )
 from cja_audiences.lake.layout import Lake, write_parquet
+from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.runs import MEMBERS, update_run_record
 from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_FILE_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.storage import LakePath, lake_path
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
@@ -253,11 +256,13 @@ def evaluate_audience(
     preview: bool = True,
     definition: dict[str, Any] | None = None,
     why_codes: bool = True,
+    bucket: tuple[int, int] | None = None,
 ) -> Evaluation:
     """Members (MEMBER_FILE_SCHEMA, sorted by person_id) and the stats of one computation;
     ``preview=False`` skips the preview figures (another pass over the window's events);
     ``definition`` is a segment definition the caller already fetched; ``why_codes=False``
-    leaves ``why`` null (nothing is written, so nobody reads it: previews, tests)."""
+    leaves ``why`` null (nothing is written, so nobody reads it: previews, tests); ``bucket``
+    (b, N) keeps only the persons of one bucket (``buckets``)."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
     if definition is None and spec.filter.segment is not None:
@@ -273,13 +278,15 @@ def evaluate_audience(
     )
     lake = Lake(settings.home)
     events, persons = _event_files(lake, window), sorted(lake.persons.glob("*.parquet"))
+    only = bucket_filter(*bucket) if bucket else None
     with sandboxed_connection(
         [*events, *persons],
         memory_limit=settings.compute_memory_limit,
         threads=settings.compute_threads,
+        lake=lake.root,
     ) as con:
-        _register(con, "raw_events", events, EVENT_SCHEMA)
-        _register(con, "raw_persons", persons, PERSON_SCHEMA)
+        _register(con, "raw_events", events, EVENT_SCHEMA, only)
+        _register(con, "raw_persons", persons, PERSON_SCHEMA, only)
         table = _run_filter(con, rendered, spec)
         has_identity = pc.fill_null(pc.not_equal(table["identity"], ""), False)
         chosen = table.filter(has_identity)
@@ -351,13 +358,15 @@ def compute_audience(
     spec: AudienceSpec,
     *,
     settings: Settings,
-    run_dir: Path,
+    run_dir: LakePath,
     as_of: date,
     lookback_days: int | None = None,
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
+    bucket: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Write ``run_dir/members.parquet`` atomically; record and return the stats."""
+    run_dir = lake_path(run_dir)
     started = time.perf_counter()
     result = evaluate_audience(
         spec,
@@ -366,33 +375,39 @@ def compute_audience(
         lookback_days=lookback_days,
         params=params,
         definition=definition,
+        bucket=bucket,
+        preview=bucket is None,  # preview figures are for the whole audience
     )
-    path = write_parquet(result.members, Path(run_dir) / MEMBERS)
+    path = write_parquet(result.members, run_dir / MEMBERS)
     stats = {
         **result.stats,
         "members_path": str(path),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
-    update_run_record(Path(run_dir), compute=stats)
+    update_run_record(run_dir, compute=stats)
     return stats
 
 
-def _event_files(lake: Lake, window: Window) -> list[Path]:
+def _event_files(lake: Lake, window: Window) -> list[LakePath]:
     """Parquet files of the window's partitions only (hive partition pruning by path)."""
-    files: list[Path] = []
+    files: list[LakePath] = []
     for day in window.days():
-        files.extend(sorted(lake.event_partition(day.isoformat()).glob("*.parquet")))
+        files.extend(partition_files(lake.event_partition(day.isoformat())))
     return files
 
 
 def _register(
-    con: duckdb.DuckDBPyConnection, name: str, files: list[Path], schema: pa.Schema
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    files: list[LakePath],
+    schema: pa.Schema,
+    where: str | None = None,
 ) -> None:
     if files:
         relation = con.read_parquet([str(f) for f in files], union_by_name=True)
     else:
         relation = con.from_arrow(schema.empty_table())
-    relation.create_view(name)
+    (relation.filter(where) if where else relation).create_view(name)
 
 
 def _members_sql(query: CompiledQuery, spec: AudienceSpec) -> str:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,17 @@ import pyarrow.parquet as pq
 
 from cja_audiences import why
 from cja_audiences.lake.layout import atomic_path
-from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
+from cja_audiences.lake.runs import (
+    ENTERED,
+    EXITED,
+    MEMBERS,
+    MEMBERSHIP,
+    RENEWED,
+    read_run_record,
+    update_run_record,
+)
 from cja_audiences.lake.schema import MEMBER_SCHEMA
+from cja_audiences.lake.storage import LakePath, connect, is_remote, parquet_file, parquet_rows
 
 # Rows (both sides together) per key range: ~2.5M keeps a range's hash table near 250 MB.
 RANGE_ROWS = 5_000_000
@@ -62,26 +72,40 @@ ExitExplainer = Callable[[list[str]], pa.Table]
 class Corrections:
     """Sends no committed snapshot accounts for: member files sent as realized or exited."""
 
-    realized: list[Path] = field(default_factory=list)
-    exited: list[Path] = field(default_factory=list)
+    realized: list[LakePath] = field(default_factory=list)
+    exited: list[LakePath] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
+    where: str = "true"  # SQL predicate on the sent rows: one bucket's persons (``buckets``)
 
     def __bool__(self) -> bool:
         return bool(self.realized or self.exited)
 
+    def only(self, where: str) -> Corrections:
+        """The same sends, restricted to the persons ``where`` selects."""
+        return replace(self, where=where)
+
 
 def diff_members(
-    run_dir: Path,
-    previous_run_dir: Path | None,
+    run_dir: LakePath,
+    previous_run_dir: LakePath | None,
     explain_exits: ExitExplainer | None = None,
+    renew_before: datetime | None = None,
+    *,
+    previous_members: LakePath | None = None,
     corrections: Corrections | None = None,
 ) -> dict[str, Any]:
-    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id); record the counts.
+    """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id) and renewed.parquet;
+    record the counts.
 
     ``previous_run_dir`` is the last *committed* run (``snapshots.current_run_dir``); None means
     the audience was never published, so every member enters. ``explain_exits`` evaluates
     the exits on the lake (``why.exit_reasons``); without it their reason is ``left``.
+    ``previous_members`` replaces that run's members file (a bucket diffs against its slice).
     ``corrections`` are the uncommitted sends to supersede (module doc).
+    Renewed: unchanged members whose ``valid_until`` in the previous run's membership file is
+    before ``renew_before`` (all unchanged ones when that run has no such file); none when
+    ``renew_before`` is None. A member a correction enters again is sent as entered, not
+    renewed.
     """
     started = time.perf_counter()
     corrections = corrections or Corrections()
@@ -92,13 +116,17 @@ def diff_members(
         _first_run(members, run_dir)
         entered, exited, corrected = size, 0, (0, 0)
     else:
-        previous = previous_run_dir / MEMBERS if previous_run_dir else None
+        previous = previous_members or (previous_run_dir / MEMBERS if previous_run_dir else None)
+        previous_size = _rows(previous) if previous is not None else 0
         entered, exited, corrected = _diff_files(
             members, previous, run_dir, explain_exits, corrections
         )
+    renewed = _renewals(run_dir, previous_run_dir, renew_before, skip_entered=corrected[0] > 0)
     record = {
         "entered": entered,
         "exited": exited,
+        "renewed": renewed,
+        "renew_before": renew_before.isoformat() if renew_before else None,
         "unchanged": size - (entered - corrected[0]),
         "size": size,
         "previous_size": previous_size,
@@ -114,15 +142,15 @@ def diff_members(
     return record
 
 
-def _rows(path: Path) -> int:
+def _rows(path: LakePath) -> int:
     """Row count from the Parquet footer: no data is read."""
-    return pq.ParquetFile(path).metadata.num_rows
+    return parquet_rows(path)
 
 
-def _first_run(members: Path, run_dir: Path) -> None:
+def _first_run(members: LakePath, run_dir: LakePath) -> None:
     """Everybody enters (streamed batch by batch: members are sorted already); an empty
     exited file keeps publish's reading uniform."""
-    source = pq.ParquetFile(members)
+    source = parquet_file(members)
     names = source.schema_arrow.names
     with (
         atomic_path(run_dir / ENTERED) as tmp,
@@ -146,9 +174,9 @@ def _first_run(members: Path, run_dir: Path) -> None:
         pq.write_table(CHANGE_SCHEMA.empty_table(), tmp)
 
 
-def _member_sql(path: Path, param: str, where: str = "true") -> str:
+def _member_sql(path: LakePath, param: str, where: str = "true") -> str:
     """The key and the carried columns of a member file (NULL where an older file has none)."""
-    names = set(pq.read_schema(path).names)
+    names = set(parquet_file(path).schema_arrow.names)
     carried = [
         name if name in names else f"CAST(NULL AS {kind}) AS {name}"
         for name, kind in _CARRIED.items()
@@ -156,32 +184,77 @@ def _member_sql(path: Path, param: str, where: str = "true") -> str:
     return f"SELECT {_KEY}, {', '.join(carried)} FROM read_parquet(${param}) WHERE {where}"
 
 
-def _connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(
+def _renewals(
+    run_dir: LakePath,
+    previous_run_dir: LakePath | None,
+    renew_before: datetime | None,
+    *,
+    skip_entered: bool = False,
+) -> int:
+    """Unchanged members due for renewal (see ``lifetime``), written to renewed.parquet;
+    ``skip_entered`` leaves out those entered.parquet sends already (corrections)."""
+    members = run_dir / MEMBERS
+    query, params = "SELECT * FROM read_parquet($members) WHERE false", {"members": str(members)}
+    if previous_run_dir is not None and renew_before is not None:
+        membership = previous_run_dir / MEMBERSHIP
+        if membership.exists():
+            query = (
+                f"SELECT m.* FROM read_parquet($members) AS m JOIN read_parquet($previous) "
+                f"AS p USING ({_KEY}) WHERE p.valid_until < $cutoff"
+            )
+            params |= {"previous": str(membership), "cutoff": renew_before}
+        else:  # published before validUntil existed: AEP keeps them 30 days at most
+            query = (
+                f"SELECT m.* FROM read_parquet($members) AS m "
+                f"SEMI JOIN read_parquet($previous) AS p USING ({_KEY})"
+            )
+            params |= {"previous": str(previous_run_dir / MEMBERS)}
+        if skip_entered:
+            query = f"SELECT * FROM ({query}) ANTI JOIN read_parquet($entered) USING ({_KEY})"
+            params |= {"entered": str(run_dir / ENTERED)}
+    spill_parent = None if is_remote(run_dir) else run_dir
+    with tempfile.TemporaryDirectory(prefix=".renew-", dir=spill_parent) as spill:
+        con = _connect(Path(spill), run_dir)
+        try:
+            with atomic_path(run_dir / RENEWED) as tmp:
+                con.execute(
+                    f"COPY (SELECT * FROM ({query}) ORDER BY {_KEY}) "
+                    "TO $path (FORMAT parquet, COMPRESSION zstd)",
+                    params | {"path": str(tmp)},
+                )
+        finally:
+            con.close()
+    return _rows(run_dir / RENEWED)
+
+
+def _connect(spill_dir: Path, run_dir: LakePath) -> duckdb.DuckDBPyConnection:
+    con = connect(
+        run_dir,
         config={
             "threads": THREADS,
             "memory_limit": MEMORY_LIMIT,
             "preserve_insertion_order": False,
             "temp_directory": str(spill_dir),
-        }
+        },
     )
     con.execute("SET enable_progress_bar = false")
     return con
 
 
 def _diff_files(
-    current: Path,
-    previous: Path | None,
-    run_dir: Path,
+    current: LakePath,
+    previous: LakePath | None,
+    run_dir: LakePath,
     explain_exits: ExitExplainer | None,
     corrections: Corrections,
 ) -> tuple[int, int, tuple[int, int]]:
     """(entered, exited, (of which corrections entered, exited))."""
-    with tempfile.TemporaryDirectory(prefix=".diff-", dir=run_dir) as spill:
+    spill_parent = None if is_remote(run_dir) else run_dir
+    with tempfile.TemporaryDirectory(prefix=".diff-", dir=spill_parent) as spill:
         if previous is None:  # first publish, but another run already sent some of it
             previous = Path(spill) / "empty.parquet"
             pq.write_table(MEMBER_SCHEMA.empty_table(), previous)
-        con = _connect(Path(spill))
+        con = _connect(Path(spill), run_dir)
         try:
             con.execute(
                 "CREATE TEMP TABLE changes (person_id VARCHAR NOT NULL, namespace VARCHAR NOT "
@@ -201,7 +274,7 @@ def _diff_files(
 
 
 def _correct(
-    con: duckdb.DuckDBPyConnection, current: Path, corrections: Corrections
+    con: duckdb.DuckDBPyConnection, current: LakePath, corrections: Corrections
 ) -> tuple[int, int]:
     """Add the members an uncommitted run may have exited (they enter again) and the
     non-members one may have realized (they exit); returns how many of each were added."""
@@ -218,6 +291,7 @@ def _correct(
             INSERT INTO changes
             SELECT k.person_id, k.namespace, k.identity, $entered, m.why, m.split FROM (
               (SELECT {_KEY} FROM read_parquet($sent, union_by_name = true)
+               WHERE {corrections.where}
                {members} SELECT {_KEY} FROM read_parquet($current))
               EXCEPT SELECT {_KEY} FROM changes) AS k
             LEFT JOIN ({_member_sql(current, "current")}) AS m
@@ -231,8 +305,8 @@ def _correct(
 
 def _diff_range(
     con: duckdb.DuckDBPyConnection,
-    current: Path,
-    previous: Path,
+    current: LakePath,
+    previous: LakePath,
     low: str | None,
     high: str | None,
     target: tuple[str, dict[str, Any]],
@@ -298,7 +372,7 @@ def _range_filter(low: str | None, high: str | None) -> tuple[str, dict[str, str
     return " AND ".join(terms) or "true", bounds
 
 
-def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int:
+def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: LakePath) -> int:
     """One side with its reason: the same person on the other side moved to another split or
     changed identity; else
     entered members now hold, exited ones have the explainer's reason (or ``left``)."""
@@ -334,7 +408,7 @@ def _copy_side(con: duckdb.DuckDBPyConnection, entered: bool, path: Path) -> int
     return _rows(path)
 
 
-def key_ranges(paths: list[Path], range_rows: int) -> list[tuple[str | None, str | None]]:
+def key_ranges(paths: list[LakePath], range_rows: int) -> list[tuple[str | None, str | None]]:
     """Split person_id into (low, high] ranges of about ``range_rows`` rows over all ``paths``.
 
     Uses only the Parquet footers (row-group min/max), never the data. When a file is not
@@ -359,9 +433,9 @@ def key_ranges(paths: list[Path], range_rows: int) -> list[tuple[str | None, str
     return list(pairwise(edges))
 
 
-def _row_group_bounds(path: Path) -> list[tuple[str, str, int]] | None:
+def _row_group_bounds(path: LakePath) -> list[tuple[str, str, int]] | None:
     """(min, max, rows) of person_id per row group, or None when unsorted or without stats."""
-    metadata = pq.ParquetFile(path).metadata
+    metadata = parquet_file(path).metadata
     column = metadata.schema.names.index("person_id")
     bounds = []
     for index in range(metadata.num_row_groups):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cja_audiences import splits
 from cja_audiences.lake.runs import ENTERED, read_run_record, update_run_record
+from cja_audiences.lake.storage import LakePath, connect
 from cja_audiences.specs.calendar import is_refreshing, latest_schedule_end, schedule_end, when
 from cja_audiences.specs.limits import (
     DEFAULTS,
@@ -370,7 +371,7 @@ def _by_position(check: Check, position: int, limit: int, audience_id: str) -> C
 
 
 def check_run(
-    spec: AudienceSpec, settings: Settings, run_dir: Path, previous_run_dir: Path | None
+    spec: AudienceSpec, settings: Settings, run_dir: LakePath, previous_run_dir: LakePath | None
 ) -> GuardrailReport:
     """Spec checks plus data checks on ``run_dir`` (after compute and diff).
 
@@ -390,6 +391,7 @@ def check_run(
         _empty_check(limits, size, diff["previous_size"]),
         _change_check(spec, limits, diff, previous_run_dir),
         _exits_check(spec, limits, diff["exited"]),
+        _sends_check(diff),
     ]
     report.checks += _data_checks(spec, limits, run_dir / ENTERED, diff["entered"])
     report.checks += _published_size_checks(spec, limits, record.get("compute", {}))
@@ -470,7 +472,7 @@ def _empty_check(limits: Limits, size: int, previous_size: int) -> Check:
 
 
 def _change_check(
-    spec: AudienceSpec, limits: Limits, diff: dict[str, Any], previous_run_dir: Path | None
+    spec: AudienceSpec, limits: Limits, diff: dict[str, Any], previous_run_dir: LakePath | None
 ) -> Check:
     previous = diff["previous_size"]
     if previous_run_dir is None or previous == 0:
@@ -483,11 +485,25 @@ def _change_check(
         pct,
         limits.max_change_pct,
         f"% of the previous {previous:,} members changed ({diff['entered']:,} entered, "
-        f"{diff['exited']:,} exited; now {diff['size']:,})",
+        f"{diff['exited']:,} exited, renewals not counted; now {diff['size']:,})",
         source,
         "check the filter and the input data; if the change is expected, raise "
         "guardrails.max_change_pct in the spec for this run",
         limits.warn_ratio,
+    )
+
+
+def _sends_check(diff: dict[str, Any]) -> Check:
+    """Renewals are sends (they cost publish time) though not changes: reported, not limited."""
+    renewed = diff.get("renewed", 0)
+    sends = diff["entered"] + diff["exited"] + renewed
+    hours = sends / 1500 / 3600  # CJA's documented publish rate: 1,500 records/s
+    return _info(
+        "sends",
+        sends,
+        None,
+        f"{sends:,} records to send ({diff['entered']:,} entered, {diff['exited']:,} exited, "
+        f"{renewed:,} renewed; renewals are not changes), about {hours:.2f} h at 1,500 records/s",
     )
 
 
@@ -521,7 +537,7 @@ def _identity_patterns(spec: AudienceSpec, limits: Limits) -> dict[str, tuple[st
     }
 
 
-def _data_checks(spec: AudienceSpec, limits: Limits, entered: Path, size: int) -> list[Check]:
+def _data_checks(spec: AudienceSpec, limits: Limits, entered: LakePath, size: int) -> list[Check]:
     """Identity formats and record size, in one streaming pass over the entering members.
 
     Only entering values are new to AEP: exits repeat a value that passed when it entered
@@ -534,9 +550,7 @@ def _data_checks(spec: AudienceSpec, limits: Limits, entered: Path, size: int) -
         params |= {f"ns{index}": namespace, f"re{index}": pattern}
         cases.append(f"WHEN $ns{index} THEN regexp_full_match(identity, $re{index})")
     valid = f"CASE namespace {' '.join(cases)} ELSE true END"
-    import duckdb  # here: the spec-level checks run at DAG parse time, which loads no DuckDB
-
-    con = duckdb.connect(config={"threads": 2, "memory_limit": "512MB"})
+    con = connect(entered, config={"threads": 2, "memory_limit": "512MB"})
     con.execute("SET enable_progress_bar = false")
     try:
         rows = con.execute(

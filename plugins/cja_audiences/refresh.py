@@ -9,13 +9,13 @@ the same audience — another DAG, a manual trigger, a CLI rollback — waits, t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cja_audiences import compute, diff, explain, guardrails, snapshots
+from cja_audiences import buckets, clock, compute, diff, explain, guardrails, lifetime, snapshots
 from cja_audiences.lake.layout import Lake
-from cja_audiences.lake.lease import AudienceBusy, RunLease, local_leases
+from cja_audiences.lake.lease import AudienceBusy, RunLease, lake_leases
 from cja_audiences.lake.runs import read_run_record, update_run_record
 from cja_audiences.publish import sent
 from cja_audiences.settings import Settings
@@ -72,7 +72,7 @@ class AudienceRefresh:
         self.audience_dir = lake.audience_dir(spec.id)
         self.run_dir = lake.run_dir(spec.id, request.run_id)
         self.lease = RunLease(
-            self.run_dir, local_leases(lake.audiences, settings.lease_ttl_s), audience_id=spec.id
+            self.run_dir, lake_leases(lake.audiences, settings.lease_ttl_s), audience_id=spec.id
         )
 
     @property
@@ -82,7 +82,7 @@ class AudienceRefresh:
 
     def gate(self, now: datetime | None = None) -> dict[str, Any]:
         """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses)."""
-        now = now or datetime.now(UTC)
+        now = now or clock.now()
         start = self.spec.refresh.start
         if self.request.scheduled and now < start:
             verdict = {
@@ -104,22 +104,42 @@ class AudienceRefresh:
         )
         return verdict
 
-    def compute(self, definition: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``definition``: the CJA segment definition, when the caller fetched it already."""
+    @property
+    def buckets(self) -> int | None:
+        """Person buckets of this audience (``refresh.buckets``); None: one piece."""
+        return self.spec.refresh.buckets
+
+    def compute(
+        self, definition: dict[str, Any] | None = None, bucket: int | None = None
+    ) -> dict[str, Any]:
+        """``definition``: the CJA segment definition, when the caller fetched it already.
+        A bucketed audience computes ``bucket`` (a mapped task), or every bucket in turn."""
+        if self.buckets and bucket is None:
+            sizes = [self.compute(definition, b)["size"] for b in range(self.buckets)]
+            return {"size": sum(sizes), "buckets": self.buckets}
         return compute.compute_audience(
             self.spec,
             settings=self.settings,
-            run_dir=self.run_dir,
+            run_dir=self.run_dir if bucket is None else buckets.bucket_dir(self.run_dir, bucket),
             as_of=self.request.as_of,
             lookback_days=self.request.lookback_days,
             params=self.request.filter_params or None,
             definition=definition,
+            bucket=None if bucket is None else (bucket, self.buckets or 1),
         )
 
-    def diff(self) -> dict[str, Any]:
-        """Take the audience's lease (waiting up to ``lease_wait_s``; ``AudienceBusy`` after),
-        then diff against the committed snapshot corrected by every uncommitted send, each
-        exit explained on this run's window. A dry run sends nothing: no lease."""
+    def diff(
+        self, bucket: int | None = None, now: datetime | None = None, mode: str = "streaming"
+    ) -> dict[str, Any]:
+        """Entered and exited members, each exit explained on this run's window, and
+        (streaming ``mode``) the unchanged members due for renewal before the next scheduled
+        refresh (``lifetime.renew_before``); an external audience's lifetime is Adobe's
+        ``ttlInDays``, so it renews nothing. A bucketed audience diffs ``bucket`` (a mapped
+        task), or every bucket in turn and then merges them (:meth:`merge`).
+
+        First the audience's lease is taken (waiting up to ``lease_wait_s``; ``AudienceBusy``
+        after; a dry run sends nothing, so it takes none), and the base is the committed
+        snapshot corrected by every uncommitted send (``publish.sent``)."""
         if not self.request.dry_run:
             try:
                 self.lease.take(self.settings.lease_wait_s, reason="refresh")
@@ -127,9 +147,51 @@ class AudienceRefresh:
                 update_run_record(self.run_dir, status="skipped", busy=str(exc))
                 raise
         previous = self.previous_run_dir
-        exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
         corrections = sent.corrections(self.audience_dir, self.run_dir.name)
-        return diff.diff_members(self.run_dir, previous, exits, corrections)
+        cutoff = None
+        if mode == "streaming":
+            ttl = lifetime.lifetime_for(self.spec, self.settings)
+            cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
+        if not self.buckets:
+            exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
+            return diff.diff_members(self.run_dir, previous, exits, cutoff, corrections=corrections)
+        if bucket is None:
+            for b in range(self.buckets):
+                self.diff(b, now, mode)
+            return self.merge()
+        folder = buckets.bucket_dir(self.run_dir, bucket)
+        mine = corrections.only(buckets.bucket_filter(bucket, self.buckets))
+        if previous is None:
+            return diff.diff_members(folder, None, corrections=mine)
+        sliced = folder / buckets.PREVIOUS_DIR
+        buckets.slice_previous(previous, sliced, bucket, self.buckets)
+        exits = explain.exit_explainer(self.spec, self.settings, folder, previous)
+        return diff.diff_members(
+            folder,
+            previous,
+            exits,
+            cutoff,
+            previous_members=sliced / "members.parquet",
+            corrections=mine,
+        )
+
+    def merge(self) -> dict[str, Any]:
+        """The buckets' members and changes as the run's own: guardrails judge the whole."""
+        assert self.buckets, "merge is for bucketed audiences"
+        return buckets.merge_buckets(self.run_dir, self.buckets, self.previous_run_dir)
+
+    def publish_dirs(self, bucket: int | None = None) -> list[Path]:
+        """The folders a publish sends: the run's, or its buckets' (each with its ledger)."""
+        if not self.buckets:
+            return [self.run_dir]
+        chosen = range(self.buckets) if bucket is None else [bucket]
+        return [buckets.bucket_dir(self.run_dir, b) for b in chosen]
+
+    def collect_publish(self) -> dict[str, Any] | None:
+        """After every bucket published: the run's publish record is their sum."""
+        if not self.buckets or self.request.dry_run:
+            return None
+        return buckets.collect_publish(self.run_dir, self.buckets)
 
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message."""
@@ -144,6 +206,7 @@ class AudienceRefresh:
 
     def commit(self) -> dict[str, Any]:
         """Move current.json to this run; dry runs never move it."""
+        self.collect_publish()
         if self.request.dry_run:
             update_run_record(self.run_dir, status="dry_run")
             return {"committed": False, "reason": "dry run: nothing sent, snapshot unchanged"}
@@ -174,8 +237,8 @@ def summarize(record: dict[str, Any], run_dir: Path) -> str:
         f"status {record.get('status', 'in progress')}"
         + (f" at stage {failure['stage']}: {failure['reason']}" if failure else ""),
         f"  computed: {comp.get('size', '?')} members, window {comp.get('window', {})}",
-        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited "
-        f"(previous size {dif.get('previous_size', 0)})",
+        f"  diff: +{dif.get('entered', '?')} entered, -{dif.get('exited', '?')} exited, "
+        f"{dif.get('renewed', 0)} renewed (previous size {dif.get('previous_size', 0)})",
         f"  guardrails: {'blocked' if checks.get('blocked') else 'passed'}, {warnings} warnings",
         _published(pub),
         f"  run folder: {run_dir}",

@@ -7,15 +7,27 @@ Every field is read from ``CJA_AUDIENCES_<FIELD>`` unless it names another varia
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "CJA_AUDIENCES_"
+
+
+def _home(value: Any) -> Any:
+    """A local folder becomes a Path; a URL (s3://, gs://, abfs://) stays text for the lake."""
+    text = str(value)
+    return text if "://" in text and not text.startswith("file://") else Path(text).expanduser()
+
+
+def _json_object(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -25,8 +37,9 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_ignore_empty=True, populate_by_name=True, frozen=True
     )
 
-    home: Path = Field(
-        Path.home() / "cja_audiences", description="root of landing/, lake/, audiences/"
+    home: Annotated[Path | str, BeforeValidator(_home)] = Field(
+        Path.home() / "cja_audiences",
+        description="root of landing/, lake/, audiences/: a folder or a URL (s3://, gs://, abfs://)",
     )
     audiences_dir: Path = Field(
         PROJECT_ROOT / "include" / "audiences",
@@ -62,8 +75,30 @@ class Settings(BaseSettings):
         "2GB", description="DuckDB memory_limit of one audience computation"
     )
     compute_threads: int = Field(2, ge=1, le=64, description="DuckDB threads of one computation")
+    rate_budget_url: str = Field(
+        "",
+        description="where the per-org records/s budget lives across processes: redis://… "
+        "(Celery deployments); empty = one budget per process",
+    )
+    storage_options: Annotated[dict[str, Any], BeforeValidator(_json_object)] = Field(
+        default_factory=dict,
+        description="fsspec options (JSON) for an object-storage home, e.g. endpoint_url; "
+        "credentials come from the provider's own chain (AWS_* variables, instance roles)",
+    )
+    membership_ttl_days: float = Field(
+        30.0, gt=1, le=420, description="validUntil of a sent membership: days after sending"
+    )
+    renewal_margin_hours: float = Field(
+        48.0, ge=0, description="renew when validUntil falls before the next refresh + this"
+    )
+    renewal_spread_days: float = Field(
+        21.0, ge=0, description="a new member's validUntil is moved earlier by up to this"
+    )
+    reconcile_sample: int = Field(
+        1000, ge=1, description="members (and as many recent exits) read back per reconcile"
+    )
 
-    @field_validator("home", "audiences_dir", "filters_dir", mode="after")
+    @field_validator("audiences_dir", "filters_dir", mode="after")
     @classmethod
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()

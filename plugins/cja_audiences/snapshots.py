@@ -16,33 +16,35 @@ a conditional PUT of current.json (``If-Match`` the ETag read with the base).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow.parquet as pq
-
+from cja_audiences import clock
 from cja_audiences.diff import diff_members
-from cja_audiences.lake.layout import (
-    atomic_path,
-    file_lock,
-    is_safe_name,
-    read_json,
-    write_json,
-)
+from cja_audiences.lake.layout import is_safe_name, read_json, write_json
 from cja_audiences.lake.lease import RunLease
 from cja_audiences.lake.runs import (
     CURRENT,
     ENTERED,
     EXITED,
     MEMBERS,
+    RENEWED,
+    RUN_RECORD,
     RUNS,
     read_run_record,
     update_run_record,
+)
+from cja_audiences.lake.storage import (
+    LakePath,
+    connect,
+    copy_file,
+    exclusive,
+    makedirs,
+    parquet_rows,
+    remove_tree,
+    same_path,
 )
 from cja_audiences.publish import sent
 
@@ -55,35 +57,40 @@ class SnapshotError(RuntimeError):
     """A snapshot operation that must not happen; the message says why and what to do."""
 
 
-def _locked(audience_dir: Path) -> AbstractContextManager[None]:
-    """One writer of current.json and of the runs folder at a time (commit, rollback, prune)."""
-    return file_lock(audience_dir / LOCK)
+@contextmanager
+def _locked(audience_dir: LakePath) -> Iterator[None]:
+    """One writer of current.json and of the runs folder at a time (commit, rollback, prune),
+    across processes and workers: an flock locally, a conditional-write lock object on
+    object storage (``storage.exclusive``)."""
+    makedirs(audience_dir)
+    with exclusive(audience_dir / LOCK):
+        yield
 
 
-def current_run(audience_dir: Path) -> dict[str, Any] | None:
+def current_run(audience_dir: LakePath) -> dict[str, Any] | None:
     """{"run_id", "committed_at", "size"} of the last committed run, None before the first."""
     return read_json(audience_dir / CURRENT)
 
 
-def current_run_dir(audience_dir: Path) -> Path | None:
+def current_run_dir(audience_dir: LakePath) -> LakePath | None:
     """The committed run's folder: the ``previous_run_dir`` of the next diff."""
     current = current_run(audience_dir)
     return audience_dir / RUNS / current["run_id"] if current else None
 
 
-def newest_run_dir(audience_dir: Path) -> Path | None:
+def newest_run_dir(audience_dir: LakePath) -> LakePath | None:
     """The most recently created run, committed or not (None when there is none)."""
     runs = _run_dirs(audience_dir)
     return runs[-1] if runs else None
 
 
-def last_committed_at(audience_dir: Path) -> datetime | None:
+def last_committed_at(audience_dir: LakePath) -> datetime | None:
     """For ``specs.calendar.refresh_due``."""
     current = current_run(audience_dir)
     return datetime.fromisoformat(current["committed_at"]) if current else None
 
 
-def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
+def commit(audience_dir: LakePath, run_dir: LakePath) -> dict[str, Any]:
     """Make ``run_dir`` the current run; call only after its publish fully succeeded.
 
     Refuses (SnapshotError, current.json untouched) a run that was blocked by guardrails, not
@@ -103,7 +110,7 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
             _check_committable(audience_dir, run_dir, record)
             pointer = {
                 "run_id": run_dir.name,
-                "committed_at": datetime.now(UTC).isoformat(),
+                "committed_at": clock.now().isoformat(),
                 "size": record["diff"]["size"],
             }
             update_run_record(
@@ -116,7 +123,7 @@ def commit(audience_dir: Path, run_dir: Path) -> dict[str, Any]:
     return pointer
 
 
-def _mark_superseded(audience_dir: Path, run_dir: Path) -> None:
+def _mark_superseded(audience_dir: LakePath, run_dir: LakePath) -> None:
     """The runs whose sends this committed run's diff corrected never count again."""
     corrected = (read_run_record(run_dir).get("diff") or {}).get("corrections", {})
     for run_id in corrected.get("run_ids", []):
@@ -125,9 +132,9 @@ def _mark_superseded(audience_dir: Path, run_dir: Path) -> None:
             update_run_record(superseded, superseded_by=run_dir.name)
 
 
-def _check_committable(audience_dir: Path, run_dir: Path, record: dict[str, Any]) -> None:
+def _check_committable(audience_dir: LakePath, run_dir: LakePath, record: dict[str, Any]) -> None:
     name = run_dir.name
-    if run_dir.resolve().parent != (audience_dir / RUNS).resolve():
+    if not same_path(run_dir.parent, audience_dir / RUNS):
         raise SnapshotError(f"{run_dir} is not a run of {audience_dir}")
     if not (run_dir / MEMBERS).exists() or "diff" not in record:
         raise SnapshotError(f"run {name} has no members or diff; compute and diff it first")
@@ -166,17 +173,20 @@ def publish_succeeded(publish: dict[str, Any]) -> bool:
     return not publish.get("dead_lettered")
 
 
-def _runs_dir(audience_dir: Path) -> Path:
+def _runs_dir(audience_dir: LakePath) -> LakePath:
     return audience_dir / RUNS
 
 
-def _created(run_dir: Path) -> float:
-    """A run is as old as its members snapshot (written once, never rewritten)."""
-    members = run_dir / MEMBERS
-    return (members if members.exists() else run_dir).stat().st_mtime
+def _created(run_dir: LakePath) -> float:
+    """A run is as old as its members snapshot (written once, never rewritten); before
+    compute, as its run record (object storage has no folder times)."""
+    for candidate in (run_dir / MEMBERS, run_dir / RUN_RECORD):
+        if candidate.exists():
+            return candidate.stat().st_mtime
+    return run_dir.stat().st_mtime
 
 
-def _run_dirs(audience_dir: Path) -> list[Path]:
+def _run_dirs(audience_dir: LakePath) -> list[LakePath]:
     """Oldest first."""
     runs = _runs_dir(audience_dir)
     if not runs.is_dir():
@@ -201,7 +211,7 @@ def _status(record: dict[str, Any], is_current: bool) -> str:
     return "pending"
 
 
-def _summary(run_dir: Path, current_id: str | None) -> dict[str, Any]:
+def _summary(run_dir: LakePath, current_id: str | None) -> dict[str, Any]:
     record = read_run_record(run_dir)
     diff = record.get("diff", {})
     return {
@@ -215,14 +225,14 @@ def _summary(run_dir: Path, current_id: str | None) -> dict[str, Any]:
     }
 
 
-def list_runs(audience_dir: Path) -> list[dict[str, Any]]:
+def list_runs(audience_dir: LakePath) -> list[dict[str, Any]]:
     """One summary per run, oldest first: run_id, created_at, status, size, entered, exited."""
     current = current_run(audience_dir)
     current_id = current["run_id"] if current else None
     return [_summary(d, current_id) for d in _run_dirs(audience_dir)]
 
 
-def _run_dir(audience_dir: Path, run_id: str) -> Path:
+def _run_dir(audience_dir: LakePath, run_id: str) -> LakePath:
     if not is_safe_name(run_id):
         raise SnapshotError(
             f"{run_id!r} is not a run id (letters, digits, '-', '_' and '.'; see `runs list`)"
@@ -234,12 +244,12 @@ def _run_dir(audience_dir: Path, run_id: str) -> Path:
     return run_dir
 
 
-def show_run(audience_dir: Path, run_id: str) -> dict[str, Any]:
+def show_run(audience_dir: LakePath, run_id: str) -> dict[str, Any]:
     """The run's summary, its full run.json and the row count of each Parquet file."""
     run_dir = _run_dir(audience_dir, run_id)
     current = current_run(audience_dir)
     files = {
-        name: pq.ParquetFile(run_dir / name).metadata.num_rows
+        name: parquet_rows(run_dir / name)
         for name in (MEMBERS, ENTERED, EXITED)
         if (run_dir / name).exists()
     }
@@ -250,15 +260,17 @@ def show_run(audience_dir: Path, run_id: str) -> dict[str, Any]:
     }
 
 
-def dry_run_report(run_dir: Path, sample: int = SAMPLE_SIZE) -> dict[str, Any]:
+def dry_run_report(run_dir: LakePath, sample: int = SAMPLE_SIZE) -> dict[str, Any]:
     """What a publish would send (counts and a sample per status), sending and committing
     nothing; recorded as run.json["dry_run"], which also keeps the run from being committed.
 
     Samples show person ids and masked identity values: enough to recognise, not to leak.
     """
     statuses = {"realized": run_dir / ENTERED, "exited": run_dir / EXITED}
+    if (run_dir / RENEWED).exists():
+        statuses["renewed"] = run_dir / RENEWED  # realized again, counted apart
     report: dict[str, Any] = {"sent": 0, "committed": False}
-    con = duckdb.connect()
+    con = connect(run_dir)
     try:
         for status, path in statuses.items():
             rows = con.execute(
@@ -267,7 +279,7 @@ def dry_run_report(run_dir: Path, sample: int = SAMPLE_SIZE) -> dict[str, Any]:
                 {"path": str(path), "n": sample},
             ).fetchall()
             report[status] = {
-                "count": pq.ParquetFile(path).metadata.num_rows,
+                "count": parquet_rows(path),
                 "sample": [
                     {"person_id": p, "namespace": ns, "identity": mask(i)} for p, ns, i in rows
                 ],
@@ -284,10 +296,10 @@ def mask(value: str) -> str:
 
 
 def rollback(
-    audience_dir: Path,
+    audience_dir: LakePath,
     target_run_id: str,
-    new_run_dir: Path,
-    publish: Callable[[Path], dict[str, Any]],
+    new_run_dir: LakePath,
+    publish: Callable[[LakePath], dict[str, Any]],
     *,
     dry_run: bool = False,
     lease_wait_s: float = 0.0,
@@ -298,8 +310,8 @@ def rollback(
     independent of AEP. Only a run that was once committed can be a target: a blocked or
     failed run was never a valid published state. ``dry_run`` stops after the diff with a
     ``dry_run_report``. The rollback holds the audience lease from diff to commit (waiting
-    up to ``lease_wait_s`` for a running refresh, else ``AudienceBusy``). If publish raises, current.json stays where it was; re-running the
-    rollback with a new run dir is safe.
+    up to ``lease_wait_s`` for a running refresh, else ``AudienceBusy``). If publish raises,
+    current.json stays where it was; re-running the rollback with a new run dir is safe.
     """
     target = _run_dir(audience_dir, target_run_id)
     target_record = read_run_record(target)
@@ -313,7 +325,7 @@ def rollback(
             f"run {target_run_id} was never published ({_status(target_record, False)}); "
             "roll back only to a run that was current once (see `runs list`)"
         )
-    if new_run_dir.resolve().parent != _runs_dir(audience_dir).resolve() or new_run_dir.exists():
+    if not same_path(new_run_dir.parent, _runs_dir(audience_dir)) or new_run_dir.exists():
         raise SnapshotError(f"{new_run_dir} must be a new folder under {_runs_dir(audience_dir)}")
     marker = audience_dir / ROLLBACK_MARKER
     with _locked(audience_dir):
@@ -325,13 +337,12 @@ def rollback(
         write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
     lease = RunLease(new_run_dir, audience_id=audience_dir.name)
     try:
-        new_run_dir.mkdir(parents=True)
+        makedirs(new_run_dir)
         lease.take(wait_s=lease_wait_s, reason=f"rollback to {target_run_id}")
         current = current_run(audience_dir)  # as of holding the lease
         if current is None or current["run_id"] == target_run_id:
             raise SnapshotError(f"run {target_run_id} became current meanwhile; nothing to do")
-        with atomic_path(new_run_dir / MEMBERS) as tmp:
-            shutil.copyfile(target / MEMBERS, tmp)
+        copy_file(target / MEMBERS, new_run_dir / MEMBERS)
         update_run_record(
             new_run_dir,
             rollback={"target_run_id": target_run_id, "from_run_id": current["run_id"]},
@@ -354,10 +365,11 @@ def rollback(
         return {**result, "publish": record, "current": commit(audience_dir, new_run_dir)}
     finally:
         lease.release()  # a no-op after commit; a failed rollback's sends stay outstanding
-        marker.unlink(missing_ok=True)
+        if marker.exists():
+            marker.unlink()
 
 
-def prune(audience_dir: Path, keep: int) -> list[str]:
+def prune(audience_dir: LakePath, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest runs; returns the deleted run ids, oldest first.
 
     Never deletes the current run, the target or new run of a rollback in progress, nor a
@@ -375,5 +387,5 @@ def prune(audience_dir: Path, keep: int) -> list[str]:
         runs = _run_dirs(audience_dir)
         doomed = [r for r in runs[: max(len(runs) - keep, 0)] if r.name not in protected]
         for run_dir in doomed:
-            shutil.rmtree(run_dir)
+            remove_tree(run_dir)
     return [r.name for r in doomed]

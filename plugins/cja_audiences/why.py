@@ -265,6 +265,7 @@ class Probe:
             files + person_files,
             memory_limit=settings.compute_memory_limit,
             threads=settings.compute_threads,
+            lake=lake.root,
         )
         focus = pa.table({"person_id": pa.array(list(persons), pa.string())})
         self.con.register("focus", focus)

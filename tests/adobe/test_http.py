@@ -89,7 +89,7 @@ def test_the_streaming_inlet_refusing_a_token_refreshes_it(emu, tmp_path):
         org_id=config.org_id,
         dataset_id=config.dataset_id,
         schema_id=config.schema_id,
-        segment_namespace="ups",
+        segment_namespace="cjaAudiences",
         audience_id="high_value",
         qualification_time=qualification_time(),
     )

@@ -21,7 +21,7 @@ def factory(**overrides) -> RecordFactory:
         "org_id": "ORG@AdobeOrg",
         "dataset_id": "ds1",
         "schema_id": "https://ns.adobe.com/tenant/schemas/abc",
-        "segment_namespace": "ups",
+        "segment_namespace": "cjaAudiences",
         "audience_id": "high_value",
         "qualification_time": "2026-11-28T10:00:00.000+00:00",
     }
@@ -37,7 +37,7 @@ def test_encoded_message_equals_built_dict_and_meets_schema(status, identity):
     assert validate(encoded, PROFILE_RECORD_SCHEMA) == []
     entity = encoded["body"]["xdmEntity"]
     assert entity["identityMap"] == {"ECID": [{"id": identity, "primary": True}]}
-    membership = entity["segmentMembership"]["ups"]["high_value"]
+    membership = entity["segmentMembership"]["cjaAudiences"]["high_value"]
     assert membership == {"status": status, "lastQualificationTime": f.qualification_time}
     assert encoded["header"]["schemaRef"] == encoded["body"]["xdmMeta"]["schemaRef"]
 
@@ -78,15 +78,31 @@ def test_two_identities_or_two_audiences_are_refused():
     message = factory().build("ECID", "abc", STATUS_REALIZED)
     entity = message["body"]["xdmEntity"]
     entity["identityMap"]["Email"] = [{"id": "a@b.c", "primary": True}]
-    entity["segmentMembership"]["ups"]["other"] = entity["segmentMembership"]["ups"]["high_value"]
+    entity["segmentMembership"]["cjaAudiences"]["other"] = entity["segmentMembership"][
+        "cjaAudiences"
+    ]["high_value"]
     errors = validate(message, PROFILE_RECORD_SCHEMA)
     assert any("identityMap: at most 1" in e for e in errors)
-    assert any("segmentMembership.ups: at most 1" in e for e in errors)
+    assert any("segmentMembership.cjaAudiences: at most 1" in e for e in errors)
 
 
 def test_qualification_time_is_utc_iso_with_milliseconds():
     value = qualification_time()
     assert value.endswith("+00:00") and len(value.split(".")[1]) == len("000+00:00")
+
+
+@pytest.mark.parametrize("identity", ["abc", 'quote"and\\slash'])
+def test_realized_records_carry_valid_until(identity):
+    f = factory()
+    until = "2026-12-28T10:00:00.000+00:00"
+    encoded = json.loads(f.encode("ECID", identity, STATUS_REALIZED, until))
+    assert encoded == f.build("ECID", identity, STATUS_REALIZED, until)
+    assert validate(encoded, PROFILE_RECORD_SCHEMA) == []
+    membership = encoded["body"]["xdmEntity"]["segmentMembership"]["cjaAudiences"]["high_value"]
+    assert membership["validUntil"] == until
+    assert json.loads(f.encode("ECID", identity, STATUS_REALIZED)) == f.build(
+        "ECID", identity, STATUS_REALIZED
+    )
 
 
 def test_flow_id_goes_in_the_header_when_the_connection_has_one():

@@ -120,7 +120,7 @@ def test_records_near_the_byte_budget_never_cause_413(emu, run_dir):
         org_id=config.org_id,
         dataset_id=config.dataset_id,
         schema_id=config.schema_id,
-        segment_namespace="ups",
+        segment_namespace="cjaAudiences",
         audience_id="high_value",
         qualification_time=qualification_time(),
     )
@@ -155,7 +155,7 @@ def test_a_request_refused_as_a_whole_is_halved_until_the_bad_record_stands_alon
         org_id=config.org_id,
         dataset_id=config.dataset_id,
         schema_id=config.schema_id,
-        segment_namespace="ups",
+        segment_namespace="cjaAudiences",
         audience_id="high_value",
         qualification_time=qualification_time(),
     )

@@ -105,3 +105,19 @@ def test_the_form_defaults_to_the_specs_window():
         "lookback_days": 30,
         "as_of": "2026-11-20",
     }
+
+
+def test_a_bucketed_audience_maps_compute_diff_and_publish_over_its_buckets():
+    from cja_audiences.airflow.dag_factory import build_audience_dag
+    from cja_audiences.settings import Settings
+
+    bucketed = spec("daily", START, buckets=4)
+    dag = build_audience_dag(bucketed, Settings(), None)
+    order = ["refresh_gate", "wait_for_data", "compute", "diff", "merge", "guardrails"]
+    for upstream, downstream in zip(order, [*order[1:], "publish"], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    assert "commit" in dag.get_task("publish").downstream_task_ids
+    for mapped in ("compute", "diff", "publish"):
+        assert dag.get_task(mapped).expand_input.value == {"bucket": [0, 1, 2, 3]}
+    plain = build_audience_dag(spec("daily", START), Settings(), None)
+    assert "merge" not in plain.task_ids

@@ -21,8 +21,15 @@ from tests.extract.conftest import write_events
 pytestmark = pytest.mark.integration
 
 # Routes of services with no spec in the set copied from Adobe (tests/contract/specs):
-# IMS, the External Audiences API (/data/core/ais) and Flow Service connections
-NO_SPEC_PREFIXES = ("/ims/", "/data/core/ais/", "/data/foundation/flowservice/")
+# IMS, the External Audiences API (/data/core/ais), Flow Service connections, the Schema
+# Registry and Identity Service namespaces (the doctor reads the last three)
+NO_SPEC_PREFIXES = (
+    "/ims/",
+    "/data/core/ais/",
+    "/data/foundation/flowservice/",
+    "/data/foundation/schemaregistry/",
+    "/data/core/idnamespace/",
+)
 AUDIENCES = "/data/core/ups/audiences"
 DEFINITIONS = "/data/core/ups/segment/definitions"
 ENTITIES = "/data/core/ups/access/entities"
@@ -152,6 +159,14 @@ def catalog(c: CheckedClient, _tmp: Path) -> None:
     assert one["status"] == "failed" and one["failedRecordCount"] == 3
     assert one["errors"][0]["code"] and one["sandboxId"]
     assert c.call("GET", BATCHES, params={"status": "nope"}).status_code == 400
+
+
+@scenario("GET /data/foundation/catalog/dataSets/{dataset_id}")
+def catalog_dataset(c: CheckedClient, _tmp: Path) -> None:
+    dataset_id = c.emu.config["dataset_id"]
+    body = c.call("GET", f"/data/foundation/catalog/dataSets/{dataset_id}").json()
+    assert body[dataset_id]["tags"]["unifiedProfile"] == ["enabled:true"]
+    assert c.call("GET", "/data/foundation/catalog/dataSets/nope").status_code == 404
 
 
 @scenario("POST /reports", "GET /reports/topItems", "GET /data/dataviews/{data_view_id}")

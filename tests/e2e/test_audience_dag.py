@@ -91,6 +91,9 @@ def test_refresh_sends_only_entries_and_exits(two_runs, emulator):
     assert record["diff"]["entered"] == len(after - before)
     assert record["diff"]["exited"] == len(before - after)
     assert record["publish"]["acknowledged"] == len(after ^ before)
+    assert record["diff"]["renewed"] == 0  # a day later nobody is near its validUntil
+    assert record["reconcile"]["drifted"] is False  # the reconcile task read AEP back
+    assert record["reconcile"]["checked"]["members"] == min(len(after), 1000)
 
 
 def test_rollback_restores_the_first_membership_exactly(two_runs, emulator):

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from tests.emulator.xdm import profile_message
+from tests.emulator.xdm import RECENT, profile_message, recent
 
 
 @pytest.fixture
@@ -33,7 +33,8 @@ def test_membership_json(members):
         "namespace": "CRMID",
         "identity": "e3",
         "status": "realized",
-        "last_qualification_time": "2026-11-01T10:00:00Z",
+        "last_qualification_time": RECENT,
+        "valid_until": None,
     }
     only_exited = members.admin("GET", "/membership/aud-1", params={"status": "exited"})
     assert [m["identity"] for m in only_exited["members"]] == ["e2"]
@@ -47,7 +48,13 @@ def test_membership_exports(members):
     assert [json.loads(line)["identity"] for line in lines] == ["e1", "e2", "e3"]
     parquet = requests.get(url, params={"format": "parquet"}, timeout=10).content
     table = pq.read_table(io.BytesIO(parquet))
-    assert table.column_names == ["namespace", "identity", "status", "last_qualification_time"]
+    assert table.column_names == [
+        "namespace",
+        "identity",
+        "status",
+        "last_qualification_time",
+        "valid_until",
+    ]
     assert table.column("identity").to_pylist() == ["e1", "e2", "e3"]
     assert requests.get(url, params={"format": "xml"}, timeout=10).status_code == 400
 
@@ -101,3 +108,47 @@ def test_bad_admin_bodies(emu):
     for body in (b"{", b"[1]"):
         response = requests.post(f"{emu.url}/_emulator/faults", data=body, timeout=10)
         assert response.status_code == 400
+
+
+def test_clock_lapses_memberships_by_valid_until_or_30_days(client):
+    """validUntil rules a live membership; without it 30 days from lastQualificationTime;
+    an exited one is deleted 30 days after the exit."""
+    c = client.emu.config
+    soon = profile_message(c, "v1")
+    soon["body"]["xdmEntity"]["segmentMembership"]["cjaAudiences"]["aud-1"]["validUntil"] = recent(
+        -24 * 10
+    )
+    client.stream([soon, profile_message(c, "d30"), profile_message(c, "x1", status="exited")])
+    assert len(client.emu.membership("aud-1")) == 3
+    client.emu.advance_clock(days=9)
+    assert {m["identity"] for m in client.emu.membership("aud-1")} == {"v1", "d30", "x1"}
+    lapsed = client.emu.advance_clock(days=2)["lapsed"]
+    assert lapsed == 1 and {m["identity"] for m in client.emu.membership("aud-1")} == {"d30", "x1"}
+    client.emu.advance_clock(days=19)
+    assert client.emu.membership("aud-1") == []
+    assert client.emu.admin("GET", "/clock")["offset_s"] == 30 * 86400
+
+
+def test_tamper_deletes_flips_expires_and_adds(members):
+    members.tamper(
+        "aud-1",
+        ("delete", "ECID", "e1"),
+        ("flip", "ECID", "e2"),
+        ("expire", "CRMID", "e3"),
+        ("add", "ECID", "stranger"),
+    )
+    held = {m["identity"]: m for m in members.membership("aud-1")}
+    assert set(held) == {"e2", "e3", "stranger"}
+    assert held["e2"]["status"] == "realized" and held["stranger"]["status"] == "realized"
+    assert held["e3"]["valid_until"] is not None
+    members.advance_clock(seconds=7200)
+    assert {m["identity"] for m in members.membership("aud-1")} == {"e2", "stranger"}
+
+
+def test_membership_identities_format_is_one_column(members):
+    url = f"{members.url}/_emulator/membership/aud-1"
+    response = requests.get(url, params={"format": "identities", "status": "realized"}, timeout=10)
+    assert pq.read_table(io.BytesIO(response.content)).column("identity").to_pylist() == [
+        "e1",
+        "e3",
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulator.xdm import profile_message
+from tests.emulator.xdm import RECENT, profile_message
 
 PATH = "/data/core/ups/access/entities"
 PROFILE = "_xdm.context.profile"
@@ -35,11 +35,11 @@ def test_get_returns_the_merged_profile(profiled):
     entity = view["entity"]
     assert entity["person"]["name"]["firstName"] == "Jane"
     assert entity["identityMap"]["Email"] == [{"id": "jane@example.com"}]
-    assert entity["segmentMembership"]["ups"]["aud-1"] == {
+    assert entity["segmentMembership"]["cjaAudiences"]["aud-1"] == {
         "status": "realized",
-        "lastQualificationTime": "2026-11-01T10:00:00Z",
+        "lastQualificationTime": RECENT,
     }
-    assert entity["segmentMembership"]["ups"]["aud-2"]["status"] == "exited"
+    assert entity["segmentMembership"]["cjaAudiences"]["aud-2"]["status"] == "exited"
 
 
 def test_any_identity_and_namespace_case_finds_the_profile(profiled):

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from emulator.process import start_emulator
-from tests.emulator.xdm import profile_message
+from tests.emulator.xdm import profile_message, recent
 
 EVENT_SCHEMA = "https://ns.adobe.com/cjaaudiencesdemo/schemas/69e398645c204a44a09c0b63581e725e"
 EVENT_DATASET = "659261be458ceedd76146386"
@@ -243,16 +243,11 @@ def test_event_records_need_id_and_timestamp(client):
 
 def test_membership_last_qualification_time_wins(client):
     c = client.emu.config
-    client.stream([profile_message(c, "e1", qualified_at="2026-11-02T00:00:00Z")])
-    client.stream([profile_message(c, "e1", status="exited", qualified_at="2026-11-01T00:00:00Z")])
+    client.stream([profile_message(c, "e1", qualified_at=recent(3))])
+    client.stream([profile_message(c, "e1", status="exited", qualified_at=recent(4))])
     [member] = client.emu.membership("aud-1")
-    assert (member["status"], member["last_qualification_time"]) == (
-        "realized",
-        "2026-11-02T00:00:00Z",
-    )
-    client.stream(
-        [profile_message(c, "e1", status="exited", qualified_at="2026-11-03T01:00:00+01:00")]
-    )
+    assert (member["status"], member["last_qualification_time"]) == ("realized", recent(3))
+    client.stream([profile_message(c, "e1", status="exited", qualified_at=recent(2, 1))])
     [member] = client.emu.membership("aud-1")
     assert member["status"] == "exited"
 
@@ -263,12 +258,12 @@ def test_memberships_merge_per_namespace_and_audience(client):
         [
             profile_message(c, "e1", "aud-1"),
             profile_message(c, "e1", "aud-2"),
-            profile_message(c, "e1", "aud-1", segment_namespace="aam"),
+            profile_message(c, "e1", "aud-1", segment_namespace="cjaAudiencesDev"),
         ]
     )
     assert len(client.emu.membership("aud-1")) == 1
     assert len(client.emu.membership("aud-2")) == 1
-    assert len(client.emu.membership("aud-1", namespace="aam")) == 1
+    assert len(client.emu.membership("aud-1", namespace="cjaAudiencesDev")) == 1
     assert client.emu.stats()["profiles"]["prod"] == 1
 
 
@@ -325,3 +320,47 @@ def test_state_survives_a_restart(tmp_path, emu):
         assert [a["name"] for a in listed["children"]] == ["kept"]
     finally:
         server.stop()
+
+
+def test_stats_count_received_records_per_org_in_a_one_second_window(client):
+    c = client.emu.config
+    for batch in (3, 4):
+        client.stream([profile_message(c, f"ecid-{batch}-{i}") for i in range(batch)])
+    rate = client.emu.stats()["records_per_s_by_org"][c["org_id"]]
+    assert rate["window_s"] == 1.0 and rate["received"] == 7
+    assert rate["max"] == 7  # both requests fell in one second
+    assert rate["current"] in (0, 7)
+
+
+def test_the_sliding_window_forgets_old_arrivals():
+    from emulator.state import OrgRate
+
+    rate = OrgRate()
+    rate.add(5, now=0.0, wall=100.9)
+    rate.add(5, now=0.5, wall=101.4)
+    rate.add(3, now=1.2, wall=102.1)  # the first arrival left the window
+    stats = rate.as_dict(now=1.3)
+    assert (stats["current"], stats["max"], stats["received"]) == (8, 10, 13)
+    assert stats["per_second"] == {"100": 5, "101": 5, "102": 3}
+    assert stats["max_calendar_second"] == 5
+    assert rate.as_dict(now=5.0)["current"] == 0
+
+
+def test_membership_needs_a_provisioned_custom_non_people_namespace(client):
+    """Inferred from Adobe's external-audience tutorial: the record is refused downstream."""
+    c = client.emu.config
+    for namespace in ("ups", "Email", "nosuch"):
+        message = profile_message(c, "e1", segment_namespace=namespace)
+        refused = _one(client, message, synchronousValidation="true")
+        assert refused.status_code == 400, refused.text
+        message = refused.text
+        assert f"segmentMembership.{namespace}" in message
+        assert "custom non-people identity namespace" in message
+    assert client.emu.membership("aud-1", namespace="ups") == []
+
+
+def test_a_dataset_not_enabled_for_profile_never_reaches_profile(client):
+    c = client.emu.config
+    body = client.stream([profile_message(c, "e1", dataset_id="65d0a1b2c3d4e5f60718293a")]).json()
+    assert "xactionId" in body["responses"][0]
+    assert client.emu.membership("aud-1") == []

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+
+_NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def recent(hours_ago: float = 1.0, offset_hours: int = 0) -> str:
+    """A qualification time ``hours_ago`` before the test session started (recent enough not
+    to have lapsed: AEP keeps a membership 30 days), written with a UTC offset."""
+    moment = (_NOW - timedelta(hours=hours_ago)).astimezone(timezone(timedelta(hours=offset_hours)))
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+RECENT = recent()
 
 
 def profile_message(
@@ -12,8 +25,8 @@ def profile_message(
     *,
     status: str = "realized",
     namespace: str = "ECID",
-    qualified_at: str | None = "2026-11-01T10:00:00Z",
-    segment_namespace: str = "ups",
+    qualified_at: str | None = RECENT,
+    segment_namespace: str = "cjaAudiences",
     dataset_id: str | None = None,
     schema_id: str | None = None,
 ) -> dict[str, Any]:

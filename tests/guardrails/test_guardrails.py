@@ -395,3 +395,29 @@ def test_an_external_audience_must_refresh_well_inside_its_ttl(tmp_path, frequen
     assert verdicts(report)["external_ttl"] == verdict
     if verdict == "block":
         assert "publish.ttl_days" in report.message
+
+
+def test_renewals_are_reported_as_sends_but_not_counted_as_change(tmp_path):
+    from cja_audiences.guardrails import _change_check, _sends_check
+
+    diff = {"entered": 10, "exited": 10, "renewed": 500, "size": 1000, "previous_size": 1000}
+    spec = _renewal_spec()
+    change = _change_check(spec, spec.guardrails.limits(), diff, tmp_path)
+    assert change.figure == 2.0 and change.verdict == "pass"
+    sends = _sends_check(diff)
+    assert sends.figure == 520 and "500 renewed" in sends.message
+
+
+def _renewal_spec():
+    from cja_audiences.specs.model import AudienceSpec
+
+    return AudienceSpec.model_validate(
+        {
+            "id": "renewals",
+            "name": "Renewals",
+            "refresh": {"frequency": "daily", "lookback_days": 7},
+            "filter": {
+                "rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}
+            },
+        }
+    )

@@ -9,9 +9,9 @@ import pytest
 
 from cja_audiences.lake.lease import (
     AudienceBusy,
+    LakeLeaseBackend,
     LeaseLost,
     Leases,
-    LocalLeaseBackend,
     RunLease,
 )
 from cja_audiences.lake.runs import read_run_record
@@ -32,7 +32,7 @@ def clock():
 
 @pytest.fixture
 def leases(tmp_path, clock):
-    return Leases(LocalLeaseBackend(tmp_path), ttl_s=60, clock=clock)
+    return Leases(LakeLeaseBackend(tmp_path), ttl_s=60, clock=clock)
 
 
 def test_a_second_holder_is_refused_until_release(leases):
@@ -70,14 +70,14 @@ def test_hold_renews_only_when_a_third_of_the_ttl_is_used(leases, clock):
 
 
 def test_waiting_ends_when_the_holder_releases(tmp_path):
-    leases = Leases(LocalLeaseBackend(tmp_path), ttl_s=60)
+    leases = Leases(LakeLeaseBackend(tmp_path), ttl_s=60)
     held = leases.acquire("aud", "rA")
     threading.Timer(0.3, leases.release, ("aud", "rA", held.token)).start()
     assert leases.acquire("aud", "rB", wait_s=10).holder == "rB"
 
 
 def test_compare_and_swap_refuses_a_stale_version(tmp_path):
-    backend = LocalLeaseBackend(tmp_path)
+    backend = LakeLeaseBackend(tmp_path)
     assert backend.store("aud", {"x": 1}, None)
     _record, version = backend.load("aud")
     assert backend.store("aud", {"x": 2}, version)
@@ -87,7 +87,7 @@ def test_compare_and_swap_refuses_a_stale_version(tmp_path):
 
 
 def test_many_threads_racing_get_one_holder(tmp_path):
-    leases = Leases(LocalLeaseBackend(tmp_path), ttl_s=60)
+    leases = Leases(LakeLeaseBackend(tmp_path), ttl_s=60)
     winners, start = [], threading.Barrier(8)
 
     def race(name: str) -> None:

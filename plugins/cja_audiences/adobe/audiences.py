@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from cja_audiences.adobe.http import PlatformClient
+from cja_audiences.adobe.http import PlatformClient, PlatformError
 
 AUDIENCES_PATH = "/data/core/ups/audiences"
 ORIGIN_NAME = "CUSTOM_UPLOAD"  # the value for CJA-published audiences is unconfirmed (§6.1)
@@ -40,8 +40,57 @@ def find_audience(client: PlatformClient, audience_id: str) -> dict[str, Any] | 
     return None
 
 
+class RegistrationRefused(PlatformError):
+    """AEP refused to register or update the audience; the message names what is missing."""
+
+
+# Adobe's 403 examples for /audiences (segmentation.yaml) -> what the org or credential lacks
+REFUSALS = (
+    (
+        ("UPAPI-113740", "not enabled for External Segment"),
+        "the org is not enabled for external audiences (UPAPI-113740-403). Ask Adobe support "
+        "or your account team to enable external audiences (external segments) for the org",
+    ),
+    (
+        ("UPAPI-113752", "Permission denied on some resources"),
+        "the API credential lacks permission on audiences in this sandbox (attribute-based "
+        "access control, UPAPI-113752-403). In Adobe Admin Console > Experience Platform, give "
+        "the credential's product profile the 'Manage Audiences' and 'View Audiences' "
+        "permissions for the sandbox, and the labels of the audience's data, if any",
+    ),
+)
+
+
+def explain_refusal(error: PlatformError, audience_id: str, sandbox: str) -> PlatformError:
+    """A 403 from the Audiences API turned into the entitlement or setting that is missing."""
+    if error.status != 403:
+        return error
+    text = str(error)
+    for needles, reason in REFUSALS:
+        if any(needle in text for needle in needles):
+            return RegistrationRefused(
+                f"AEP refused to register audience {audience_id} in sandbox {sandbox}: {reason}. "
+                f"AEP said: {text}",
+                status=403,
+            )
+    return RegistrationRefused(
+        f"AEP refused to register audience {audience_id} in sandbox {sandbox} (HTTP 403): "
+        f"check the credential's product profile has audience permissions there. AEP said: {text}",
+        status=403,
+    )
+
+
 def ensure_audience(client: PlatformClient, spec: Any, *, segment_namespace: str) -> dict[str, Any]:
-    """Create the audience, or update what changed; returns {id, audienceId, name, action}."""
+    """Create the audience, or update what changed; returns {id, audienceId, name, action}.
+
+    A 403 becomes a :class:`RegistrationRefused` naming the missing entitlement."""
+    try:
+        return _ensure(client, spec, segment_namespace)
+    except PlatformError as exc:
+        raise explain_refusal(exc, spec.id, client.config.sandbox) from exc
+
+
+def _ensure(client: PlatformClient, spec: Any, segment_namespace: str) -> dict[str, Any]:
     existing = find_audience(client, spec.id)
     wanted = desired_fields(spec)
     if existing is None:

@@ -37,7 +37,7 @@ class AdobeConfig(BaseModel):
     flow_id: str | None = None  # the streaming dataflow's id (header.flowId), if it has one
     dataset_id: str | None = None
     schema_id: str | None = None
-    segment_namespace: str = "ups"
+    segment_namespace: str | None = None  # the custom audience namespace; no default
     authenticated_inlet: bool = True
     rate_limit: float = 1500.0  # records/s; 0 = off
     concurrency: int = 4
@@ -76,6 +76,20 @@ class AdobeConfig(BaseModel):
             extra = json.loads(extra)
         return cls.from_connection(conn["host"], conn["login"], conn["password"], extra)
 
+    def audience_namespace(self) -> str:
+        """The custom identity namespace keying ``segmentMembership``; a clear error if unset."""
+        if not self.segment_namespace:
+            raise MissingAudienceNamespace(
+                "the AEP connection (CJA_AUDIENCES_AEP_CONN_ID, default aep_default) has no "
+                "extra field 'segment_namespace'. Name the "
+                "custom identity namespace that keys this org's external audience membership. "
+                "Adobe provisions it: create it in Identity Service (Identities > Create "
+                "identity namespace, type Non-people identifier), then ask Adobe support to "
+                "enable it for external audiences (help/segmentation/tutorials/"
+                "using-external-audiences.md). AEP's own 'ups' namespace is not for this."
+            )
+        return self.segment_namespace
+
     def platform_headers(self, token: str) -> dict[str, str]:
         """The headers every Platform and CJA API call carries."""
         return {
@@ -85,6 +99,10 @@ class AdobeConfig(BaseModel):
             "x-sandbox-name": self.sandbox,
             "Accept": "application/json",
         }
+
+
+class MissingAudienceNamespace(ValueError):
+    """The AEP connection names no custom audience namespace."""
 
 
 class ImsError(RuntimeError):

@@ -77,9 +77,18 @@ class PlatformClient:
         self.session = requests.Session()
 
     def request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        """The decoded JSON body of a 2xx answer; raises ``PlatformError`` otherwise."""
+        """The decoded JSON body of a 2xx answer; raises ``PlatformError`` otherwise.
+
+        ``headers`` add to (or override) the platform headers, e.g. the Schema Registry's
+        ``Accept``."""
         url = f"{self.config.base_url}{path}"
 
         def send(token: str | None) -> requests.Response:
@@ -88,7 +97,7 @@ class PlatformClient:
                 url,
                 json=json,
                 params=params,
-                headers=self.tokens.headers(token or ""),
+                headers={**self.tokens.headers(token or ""), **(headers or {})},
                 timeout=self.config.timeout,
             )
 

@@ -1,20 +1,51 @@
 """Client-side rate limits for Adobe's APIs: records per second and requests per window.
 
-AEP's streaming capacity is counted in records per second per org, so publishers share a
-token bucket per org (:func:`shared_bucket`); the CJA Reporting API counts requests in a
-sliding window per user, so its client holds a :class:`SlidingWindowLimiter`.
+AEP's streaming capacity is counted in records per second per org, so every publisher of an
+org draws from one budget (:func:`shared_bucket`): in one process a :class:`TokenBucket`;
+across processes and Celery workers a :class:`RedisTokenBucket` (one bucket per org in the
+Redis the deployment already runs as its broker), chosen by ``CJA_AUDIENCES_RATE_BUDGET_URL``.
+Idle budget goes to whoever publishes: nothing is split per task. The CJA Reporting API
+counts requests in a sliding window per user, so its client holds a
+:class:`SlidingWindowLimiter`.
+
+Both buckets reserve first and sleep off the debt outside any lock, hold at most
+``BURST_S`` seconds of budget when idle, and publishers send requests of at most that many
+records (``records_per_request``), so no one-second span carries more than the budget plus
+a few percent, however many publishers share it.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 REPORTING_REQUESTS_PER_WINDOW = 12
 REPORTING_WINDOW_S = 6.0
 REPORTING_MARGIN_S = 0.25
+
+
+BURST_S = 0.02  # idle budget kept (and records per request): 20 ms worth of the rate
+
+
+def burst(rate: float) -> float:
+    return max(1.0, rate * BURST_S)
+
+
+def records_per_request(rate: float) -> int | None:
+    """The largest request a budgeted publisher sends (None: no budget, bytes decide)."""
+    return math.ceil(burst(rate)) if rate > 0 else None
+
+
+class RateLimiter(Protocol):
+    """What a sender needs: take ``count`` records of budget, waiting as long as it takes."""
+
+    rate: float
+
+    def acquire(self, count: int) -> None: ...
 
 
 class TokenBucket:
@@ -28,7 +59,7 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("rate must be positive (use no bucket to turn the limit off)")
         self.rate = rate
-        self.capacity = capacity or rate
+        self.capacity = capacity or burst(rate)
         self._tokens = self.capacity
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
@@ -48,19 +79,80 @@ class TokenBucket:
             time.sleep(wait)
 
 
-_buckets: dict[str, TokenBucket] = {}
+# KEYS[1] = the org's bucket; ARGV = rate, capacity, count. Redis's own clock, so every
+# worker agrees on time; the state expires when nobody has published for an hour.
+_RESERVE_LUA = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(state[1]) or capacity
+local stamp = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - stamp) * rate) - tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(now))
+redis.call('EXPIRE', KEYS[1], 3600)
+if tokens >= 0 then return '0' end
+return tostring(-tokens / rate)
+"""
+
+
+class RedisTokenBucket:
+    """One records/s bucket per org in Redis, shared by every process and worker.
+
+    The reservation is one atomic Lua script on Redis's clock; the caller sleeps off its
+    debt locally, so Redis is asked once per request and never held.
+    """
+
+    def __init__(self, client: Any, org_id: str, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive (use no bucket to turn the limit off)")
+        self.rate = rate
+        self.capacity = burst(rate)
+        self.key = f"cja_audiences:rate:{org_id}"
+        self._reserve = client.register_script(_RESERVE_LUA)
+
+    def reserve(self, count: int) -> float:
+        return float(self._reserve(keys=[self.key], args=[self.rate, self.capacity, count]))
+
+    def acquire(self, count: int) -> None:
+        wait = self.reserve(count)
+        if wait:
+            time.sleep(wait)
+
+
+_buckets: dict[tuple[str, str], RateLimiter] = {}
 _buckets_lock = threading.Lock()
 
 
-def shared_bucket(org_id: str, rate: float) -> TokenBucket | None:
-    """The process-wide bucket for an org (AEP's capacity is per org); None when rate is 0."""
+def shared_bucket(org_id: str, rate: float, budget_url: str = "") -> RateLimiter | None:
+    """The org's budget (AEP's capacity is per org); None when rate is 0.
+
+    ``budget_url`` empty: one bucket per process (the fallback for single-process runs: the
+    demo, ``make airflow``, one worker). ``redis://…``: one bucket per org for every process
+    that names the same Redis (Celery deployments).
+    """
     if rate <= 0:
         return None
     with _buckets_lock:
-        bucket = _buckets.get(org_id)
+        bucket = _buckets.get((budget_url, org_id))
         if bucket is None or bucket.rate != rate:
-            bucket = _buckets[org_id] = TokenBucket(rate)
+            bucket = _buckets[(budget_url, org_id)] = _new_bucket(org_id, rate, budget_url)
         return bucket
+
+
+def _new_bucket(org_id: str, rate: float, budget_url: str) -> RateLimiter:
+    if not budget_url:
+        return TokenBucket(rate)
+    if budget_url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        return RedisTokenBucket(redis.Redis.from_url(budget_url), org_id, rate)
+    scheme = budget_url.split(":", 1)[0]  # never echo the URL: it may hold a password
+    raise ValueError(
+        f"CJA_AUDIENCES_RATE_BUDGET_URL has scheme {scheme!r}: use redis://host:port/db (the "
+        "Celery broker's Redis works), or leave it empty for one budget per process"
+    )
 
 
 class SlidingWindowLimiter:

@@ -1,7 +1,8 @@
 """XDM profile-record envelopes carrying audience membership (adobe-apis.md §4.3, §5.3).
 
 One message per member: the member's identity (primary, in ``identityMap``) and
-``segmentMembership.<ns>.<audienceId> = {status, lastQualificationTime}``.
+``segmentMembership.<ns>.<audienceId> = {status, lastQualificationTime, validUntil}``
+(``validUntil`` on realized records: without it AEP keeps the membership only 30 days).
 
 Speed matters (millions of records per publish), so each (namespace, status) pair is rendered
 once into a JSON template that is checked against :data:`PROFILE_RECORD_SCHEMA`; per record only
@@ -17,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jsonschema
+
+from cja_audiences import clock
 
 STATUS_REALIZED = "realized"
 STATUS_EXITED = "exited"
@@ -40,6 +43,7 @@ _MEMBERSHIP = {
     "properties": {
         "status": {"enum": [STATUS_REALIZED, STATUS_EXITED]},
         "lastQualificationTime": {"type": "string", "pattern": _ISO_TIME},
+        "validUntil": {"type": "string", "pattern": _ISO_TIME},
     },
 }
 _IDENTITY = {
@@ -176,7 +180,7 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
 
 def qualification_time(now: datetime | None = None) -> str:
     """``lastQualificationTime`` for a publish: UTC, millisecond precision, ISO 8601."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    moment = (now or clock.now()).astimezone(UTC)
     return moment.isoformat(timespec="milliseconds")
 
 
@@ -187,6 +191,7 @@ class RecordFactory:
     """
 
     _PLACEHOLDER = "\x00identity\x00"
+    _UNTIL = "\x00validUntil\x00"
 
     def __init__(
         self,
@@ -208,11 +213,16 @@ class RecordFactory:
         self.qualification_time = qualification_time
         self.source_name = source_name
         self.flow_id = flow_id  # the HTTP API dataflow's id: the spec's header.flowId
-        self._templates: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._templates: dict[tuple[str, str, bool], tuple[bytes, bytes, bytes]] = {}
 
-    def build(self, namespace: str, identity: str, status: str) -> dict[str, Any]:
+    def build(
+        self, namespace: str, identity: str, status: str, valid_until: str | None = None
+    ) -> dict[str, Any]:
         """The message as a dict (what ``encode`` serializes)."""
         schema_ref = {"id": self.schema_id, "contentType": XDM_CONTENT_TYPE}
+        membership = {"status": status, "lastQualificationTime": self.qualification_time}
+        if valid_until is not None:
+            membership["validUntil"] = valid_until
         header: dict[str, Any] = {
             "schemaRef": schema_ref,
             "imsOrgId": self.org_id,
@@ -227,41 +237,41 @@ class RecordFactory:
                 "xdmMeta": {"schemaRef": dict(schema_ref)},
                 "xdmEntity": {
                     "identityMap": {namespace: [{"id": identity, "primary": True}]},
-                    "segmentMembership": {
-                        self.segment_namespace: {
-                            self.audience_id: {
-                                "status": status,
-                                "lastQualificationTime": self.qualification_time,
-                            }
-                        }
-                    },
+                    "segmentMembership": {self.segment_namespace: {self.audience_id: membership}},
                 },
             },
         }
 
-    def encode(self, namespace: str, identity: str, status: str) -> bytes:
+    def encode(
+        self, namespace: str, identity: str, status: str, valid_until: str | None = None
+    ) -> bytes:
         """Compact JSON for one member; raises ``InvalidRecord`` for an unusable identity."""
         problem = identity_problem(identity)
         if problem:
             raise InvalidRecord(f"$.body.xdmEntity.identityMap.{namespace}[0].id: {problem}")
-        prefix, suffix = self._template(namespace, status)
-        return prefix + json.dumps(identity).encode() + suffix
+        prefix, middle, suffix = self._template(namespace, status, valid_until is not None)
+        body = prefix + json.dumps(identity).encode() + middle
+        return body + f'"{valid_until}"'.encode() + suffix if valid_until else body
 
-    def _template(self, namespace: str, status: str) -> tuple[bytes, bytes]:
-        key = (namespace, status)
+    def _template(self, namespace: str, status: str, until: bool) -> tuple[bytes, bytes, bytes]:
+        key = (namespace, status, until)
         template = self._templates.get(key)
         if template is None:
-            self.check(namespace, status)
-            text = json.dumps(
-                self.build(namespace, self._PLACEHOLDER, status), separators=(",", ":")
+            self.check(namespace, status, self.qualification_time if until else None)
+            message = self.build(
+                namespace, self._PLACEHOLDER, status, self._UNTIL if until else None
             )
-            prefix, suffix = text.split(json.dumps(self._PLACEHOLDER))
-            template = self._templates[key] = (prefix.encode(), suffix.encode())
+            text = json.dumps(message, separators=(",", ":"))
+            prefix, rest = text.split(json.dumps(self._PLACEHOLDER))
+            middle, suffix = rest.split(json.dumps(self._UNTIL)) if until else (rest, "")
+            template = self._templates[key] = (prefix.encode(), middle.encode(), suffix.encode())
         return template
 
-    def check(self, namespace: str, status: str) -> None:
+    def check(self, namespace: str, status: str, valid_until: str | None = None) -> None:
         """Validate the message shape for this namespace and status against the schema."""
-        errors = validate(self.build(namespace, "sample", status), PROFILE_RECORD_SCHEMA)
+        errors = validate(
+            self.build(namespace, "sample", status, valid_until), PROFILE_RECORD_SCHEMA
+        )
         if errors:
             raise RecordSchemaError(
                 "membership messages would not meet the XDM profile-record schema "

@@ -24,7 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import TokenProvider
-from cja_audiences.adobe.rate import TokenBucket
+from cja_audiences.adobe.rate import RateLimiter
 from cja_audiences.adobe.retry import (
     RetriesExhausted,
     RetryPolicy,
@@ -66,8 +66,11 @@ def request_body(messages: Iterable[bytes]) -> bytes:
     return _OPEN + b",".join(messages) + _CLOSE
 
 
-def pack(items: list[Item], budget: int) -> tuple[list[list[Item]], list[Item]]:
-    """Split items into request bodies of at most ``budget`` bytes, keeping their order.
+def pack(
+    items: list[Item], budget: int, max_records: int | None = None
+) -> tuple[list[list[Item]], list[Item]]:
+    """Split items into request bodies of at most ``budget`` bytes (and ``max_records``
+    messages), keeping their order.
 
     Returns (requests, oversize): an item that alone exceeds the budget cannot be sent.
     """
@@ -81,7 +84,8 @@ def pack(items: list[Item], budget: int) -> tuple[list[list[Item]], list[Item]]:
             oversize.append(item)
             continue
         added = length + (1 if current else 0)
-        if current and size + added > budget:
+        full = max_records is not None and len(current) >= max_records
+        if current and (size + added > budget or full):
             requests_.append(current)
             current, size, added = [], len(_OPEN) + len(_CLOSE), length
         current.append(item)
@@ -160,7 +164,7 @@ class StreamingSender:
         options: SendOptions,
         tokens: TokenProvider | None,
         stats: SendStats | None = None,
-        bucket: TokenBucket | None = None,
+        bucket: RateLimiter | None = None,
     ) -> None:
         if not config.inlet_id:
             raise ValueError("the AEP connection has no inlet_id (extra field 'inlet_id')")

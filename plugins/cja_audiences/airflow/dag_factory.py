@@ -7,6 +7,7 @@ stays cheap: specs are YAML + pydantic, nothing here touches the lake or the net
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,17 @@ from airflow.sdk import (
 )
 
 from cja_audiences import guardrails
-from cja_audiences.airflow.operators.aep import AEPProfilePublishOperator
+from cja_audiences.airflow.operators.aep import (
+    AEPPreflightOperator,
+    AEPProfilePublishOperator,
+    AEPReconcileOperator,
+)
 from cja_audiences.airflow.operators.audience import (
     AudienceCommitOperator,
     AudienceComputeOperator,
     AudienceDiffOperator,
     AudienceGuardrailsOperator,
+    AudienceMergeOperator,
     RefreshGateOperator,
     record_failure,
 )
@@ -181,24 +187,50 @@ def doc_md(spec: AudienceSpec) -> str:
     )
 
 
-def add_refresh_tasks(audience_id: Any, aep_conn_id: str) -> Any:
-    """gate -> freshness -> compute -> diff -> guardrails -> publish -> commit; returns gate."""
+def add_refresh_tasks(audience_id: Any, aep_conn_id: str, buckets: int | None = None) -> Any:
+    """gate -> preflight -> freshness -> compute -> diff -> guardrails -> publish -> commit ->
+    reconcile; returns gate.
+
+    With ``buckets`` compute, diff and publish are mapped over the person buckets (spread
+    over the workers) and a merge between diff and guardrails makes the whole audience the
+    guardrails' input. Without it (also in ``cja_audiences_all``, where the audience is only
+    known at run time) a bucketed audience runs its buckets in turn inside each task.
+    """
     gate = RefreshGateOperator(task_id="refresh_gate", audience_id=audience_id)
-    fresh = LakeFreshnessSensor(task_id="wait_for_data", audience_id=audience_id)
-    computed = AudienceComputeOperator(task_id="compute", audience_id=audience_id)
-    diffed = AudienceDiffOperator(task_id="diff", audience_id=audience_id)
-    checked = AudienceGuardrailsOperator(task_id="guardrails", audience_id=audience_id, retries=0)
-    published = AEPProfilePublishOperator(
-        task_id="publish",
-        audience_id=audience_id,
-        aep_conn_id=aep_conn_id,
-        pool=PUBLISH_POOL,
-        retries=3,
-        retry_delay=timedelta(seconds=30),
-        retry_exponential_backoff=True,
+    preflight = AEPPreflightOperator(
+        task_id="preflight", audience_id=audience_id, aep_conn_id=aep_conn_id, retries=0
     )
+    fresh = LakeFreshnessSensor(task_id="wait_for_data", audience_id=audience_id)
+    checked = AudienceGuardrailsOperator(task_id="guardrails", audience_id=audience_id, retries=0)
+    publish = {
+        "task_id": "publish",
+        "audience_id": audience_id,
+        "aep_conn_id": aep_conn_id,
+        "pool": PUBLISH_POOL,
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+    }
     committed = AudienceCommitOperator(task_id="commit", audience_id=audience_id)
-    gate >> fresh >> computed >> diffed >> checked >> published >> committed
+    if buckets:
+        each = {"bucket": list(range(buckets))}
+        computed = AudienceComputeOperator.partial(task_id="compute", audience_id=audience_id)
+        diffed = AudienceDiffOperator.partial(task_id="diff", audience_id=audience_id)
+        merged = AudienceMergeOperator(task_id="merge", audience_id=audience_id)
+        published = AEPProfilePublishOperator.partial(**publish).expand(**each)
+        chain = [computed.expand(**each), diffed.expand(**each), merged]
+    else:
+        chain = [
+            AudienceComputeOperator(task_id="compute", audience_id=audience_id),
+            AudienceDiffOperator(task_id="diff", audience_id=audience_id),
+        ]
+        published = AEPProfilePublishOperator(**publish)
+    reconciled = AEPReconcileOperator(
+        task_id="reconcile", audience_id=audience_id, aep_conn_id=aep_conn_id
+    )
+    stages = [gate, preflight, fresh, *chain, checked, published, committed, reconciled]
+    for upstream, downstream in pairwise(stages):
+        upstream >> downstream
     return gate
 
 
@@ -219,7 +251,7 @@ def build_audience_dag(spec: AudienceSpec, settings: Settings, new_data: Asset |
         params=refresh_params(spec),
         doc_md=doc_md(spec),
     ) as dag:
-        add_refresh_tasks(spec.id, settings.aep_conn_id)
+        add_refresh_tasks(spec.id, settings.aep_conn_id, spec.refresh.buckets)
     return dag
 
 

@@ -117,12 +117,13 @@ class LakeMissing(LookupError):
 def _event_dates(settings: Settings) -> list[date]:
     """The dates the lake holds events for, oldest first; reads only, creates nothing."""
     from cja_audiences.lake.layout import Lake
+    from cja_audiences.lake.partitions import partition_files
 
     events = Lake(settings.home).events
     dates = sorted(
         date.fromisoformat(p.name.removeprefix("date="))
         for p in events.glob("date=*")
-        if any(p.glob("*.parquet"))
+        if partition_files(p)
     )
     if not dates:
         state = "holds no event partitions" if events.is_dir() else "does not exist"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from cja_audiences.cli import audiences, membership, runs
+from cja_audiences.cli import audiences, doctor, membership, reconcile, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audiences from Customer Journey Analytics data, published to Adobe RTCDP.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (audiences, runs, membership):
+    for group in (audiences, runs, membership, doctor, reconcile):
         group.register(subparsers)
     return parser
 

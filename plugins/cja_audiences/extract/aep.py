@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from cja_audiences.extract.lines import JSON_OBJECT, numbered, read_lines
+from cja_audiences.lake.storage import LakePath, local_copy
 
 DEFAULT_PERSON_NAMESPACES = ("ECID", "CRMID", "Email")
 # further dimension name -> JSON path inside the event
@@ -86,7 +87,7 @@ FROM (
 class AEPExportSource:
     """Candidate batches from XDM ExperienceEvent JSON-lines files (``.json`` / ``.json.gz``)."""
 
-    files: Sequence[Path]
+    files: Sequence[LakePath]
     person_namespaces: Sequence[str] = DEFAULT_PERSON_NAMESPACES
     dimension_paths: Mapping[str, str] = field(default_factory=lambda: DEFAULT_DIMENSION_PATHS)
     tenant_field: str | None = None  # e.g. "_acme": its scalar fields become dimensions
@@ -134,18 +135,19 @@ class AEPExportSource:
         try:
             for path in self.files:
                 line, rows = 1, 0
-                for batch in read_lines(path):
-                    yield numbered(
-                        con,
-                        batch,
-                        select,
-                        file=path.name,
-                        first=line,
-                        inner=inner,
-                        params=params,
-                    )
-                    line += batch.num_rows
-                    rows += batch.num_rows
+                with local_copy(path) as local:  # object storage: read a local copy
+                    for batch in read_lines(local):
+                        yield numbered(
+                            con,
+                            batch,
+                            select,
+                            file=path.name,
+                            first=line,
+                            inner=inner,
+                            params=params,
+                        )
+                        line += batch.num_rows
+                        rows += batch.num_rows
                 self._rows[path.name] = rows
         finally:
             con.close()
@@ -154,7 +156,7 @@ class AEPExportSource:
         return {"files": [str(f) for f in self.files], "rows_per_file": dict(self._rows)}
 
 
-def dataset_files(folder: Path) -> list[Path]:
+def dataset_files(folder: LakePath) -> list[LakePath]:
     """The JSON-lines files of an AEP dataset export folder, in name order."""
     return sorted(
         p for p in folder.rglob("*") if p.is_file() and p.name.endswith((".json", ".json.gz"))

@@ -23,7 +23,6 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from cja_audiences.extract.lines import BLOCK_SIZE, JSON_OBJECT, numbered, read_lines
+from cja_audiences.lake.storage import LakePath, lake_path, local_copy
 
 log = logging.getLogger(__name__)
 EXPORT_FILE = re.compile(r"^cja-export-(?P<instance>.+)-(?P<idx>\d+)\.(?P<fmt>csv|json)\.gz$")
@@ -84,8 +84,8 @@ class Delivery:
 
     id: str
     report_instance_id: str
-    files: tuple[Path, ...]
-    manifest: Path | None = None
+    files: tuple[LakePath, ...]
+    manifest: LakePath | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,13 +98,13 @@ class Delivery:
 
 # -- finding deliveries ---------------------------------------------------------------------
 
-_md5_cache: dict[tuple[str, int, int], str] = {}
+_md5_cache: dict[tuple[str, int, float], str] = {}
 
 
-def file_md5(path: Path) -> str:
+def file_md5(path: LakePath) -> str:
     """MD5 hex digest, cached per (path, size, mtime): pollers re-check the same files."""
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime)
     if key not in _md5_cache:
         digest = hashlib.md5(usedforsecurity=False)
         with path.open("rb") as handle:
@@ -114,24 +114,24 @@ def file_md5(path: Path) -> str:
     return _md5_cache[key]
 
 
-_manifest_cache: dict[tuple[str, int, int], list[tuple[str, str]] | None] = {}
+_manifest_cache: dict[tuple[str, int, float], list[tuple[str, str]] | None] = {}
 
 
-def read_manifest(path: Path) -> list[tuple[str, str]] | None:
+def read_manifest(path: LakePath) -> list[tuple[str, str]] | None:
     """(file name, md5) pairs if ``path`` is a manifest, else None (it is a data file).
 
     Cached per (path, size, mtime): a landing watcher asks about the same files every poll.
     """
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime)
     if key not in _manifest_cache:
         _manifest_cache[key] = _parse_manifest(path)
     return _manifest_cache[key]
 
 
-def _parse_manifest(path: Path) -> list[tuple[str, str]] | None:
+def _parse_manifest(path: LakePath) -> list[tuple[str, str]] | None:
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
+        with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as handle:
             head = handle.read(1 << 20)
         document = json.loads(head)
     except (OSError, EOFError, ValueError):
@@ -161,8 +161,8 @@ def _first(entry: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return next((entry[k] for k in keys if k in entry), None)
 
 
-def _group(landing_dir: Path) -> dict[str, list[Path]]:
-    groups: dict[str, list[Path]] = {}
+def _group(landing_dir: LakePath) -> dict[str, list[LakePath]]:
+    groups: dict[str, list[LakePath]] = {}
     if not landing_dir.is_dir():
         return groups
     for path in sorted(landing_dir.iterdir()):
@@ -172,12 +172,14 @@ def _group(landing_dir: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def _idx(path: Path) -> int:
+def _idx(path: LakePath) -> int:
     match = EXPORT_FILE.match(path.name)
     return int(match["idx"]) if match else -1
 
 
-def check_delivery(instance: str, paths: list[Path], *, require_manifest: bool = True) -> Delivery:
+def check_delivery(
+    instance: str, paths: list[LakePath], *, require_manifest: bool = True
+) -> Delivery:
     """The delivery of ``instance`` if complete; else :class:`DeliveryError` saying why."""
     manifests = [
         (p, listed)
@@ -228,7 +230,7 @@ def check_delivery(instance: str, paths: list[Path], *, require_manifest: bool =
 
 
 def complete_deliveries(
-    landing_dir: Path | str, *, require_manifest: bool = True
+    landing_dir: LakePath | str, *, require_manifest: bool = True
 ) -> list[Delivery]:
     """Every complete delivery in ``landing_dir``, oldest report instance first.
 
@@ -236,7 +238,7 @@ def complete_deliveries(
     :func:`check_delivery` says why a given one is not complete.
     """
     deliveries = []
-    for instance, paths in _group(Path(landing_dir)).items():
+    for instance, paths in _group(lake_path(landing_dir)).items():
         try:
             deliveries.append(check_delivery(instance, paths, require_manifest=require_manifest))
         except DeliveryRejected as exc:
@@ -244,11 +246,11 @@ def complete_deliveries(
         except DeliveryError:
             continue
     return sorted(
-        deliveries, key=lambda d: min(os.path.getmtime(f) for f in d.files or (d.manifest,))
+        deliveries, key=lambda d: min(f.stat().st_mtime for f in d.files or (d.manifest,))
     )
 
 
-def find_delivery(landing_dir: Path | str, delivery_id: str) -> Delivery:
+def find_delivery(landing_dir: LakePath | str, delivery_id: str) -> Delivery:
     """The complete delivery with ``delivery_id`` (from a trigger event), or DeliveryError."""
     for delivery in complete_deliveries(landing_dir, require_manifest=False):
         if delivery.id == delivery_id or delivery.report_instance_id == delivery_id:
@@ -283,9 +285,10 @@ class ExportSource:
             for path in self.delivery.files:
                 reader = _csv_batches if path.name.endswith(".csv.gz") else _json_batches
                 rows = 0
-                for batch in reader(path, self, con):
-                    rows += batch.num_rows
-                    yield batch
+                with local_copy(path) as local:  # object storage: read a local copy
+                    for batch in reader(local, self, con):
+                        rows += batch.num_rows
+                        yield batch
                 self._rows[path.name] = rows
         finally:
             con.close()

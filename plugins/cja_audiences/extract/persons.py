@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from cja_audiences.lake.layout import Lake, write_parquet
+from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import IDENTITY_COLUMNS, PERSON_SCHEMA
 
 PERSONS_FILE = "persons.parquet"
@@ -52,7 +53,7 @@ ORDER BY person_id
 
 def update_persons(lake: Lake, dates: list[str], con: duckdb.DuckDBPyConnection) -> int:
     """Merge the persons of the given event partitions into the persons table; its size."""
-    files = [str(f) for d in dates for f in sorted(lake.event_partition(d).glob("*.parquet"))]
+    files = [str(f) for d in dates for f in partition_files(lake.event_partition(d))]
     if not files:
         return 0
     path = lake.persons / PERSONS_FILE

@@ -4,8 +4,9 @@ Every writer stages its output in a hidden folder beside ``lake/events`` (reader
 ``date=*`` and never see it) and calls :func:`publish_partitions` only once everything is
 written and checked. Each staged partition then replaces the live one whole: on Linux by an
 atomic directory exchange (``renameat2(RENAME_EXCHANGE)``), elsewhere by two renames a few
-microseconds apart. Partitions that were not staged are left alone, so a rerun for one day
-touches only that day.
+microseconds apart. On object storage the staging folder is local and each partition is
+published as a new generation behind a pointer (``lake.partitions``). Partitions that were
+not staged are left alone, so a rerun for one day touches only that day.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import ctypes
 import ctypes.util
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from cja_audiences.lake.partitions import publish_generation
+from cja_audiences.lake.storage import LakePath, is_remote
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -62,11 +67,15 @@ def replace_dir(staged: Path, target: Path) -> None:
 
 
 @contextmanager
-def staging_dir(events_dir: Path) -> Iterator[Path]:
-    """A hidden folder beside the live partitions, removed whatever happens."""
-    events_dir.mkdir(parents=True, exist_ok=True)
-    staging = events_dir / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
+def staging_dir(events_dir: LakePath) -> Iterator[Path]:
+    """A hidden folder beside the live partitions (a local one for object storage), removed
+    whatever happens."""
+    if is_remote(events_dir):
+        staging = Path(tempfile.mkdtemp(prefix="cja-staging-"))
+    else:
+        events_dir.mkdir(parents=True, exist_ok=True)
+        staging = events_dir / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
     try:
         yield staging
     finally:
@@ -78,11 +87,14 @@ def staged_partitions(staging: Path) -> list[Path]:
     return sorted(p for p in staging.iterdir() if p.is_dir() and p.name.startswith("date="))
 
 
-def publish_partitions(staging: Path, events_dir: Path) -> list[str]:
+def publish_partitions(staging: Path, events_dir: LakePath) -> list[str]:
     """Replace each live partition that ``staging`` holds; returns the dates published."""
     dates = []
     for partition in staged_partitions(staging):
-        replace_dir(partition, events_dir / partition.name)
+        if is_remote(events_dir):
+            publish_generation(partition, events_dir / partition.name)
+        else:
+            replace_dir(partition, events_dir / partition.name)
         dates.append(partition.name.removeprefix("date="))
     return dates
 

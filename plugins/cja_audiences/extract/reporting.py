@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,6 +42,7 @@ from cja_audiences.adobe.retry import (
 from cja_audiences.extract.source import run_extract
 from cja_audiences.extract.writer import Mode
 from cja_audiences.lake.layout import Lake, read_json, write_json
+from cja_audiences.lake.storage import LakePath, makedirs, remove_tree
 
 REPORTING_RETRIES = RetryPolicy(max_retries=7, backoff_base=0.5, backoff_cap=60.0)
 DEFAULT_PAGE_LIMIT = 1000  # rows per page; the topItems maximum Adobe documents
@@ -261,7 +260,7 @@ class ReportingSource:
     data_view_id: str
     start: datetime
     end: datetime
-    checkpoint_dir: Path
+    checkpoint_dir: LakePath
     granularity: str = "day"
     page_limit: int = DEFAULT_PAGE_LIMIT
     timezone: str = "UTC"  # the data view's: windows are its days or hours
@@ -288,7 +287,7 @@ class ReportingSource:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @property
-    def pages_dir(self) -> Path:
+    def pages_dir(self) -> LakePath:
         return self.checkpoint_dir / self.pull_id
 
     def body(self, window: tuple[datetime, datetime], page: int) -> dict[str, Any]:
@@ -313,7 +312,7 @@ class ReportingSource:
 
     def pages(self) -> Iterator[tuple[tuple[datetime, datetime], int, dict[str, Any]]]:
         """(window, page number, response body) for every page of the pull, in order."""
-        self.pages_dir.mkdir(parents=True, exist_ok=True)
+        makedirs(self.pages_dir)
         cuts = windows(self.start, self.end, self.granularity, self.timezone)
         for index, window in enumerate(cuts):
             page = 0
@@ -385,7 +384,7 @@ class ReportingSource:
 
     def discard_checkpoints(self) -> None:
         """Drop the saved pages once the pull has landed (a rerun then pulls afresh)."""
-        shutil.rmtree(self.pages_dir, ignore_errors=True)
+        remove_tree(self.pages_dir)
 
 
 def covers_whole_days(start: datetime, end: datetime) -> bool:

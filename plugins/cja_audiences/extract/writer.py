@@ -46,13 +46,16 @@ from cja_audiences.extract.normalize import (
 )
 from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
-from cja_audiences.lake.layout import Lake, atomic_path, file_lock, safe_name
+from cja_audiences.lake.layout import Lake, atomic_path, safe_name
+from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA
+from cja_audiences.lake.storage import connect, exclusive, parquet_rows
 
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
 ROW_GROUP_SIZE = 128 * 1024
 LANDING_LOCK = ".landing.lock"  # lake/.landing.lock: held while a run merges and swaps dates
+LANDING_WAIT_S = 1800.0  # object storage: how long a landing waits for (and holds) the lock
 BUFFER_ROWS = 256 * 1024  # rows held in memory across dates before they go to staging
 _INCOMING = EVENT_SCHEMA.append(pa.field("_seq", pa.int64()))
 
@@ -98,7 +101,7 @@ class PartitionWriter:
         self.namespace = namespace
         self.list_separator = list_separator
         self.quarantine_path = lake.quarantine(source, safe_name(run_id)) / "rejected.parquet"
-        self._con = duckdb.connect()
+        self._con = connect(lake.root)
         self._con.execute("SET TimeZone = 'UTC'")
         self._incoming: dict[str, pq.ParquetWriter] = {}
         self._buffers: dict[str, list[pa.Table]] = {}
@@ -199,7 +202,8 @@ class PartitionWriter:
             raise ExtractRejected(self._rejection_message(rejected, bad_share))
         # one landing at a time: two extracts of the same date would each merge the live
         # partition as it was before the other, and the last swap would drop the other's rows
-        with file_lock(self.lake.root / "lake" / LANDING_LOCK):
+        lock = self.lake.root / "lake" / LANDING_LOCK
+        with exclusive(lock, timeout_s=LANDING_WAIT_S, ttl_s=LANDING_WAIT_S):
             partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
             publish_partitions(self._staging_path, self.lake.events)
             persons = update_persons(self.lake, list(partitions), self._con)
@@ -224,7 +228,7 @@ class PartitionWriter:
             return 0
         with atomic_path(self.quarantine_path) as tmp:
             shutil.move(staged, tmp)
-        return pq.ParquetFile(self.quarantine_path).metadata.num_rows
+        return parquet_rows(self.quarantine_path)
 
     def _rejection_message(self, rejected: int, share: float) -> str:
         reasons = ", ".join(f"{reason!r} x{n}" for reason, n in self._reasons.most_common(5))
@@ -253,7 +257,7 @@ class PartitionWriter:
         """Build the staged partition for ``date``: dedupe, merge, sort, bucket; its rows."""
         incoming = self._staging_path / ".incoming" / f"{date}.parquet"
         live = self.lake.event_partition(date)
-        live_files = sorted(live.glob("*.parquet")) if self.mode == "merge" else []
+        live_files = partition_files(live) if self.mode == "merge" else []
         columns = ", ".join(f'"{f.name}"' for f in EVENT_SCHEMA)
         union = f"SELECT {columns}, 1 AS _new, _seq FROM read_parquet(?, hive_partitioning = false)"
         params: list[Any] = [str(incoming)]

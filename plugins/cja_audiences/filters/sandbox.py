@@ -21,10 +21,11 @@ import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from cja_audiences.lake.storage import LakePath, connect
 
 
 class UnsafeSQL(ValueError):
@@ -33,12 +34,18 @@ class UnsafeSQL(ValueError):
 
 @contextmanager
 def sandboxed_connection(
-    inputs: Sequence[Path], *, memory_limit: str = "2GB", threads: int = 2
+    inputs: Sequence[LakePath],
+    *,
+    memory_limit: str = "2GB",
+    threads: int = 2,
+    lake: LakePath | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory connection that may read only ``inputs``, spilling to a private
     temporary folder; closed on exit."""
     with tempfile.TemporaryDirectory(prefix="cja-compute-") as spill:
-        con = locked_connection(inputs, memory_limit=memory_limit, threads=threads, spill=spill)
+        con = locked_connection(
+            inputs, memory_limit=memory_limit, threads=threads, spill=spill, lake=lake
+        )
         try:
             yield con
         finally:
@@ -46,10 +53,16 @@ def sandboxed_connection(
 
 
 def locked_connection(
-    inputs: Sequence[Path | str], *, memory_limit: str, threads: int, spill: str | None = None
+    inputs: Sequence[LakePath | str],
+    *,
+    memory_limit: str,
+    threads: int,
+    spill: str | None = None,
+    lake: LakePath | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """The locked-down connection itself (the caller closes it). ``allowed_paths`` would let
-    a COPY overwrite an input, so filter SQL must also pass :func:`check_select`."""
+    a COPY overwrite an input, so filter SQL must also pass :func:`check_select`. ``lake``
+    registers an object-storage lake's filesystem (``storage.connect``) before the lock."""
     config: dict[str, Any] = {
         "threads": threads,
         "memory_limit": memory_limit,
@@ -59,7 +72,7 @@ def locked_connection(
     }
     if spill is not None:
         config["temp_directory"] = spill
-    con = duckdb.connect(config=config)
+    con = connect(*([lake] if lake is not None else []), config=config)
     con.execute("SET enable_progress_bar = false")
     con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in inputs]})
     con.execute("SET enable_external_access = false")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from cja_audiences.lake.partitions import partition_files
+from cja_audiences.lake.storage import LakePath, lake_path
 
 
-def partition_ready(events_dir: Path, date: str) -> bool:
+def partition_ready(events_dir: LakePath | str, date: str) -> bool:
     """True when ``date``'s events partition holds at least one Parquet file."""
-    partition = events_dir / f"date={date}"
-    return partition.is_dir() and any(partition.glob("*.parquet"))
+    return bool(partition_files(lake_path(events_dir) / f"date={date}"))

@@ -1,56 +1,53 @@
 """The lake's layout (DESIGN §3) and the atomic writes every stage uses.
 
-A stage reads its inputs from here and writes its outputs here. Writes go to a temporary
-name in the same folder and are renamed into place, so a reader never sees half a file.
+A stage reads its inputs from here and writes its outputs here. The root is a local folder
+or object storage (``lake.storage``); every write is atomic on both, so a reader never sees
+half a file.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+from cja_audiences.lake.storage import DiskFull, LakePath, atomic_path, lake_path
+
+__all__ = ["DiskFull", "Lake", "atomic_path", "read_json", "write_json", "write_parquet"]
+
 
 class Lake:
-    """Paths under one root (``CJA_AUDIENCES_HOME``)."""
+    """Paths under one root (``CJA_AUDIENCES_HOME``): ``Path`` locally, ``UPath`` for URLs."""
 
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+    def __init__(self, root: LakePath | str) -> None:
+        self.root = lake_path(root)
 
     @property
-    def landing(self) -> Path:
+    def landing(self) -> LakePath:
         return self.root / "landing"
 
     @property
-    def events(self) -> Path:
+    def events(self) -> LakePath:
         return self.root / "lake" / "events"
 
     @property
-    def persons(self) -> Path:
+    def persons(self) -> LakePath:
         return self.root / "lake" / "persons"
 
-    def event_partition(self, date: str) -> Path:
+    def event_partition(self, date: str) -> LakePath:
         return self.events / f"date={date}"
 
-    def quarantine(self, source: str, run_id: str) -> Path:
+    def quarantine(self, source: str, run_id: str) -> LakePath:
         return self.root / "quarantine" / source / run_id
 
     @property
-    def audiences(self) -> Path:
+    def audiences(self) -> LakePath:
         return self.root / "audiences"
 
-    def audience_dir(self, audience_id: str) -> Path:
+    def audience_dir(self, audience_id: str) -> LakePath:
         """Refuses an id that is not a spec id (``../x`` would leave the lake)."""
         if not AUDIENCE_ID.fullmatch(audience_id):
             raise ValueError(
@@ -59,7 +56,7 @@ class Lake:
             )
         return self.audiences / audience_id
 
-    def run_dir(self, audience_id: str, run_id: str) -> Path:
+    def run_dir(self, audience_id: str, run_id: str) -> LakePath:
         return self.audience_dir(audience_id) / "runs" / safe_name(run_id)
 
 
@@ -86,69 +83,7 @@ def is_safe_name(name: str) -> bool:
         return False
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only on success.
-
-    A full disk (from Python, PyArrow or DuckDB alike) becomes :class:`DiskFull` naming
-    ``path``; the temporary file is removed, so nothing half-written stays behind.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        full = _disk_full(exc, path)
-        if full is None:
-            raise
-        raise full from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except Exception as exc:
-        full = _disk_full(exc, path)
-        if full is None:
-            raise
-        raise full from exc
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed): across processes and threads
-    on one host; every open of the file is a separate lock holder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class DiskFull(OSError):
-    """No space left while writing a lake file; the message names the file and the fix."""
-
-
-def _disk_full(exc: BaseException, path: Path) -> DiskFull | None:
-    if isinstance(exc, DiskFull):
-        return exc
-    if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc):
-        return None
-    try:
-        free = f"{shutil.disk_usage(path.parent).free:,} bytes free there"
-    except OSError:
-        free = "its folder is not readable"
-    return DiskFull(
-        errno.ENOSPC,
-        f"no space left on device writing {path} ({free}); nothing was half-written: free "
-        f"space on that file system (or move CJA_AUDIENCES_HOME) and retry the task",
-    )
-
-
-def write_parquet(table: pa.Table, path: Path) -> Path:
+def write_parquet(table: pa.Table, path: LakePath) -> LakePath:
     import pyarrow.parquet as pq  # here: paths alone (DAG parsing, the CLI) need no PyArrow
 
     with atomic_path(path) as tmp:
@@ -156,13 +91,13 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
     return path
 
 
-def write_json(obj: Any, path: Path) -> Path:
+def write_json(obj: Any, path: LakePath) -> LakePath:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
-def read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: LakePath, default: Any = None) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

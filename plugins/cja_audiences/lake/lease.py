@@ -13,26 +13,26 @@ publish and commit tasks, the CLI's rollback, a decommission) takes or checks:
 
 Everything is built on :class:`LeaseBackend`, whose only primitive is a compare-and-swap of
 one small record (``load`` returns the record and a version tag; ``store`` writes only if the
-tag still matches). :class:`LocalLeaseBackend` does it with ``flock`` on the local lake; an
-object store does it with a conditional PUT (``If-Match: <ETag>``, or ``If-None-Match: *``
-for the first write), so both keep the same guarantees. Expiry uses wall clocks: keep the TTL
+tag still matches). :class:`LakeLeaseBackend` does it with ``lake.storage``'s conditional
+writes: ``flock`` and a content digest on a local lake, a conditional PUT on S3
+(``If-Match: <ETag>``, or ``If-None-Match: *`` for the first write), so both keep the same
+guarantees. Expiry uses wall clocks: keep the TTL
 far above any clock skew between workers (the default is 30 minutes).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
-from cja_audiences.lake.layout import file_lock, read_json, write_json
 from cja_audiences.lake.runs import RUNS, read_run_record, update_run_record
+from cja_audiences.lake.storage import LakePath, lake_path, read_versioned, replace_if
 
 LEASE_FILE = "lease.json"
-LEASE_LOCK = ".lease.lock"
 DEFAULT_TTL_S = 1800.0
 POLL_S = 0.5
 
@@ -72,30 +72,31 @@ class LeaseBackend(Protocol):
         ...
 
 
-class LocalLeaseBackend:
-    """``<audiences>/<id>/lease.json``, swapped under an exclusive ``flock``.
+class LakeLeaseBackend:
+    """``<audiences>/<id>/lease.json``, swapped with the storage layer's compare-and-set.
 
-    The version tag is a counter inside the record, so a writer that read an older version
-    loses the swap. flock works across processes on one host (and on NFSv4 with locking).
+    ``storage.replace_if`` writes only if the file still has the version read (locally its
+    digest, checked under an ``flock``; on S3 its ETag with ``If-Match``), and the first
+    write is ``create_exclusive``. A counter inside the record makes every write's content,
+    hence its version, new. Works on a local lake and an S3 one alike.
     """
 
-    def __init__(self, audiences_dir: Path) -> None:
-        self.root = Path(audiences_dir)
+    def __init__(self, audiences_dir: LakePath) -> None:
+        self.root = lake_path(audiences_dir)
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> LakePath:
         return self.root / key / LEASE_FILE
 
     def load(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
-        record = read_json(self._path(key))
-        return record, None if record is None else str(record.get("version", 0))
+        current = read_versioned(self._path(key))
+        if current is None:
+            return None, None
+        return json.loads(current.data), current.token
 
     def store(self, key: str, record: dict[str, Any], expected: str | None) -> bool:
-        with file_lock(self.root / key / LEASE_LOCK):
-            _current, version = self.load(key)
-            if version != expected:
-                return False
-            write_json({**record, "version": int(expected or 0) + 1}, self._path(key))
-        return True
+        body = {**record, "version": int(record.get("version", 0)) + 1}
+        data = (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
+        return replace_if(self._path(key), data, expected)
 
 
 class Leases:
@@ -186,9 +187,17 @@ def _lease(record: dict[str, Any] | None) -> Lease | None:
     )
 
 
-def local_leases(audiences_dir: Path, ttl_s: float = DEFAULT_TTL_S) -> Leases:
-    """Leases of the local lake (``Lake.audiences``)."""
-    return Leases(LocalLeaseBackend(audiences_dir), ttl_s)
+def owning_run(folder: LakePath) -> LakePath:
+    """The run folder ``folder`` belongs to: itself, or the run of a folder nested in one
+    (a bucket's ``buckets/b0003``, a repair's ``repairs/<id>``), which shares its lease."""
+    if folder.parent.name != RUNS and folder.parent.parent.parent.name == RUNS:
+        return folder.parent.parent
+    return folder
+
+
+def lake_leases(audiences_dir: LakePath, ttl_s: float = DEFAULT_TTL_S) -> Leases:
+    """Leases of the lake (``Lake.audiences``), local or on object storage."""
+    return Leases(LakeLeaseBackend(audiences_dir), ttl_s)
 
 
 class RunLease:
@@ -197,16 +206,16 @@ class RunLease:
     so separate tasks (processes, workers) of one run share it."""
 
     def __init__(
-        self, run_dir: Path, leases: Leases | None = None, audience_id: str | None = None
+        self, run_dir: LakePath, leases: Leases | None = None, audience_id: str | None = None
     ) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = owning_run(lake_path(run_dir))
         # audiences/<id>/runs/<run>: the id is the folder's unless the caller knows the spec
         self.audience_id = audience_id or self.run_dir.parent.parent.name
         self.holder = self.run_dir.name
         # a run folder outside the layout (a benchmark's, a test's) keeps its leases beside it
         layout = self.run_dir.parent.name == RUNS
-        self.leases = leases or local_leases(
-            self.run_dir.parents[2] if layout else self.run_dir.parent
+        self.leases = leases or lake_leases(
+            self.run_dir.parent.parent.parent if layout else self.run_dir.parent
         )
         self._token: int | None = None
 

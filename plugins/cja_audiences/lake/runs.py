@@ -18,6 +18,10 @@ from cja_audiences.lake.layout import read_json, write_json
 MEMBERS = "members.parquet"
 ENTERED = "entered.parquet"
 EXITED = "exited.parquet"
+RENEWED = "renewed.parquet"  # unchanged members re-sent before their validUntil lapses
+MEMBERSHIP = "membership.parquet"  # what AEP holds after the publish: valid_until, last_sent
+REPAIR_REALIZED = "realized.parquet"  # in a reconcile repair folder (with exited.parquet)
+REPAIRS = "repairs"  # in a committed run: one folder per reconcile repair
 RUN_RECORD = "run.json"
 DEAD_LETTERS = "dead_letter.parquet"
 LEDGER_DIR = "ledger"
@@ -70,6 +74,10 @@ class RunRecord(BaseModel):
     publish: dict[str, Any] | None = None
     decommission: dict[str, Any] | None = None
     dry_run: dict[str, Any] | None = None
+    # reconcile (issue 12): {at, run_id, mode, checked: {members, exits}, drift: {missing,
+    # stale_status, expired, unexpected}, drifted, examples: {kind: [...]}, repair?, ...}
+    reconcile: dict[str, Any] | None = None
+    repair: dict[str, Any] | None = None  # a repair folder's publish summary
     commit: Commit | None = None
     rollback: Rollback | None = None
     failure: Failure | None = None

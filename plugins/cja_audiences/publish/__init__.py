@@ -15,6 +15,7 @@ from typing import Any
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.lake.layout import read_json
 from cja_audiences.lake.runs import CURRENT, RUNS, read_run_record
+from cja_audiences.lake.storage import lake_path
 from cja_audiences.publish import external, streaming
 
 
@@ -54,7 +55,7 @@ def publish_run(
 
     ``options`` tune the streaming sender, ``poll`` how external-audience runs are awaited.
     """
-    mode = _checked_mode(spec, config, Path(run_dir))
+    mode = _checked_mode(spec, config, lake_path(run_dir))
     if mode == external.MODE:
         return external.publish_external(
             config,
@@ -86,7 +87,7 @@ def decommission_run(
     tokens: Any = None,
 ) -> dict[str, Any]:
     """Take the audience out of AEP in the mode it was published in."""
-    mode = live_mode(Path(run_dir).parent.parent) or publish_mode(spec, config)
+    mode = live_mode(lake_path(run_dir).parent.parent) or publish_mode(spec, config)
     if mode == external.MODE:
         return external.publish_external(
             config, spec, run_dir, decommission=True, dry_run=dry_run, tokens=tokens

@@ -23,9 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from cja_audiences.adobe import external_audiences as api
 from cja_audiences.adobe.audiences import display_name
@@ -33,6 +31,7 @@ from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, PlatformError, TokenProvider
 from cja_audiences.lake.layout import atomic_path, read_json, write_json
 from cja_audiences.lake.runs import CURRENT, ENTERED, EXITED, MEMBERS, update_run_record
+from cja_audiences.lake.storage import LakePath, connect, lake_path, parquet_file, parquet_rows
 from cja_audiences.specs.model import HOLDOUT
 
 STATE_FILE = "external_audience.json"  # in the audience folder
@@ -71,7 +70,7 @@ def publish_external(
             "streaming mode supports; set publish_splits: combined (one external audience, "
             "the holdout left out) or publish.mode: streaming"
         )
-    job = _External(config, spec, Path(run_dir), poll or PollPolicy(), tokens)
+    job = _External(config, spec, lake_path(run_dir), poll or PollPolicy(), tokens)
     if decommission:
         return job.decommission(dry_run)
     return job.publish(full_republish, dry_run)
@@ -291,16 +290,16 @@ class _External:
             wait = min(wait * 2, self.poll.max_wait_s)
 
 
-def _rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+def _rows(path: LakePath) -> int:
+    return parquet_rows(path) if path.exists() else 0
 
 
-def _write_csv(run_dir: Path, target: Path, namespace: str, differential: bool) -> None:
+def _write_csv(run_dir: LakePath, target: Path, namespace: str, differential: bool) -> None:
     """identity,delete rows in the audience's namespace, streamed from the run's Parquet;
     a split test's holdout rows are never published."""
 
     def rows(name: str, delete: int) -> str:
-        held_out = "split" in pq.read_schema(run_dir / name).names
+        held_out = "split" in parquet_file(run_dir / name).schema_arrow.names
         where = " AND split IS DISTINCT FROM $holdout" if held_out else ""
         return (
             f"SELECT identity, {delete} AS delete FROM read_parquet(${name.split('.')[0]}) "
@@ -313,7 +312,7 @@ def _write_csv(run_dir: Path, target: Path, namespace: str, differential: bool) 
     else:
         query = rows(MEMBERS, 0)
         params = {"members": str(run_dir / MEMBERS)}
-    con = duckdb.connect()
+    con = connect(run_dir)
     try:
         if "$holdout" in query:
             params["holdout"] = HOLDOUT

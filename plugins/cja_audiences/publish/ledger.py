@@ -13,15 +13,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cja_audiences.lake.layout import read_json, write_json
 from cja_audiences.lake.runs import LEDGER_DIR
+from cja_audiences.lake.storage import LakePath, parquet_file, parquet_rows
 
 MANIFEST = "manifest.json"
 LEDGER_VERSION = 1
@@ -50,14 +49,14 @@ def chunk_id(kind: str, index: int) -> str:
     return f"{kind}-{index:06d}"
 
 
-def iter_chunks(path: Path, kind: str, status: str, chunk_size: int) -> Iterator[Chunk]:
+def iter_chunks(path: LakePath, kind: str, status: str, chunk_size: int) -> Iterator[Chunk]:
     """Stream ``path`` (MEMBER_SCHEMA, sorted by person_id) as fixed-size chunks.
 
     Reads record batches, so memory stays at about one chunk however large the file is.
     Raises ``ValueError`` naming the file when rows are not sorted by person_id, because
     unsorted input would make chunk boundaries depend on how the file was written.
     """
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     index = 0
@@ -78,7 +77,7 @@ def iter_chunks(path: Path, kind: str, status: str, chunk_size: int) -> Iterator
         yield Chunk(kind, index, status, pa.Table.from_batches(pending))
 
 
-def _check_sorted(ids: pa.Array, previous: str | None, path: Path) -> str | None:
+def _check_sorted(ids: pa.Array, previous: str | None, path: LakePath) -> str | None:
     if len(ids) == 0:
         return previous
     ordered = (
@@ -92,19 +91,19 @@ def _check_sorted(ids: pa.Array, previous: str | None, path: Path) -> str | None
     return ids[-1].as_py()
 
 
-def count_chunks(path: Path, chunk_size: int) -> tuple[int, int]:
+def count_chunks(path: LakePath, chunk_size: int) -> tuple[int, int]:
     """(rows, chunks) of an input file, from its footer only."""
-    rows = pq.ParquetFile(path).metadata.num_rows
+    rows = parquet_rows(path)
     return rows, -(-rows // chunk_size)
 
 
-def fingerprint(path: Path) -> dict[str, Any]:
+def fingerprint(path: LakePath) -> dict[str, Any]:
     """Identifies an input's exact content, so a ledger is never applied to another file."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 20):
             digest.update(block)
-    return {"rows": pq.ParquetFile(path).metadata.num_rows, "sha256": digest.hexdigest()}
+    return {"rows": parquet_rows(path), "sha256": digest.hexdigest()}
 
 
 class LedgerMismatch(RuntimeError):
@@ -114,7 +113,7 @@ class LedgerMismatch(RuntimeError):
 class Ledger:
     """``run_dir/ledger/``: a manifest of inputs plus one file per acknowledged chunk."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: LakePath) -> None:
         self.dir = run_dir / LEDGER_DIR
         self._acknowledged: set[str] = set()
 

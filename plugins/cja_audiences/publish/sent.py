@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cja_audiences.adobe.records import STATUS_EXITED, STATUS_REALIZED, qualification_time
+from cja_audiences.buckets import BUCKETS_DIR
 from cja_audiences.diff import Corrections
 from cja_audiences.lake.layout import read_json, write_json
 from cja_audiences.lake.runs import (
@@ -28,17 +28,22 @@ from cja_audiences.lake.runs import (
     EXITED,
     LEDGER_DIR,
     MEMBERS,
+    RENEWED,
+    REPAIR_REALIZED,
     RUNS,
     read_run_record,
 )
+from cja_audiences.lake.storage import LakePath, exclusive
 from cja_audiences.publish.ledger import MANIFEST
 
 CLOCK_FILE = "qualification.json"
+CLOCK_LOCK = ".qualification.lock"
 
 # mode -> inputs as (kind, file in the run folder, membership status, required)
 PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
     "delta": (
         ("entered", ENTERED, STATUS_REALIZED, True),
+        ("renewed", RENEWED, STATUS_REALIZED, False),  # absent in runs diffed before renewals
         ("exited", EXITED, STATUS_EXITED, True),
     ),
     "full": (
@@ -46,6 +51,11 @@ PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
         ("exited", EXITED, STATUS_EXITED, False),
     ),
     "decommission": (("decommission", MEMBERS, STATUS_EXITED, True),),
+    # reconcile --repair: the corrections, in a folder of their own (see reconcile.py)
+    "repair": (
+        ("repair_realized", REPAIR_REALIZED, STATUS_REALIZED, True),
+        ("repair_exited", EXITED, STATUS_EXITED, True),
+    ),
 }
 KIND_FILES = {kind: (name, status) for plan in PLANS.values() for kind, name, status, _ in plan}
 
@@ -56,42 +66,51 @@ class Send:
 
     run_id: str
     kind: str
-    path: Path
+    path: LakePath
     status: str
 
 
-def outstanding_sends(audience_dir: Path, exclude: str | None = None) -> list[Send]:
+def outstanding_sends(audience_dir: LakePath, exclude: str | None = None) -> list[Send]:
     """Inputs of the audience's runs that started sending and that no commit accounts for.
 
     A committed run — one the current pointer reaches through the commits' previous run
     ids, not one that crashed half-way through its commit — accounts for its own publish
     (not for a later decommission sent from its folder); a run marked ``superseded_by`` was
-    accounted for by a later commit.
+    accounted for by a later commit. A bucketed run's sends are its buckets' (each folder
+    with its own ledger).
     """
-    runs = Path(audience_dir) / RUNS
+    runs = audience_dir / RUNS
     if not runs.is_dir():
         return []
-    committed_runs = _committed_chain(Path(audience_dir))
+    committed_runs = _committed_chain(audience_dir)
     found = []
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != exclude):
-        manifest = read_json(run_dir / LEDGER_DIR / MANIFEST)
-        if not manifest:
+        if read_run_record(run_dir).get("superseded_by"):
             continue
-        record = read_run_record(run_dir)
-        if record.get("superseded_by"):
-            continue
-        committed = {
-            kind for kind, *_ in PLANS.get((record.get("publish") or {}).get("mode", ""), ())
-        }
-        for kind in sorted(manifest.get("inputs", {})):
-            if run_dir.name in committed_runs and kind in committed:
+        for folder in _sending_folders(run_dir):
+            manifest = read_json(folder / LEDGER_DIR / MANIFEST)
+            if not manifest:
                 continue
-            name, status = KIND_FILES[kind]
-            found.append(Send(run_dir.name, kind, run_dir / name, status))
+            mode = (read_run_record(folder).get("publish") or {}).get("mode", "")
+            committed = {kind for kind, *_ in PLANS.get(mode, ())}
+            for kind in sorted(manifest.get("inputs", {})):
+                if run_dir.name in committed_runs and kind in committed:
+                    continue
+                name, status = KIND_FILES[kind]
+                found.append(Send(run_dir.name, kind, folder / name, status))
     return found
 
 
-def _committed_chain(audience_dir: Path) -> set[str]:
+def _sending_folders(run_dir: LakePath) -> list[LakePath]:
+    """The run folder and its buckets' folders (``buckets.bucket_dir``)."""
+    nested = run_dir / BUCKETS_DIR
+    return [
+        run_dir,
+        *(sorted(p for p in nested.iterdir() if p.is_dir()) if nested.is_dir() else []),
+    ]
+
+
+def _committed_chain(audience_dir: LakePath) -> set[str]:
     """The current run and every run before it in the chain of commits."""
     pointer = read_json(audience_dir / CURRENT) or {}
     chain: set[str] = set()
@@ -103,22 +122,24 @@ def _committed_chain(audience_dir: Path) -> set[str]:
     return chain
 
 
-def next_qualification_time(audience_dir: Path, now: datetime | None = None) -> str:
+def next_qualification_time(audience_dir: LakePath, now: datetime | None = None) -> str:
     """A ``lastQualificationTime`` later than every one handed out for this audience.
 
-    Call it under the audience's lease: the value is persisted before it is returned.
+    Call it under the audience's lease: the value is persisted before it is returned (under
+    a lock too, as a bucketed run's buckets publish at once).
     """
-    path = Path(audience_dir) / CLOCK_FILE
+    path = audience_dir / CLOCK_FILE
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    last = (read_json(path) or {}).get("last_qualification_time")
-    if last is not None:
-        moment = max(moment, datetime.fromisoformat(last) + timedelta(milliseconds=1))
-    value = qualification_time(moment)
-    write_json({"last_qualification_time": value}, path)
+    with exclusive(audience_dir / CLOCK_LOCK):
+        last = (read_json(path) or {}).get("last_qualification_time")
+        if last is not None:
+            moment = max(moment, datetime.fromisoformat(last) + timedelta(milliseconds=1))
+        value = qualification_time(moment)
+        write_json({"last_qualification_time": value}, path)
     return value
 
 
-def corrections(audience_dir: Path, run_id: str) -> Corrections:
+def corrections(audience_dir: LakePath, run_id: str) -> Corrections:
     """The uncommitted sends run ``run_id`` must supersede (the diff's ``corrections``)."""
     sends = outstanding_sends(audience_dir, exclude=run_id)
     return Corrections(
@@ -128,7 +149,7 @@ def corrections(audience_dir: Path, run_id: str) -> Corrections:
     )
 
 
-def unaccounted_runs(audience_dir: Path, run_dir: Path) -> list[str]:
+def unaccounted_runs(audience_dir: LakePath, run_dir: LakePath) -> list[str]:
     """Runs that sent records which ``run_dir``'s diff did not correct for (sent after it)."""
     record = read_run_record(run_dir)
     accounted = set(((record.get("diff") or {}).get("corrections") or {}).get("run_ids", []))

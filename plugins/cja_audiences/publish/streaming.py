@@ -14,10 +14,9 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -31,8 +30,13 @@ from cja_audiences.adobe.audiences import (
 )
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
-from cja_audiences.adobe.rate import shared_bucket
-from cja_audiences.adobe.records import InvalidRecord, RecordFactory, qualification_time
+from cja_audiences.adobe.rate import records_per_request, shared_bucket
+from cja_audiences.adobe.records import (
+    STATUS_REALIZED,
+    InvalidRecord,
+    RecordFactory,
+    qualification_time,
+)
 from cja_audiences.adobe.sender import (
     Failure,
     Item,
@@ -44,8 +48,11 @@ from cja_audiences.adobe.sender import (
 from cja_audiences.lake.layout import write_parquet
 from cja_audiences.lake.lease import LeaseLost, RunLease
 from cja_audiences.lake.runs import DEAD_LETTERS, read_run_record, update_run_record
+from cja_audiences.lake.storage import LakePath, lake_path
+from cja_audiences.lifetime import Lifetime, epoch_ms, iso_ms, lifetime_for, write_membership
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
 from cja_audiences.publish.sent import PLANS, next_qualification_time, unaccounted_runs
+from cja_audiences.settings import get_settings
 
 DEFAULT_CHUNK_SIZE = 5_000
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.001
@@ -61,6 +68,9 @@ DEAD_LETTER_SCHEMA = pa.schema(
     ]
 )
 
+# realized kinds whose validUntil is staggered within the spread (members sent afresh)
+STAGGERED = frozenset({"entered", "members"})
+
 
 @dataclass(frozen=True)
 class PublishOptions:
@@ -69,6 +79,7 @@ class PublishOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_dead_letter_share: float = DEFAULT_MAX_DEAD_LETTER_SHARE
     send: SendOptions | None = None
+    lifetime: Lifetime | None = None  # default: from the spec and the settings
 
     def send_options(self, config: AdobeConfig) -> SendOptions:
         return self.send or SendOptions(
@@ -91,7 +102,7 @@ class Superseded(LeaseLost):
 def publish_run(
     config: AdobeConfig,
     spec: Any,
-    run_dir: Path,
+    run_dir: LakePath,
     *,
     full_republish: bool = False,
     dry_run: bool = False,
@@ -100,13 +111,26 @@ def publish_run(
 ) -> dict[str, Any]:
     """Send the run's entered (realized) and exited (exited) members; see the module doc."""
     mode = "full" if full_republish else "delta"
-    return _Publish(config, spec, Path(run_dir), mode, options, tokens).run(dry_run)
+    return _Publish(config, spec, lake_path(run_dir), mode, options, tokens).run(dry_run)
+
+
+def repair_run(
+    config: AdobeConfig,
+    spec: Any,
+    repair_dir: LakePath,
+    *,
+    options: PublishOptions | None = None,
+    tokens: TokenProvider | None = None,
+) -> dict[str, Any]:
+    """Send a reconcile's corrections (realized.parquet, exited.parquet in ``repair_dir``)
+    through the ledger, so a crash mid-repair resumes where it stopped."""
+    return _Publish(config, spec, lake_path(repair_dir), "repair", options, tokens).run(False)
 
 
 def decommission_run(
     config: AdobeConfig,
     spec: Any,
-    run_dir: Path,
+    run_dir: LakePath,
     *,
     dry_run: bool = False,
     options: PublishOptions | None = None,
@@ -114,7 +138,7 @@ def decommission_run(
 ) -> dict[str, Any]:
     """Send every member of ``run_dir`` (the last committed run) as exited, then mark the
     AEP audience inactive. The audience is never deleted."""
-    return _Publish(config, spec, Path(run_dir), "decommission", options, tokens).run(dry_run)
+    return _Publish(config, spec, lake_path(run_dir), "decommission", options, tokens).run(dry_run)
 
 
 @dataclass
@@ -132,7 +156,7 @@ class _Publish:
         self,
         config: AdobeConfig,
         spec: Any,
-        run_dir: Path,
+        run_dir: LakePath,
         mode: str,
         options: PublishOptions | None,
         tokens: TokenProvider | None,
@@ -142,7 +166,10 @@ class _Publish:
         self.run_dir = run_dir
         self.mode = mode
         self.options = options or PublishOptions()
+        self.namespace = config.audience_namespace()  # fails before anything else if unset
+        self.lifetime = self.options.lifetime or lifetime_for(spec, get_settings())
         self.send_options = self.options.send_options(config)
+        self._max_records = records_per_request(self.send_options.rate_limit)
         self.tokens = tokens or TokenProvider(config)
         self.inputs = self._inputs()
         self.kinds = {kind for kind, *_ in self.inputs}
@@ -158,7 +185,7 @@ class _Publish:
         self.dead = 0
         self.audiences: list[dict[str, Any]] = []
 
-    def _inputs(self) -> list[tuple[str, Path, str]]:
+    def _inputs(self) -> list[tuple[str, LakePath, str]]:
         found = []
         for kind, name, status, required in PLANS[self.mode]:
             path = self.run_dir / name
@@ -190,6 +217,8 @@ class _Publish:
                 raise DeadLetterThresholdExceeded(self._threshold_message(self.dead))
             if self.mode == "decommission":
                 audience = {**audience, **(self._deactivate() or {})}
+            elif self.mode != "repair":  # a repair updates the committed run's file itself
+                self._write_membership(manifest)
         except BaseException as exc:
             try:
                 failed = self._summary(started, audience, before, status="failed")
@@ -209,23 +238,25 @@ class _Publish:
         """Own the audience's lease and check no other run sent since this run's diff.
 
         True when the lease was taken here (a run folder without a diff-time lease: a
-        decommission, a folder prepared by hand); such a publish releases it when it ends.
+        decommission, a reconcile repair, a folder prepared by hand); such a publish
+        releases it when it ends. A bucket's or a repair's folder shares its run's lease.
         """
-        if self.mode == "decommission" or self.lease.token() is None:
+        if self.mode in ("decommission", "repair") or self.lease.token() is None:
             self.lease.take()
             return True
         self.lease.fence()
-        record = read_run_record(self.run_dir)
+        run = self.lease.run_dir
+        record = read_run_record(run)
         if record.get("superseded_by"):
             raise Superseded(
-                f"run {self.run_dir.name} was superseded by run {record['superseded_by']}, "
+                f"run {run.name} was superseded by run {record['superseded_by']}, "
                 "which corrected its sends; it must not send again"
             )
-        newer = unaccounted_runs(self.run_dir.parent.parent, self.run_dir)
+        newer = unaccounted_runs(run.parent.parent, run)
         if "diff" in record and newer:
             raise Superseded(
                 f"run(s) {', '.join(newer)} sent records to AEP after run "
-                f"{self.run_dir.name} was diffed; its changes are stale: diff it again"
+                f"{run.name} was diffed; its changes are stale: diff it again"
             )
         return False
 
@@ -241,9 +272,7 @@ class _Publish:
                     )
                 else:
                     self.audiences.append(
-                        ensure_audience(
-                            client, audience, segment_namespace=self.config.segment_namespace
-                        )
+                        ensure_audience(client, audience, segment_namespace=self.namespace)
                     )
         return self.audiences[0]
 
@@ -254,9 +283,23 @@ class _Publish:
             ]
         return results[0]
 
+    def _write_membership(self, manifest: dict[str, Any]) -> None:
+        """What AEP holds after this publish: sent members with their validUntil, the rest
+        carried from the run this one was diffed against (``lifetime.write_membership``)."""
+        sent = [
+            (path, manifest["inputs"][kind]["qualification_time"], kind in STAGGERED)
+            for kind, path, status in self.inputs
+            if status == STATUS_REALIZED
+        ]
+        previous = None
+        if self.mode == "delta":
+            base = read_run_record(self.run_dir).get("diff", {}).get("previous_run_id")
+            previous = self.run_dir.parent / base if base else None
+        write_membership(self.run_dir, previous, sent, self.lifetime)
+
     def _fingerprints(self) -> dict[str, dict[str, Any]]:
         """Each input's content and its lastQualificationTime (kept on resume by the ledger)."""
-        now = next_qualification_time(self.run_dir.parent.parent)
+        now = next_qualification_time(self.lease.run_dir.parent.parent)
         return {
             kind: {**fingerprint(path), "qualification_time": now} for kind, path, _ in self.inputs
         }
@@ -271,7 +314,9 @@ class _Publish:
             self.send_options,
             self.tokens,
             self.stats,
-            shared_bucket(self.config.org_id, self.send_options.rate_limit),
+            shared_bucket(
+                self.config.org_id, self.send_options.rate_limit, get_settings().rate_budget_url
+            ),
         )
         try:
             sender.run(self._work(factories), self._chunk_done)
@@ -285,7 +330,7 @@ class _Publish:
                 org_id=self.config.org_id,
                 dataset_id=self.config.dataset_id,
                 schema_id=self.config.schema_id,
-                segment_namespace=self.config.segment_namespace,
+                segment_namespace=self.namespace,
                 audience_id=audience.id,
                 qualification_time=when,
                 flow_id=self.config.flow_id,
@@ -293,17 +338,28 @@ class _Publish:
             for audience in splits.published_audiences(self.spec)
         }
 
+    def _until(self, kind: str, status: str, when: str) -> _Until | None:
+        """validUntil of each realized record of ``kind`` sent at ``when`` (None: exits)."""
+        if status != STATUS_REALIZED:
+            return None
+        sent_ms, staggered = epoch_ms(when), kind in STAGGERED
+        until = self.lifetime.valid_until_ms
+        return lambda ns, ident: iso_ms(until(sent_ms, ns, ident, staggered))
+
     def _work(
         self, factories: dict[str, _Factories]
     ) -> Iterator[tuple[_ChunkWork, list[list[Item]]]]:
         """Chunks not yet acknowledged, encoded and packed; skipped ones are never encoded."""
         for kind, path, status in self.inputs:
+            until = self._until(
+                kind, status, next(iter(factories[kind].values())).qualification_time
+            )
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
                 if self.ledger.is_acknowledged(chunk.id):
                     continue
                 self.lease.fence()  # a publisher that lost its lease stops here
-                work, items = _encode(chunk, factories[kind], self.spec)
-                requests_, oversize = pack(items, self.send_options.byte_budget)
+                work, items = _encode(chunk, factories[kind], self.spec, until)
+                requests_, oversize = pack(items, self.send_options.byte_budget, self._max_records)
                 work.refused += [
                     Failure(key, None, f"record of {len(data)} bytes exceeds the request budget")
                     for key, data in oversize
@@ -374,6 +430,7 @@ class _Publish:
             "mode": self.mode,
             "session": self.session,
             "records": self.total,
+            "by_kind": self._by_kind(),
             "skipped": before["records"] if before else 0,
             "sent": self.stats.sent,
             "acknowledged": self.acknowledged_now["records"],
@@ -406,7 +463,11 @@ class _Publish:
             },
         }
 
-    def _write_dead_letters(self) -> Path | None:
+    def _by_kind(self) -> dict[str, int]:
+        """Records per input (entered, renewed, exited, ...): renewals are counted apart."""
+        return {kind: count_chunks(path, 1)[0] for kind, path, _ in self.inputs}
+
+    def _write_dead_letters(self) -> LakePath | None:
         if not self.ledger.dir.exists():
             return None
         rows = [row for entry in self.ledger.entries(self.kinds) for row in entry["dead_letters"]]
@@ -416,22 +477,24 @@ class _Publish:
         return write_parquet(table, self.run_dir / DEAD_LETTERS)
 
     def _record(self, summary: dict[str, Any]) -> None:
-        section = "decommission" if self.mode == "decommission" else "publish"
+        section = self.mode if self.mode in ("decommission", "repair") else "publish"
         update_run_record(self.run_dir, **{section: summary})
 
     def _dry_run(self) -> dict[str, Any]:
         """Encode, validate and pack everything without sending; only run.json's publish
         section is written (what would be sent, per status), no ledger, nothing to AEP."""
         started = time.monotonic()
-        factories = self._factories(qualification_time())
+        when = qualification_time()
+        factories = self._factories(when)
         requests_ = refused = held_out = 0
         bytes_ = 0
         by_status: dict[str, dict[str, int]] = {}
         for kind, path, status in self.inputs:
+            until = self._until(kind, status, when)
             counts = by_status.setdefault(status, {"records": 0, "would_send": 0})
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
-                work, items = _encode(chunk, factories, self.spec)
-                packed, oversize = pack(items, self.send_options.byte_budget)
+                work, items = _encode(chunk, factories, self.spec, until)
+                packed, oversize = pack(items, self.send_options.byte_budget, self._max_records)
                 held_out += work.held_out
                 requests_ += len(packed)
                 chunk_refused = len(work.refused) + len(oversize)
@@ -443,6 +506,7 @@ class _Publish:
             "status": "dry_run",
             "mode": self.mode,
             "records": self.total,
+            "by_kind": self._by_kind(),
             "would_send": self.total - refused - held_out,
             "held_out": held_out,
             "refused": refused,
@@ -455,7 +519,12 @@ class _Publish:
         return summary
 
 
-def _encode(chunk: Chunk, factories: _Factories, spec: Any) -> tuple[_ChunkWork, list[Item]]:
+_Until = Callable[[str, str], str]
+
+
+def _encode(
+    chunk: Chunk, factories: _Factories, spec: Any, until: _Until | None
+) -> tuple[_ChunkWork, list[Item]]:
     """Each row as a record for its split's AEP audience; held-out rows are never encoded."""
     work = _ChunkWork(chunk)
     items: list[Item] = []
@@ -471,7 +540,9 @@ def _encode(chunk: Chunk, factories: _Factories, spec: Any) -> tuple[_ChunkWork,
             work.held_out += 1
             continue
         try:
-            items.append((key, factories[target].encode(namespace, identity, chunk.status)))
+            valid_until = until(namespace, identity) if until else None
+            record = factories[target].encode(namespace, identity, chunk.status, valid_until)
+            items.append((key, record))
         except InvalidRecord as exc:
             work.refused.append(Failure(key, None, f"invalid record: {exc}"))
     return work, items

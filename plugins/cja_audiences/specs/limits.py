@@ -105,7 +105,8 @@ class AudienceGuardrails(BaseModel):
             import duckdb  # RE2 is DuckDB's dialect; imported only for specs that set a pattern
 
             try:
-                duckdb.execute("SELECT regexp_full_match('', $p)", {"p": value})
+                # fetched: an unread result would block DuckDB's shared default connection
+                duckdb.execute("SELECT regexp_full_match('', $p)", {"p": value}).fetchall()
             except duckdb.Error as exc:
                 raise ValueError(f"not a valid RE2 pattern: {exc}") from None
         return value

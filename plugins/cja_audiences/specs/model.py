@@ -101,6 +101,13 @@ class RefreshSpec(_Strict):
     )
     expires: date | None = None
     extended: bool = Field(False, description="explicit 13-month extension of the expiry")
+    buckets: int | None = Field(
+        None,
+        ge=2,
+        le=256,
+        description="split the audience by hash(person_id) % buckets: compute, diff and "
+        "publish per bucket as mapped tasks (person-local filters only)",
+    )
 
     @field_validator("start")
     @classmethod
@@ -218,8 +225,20 @@ class AudienceSpec(_Strict):
         None, description="membership tests inline (else <id>.test.yaml next to the spec)"
     )
     publish: PublishSpec = Field(default_factory=PublishSpec)
+    reconcile: Literal["off", "sample", "full"] = Field(
+        "sample", description="read membership back from AEP after each publish"
+    )
 
     source_path: Path | None = Field(None, exclude=True, description="set by the loader")
+
+    @model_validator(mode="after")
+    def _buckets_stream(self) -> AudienceSpec:
+        if self.refresh.buckets and self.publish.mode == "external_audience":
+            raise ValueError(
+                "refresh.buckets publishes bucket by bucket as streaming records; an "
+                "external_audience uploads one file per run: drop one of the two"
+            )
+        return self
 
     @field_validator("computed_fields")
     @classmethod

@@ -53,13 +53,17 @@ def record_failure(context: Context) -> None:
 
 
 class AudienceStageOperator(BaseOperator):
-    """Base for one stage of one audience's refresh; subclasses implement :meth:`run_stage`."""
+    """Base for one stage of one audience's refresh; subclasses implement :meth:`run_stage`.
+
+    ``bucket``: for a bucketed audience's mapped compute and diff, the bucket of this task.
+    """
 
     template_fields: Sequence[str] = ("audience_id",)
 
-    def __init__(self, *, audience_id: str, **kwargs: Any) -> None:
+    def __init__(self, *, audience_id: str, bucket: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.audience_id = audience_id
+        self.bucket = bucket
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self.run_stage(audience_refresh(self.audience_id, context))
@@ -96,8 +100,9 @@ class AudienceComputeOperator(AudienceStageOperator):
 
             config = CJAHook(cja_conn_id=refresh.settings.cja_conn_id).get_config()
             definition = fetch_definition(config, segment.id)
-        result = refresh.compute(definition=definition)
-        return {k: result.get(k) for k in ("size", "members_path", "window", "elapsed_s")}
+        result = refresh.compute(definition=definition, bucket=self.bucket)
+        keys = ("size", "members_path", "window", "elapsed_s", "buckets")
+        return {k: result[k] for k in keys if k in result}
 
 
 class AudienceDiffOperator(AudienceStageOperator):
@@ -107,12 +112,26 @@ class AudienceDiffOperator(AudienceStageOperator):
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        """Renewals only for streaming audiences: the mode comes from the spec or the AEP
+        connection's ``publish_mode``. Another run holding the audience skips this one."""
+        from cja_audiences.airflow.hooks.aep import AEPHook
         from cja_audiences.lake.lease import AudienceBusy
+        from cja_audiences.publish import publish_mode
 
+        config = AEPHook(aep_conn_id=refresh.settings.aep_conn_id).get_config()
         try:
-            return refresh.diff()
+            return refresh.diff(self.bucket, mode=publish_mode(refresh.spec, config))
         except AudienceBusy as exc:
             raise AirflowSkipException(str(exc)) from None
+
+
+class AudienceMergeOperator(AudienceStageOperator):
+    """A bucketed audience's buckets become the run's members and diff (guardrails next)."""
+
+    ui_color = "#e4fff0"
+
+    def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        return refresh.merge()
 
 
 class AudienceGuardrailsOperator(AudienceStageOperator):

@@ -12,10 +12,8 @@ fails the task without retries and moves to ``landing/rejected/<delivery id>/``.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
@@ -23,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cja_audiences.airflow.assets import CJA_EVENTS
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.storage import LakePath, lake_path, move
 from cja_audiences.settings import get_settings
 
 if TYPE_CHECKING:  # the extract core is imported when a task runs, not when the DAG parses
@@ -180,7 +179,7 @@ class CJAExtractOperator(BaseOperator):
         from cja_audiences.extract.aep import AEPExportSource, dataset_files
         from cja_audiences.extract.source import run_extract
 
-        path = Path(self._arg(context, "path") or lake.landing / "aep")
+        path = lake_path(self._arg(context, "path") or lake.landing / "aep")
         files = [path] if path.is_file() else dataset_files(path)
         if not files:
             raise AirflowSkipException(f"no XDM JSON-lines files under {path}")
@@ -285,11 +284,10 @@ def _refuse_for_synthetic(options: dict[str, Any], common: dict[str, Any]) -> No
         )
 
 
-def _move(delivery: Delivery, target: Path) -> None:
+def _move(delivery: Delivery, target: LakePath) -> None:
     """Claim a delivery's files so neither the trigger nor the next hourly run sees them again."""
-    target.mkdir(parents=True, exist_ok=True)
     for path in (*delivery.files, *([delivery.manifest] if delivery.manifest else [])):
-        shutil.move(str(path), target / path.name)
+        move(path, target / path.name)
 
 
 def _run_moment(context: Context) -> datetime:

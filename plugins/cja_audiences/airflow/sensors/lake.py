@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context
@@ -36,13 +35,13 @@ class LakeFreshnessSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         events_dir, date = self._target(context)
         self.log.info("waiting for %s/date=%s", events_dir, date)
-        return partition_ready(Path(events_dir), date)
+        return partition_ready(events_dir, date)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
         events_dir, date = self._target(context)
-        if partition_ready(Path(events_dir), date):
+        if partition_ready(events_dir, date):
             return {"date": date, "waited": False}
         self.log.info("deferring until %s/date=%s holds data", events_dir, date)
         self.defer(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
@@ -38,7 +37,7 @@ class LandingDeliveryTrigger(BaseEventTrigger):
         store = self.asset_state_store
         fired: list[str] = list(await store.aget(FIRED_KEY, [])) if store else []
         while True:
-            deliveries = await asyncio.to_thread(complete_deliveries, Path(self.landing_dir))
+            deliveries = await asyncio.to_thread(complete_deliveries, self.landing_dir)
             fresh = [d for d in deliveries if d.id not in fired]
             if fresh:
                 delivery = fresh[0]

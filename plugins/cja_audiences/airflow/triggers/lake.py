@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -28,6 +27,6 @@ class LakePartitionTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        while not await asyncio.to_thread(partition_ready, Path(self.events_dir), self.date):
+        while not await asyncio.to_thread(partition_ready, self.events_dir, self.date):
             await asyncio.sleep(self.poll_interval)
         yield TriggerEvent({"status": "ready", "date": self.date})
