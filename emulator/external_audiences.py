@@ -19,7 +19,6 @@ the config or through ``POST /_emulator/base-connections``.
 from __future__ import annotations
 
 import csv
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -72,8 +71,8 @@ async def _json(request: Request) -> dict[str, Any]:
 
 
 def _now(state: State) -> float:
-    """The emulator's clock (seconds since the epoch)."""
-    return time.time() + getattr(state, "clock_offset_s", 0.0)
+    """The emulator's clock (seconds since the epoch; ``/_emulator/clock`` moves it)."""
+    return state.now()
 
 
 # -- base connections (Flow Service) -------------------------------------------------------

@@ -46,3 +46,16 @@ def test_every_setting_is_read_from_its_documented_variable(monkeypatch, tmp_pat
     readme = (PROJECT_ROOT / "README.md").read_text()
     for field in Settings.model_fields:
         assert f"`{env_name(field)}`" in readme, f"{env_name(field)} is not in the README"
+
+
+def test_session_rules_come_from_the_environment():
+    settings = settings_from_env(
+        {
+            "CJA_AUDIENCES_SESSION_TIMEOUT_MINUTES": "45",
+            "CJA_AUDIENCES_SESSION_START_EVENT_TYPES": "commerce.purchases, web.login",
+        }
+    )
+    assert settings.session_timeout_minutes == 45
+    assert settings.session_start_event_types == ("commerce.purchases", "web.login")
+    with pytest.raises(ValidationError, match="session_timeout_minutes"):
+        settings_from_env({"CJA_AUDIENCES_SESSION_TIMEOUT_MINUTES": "0"})

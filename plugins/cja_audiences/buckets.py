@@ -19,7 +19,15 @@ from __future__ import annotations
 from typing import Any
 
 from cja_audiences.lake.layout import atomic_path
-from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
+from cja_audiences.lake.runs import (
+    ENTERED,
+    EXITED,
+    MEMBERS,
+    MEMBERSHIP,
+    RENEWED,
+    read_run_record,
+    update_run_record,
+)
 from cja_audiences.lake.storage import LakePath, connect, makedirs, parquet_rows
 
 BUCKETS_DIR = "buckets"
@@ -54,26 +62,16 @@ def slice_previous(previous_run_dir: LakePath, target: LakePath, bucket: int, bu
 def merge_buckets(run_dir: LakePath, buckets: int, previous_run_dir: LakePath | None) -> dict:
     """Write the run's members / entered / exited from its buckets; record the summed diff."""
     folders = [bucket_dir(run_dir, b) for b in range(buckets)]
-    con = connect(run_dir)
-    try:
-        for name in (MEMBERS, ENTERED, EXITED):
-            with atomic_path(run_dir / name) as tmp:
-                con.execute(
-                    "COPY (SELECT * FROM read_parquet($files) ORDER BY person_id, namespace, "
-                    "identity) TO $dst (FORMAT parquet, COMPRESSION zstd)",
-                    {"files": [str(f / name) for f in folders], "dst": str(tmp)},
-                )
-    finally:
-        con.close()
+    _concat(run_dir, folders, (MEMBERS, ENTERED, EXITED, RENEWED))
     records = [read_run_record(f) for f in folders]
-    diff = {key: sum(r["diff"][key] for r in records) for key in ("entered", "exited", "unchanged")}
+    counted = ("entered", "exited", "unchanged", "renewed")
+    diff = {key: sum(r["diff"].get(key, 0) for r in records) for key in counted}
     size = parquet_rows(run_dir / MEMBERS)
     diff |= {
         "size": size,
         "previous_size": parquet_rows(previous_run_dir / MEMBERS) if previous_run_dir else 0,
         "previous_run_id": previous_run_dir.name if previous_run_dir else None,
         "buckets": buckets,
-        "renewed": sum(r["diff"].get("renewed", 0) for r in records),
         "corrections": _summed_corrections(r["diff"].get("corrections") or {} for r in records),
         "elapsed_s": round(sum(r["diff"]["elapsed_s"] for r in records), 3),
     }
@@ -107,6 +105,7 @@ def collect_publish(run_dir: LakePath, buckets: int) -> dict[str, Any]:
         "audience": records[0].get("audience"),
         "publish_mode": records[0].get("publish_mode", "streaming"),
     }
+    _concat(run_dir, [bucket_dir(run_dir, b) for b in range(buckets)], (MEMBERSHIP,))
     update_run_record(run_dir, publish=summary)
     return summary
 
@@ -119,6 +118,22 @@ def _summed_corrections(parts: Any) -> dict[str, Any]:
         "entered": sum(p.get("entered", 0) for p in parts),
         "exited": sum(p.get("exited", 0) for p in parts),
     }
+def _concat(run_dir: LakePath, folders: list[LakePath], names: tuple[str, ...]) -> None:
+    """Each named file of the buckets as one sorted file of the run (when every bucket has it:
+    renewals and the membership lifetimes exist only for streaming publishes)."""
+    con = connect(run_dir)
+    try:
+        for name in names:
+            if not all((f / name).exists() for f in folders):
+                continue
+            with atomic_path(run_dir / name) as tmp:
+                con.execute(
+                    "COPY (SELECT * FROM read_parquet($files) ORDER BY person_id, namespace, "
+                    "identity) TO $dst (FORMAT parquet, COMPRESSION zstd)",
+                    {"files": [str(f / name) for f in folders], "dst": str(tmp)},
+                )
+    finally:
+        con.close()
 
 
 def _summed(maps: Any) -> dict[str, int]:

@@ -8,8 +8,9 @@ namespace; the rest are counted, not published.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,15 +28,17 @@ from cja_audiences.filters.rules import parse_rules
 from cja_audiences.filters.sandbox import UnsafeSQL, check_select, sandboxed_connection
 from cja_audiences.filters.segment import (
     DataViewMapping,
+    Resolver,
     SegmentError,
     fetch_definition,
-    parse_segment,
     read_definition,
+    read_segment,
 )
 from cja_audiences.lake.layout import Lake, write_parquet
 from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.runs import MEMBERS, update_run_record
 from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_FILE_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.sessions import SessionRules, sessionized
 from cja_audiences.lake.storage import LakePath, lake_path
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
@@ -116,25 +119,68 @@ def _is_param_value(value: Any) -> bool:
     )
 
 
+def _fetch(spec: AudienceSpec, settings: Settings, segment_id: str, what: str) -> dict[str, Any]:
+    from cja_audiences.adobe.auth import AdobeConfig
+
+    try:
+        config = AdobeConfig.from_env(settings.cja_conn_id)
+    except LookupError as exc:
+        raise AudienceError(f"{spec.id}: {what} needs the CJA connection: {exc}") from None
+    return fetch_definition(config, segment_id)
+
+
+def segments_dir(settings: Settings) -> Path:
+    return settings.audiences_dir.parent / "segments"
+
+
+def segment_resolver(spec: AudienceSpec, settings: Settings) -> Resolver:
+    """Looks up a ``segment-ref``: ``include/segments/<id>.json``, else a JSON file there
+    whose segment object has that ``id``, else the CJA Segments API (``cja_default``)."""
+    folder = segments_dir(settings)
+    index: dict[str, Path] | None = None
+
+    def by_id() -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for path in sorted(folder.glob("*.json")):
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(saved, dict) and isinstance(saved.get("id"), str):
+                found.setdefault(saved["id"], path)
+        return found
+
+    def resolve(segment_id: str) -> dict[str, Any]:
+        nonlocal index
+        path = folder / f"{segment_id}.json"
+        if not path.is_file():
+            index = by_id() if index is None else index
+            path = index.get(segment_id, path)
+        if path.is_file():
+            return read_definition(path)
+        try:
+            return _fetch(spec, settings, segment_id, f"segment-ref {segment_id!r}")
+        except (AudienceError, SegmentError) as exc:
+            raise AudienceError(
+                f"{spec.id}: segment-ref {segment_id!r} is not in {folder} (as {segment_id}.json "
+                f'or a file with "id": "{segment_id}") and the CJA Segments API did not '
+                f"give it: {exc}"
+            ) from None
+
+    return resolve
+
+
 def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]:
     """The CJA definition of a segment filter: from its JSON file or the CJA API."""
     ref = spec.filter.segment
     assert ref is not None
     if ref.id is not None:
-        from cja_audiences.adobe.auth import AdobeConfig
-
-        try:
-            config = AdobeConfig.from_env(settings.cja_conn_id)
-        except LookupError as exc:
-            raise AudienceError(
-                f"{spec.id}: filter.segment.id needs the CJA connection: {exc}"
-            ) from None
-        return fetch_definition(config, ref.id)
+        return _fetch(spec, settings, ref.id, "filter.segment.id")
     assert ref.path is not None
     candidates = [Path(ref.path)]
     if spec.source_path is not None:
         candidates.append(spec.source_path.parent / ref.path)
-    candidates.append(settings.audiences_dir.parent / "segments" / ref.path)
+    candidates.append(segments_dir(settings) / ref.path)
     for path in candidates:
         if path.is_file():
             return read_definition(path)
@@ -145,10 +191,12 @@ def segment_definition(spec: AudienceSpec, settings: Settings) -> dict[str, Any]
 
 
 class RenderedAudience(NamedTuple):
-    """The members query exactly as compute runs it, and its bound parameters."""
+    """The members query exactly as compute runs it, its bound parameters and the saved
+    segments its CJA segment references."""
 
     sql: str
     params: dict[str, Any]
+    references: tuple[str, ...] = ()
 
 
 def render_audience(
@@ -160,11 +208,16 @@ def render_audience(
     params: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
     why_codes: bool = True,
+    sessions_in_lake: bool | None = None,
 ) -> RenderedAudience:
     """The SQL and bound parameters compute runs for ``spec``. The window (``as_of``,
-    ``lookback_days``) selects which partitions are read, so it does not change the text;
-    it is accepted so callers can render exactly what a run would."""
+    ``lookback_days``) selects which partitions are read, and whether their session columns
+    can be used (else the query sessionizes), so it is accepted to render exactly what a run
+    would."""
     window = audience_window(spec, as_of, lookback_days) if as_of is not None else None
+    in_lake = sessions_in_lake
+    if in_lake is None:
+        in_lake = window is None or lake_sessions(settings, window)
     query = compile_audience(
         spec,
         settings=settings,
@@ -172,9 +225,12 @@ def render_audience(
         definition=definition,
         window=window,
         why_codes=why_codes,
+        sessions_in_lake=in_lake,
     )
     _, split_params = splits.split_sql(spec, "c.person_id")
-    return RenderedAudience(_members_sql(query, spec), {**query.params, **split_params})
+    return RenderedAudience(
+        _members_sql(query, spec), {**query.params, **split_params}, query.references
+    )
 
 
 def compile_audience(
@@ -185,6 +241,7 @@ def compile_audience(
     definition: dict[str, Any] | None = None,
     window: Window | None = None,
     why_codes: bool = True,
+    sessions_in_lake: bool = True,
 ) -> CompiledQuery:
     """The audience's filter as SQL selecting candidate person ids and their why code (see
     :mod:`cja_audiences.why`), with bound parameters.
@@ -193,15 +250,18 @@ def compile_audience(
     selects them (the outermost container's existential distributes over OR), and which
     branches did is their code, from the same query. Members of ``all`` and one-branch
     filters hold every branch, so their code is a constant. ``why_codes=False``: one tree, a NULL code.
+    ``sessions_in_lake``: read sessions from the lake instead of computing them.
     """
     builder = QueryBuilder(
         params=filter_params(spec, params),
         computed_fields=spec.computed_fields,
         filters_dir=settings.filters_dir,
         window=window.bounds() if window else None,
+        session_rules=SessionRules.from_settings(settings),
+        sessions_in_lake=sessions_in_lake,
     )
     try:
-        tree = filter_tree(spec, settings, definition)
+        tree, references = _parsed_filter(spec, settings, definition)
         found = why.branches(tree, builder.binder.params, spec.filter.template)
         if tree is None:
             assert spec.filter.template is not None
@@ -213,13 +273,15 @@ def compile_audience(
                 f"CASE WHEN person_id IN (SELECT person_id FROM {name}) THEN {1 << i} ELSE 0 END"
                 for i, name in enumerate(branches)
             )
-            return builder.build(body, select=f"SELECT person_id, {code} AS why FROM candidates")
+            query = builder.build(body, select=f"SELECT person_id, {code} AS why FROM candidates")
+            return replace(query, references=references)
         else:
             body = f"SELECT person_id FROM {builder.tree(tree)}"
         code = found.member_code if why_codes and found.member_code is not None else "NULL"
-        return builder.build(
+        query = builder.build(
             body, select=f"SELECT person_id, {code}::BIGINT AS why FROM candidates"
         )
+        return replace(query, references=references)
     except CompileError as exc:
         raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
 
@@ -228,16 +290,26 @@ def filter_tree(
     spec: AudienceSpec, settings: Settings, definition: dict[str, Any] | None = None
 ) -> Node | None:
     """The filter as a tree (None for a template, which is SQL of its own)."""
+    return _parsed_filter(spec, settings, definition)[0]
+
+
+def _parsed_filter(
+    spec: AudienceSpec, settings: Settings, definition: dict[str, Any] | None = None
+) -> tuple[Node | None, tuple[str, ...]]:
+    """The filter's tree and the saved segments its CJA segment references."""
     f = spec.filter
     try:
         if f.rules is not None:
-            return parse_rules(f.rules)
+            return parse_rules(f.rules), ()
         if f.segment is not None:
             definition = definition or segment_definition(spec, settings)
-            return parse_segment(definition, DataViewMapping(f.segment.mapping))
+            parsed = read_segment(
+                definition, DataViewMapping(f.segment.mapping), segment_resolver(spec, settings)
+            )
+            return parsed.tree, parsed.references
     except SegmentError as exc:
         raise AudienceError(f"{spec.source_path or spec.id}: filter: {exc}") from None
-    return None
+    return None, ()
 
 
 @dataclass
@@ -265,6 +337,7 @@ def evaluate_audience(
     (b, N) keeps only the persons of one bucket (``buckets``)."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
+    in_lake = lake_sessions(settings, window)
     if definition is None and spec.filter.segment is not None:
         definition = segment_definition(spec, settings)
     rendered = render_audience(
@@ -275,6 +348,7 @@ def evaluate_audience(
         params=params,
         definition=definition,
         why_codes=why_codes,
+        sessions_in_lake=in_lake,
     )
     lake = Lake(settings.home)
     events, persons = _event_files(lake, window), sorted(lake.persons.glob("*.parquet"))
@@ -316,6 +390,8 @@ def evaluate_audience(
         size_by_namespace={spec.identity.namespace: members.num_rows},
         window=window.as_dict(),
         filter=spec.filter.kind,
+        sessions_in_lake=in_lake,
+        segment_refs=list(rendered.references),
         sql=rendered.sql,
         params=_jsonable(rendered.params),
         elapsed_s=round(time.perf_counter() - started, 3),
@@ -386,6 +462,13 @@ def compute_audience(
     }
     update_run_record(run_dir, compute=stats)
     return stats
+
+
+def lake_sessions(settings: Settings, window: Window) -> bool:
+    """Do the window's partitions carry sessions built with the configured rules?"""
+    return sessionized(
+        _event_files(Lake(settings.home), window), SessionRules.from_settings(settings)
+    )
 
 
 def _event_files(lake: Lake, window: Window) -> list[LakePath]:

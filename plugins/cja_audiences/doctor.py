@@ -26,6 +26,7 @@ from cja_audiences.adobe.auth import (
     invalidate_token,
 )
 from cja_audiences.adobe.http import PlatformClient, PlatformError, TokenProvider
+from cja_audiences.lake.storage import lake_path, makedirs
 
 PROFILE_CLASS = "https://ns.adobe.com/xdm/context/profile"
 SEGMENT_MEMBERSHIP_GROUP = "https://ns.adobe.com/xdm/context/profile-segmentation"
@@ -254,10 +255,60 @@ def check_audiences(probe: Probe) -> str:
     )
 
 
+def check_base_connection(probe: Probe) -> str:
+    """The cloud-storage source AEP reads the external audience files through."""
+    connection_id = probe.config.external_base_connection_id
+    if not connection_id:
+        raise CheckFailed(
+            "extra.external_base_connection_id is not set",
+            "set it to the base connection id of the cloud-storage source AEP reads the files "
+            "from (Sources > Accounts in the AEP UI, or the Flow Service API)",
+        )
+    try:
+        items = probe.get(f"/data/foundation/flowservice/connections/{quote(connection_id)}")
+    except PlatformError as exc:
+        raise CheckFailed(
+            f"base connection {connection_id} not found in sandbox {probe.config.sandbox}: {exc}",
+            "create a cloud-storage source account (e.g. Amazon S3) in this sandbox and use "
+            "its base connection id",
+        ) from None
+    found = (items.get("items") or [{}])[0]
+    if found.get("state", "enabled") != "enabled":
+        raise CheckFailed(
+            f"base connection {connection_id} is {found.get('state')}",
+            "enable the source account in the AEP UI",
+        )
+    return f"base connection {found.get('name') or connection_id} is enabled"
+
+
+def check_storage_location(probe: Probe) -> str:
+    """We can write where the files go (a probe file, removed again)."""
+    location = probe.config.external_location
+    if not location:
+        raise CheckFailed(
+            "extra.external_location is not set",
+            "set it to the folder the base connection reads (external_source_path: the same "
+            "folder as the connection names it)",
+        )
+    target = lake_path(location) / ".cja-audiences-doctor"
+    try:
+        makedirs(target.parent)
+        target.write_text("ok")
+        target.unlink()
+    except OSError as exc:
+        raise CheckFailed(
+            f"cannot write to {location}: {exc}",
+            "give the workers write access to the folder (or bucket prefix)",
+        ) from None
+    return f"files can be written to {location}"
+
+
 # the external_audience mode needs neither inlet, profile schema nor audience namespace
 EXTERNAL_AUDIENCE_CHECKS: tuple[tuple[str, Check], ...] = (
     ("credentials", check_credentials),
     ("sandbox", check_sandbox),
+    ("base_connection", check_base_connection),
+    ("storage_location", check_storage_location),
 )
 STREAMING_CHECKS: tuple[tuple[str, Check], ...] = (
     ("credentials", check_credentials),

@@ -132,20 +132,22 @@ def check_spec(
     now: datetime | None = None,
     other_streaming_audiences: int = 0,
     segment_definition: dict[str, Any] | None = None,
+    segment_refs: list[str] | None = None,
 ) -> GuardrailReport:
     """Checks that need no data: run when specs load, so a bad spec is never scheduled.
 
     ``all_specs`` enables the per-package and per-sandbox counts; ``other_streaming_audiences``
     is the live count of streaming audiences in the sandbox this project does not manage
     (the publish stage may read it from the AEP Audiences API); ``segment_definition`` is
-    the CJA definition of a segment filter, when the caller has it, to count its references.
+    the CJA definition of a segment filter, when the caller has it, to count its references;
+    ``segment_refs`` the saved segments compute resolved (nested ones included), which wins.
     """
     now = now or datetime.now(UTC)
     report = GuardrailReport(spec.id)
     report.checks += [
         _lookback_check(spec),
         _expiry_check(spec, now),
-        _segments_check(spec, segment_definition),
+        _segments_check(spec, segment_definition, segment_refs),
         _external_ttl_check(spec),
     ]
     if all_specs is not None:
@@ -215,15 +217,24 @@ def _lookback_check(spec: AudienceSpec) -> Check:
 
 
 def check_specs(
-    specs: list[AudienceSpec], settings: Settings, *, now: datetime | None = None
+    specs: list[AudienceSpec],
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    segment_refs: dict[str, list[str] | None] | None = None,
 ) -> dict[str, GuardrailReport]:
     """Every spec's spec-level checks among ``specs`` (the whole spec folder), by id.
 
     The one place the folder-wide counts (refreshing audiences, streaming audiences) are
-    applied: DAG parsing, ``validate`` and the guardrails task all call this.
+    applied: DAG parsing, ``validate`` and the guardrails task all call this;
+    ``segment_refs``: by audience id, the saved segments its compute resolved.
     """
     now = now or datetime.now(UTC)
-    return {spec.id: check_spec(spec, settings, specs, now=now) for spec in specs}
+    refs = segment_refs or {}
+    return {
+        spec.id: check_spec(spec, settings, specs, now=now, segment_refs=refs.get(spec.id))
+        for spec in specs
+    }
 
 
 def spec_folder_with(folder: Path, specs: list[AudienceSpec]) -> list[AudienceSpec]:
@@ -279,13 +290,20 @@ def _expiry_check(spec: AudienceSpec, now: datetime) -> Check:
     )
 
 
-def count_segments(filter_spec: Any, definition: dict[str, Any] | None = None) -> int:
+def count_segments(
+    filter_spec: Any,
+    definition: dict[str, Any] | None = None,
+    references: list[str] | None = None,
+) -> int:
     """Segments combined in one audience: its own filter plus every saved segment it references.
 
-    A spec's filter is one template, one rules tree or one CJA segment, so that is 1; a CJA
-    ``definition`` adds its ``{"func": "segment-ref"}`` nodes (compute inlines none yet:
-    filters/segment.py rejects them, so callers pass the definition once it does).
+    A spec's filter is one template, one rules tree or one CJA segment, so that is 1; plus the
+    distinct saved segments compute resolved (``references``: nested references included, as
+    recorded in run.json's compute section), or, before compute, a CJA ``definition``'s own
+    ``{"func": "segment-ref"}`` nodes.
     """
+    if references is not None:
+        return 1 + len(set(references))
     return 1 + _segment_refs(definition)
 
 
@@ -298,10 +316,12 @@ def _segment_refs(node: Any) -> int:
     return int(own) + sum(_segment_refs(value) for value in node.values())
 
 
-def _segments_check(spec: AudienceSpec, definition: dict[str, Any] | None) -> Check:
+def _segments_check(
+    spec: AudienceSpec, definition: dict[str, Any] | None, references: list[str] | None
+) -> Check:
     return _at_most(
         "segments",
-        count_segments(spec.filter, definition),
+        count_segments(spec.filter, definition, references),
         HARD.max_segments,
         "segments combined",
         "Adobe hard limit",
@@ -379,8 +399,12 @@ def check_run(
     Parquet footers and diff counts from run.json; records run.json["guardrails"].
     """
     limits = spec.guardrails.limits()
-    report = check_specs(spec_folder_with(settings.audiences_dir, [spec]), settings)[spec.id]
     record = read_run_record(run_dir)
+    report = check_specs(
+        spec_folder_with(settings.audiences_dir, [spec]),
+        settings,
+        segment_refs={spec.id: (record.get("compute") or {}).get("segment_refs")},
+    )[spec.id]
     diff = record.get("diff")
     if diff is None:
         raise ValueError(f"{run_dir}: run.json has no diff; run diff_members before check_run")

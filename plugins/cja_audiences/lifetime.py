@@ -18,15 +18,13 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cja_audiences.lake.layout import atomic_path
 from cja_audiences.lake.runs import MEMBERS, MEMBERSHIP
+from cja_audiences.lake.storage import LakePath, connect, parquet_file, parquet_rows
 from cja_audiences.specs import calendar
 
 if TYPE_CHECKING:
@@ -115,9 +113,9 @@ def valid_until_column(
 
 
 def write_membership(
-    run_dir: Path,
-    previous_run_dir: Path | None,
-    sent: list[tuple[Path, str, bool]],
+    run_dir: LakePath,
+    previous_run_dir: LakePath | None,
+    sent: list[tuple[LakePath, str, bool]],
     lifetime: Lifetime,
 ) -> int:
     """Write ``run_dir/membership.parquet``: what AEP holds once this run's publish is done.
@@ -126,10 +124,10 @@ def write_membership(
     run sent; members not in them are carried forward from the previous run's file (they
     were neither entered nor renewed, so AEP still holds what was sent before). Returns rows.
     """
-    with duckdb.connect() as con:
+    with connect(run_dir) as con:
         parts = []
         for index, (path, when, staggered) in enumerate(sent):
-            table = pq.read_table(path, columns=["person_id", "namespace", "identity"])
+            table = parquet_file(path).read(columns=["person_id", "namespace", "identity"])
             sent_ms = epoch_ms(when)
             table = table.append_column(
                 "valid_until", valid_until_column(table, lifetime, sent_ms, staggered)
@@ -167,4 +165,4 @@ def write_membership(
                 """,
                 params,
             )
-    return pq.ParquetFile(run_dir / MEMBERSHIP).metadata.num_rows
+    return parquet_rows(run_dir / MEMBERSHIP)

@@ -36,8 +36,10 @@ import pyarrow as pa
 import yaml
 
 from cja_audiences import compute, explain
+from cja_audiences.extract.sessions import rebuild_sessions
 from cja_audiences.lake.layout import Lake, write_parquet
 from cja_audiences.lake.schema import EVENT_SCHEMA, PERSON_SCHEMA
+from cja_audiences.lake.sessions import SessionRules
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import TEST_SUFFIX, AudienceSpec
 
@@ -255,6 +257,9 @@ def build_lake(case: Case, home: Path) -> None:
         raise FixtureError(
             f"{case.source}: a value has the wrong type for its column: {exc}"
         ) from None
+    # sessions as the extract keeps them (default session settings), so visit numbers and
+    # session audiences run as they do on a real lake
+    rebuild_sessions(lake, SessionRules())
 
 
 def run_case(spec: AudienceSpec, settings: Settings, case: Case) -> Result:

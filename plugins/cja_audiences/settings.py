@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "CJA_AUDIENCES_"
@@ -75,6 +75,22 @@ class Settings(BaseSettings):
         "2GB", description="DuckDB memory_limit of one audience computation"
     )
     compute_threads: int = Field(2, ge=1, le=64, description="DuckDB threads of one computation")
+    session_timeout_minutes: int = Field(
+        30, ge=1, description="the data view's session timeout: a new session after this idle time"
+    )
+    session_start_event_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="event types that always start a new session (CJA: start a new session "
+        "with a metric); comma-separated in the environment",
+    )
+
+    @field_validator("session_start_event_types", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     rate_budget_url: str = Field(
         "",
         description="where the per-org records/s budget lives across processes: redis://… "

@@ -29,12 +29,14 @@ from cja_audiences.filters.ir import (
     Cond,
     Container,
     Level,
+    LogicGroup,
     Measure,
     Metric,
     Node,
     Not,
     Param,
     Sequence,
+    Span,
 )
 from cja_audiences.filters.sandbox import locked_connection
 from cja_audiences.lake.layout import Lake
@@ -144,6 +146,8 @@ def describe(node: Node, params: dict[str, Any]) -> str:
             return _compare(_measure(measure, params), op, value, params)
         case Sequence():
             return _sequence(node, params)
+        case LogicGroup(nodes=nodes):
+            return "all of (" + "; ".join(describe(n, params) for n in nodes) + ") in any order"
     return type(node).__name__
 
 
@@ -170,13 +174,17 @@ def _measure(measure: Measure, params: dict[str, Any]) -> str:
     return f"{measure.agg} of {measure.field}"
 
 
+def _unit(span: Span) -> str:
+    return f"{span.field} values" if span.unit == "values" else span.unit
+
+
 def _sequence(node: Sequence, params: dict[str, Any]) -> str:
     steps = []
     for i, step in enumerate(node.steps):
         text = describe(step.node, params)
-        bounds = [f"within {_value(s.count, params)} {s.unit}" for s in step.within]
+        bounds = [f"within {_value(s.count, params)} {_unit(s)}" for s in step.within]
         if step.after is not None:
-            bounds.append(f"after {_value(step.after.count, params)} {step.after.unit}")
+            bounds.append(f"after {_value(step.after.count, params)} {_unit(step.after)}")
         if step.exclude is not None:
             bounds.append(f"with no {describe(step.exclude, params)} in between")
         steps.append(("then " if i else "") + text + (f" ({', '.join(bounds)})" if bounds else ""))

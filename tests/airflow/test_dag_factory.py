@@ -113,10 +113,10 @@ def test_a_bucketed_audience_maps_compute_diff_and_publish_over_its_buckets():
 
     bucketed = spec("daily", START, buckets=4)
     dag = build_audience_dag(bucketed, Settings(), None)
-    order = ["refresh_gate", "wait_for_data", "compute", "diff", "merge", "guardrails"]
-    for upstream, downstream in zip(order, [*order[1:], "publish"], strict=False):
+    order = ["refresh_gate", "preflight", "wait_for_data", "compute", "diff", "merge"]
+    order += ["guardrails", "publish", "commit", "reconcile"]
+    for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
-    assert "commit" in dag.get_task("publish").downstream_task_ids
     for mapped in ("compute", "diff", "publish"):
         assert dag.get_task(mapped).expand_input.value == {"bucket": [0, 1, 2, 3]}
     plain = build_audience_dag(spec("daily", START), Settings(), None)

@@ -34,9 +34,23 @@ def ev(person: str, minute: float, event_type: str = PAGE, **fields: Any) -> dic
 
 
 def event_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as lake events, with the session columns the extract would write."""
+    from tests.compute.reference import sessionize
+
+    full_rows = [
+        {"event_id": f"e{i:04d}", "person_namespace": "ECID", **row}  # row may override
+        for i, row in enumerate(rows)
+    ]
+    starts: dict[tuple[str, int], datetime] = {}
+    numbered = {}
+    for event in sessionize(full_rows):
+        key = (event["person_id"], event["session_no"])
+        starts.setdefault(key, event["timestamp"])
+        numbered[event["event_id"]] = (starts[key], event["session_no"])
     columns: dict[str, list[Any]] = {f.name: [] for f in EVENT_SCHEMA}
-    for i, row in enumerate(rows):
-        full = {"event_id": f"e{i:04d}", "person_namespace": "ECID", **row}  # row may override
+    for full in full_rows:
+        start, number = numbered[full["event_id"]]
+        full = {"session_start": start, "session_number": number, **full}
         for name in columns:
             columns[name].append(full.get(name))
     return pa.table(columns, schema=EVENT_SCHEMA)
@@ -58,10 +72,14 @@ def run(
     persons: dict[str, dict[str, Any]] | None = None,
     params: dict[str, Any] | None = None,
     computed: dict[str, str] | None = None,
+    sessions_in_lake: bool = True,
 ) -> set[str]:
-    """Members selected by a filter tree (or rules mapping) on ``rows``."""
+    """Members selected by a filter tree (or rules mapping) on ``rows``; sessions from the
+    rows' session columns (as the lake keeps them) or computed by the query."""
     node = parse_rules(tree) if isinstance(tree, dict) else tree
-    builder = QueryBuilder(params=params, computed_fields=computed)
+    builder = QueryBuilder(
+        params=params, computed_fields=computed, sessions_in_lake=sessions_in_lake
+    )
     query = builder.build(f"SELECT person_id FROM {builder.tree(node)}")
     return execute(query.sql, query.params, rows, persons)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from itertools import groupby
+from itertools import groupby, product
 from typing import Any
 
 from cja_audiences.filters.ir import (
@@ -17,6 +17,7 @@ from cja_audiences.filters.ir import (
     Attr,
     Cond,
     Container,
+    LogicGroup,
     Measure,
     Metric,
     Node,
@@ -107,38 +108,58 @@ class _Evaluator:
     def step_holds(self, node: Node | None, event: dict) -> bool:
         return node is not None and self.holds(node, [event], "event")
 
-    def chains(self, seq: Sequence, unit: list[dict]) -> list[tuple[int, ...]]:
-        """Every index chain (into ``unit``, in order) that satisfies the sequence."""
-        found: list[tuple[int, ...]] = []
+    def met(self, node: Node, unit: list[dict], start: int):
+        """Each way a checkpoint is met at or after index ``start``: (arrival, departure,
+        the events the bounds from the previous checkpoint apply to, where the exclusion
+        before it ends). A visit is a session that starts at or after ``start``; a Logic
+        Group is one event per member, in any order, complete at the last of them."""
+        if isinstance(node, Container) and node.level == "session":
+            for idx in _session_indices(unit):
+                if idx[0] >= start and self.holds(node.node, [unit[j] for j in idx], "session"):
+                    yield idx[0], idx[-1], (idx[0],), idx[0]
+        elif isinstance(node, LogicGroup):
+            options = [
+                [j for j in range(start, len(unit)) if self.step_holds(m, unit[j])]
+                for m in node.nodes
+            ]
+            for combo in product(*options):
+                yield min(combo), max(combo), combo, max(combo)
+        else:
+            for j in range(start, len(unit)):
+                if self.step_holds(node, unit[j]):
+                    yield j, j, (j,), j
 
-        def extend(chain: tuple[int, ...]) -> None:
+    def chains(self, seq: Sequence, unit: list[dict]) -> list[tuple[tuple[int, int], ...]]:
+        """Every chain of (arrival, departure) index pairs into ``unit`` that satisfies it."""
+        found: list[tuple[tuple[int, int], ...]] = []
+
+        def extend(chain: tuple[tuple[int, int], ...]) -> None:
             k = len(chain)
             if k == len(seq.steps):
                 if seq.exclude_after is None or not any(
-                    self.step_holds(seq.exclude_after, e) for e in unit[chain[-1] + 1 :]
+                    self.step_holds(seq.exclude_after, e) for e in unit[chain[-1][1] + 1 :]
                 ):
                     found.append(chain)
                 return
             step = seq.steps[k]
-            for j in range(chain[-1] + 1 if chain else 0, len(unit)):
-                event = unit[j]
-                if not self.step_holds(step.node, event):
-                    continue
-                if not chain:
+            prev = chain[-1][1] if chain else None
+            for arrival, departure, bounded, fence in self.met(
+                step.node, unit, 0 if prev is None else prev + 1
+            ):
+                if prev is None:
                     if seq.exclude_before is not None and any(
-                        self.step_holds(seq.exclude_before, e) for e in unit[:j]
+                        self.step_holds(seq.exclude_before, e) for e in unit[:fence]
                     ):
                         continue
-                    extend((j,))
-                    continue
-                prev = unit[chain[-1]]
-                if (
-                    all(_within(span, prev, event) for span in step.within)
-                    and (step.after is None or _after(step.after, prev, event))
-                    and not any(self.step_holds(step.exclude, e) for e in unit[chain[-1] + 1 : j])
+                elif not (
+                    all(_within(span, unit, prev, j) for span in step.within for j in bounded)
+                    and all(
+                        step.after is None or _after(step.after, unit, prev, j) for j in bounded
+                    )
+                    and not any(self.step_holds(step.exclude, e) for e in unit[prev + 1 : fence])
                 ):
-                    extend((*chain, j))
-            return
+                    continue
+                extend((*chain, (arrival, departure)))
 
         extend(())
         return found
@@ -154,9 +175,9 @@ class _Evaluator:
             return False
         key = (event["timestamp"], event["event_id"])
         if seq.mode == "only_after":
-            mark = min((unit[c[-1]]["timestamp"], unit[c[-1]]["event_id"]) for c in chains)
+            mark = min((unit[c[-1][1]]["timestamp"], unit[c[-1][1]]["event_id"]) for c in chains)
             return key >= mark
-        mark = max((unit[c[0]]["timestamp"], unit[c[0]]["event_id"]) for c in chains)
+        mark = max((unit[c[0][0]]["timestamp"], unit[c[0][0]]["event_id"]) for c in chains)
         return key <= mark
 
 
@@ -173,22 +194,37 @@ def _split(unit: list[dict], level: str) -> list[list[dict]]:
     return list(sessions.values())
 
 
-def _within(span: Span, prev: dict, event: dict) -> bool:
-    if span.unit == "sessions":
-        return event["session_no"] - prev["session_no"] <= span.count
-    if span.unit == "events":
-        return event["hit"] - prev["hit"] <= span.count
-    return event["timestamp"] <= prev["timestamp"] + timedelta(minutes=UNIT[span.unit] * span.count)
+def _session_indices(unit: list[dict]) -> list[list[int]]:
+    sessions: dict[int, list[int]] = {}
+    for j, e in enumerate(unit):
+        sessions.setdefault(e["session_no"], []).append(j)
+    return list(sessions.values())
 
 
-def _after(span: Span, prev: dict, event: dict) -> bool:
-    if span.count == 0:
-        return True
+def _distance(span: Span, unit: list[dict], p: int, j: int) -> Any:
+    """How far event ``j`` is from event ``p`` in the span's unit."""
+    prev, event = unit[p], unit[j]
     if span.unit == "sessions":
-        return event["session_no"] - prev["session_no"] >= span.count
+        return event["session_no"] - prev["session_no"]
     if span.unit == "events":
-        return event["hit"] - prev["hit"] >= span.count
-    return event["timestamp"] >= prev["timestamp"] + timedelta(minutes=UNIT[span.unit] * span.count)
+        return j - p
+    if span.unit == "values":
+        return sum(test(e.get(span.field), "exists", None) for e in unit[p + 1 : j + 1])
+    return event["timestamp"] - prev["timestamp"]
+
+
+def _limit(span: Span) -> Any:
+    if span.unit in ("sessions", "events", "values"):
+        return span.count
+    return timedelta(minutes=UNIT[span.unit] * span.count)
+
+
+def _within(span: Span, unit: list[dict], p: int, j: int) -> bool:
+    return _distance(span, unit, p, j) <= _limit(span)
+
+
+def _after(span: Span, unit: list[dict], p: int, j: int) -> bool:
+    return span.count == 0 or _distance(span, unit, p, j) >= _limit(span)
 
 
 def test(value: Any, op: str, arg: Any) -> bool:
@@ -197,6 +233,8 @@ def test(value: Any, op: str, arg: Any) -> bool:
         "not_equals": "equals",
         "not_in": "in",
         "not_contains": "contains",
+        "not_contains_any": "contains_any",
+        "not_contains_all": "contains_all",
         "not_starts_with": "starts_with",
         "not_ends_with": "ends_with",
         "not_matches": "matches",

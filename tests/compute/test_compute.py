@@ -287,3 +287,106 @@ def test_template_params_stay_data(settings: Settings) -> None:
     result = evaluate_audience(spec, settings=settings, as_of=AS_OF, params={"page": attempt})
     assert result.members.num_rows == 0 and attempt not in result.stats["sql"]
     assert "page_name = $p_page" in result.stats["sql"]
+
+
+def _saved(segments: Path, segment_id: str, pred: dict, *, by_name: bool = True) -> None:
+    """A saved segment in include/segments/: as <id>.json, or under another name with its id."""
+    segments.mkdir(parents=True, exist_ok=True)
+    body = {
+        "id": segment_id,
+        "definition": {
+            "func": "segment",
+            "version": [1, 0, 0],
+            "container": {"func": "container", "context": "hits", "pred": pred},
+        },
+    }
+    name = f"{segment_id}.json" if by_name else f"saved-{segment_id}.json"
+    (segments / name).write_text(json.dumps(body))
+
+
+def test_segment_refs_resolve_from_include_segments_and_the_guardrail_counts_them(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from cja_audiences.diff import diff_members
+    from cja_audiences.guardrails import check_run
+
+    segments = tmp_path / "segments"  # beside the audiences folder
+    adds = {"func": "streq", "str": ADD, "val": {"func": "attr", "name": "variables/eventtype"}}
+    _saved(segments, "s_adds", adds, by_name=False)
+    # s1 .. s19 each reference the next; s19 references s_adds: 20 saved segments in all
+    for i in range(1, 20):
+        ref = f"s{i + 1}" if i < 19 else "s_adds"
+        _saved(segments, f"s{i}", {"func": "segment-ref", "id": ref})
+    top = {
+        "func": "segment",
+        "version": [1, 0, 0],
+        "container": {
+            "func": "container",
+            "context": "visitors",
+            "pred": {"func": "segment-ref", "id": "s1"},
+        },
+    }
+    (segments / "top.json").write_text(json.dumps(top))
+    spec = make_spec(filter={"segment": {"path": "top.json"}})
+    run_dir = tmp_path / "run"
+    stats = compute_audience(spec, settings=settings, run_dir=run_dir, as_of=AS_OF)
+    assert stats["size"] == 3  # p1, p2, p3 added to cart in the window (p5 has no identity)
+    assert len(stats["segment_refs"]) == 20 and stats["segment_refs"][-1] == "s_adds"
+    diff_members(run_dir, None)
+    report = check_run(spec, settings, run_dir, None)
+    assert report.blocked
+    assert "segments: 21 segments combined is above the limit of 20" in report.message
+
+    (segments / "s19.json").unlink()
+    with pytest.raises(AudienceError, match="segment-ref 's19' is not in .*segments"):
+        compute_audience(spec, settings=settings, run_dir=run_dir, as_of=AS_OF)
+
+
+def test_sessions_come_from_the_lake_when_the_extract_wrote_them(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from cja_audiences.extract.writer import PartitionWriter
+
+    rows = [ev("a", 0, VIEW), ev("a", 45, ADD), ev("b", 0, VIEW), ev("b", 10, ADD)]
+    in_one_session = {
+        "session": {
+            "sequence": {
+                "steps": [
+                    {"event": {"field": "event_type", "op": "equals", "value": VIEW}},
+                    {"event": {"field": "event_type", "op": "equals", "value": ADD}},
+                ]
+            }
+        }
+    }
+    second_visit = {"event": {"field": "session_number", "op": "gte", "value": 2}}
+    spec = make_spec(filter={"rules": in_one_session})
+    visit_spec = make_spec(filter={"rules": second_visit})
+    helper_lake = tmp_path / "helper"
+    write_lake(helper_lake, rows, {"a": {}, "b": {}})  # files without the extract's footer
+    landed = tmp_path / "landed"
+    write_lake(landed, [], {"a": {}, "b": {}})
+    with PartitionWriter(Lake(landed), source="test", run_id="r") as writer:
+        writer.write(
+            pa.table(
+                {
+                    "event_id": [f"e{i}" for i in range(len(rows))],
+                    "person_id": [r["person_id"] for r in rows],
+                    "timestamp": [r["timestamp"].isoformat() for r in rows],
+                    "event_type": [r["event_type"] for r in rows],
+                    "_origin": ["t"] * len(rows),
+                }
+            )
+        )
+        writer.commit()
+    for home, in_lake in ((helper_lake, False), (landed, True)):
+        settings = Settings(home=home, audiences_dir=tmp_path, filters_dir=tmp_path)
+        result = evaluate_audience(spec, settings=settings, as_of=T0.date())
+        assert result.stats["sessions_in_lake"] is in_lake
+        assert result.members.column("person_id").to_pylist() == ["b"]
+        assert ("sess AS MATERIALIZED" in result.stats["sql"]) is not in_lake
+    landed_settings = Settings(home=landed, audiences_dir=tmp_path, filters_dir=tmp_path)
+    visits = evaluate_audience(visit_spec, settings=landed_settings, as_of=T0.date())
+    assert visits.members.column("person_id").to_pylist() == ["a"]
+    helper_settings = Settings(home=helper_lake, audiences_dir=tmp_path, filters_dir=tmp_path)
+    with pytest.raises(AudienceError, match="visit number.*need sessions in the lake"):
+        evaluate_audience(visit_spec, settings=helper_settings, as_of=T0.date())

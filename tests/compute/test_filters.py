@@ -7,7 +7,7 @@ import pytest
 
 from cja_audiences.filters.compiler import CompileError, QueryBuilder
 from cja_audiences.filters.rules import RuleError, parse_rules
-from tests.compute.helpers import ADD, BUY, CHECKOUT, PAGE, VIEW, ev, run
+from tests.compute.helpers import ADD, BUY, CHECKOUT, PAGE, VIEW, ev, execute, run
 
 # ---- dimension operators -------------------------------------------------------------------
 
@@ -34,6 +34,8 @@ PAGES = [
         ("not_in", ["Cart", "Home"], {"b", "d", "e"}),
         ("contains_any", ["cart", "returns"], {"c", "e"}),
         ("contains_all", ["help", "returns"], {"e"}),
+        ("not_contains_any", ["cart", "returns"], {"a", "b", "d"}),  # contains none of them
+        ("not_contains_all", ["help", "returns"], {"a", "b", "c", "d"}),  # misses one of them
         ("matches", r"^[A-Z][a-z]+$", {"a", "c"}),  # regex, case-sensitive
         ("not_matches", r"^[A-Z][a-z]+$", {"b", "d", "e"}),
         ("like", "h%e", {"a", "b"}),  # CJA glob "h*e" after translation, case-insensitive
@@ -411,6 +413,57 @@ def test_coarser_container_inside_finer_fails() -> None:
         run({"event": {"person": HOME}}, FUNNEL)
 
 
+def test_visit_checkpoints_logic_groups_and_value_spans_in_rules() -> None:
+    # FUNNEL's sessions: a: one; b: 0-5, then 40; c: 0-20, then 200-210; d: one
+    visit_then_visit = seq(
+        {"session": {"field": "event_type", "op": "equals", "value": VIEW}},
+        {"session": {"field": "event_type", "op": "equals", "value": CHECKOUT}},
+    )
+    assert run(visit_then_visit, FUNNEL) == {"b", "c"}  # a and d did both in one visit
+    any_order = seq(step(VIEW), {"all_of": [step(ADD)["event"], step(CHECKOUT)["event"]]})
+    assert run(any_order, FUNNEL) == {"a", "c", "d"}  # b's add came before its view
+    first_match = seq({"any_of": [step(ADD)["event"], step(VIEW)["event"]]}, step(CHECKOUT))
+    assert run(first_match, FUNNEL) == {"a", "b", "c", "d"}
+    # within 1 page value: FUNNEL has no page between an add and its checkout
+    one_page = seq(step(ADD), step(CHECKOUT, within={"values": 1, "field": "page_name"}))
+    assert run(one_page, FUNNEL) == {"a", "b", "c", "d"}
+    # two pages between, the checkout's own page is the third value
+    rows = [ev("a", 0, ADD), ev("a", 1, PAGE, page_name="x"), ev("a", 2, PAGE, page_name="y")]
+    rows += [ev("a", 3, CHECKOUT, page_name="Checkout")]
+    assert (
+        run(seq(step(ADD), step(CHECKOUT, within={"values": 2, "field": "page_name"})), rows)
+        == set()
+    )
+    assert run(
+        seq(step(ADD), step(CHECKOUT, within={"values": 3, "field": "page_name"})), rows
+    ) == {"a"}
+
+
+def test_session_number_is_the_visit_number() -> None:
+    # b's and c's checkouts are in their second visit; a's and d's in their first
+    second_visit_checkout = {
+        "event": {
+            "all": [
+                {"field": "event_type", "op": "equals", "value": CHECKOUT},
+                {"field": "session_number", "op": "equals", "value": 2},
+            ]
+        }
+    }
+    assert run(second_visit_checkout, FUNNEL) == {"b", "c"}
+    returning = {"person": {"metric": {"max": "session_number"}, "op": "gte", "value": 2}}
+    assert run(returning, FUNNEL) == {"b", "c"}
+
+
+def test_visit_number_in_a_template(tmp_path) -> None:
+    (tmp_path / "returning.sql.j2").write_text(
+        '{% import "cja.sql.j2" as cja %}\n'
+        "SELECT person_id FROM {{ events }} WHERE {{ cja.where('session_number', 'gte', 2) }}"
+    )
+    builder = QueryBuilder(filters_dir=tmp_path, sessions_in_lake=True)
+    query = builder.build(builder.template("returning.sql.j2"))
+    assert execute(query.sql, query.params, FUNNEL) == {"b", "c"}
+
+
 def test_sessions_are_computed_once() -> None:
     rules = {
         "all": [
@@ -422,6 +475,10 @@ def test_sessions_are_computed_once() -> None:
     builder = QueryBuilder()
     query = builder.build(f"SELECT person_id FROM {builder.tree(parse_rules(rules))}")
     assert query.sql.count("lag(") == 1 and "sess AS MATERIALIZED" in query.sql
+    # with the lake's sessions nothing is sessionized in the query
+    builder = QueryBuilder(sessions_in_lake=True)
+    query = builder.build(f"SELECT person_id FROM {builder.tree(parse_rules(rules))}")
+    assert "lag(" not in query.sql and "session_number AS session_no" in query.sql
 
 
 # ---- rules errors name the place and the allowed values -------------------------------------
@@ -443,6 +500,18 @@ def test_sessions_are_computed_once() -> None:
         ),
         ({"field": "page_name", "op": "in", "value": "x"}, r"op in needs a non-empty list"),
         ({"person": {}, "extra": 1}, r"expected a mapping|takes exactly one key"),
+        (
+            {
+                "sequence": {
+                    "steps": [step(VIEW), {"event": {"field": "x", "op": "exists"}, "session": {}}]
+                }
+            },
+            r"a step is one of \{event\|session\|all_of\|any_of",
+        ),
+        (
+            {"sequence": {"steps": [step(VIEW), step(ADD, within={"values": 1})]}},
+            r"a values span is \{values: N, field: FIELD\}",
+        ),
     ],
 )
 def test_rule_errors(rules: dict[str, object], message: str) -> None:

@@ -13,6 +13,7 @@ from cja_audiences.filters.ir import (
     Any_,
     Cond,
     Container,
+    LogicGroup,
     Measure,
     Metric,
     Node,
@@ -66,6 +67,14 @@ def conditions() -> st.SearchStrategy[Node]:
             st.sampled_from(["equals", "contains", "starts_with", "not_contains"]),
             st.sampled_from(["home", "CART", "h"]),
         ),
+        st.builds(
+            Cond,
+            st.just("page_name"),
+            st.sampled_from(
+                ["contains_any", "contains_all", "not_contains_any", "not_contains_all"]
+            ),
+            st.lists(st.sampled_from(["h", "o", "CART", "x"]), min_size=1, max_size=2),
+        ),
         st.builds(Cond, st.just("page_name"), st.sampled_from(["exists", "not_exists"])),
         st.builds(
             Cond,
@@ -98,17 +107,36 @@ def spans() -> st.SearchStrategy[Span]:
         st.builds(Span, st.sampled_from([1, 10, 40]), st.just("minutes")),
         st.builds(Span, st.sampled_from([0, 1]), st.just("sessions")),
         st.builds(Span, st.sampled_from([1, 2]), st.just("events")),
+        st.builds(Span, st.sampled_from([0, 1, 2]), st.just("values"), st.just("page_name")),
     )
 
 
+def checkpoints(visits: bool, groups: bool) -> st.SearchStrategy[Node]:
+    """An event condition, a Logic Group, or a visit (a session meeting a condition or a
+    metric)."""
+    kinds = [conditions()]
+    if groups:
+        kinds.append(
+            st.lists(conditions(), min_size=2, max_size=2).map(lambda n: LogicGroup(tuple(n)))
+        )
+    if visits:
+        kinds.append(
+            st.one_of(conditions(), metrics("session")).map(lambda n: Container("session", n))
+        )
+    return st.one_of(*kinds)
+
+
 @st.composite
-def sequences(draw: st.DrawFn, mode: str) -> Sequence:
+def sequences(draw: st.DrawFn, mode: str, level: str = "person") -> Sequence:
     n = draw(st.integers(2, 3))
-    steps = [Step(draw(conditions()))]
+    scope = draw(st.sampled_from(["person", "session"])) if mode != "exists" else None
+    visits = (scope or level) == "person"
+    point = checkpoints(visits, groups=mode != "only_before")
+    steps = [Step(draw(point))]
     for _ in range(n - 1):
         steps.append(
             Step(
-                draw(conditions()),
+                draw(point),
                 within=tuple(draw(st.lists(spans(), max_size=1))),
                 after=draw(
                     st.none() | st.builds(Span, st.sampled_from([1, 30]), st.just("minutes"))
@@ -116,7 +144,6 @@ def sequences(draw: st.DrawFn, mode: str) -> Sequence:
                 exclude=draw(st.none() | conditions()),
             )
         )
-    scope = draw(st.sampled_from(["person", "session"])) if mode != "exists" else None
     return Sequence(
         tuple(steps),
         mode,
@@ -131,7 +158,7 @@ def trees(level: str, depth: int) -> st.SearchStrategy[Node]:
     if level == "event":
         leaves += [sequences("only_after"), sequences("only_before")]
     else:
-        leaves.append(sequences("exists"))
+        leaves.append(sequences("exists", level))
     if depth == 0:
         return st.one_of(*leaves)
     finer = [
@@ -152,6 +179,11 @@ def trees(level: str, depth: int) -> st.SearchStrategy[Node]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=events(), tree=trees("person", 2).map(lambda n: Container("person", n)))
-def test_sql_agrees_with_reference(rows: list[dict], tree: Node) -> None:
-    assert run(tree, rows) == reference.members(tree, rows)
+@given(
+    rows=events(),
+    tree=trees("person", 2).map(lambda n: Container("person", n)),
+    in_lake=st.booleans(),
+)
+def test_sql_agrees_with_reference(rows: list[dict], tree: Node, in_lake: bool) -> None:
+    """Sessions read from the lake's columns or computed by the query: same members."""
+    assert run(tree, rows, sessions_in_lake=in_lake) == reference.members(tree, rows)

@@ -98,3 +98,21 @@ def test_cli_prints_one_line_per_check_and_exits_1_on_a_problem(emu, monkeypatch
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines].count("FAIL") == 1
     assert next(line for line in lines if line.startswith("FAIL")).startswith("FAIL inlet: ")
+
+
+def test_the_external_audience_mode_checks_its_source_and_storage(emu, tmp_path):
+    emu.base_connection(tmp_path / "cloud", "conn-doctor")
+    good = emu.adobe_config(
+        publish_mode="external_audience",
+        external_base_connection_id="conn-doctor",
+        external_location=str(tmp_path / "cloud" / "files"),
+    )
+    report = run_doctor(good)
+    assert report.ok, report.text()
+    assert [v.check for v in report.verdicts][-2:] == ["base_connection", "storage_location"]
+    unknown = verdicts(good.model_copy(update={"external_base_connection_id": "nope"}))
+    assert not unknown["base_connection"].ok and "source account" in unknown["base_connection"].fix
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    unwritable = verdicts(good.model_copy(update={"external_location": str(tmp_path / "blocked")}))
+    assert not unwritable["storage_location"].ok
+    assert "write access" in unwritable["storage_location"].fix

@@ -69,8 +69,9 @@ def create_app() -> FastAPI:
 
         spec = _spec(audience_id)
         as_of = datetime.now(UTC).date() - timedelta(days=1)
-        sql, params = render_audience(spec, settings=get_settings(), as_of=as_of)
-        bound = "\n".join(f"--   ${k} = {v!r}" for k, v in params.items())
+        rendered = render_audience(spec, settings=get_settings(), as_of=as_of)
+        sql = rendered.sql
+        bound = "\n".join(f"--   ${k} = {v!r}" for k, v in rendered.params.items())
         return (
             f"-- {spec.name} ({spec.id}), as of {as_of}\n-- bound parameters:\n{bound}\n\n{sql}\n"
         )

@@ -17,6 +17,7 @@ import pyarrow as pa
 from cja_audiences.extract.normalize import DEFAULT_LIST_SEPARATOR, DEFAULT_NAMESPACE
 from cja_audiences.extract.writer import Mode, PartitionWriter
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.sessions import SessionRules
 
 
 class Source(Protocol):
@@ -43,6 +44,7 @@ def run_extract(
     max_bad_row_share: float = 0.01,
     namespace: str = DEFAULT_NAMESPACE,
     list_separator: str = DEFAULT_LIST_SEPARATOR,
+    sessions: SessionRules | None = None,
 ) -> dict[str, Any]:
     """Land everything ``source`` yields, or nothing (raises ``ExtractRejected``)."""
     with PartitionWriter(
@@ -54,6 +56,7 @@ def run_extract(
         max_bad_row_share=max_bad_row_share,
         namespace=namespace,
         list_separator=list_separator,
+        sessions=sessions,
     ) as writer:
         for batch in prefetched(source.batches()):
             writer.write(batch)

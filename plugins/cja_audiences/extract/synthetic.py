@@ -38,8 +38,10 @@ import duckdb
 
 from cja_audiences.extract.persons import PERSONS_FILE
 from cja_audiences.extract.publish import partition_rows, publish_partitions, staging_dir
+from cja_audiences.extract.sessions import sessionize_staged
 from cja_audiences.lake.layout import Lake, atomic_path
 from cja_audiences.lake.schema import EVENT_TYPES
+from cja_audiences.lake.sessions import SessionRules
 
 # Calibration: events per drawn session of the funnel below (measured; about 5 % of drawn
 # sessions fall on an occupied slot and are dropped). Turns the
@@ -481,6 +483,7 @@ def generate_synthetic(
     end: date,
     seed: int,
     events_per_person: float | None = None,
+    sessions: SessionRules | None = None,
 ) -> dict[str, Any]:
     """Write ``days`` daily partitions ending on ``end`` (inclusive) and the persons table.
 
@@ -509,6 +512,7 @@ def generate_synthetic(
         with staging_dir(lake.events) as staging:
             _write_events(con, variables, staging)
             counts = partition_rows(staging)
+            session_summary = sessionize_staged(lake, staging, sessions or SessionRules())
             _write_persons(con, lake.persons / PERSONS_FILE)
             published = publish_partitions(staging, lake.events)
         session_count = con.execute("SELECT count(*) FROM session").fetchone()[0]
@@ -520,6 +524,7 @@ def generate_synthetic(
         "rows": rows,
         "persons": persons,
         "sessions": session_count,
+        "session_columns": session_summary,
         "partitions": {d: counts[d] for d in published},
         "quarantined": 0,
         "seed": seed,

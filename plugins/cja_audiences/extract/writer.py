@@ -14,6 +14,8 @@ Why this shape:
   partition; in ``merge`` mode (the default) the rows already there are kept, and a re-sent
   event replaces its earlier version; ``replace`` mode makes the input the whole truth for
   each date it touches (a corrected re-export, a full-day API pull).
+* Sessions: before the swap, every staged partition gets its session columns and the live
+  partitions whose sessions the new rows change are staged too (``extract.sessions``).
 * Persons: after landing, the persons seen in the touched partitions are merged into
   ``lake/persons/persons.parquet`` (``persons.update_persons``).
 * Sharding: with ``buckets=N`` a partition holds one file per person bucket,
@@ -46,9 +48,11 @@ from cja_audiences.extract.normalize import (
 )
 from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
+from cja_audiences.extract.sessions import sessionize_staged
 from cja_audiences.lake.layout import Lake, atomic_path, safe_name
 from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA
+from cja_audiences.lake.sessions import SessionRules
 from cja_audiences.lake.storage import connect, exclusive, parquet_rows
 
 Mode = Literal["merge", "replace"]
@@ -87,6 +91,7 @@ class PartitionWriter:
         max_bad_row_share: float = 0.01,
         namespace: str = DEFAULT_NAMESPACE,
         list_separator: str = DEFAULT_LIST_SEPARATOR,
+        sessions: SessionRules | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
@@ -100,6 +105,7 @@ class PartitionWriter:
         self.max_bad_row_share = max_bad_row_share
         self.namespace = namespace
         self.list_separator = list_separator
+        self.sessions = sessions or SessionRules()
         self.quarantine_path = lake.quarantine(source, safe_name(run_id)) / "rejected.parquet"
         self._con = connect(lake.root)
         self._con.execute("SET TimeZone = 'UTC'")
@@ -205,6 +211,7 @@ class PartitionWriter:
         lock = self.lake.root / "lake" / LANDING_LOCK
         with exclusive(lock, timeout_s=LANDING_WAIT_S, ttl_s=LANDING_WAIT_S):
             partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
+            sessions = sessionize_staged(self.lake, self._staging_path, self.sessions)
             publish_partitions(self._staging_path, self.lake.events)
             persons = update_persons(self.lake, list(partitions), self._con)
         return {
@@ -215,6 +222,7 @@ class PartitionWriter:
             "rows": sum(partitions.values()),
             "partitions": partitions,
             "persons": persons,
+            "sessions": sessions,
             "quarantined": rejected,
             "bad_row_share": round(bad_share, 6),
             "quarantine_path": str(self.quarantine_path) if rejected else None,

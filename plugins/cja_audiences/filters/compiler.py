@@ -30,6 +30,7 @@ from cja_audiences.filters.ir import (
     Cond,
     Container,
     Level,
+    LogicGroup,
     Measure,
     Metric,
     Node,
@@ -39,10 +40,10 @@ from cja_audiences.filters.ir import (
     Span,
 )
 from cja_audiences.filters.sandbox import expression_problem
+from cja_audiences.lake.sessions import SESSION_COLUMNS, SessionRules
 
 LIBRARY_DIR = Path(__file__).parent
 LIBRARY = "cja.sql.j2"
-SESSION_TIMEOUT_MINUTES = 30
 _TIME_UNITS = {
     "minutes": "to_minutes",
     "hours": "to_hours",
@@ -50,7 +51,6 @@ _TIME_UNITS = {
     "weeks": "to_weeks",
     "months": "to_months",
 }
-_SPAN_COLUMN = {"sessions": "sn", "events": "hit"}
 
 
 class _MemoryBytecodeCache(jinja2.BytecodeCache):
@@ -81,6 +81,7 @@ class CompiledQuery:
     params: dict[str, Any]
     sessions: bool
     columns: tuple[str, ...]
+    references: tuple[str, ...] = ()  # saved segments a CJA segment filter references
 
 
 class Binder:
@@ -177,9 +178,15 @@ class QueryBuilder:
         computed_fields: dict[str, str] | None = None,
         filters_dir: Path | None = None,
         window: tuple[datetime, datetime] | None = None,
+        session_rules: SessionRules | None = None,
+        sessions_in_lake: bool = False,
     ) -> None:
         self.binder = Binder(dict(params or {}))
         self.window = window
+        # the lake's session columns (extract.sessions) when its files were built with these
+        # rules; otherwise the query sessionizes the window's events itself
+        self.session_rules = session_rules or SessionRules()
+        self.sessions_in_lake = sessions_in_lake
         self.computed = dict(computed_fields or {})
         self.columns: set[str] = set(F.KEY_COLUMNS)
         # Event expressions the trees read, computed once in ``ev``: sessions and sequences
@@ -289,15 +296,32 @@ class QueryBuilder:
                     f"(got {problem})"
                 )
             computed.append((F.quote(name), expr))
+        if not self.sessions_in_lake and self.columns & set(SESSION_COLUMNS):
+            raise CompileError(
+                "session_number / session_start (visit number) need sessions in the lake, and "
+                "the window's partitions were written without them or with other session "
+                "rules; rebuild them: python -m cja_audiences.extract.sessions"
+            )
+        rules = self.session_rules
+        key_columns = list(F.KEY_COLUMNS)
+        if self.sessions and self.sessions_in_lake:
+            key_columns.append("session_number")
+        elif self.sessions and rules.start_event_types:
+            key_columns.append("event_type")
+        self.columns.update(key_columns)
         columns = sorted(c for c in self.columns if c not in self.computed)
-        carried = ["*"] if self.raw_events else [F.quote(c) for c in F.KEY_COLUMNS]
+        carried = ["*"] if self.raw_events else [F.quote(c) for c in key_columns]
         derived = [(alias, sql) for sql, alias in self.derived.items()]
         head: list[tuple[str, str, bool]] = [
             ("ev", self.m.events(carried, computed, derived), False)
         ]
-        if self.sessions:
-            timeout = self.binder.literal(SESSION_TIMEOUT_MINUTES)
-            head.append(("sess", self.m.sessionize("ev", timeout), True))
+        if self.sessions and self.sessions_in_lake:
+            head.append(("sess", self.m.lake_sessions("ev"), False))
+        elif self.sessions:
+            timeout = self.binder.literal(rules.timeout_minutes)
+            starts = rules.start_event_types
+            starts_sql = self.binder.literal(list(starts)) if starts else None
+            head.append(("sess", self.m.sessionize("ev", timeout, starts_sql), True))
         ctes = [
             *head,
             *self.ctes,
@@ -335,6 +359,8 @@ class TreeCompiler:
         # aggregations then read only those units' events instead of every event.
         self.seq_names: dict[int, str] = {}
         self.session_drivers: dict[int, str | None] = {}
+        # running counts the sequence being compiled compares (alias -> flag, None: events)
+        self._counters: dict[str, str | None] = {}
 
     def compile(self, node: Node) -> str:
         self._check_sessions(node)
@@ -506,15 +532,24 @@ class TreeCompiler:
         return self.m.seq_keeps(f"{alias}_mark", forward)
 
     def _sequence(self, node: Sequence, scope: Level, *, forward: bool) -> str:
-        """CTEs deciding the sequence per unit of ``scope``; returns the result CTE's name."""
+        """CTEs deciding the sequence per unit of ``scope``; returns the result CTE's name.
+
+        Each checkpoint is an event condition, a Logic Group or a visit (a session): a
+        visit arrives at its first event and departs at its last (backward: the reverse),
+        so the clock of the next checkpoint starts when the visit ends."""
         self.seqs += 1
         name = f"{self.prefix}_q{self.seqs}"
         keys = list(_keys(scope))
+        self._counters = {}
         steps = list(node.steps) if forward else list(reversed(node.steps))
         # the bounds between two checkpoints are stored on the later one; processing i runs
         # from the processed step i-1 to step i
         gaps = list(node.steps[1:]) if forward else list(reversed(node.steps[1:]))
-        conds = [(f"c{i}", self._step_expr(step.node)) for i, step in enumerate(steps, start=1)]
+        conds: list[tuple[str, str]] = []
+        visits: list[tuple[str, str, tuple[str, ...]]] = []
+        kinds: dict[int, Any] = {}
+        for i, step in enumerate(steps, start=1):
+            kinds[i] = self._checkpoint(step.node, i, name, scope, forward, conds, visits)
         plans = []
         for i, gap in enumerate(gaps, start=2):
             exclude = None
@@ -536,61 +571,139 @@ class TreeCompiler:
                 conds.append((ends[end], self._step_expr(extra)))
         # the outer side of the first processed step, and of the last one
         first_side, last_side = ("before", "after") if forward else ("after", "before")
-        first = {first_side: ends.get(first_side)}
-        if len(steps) == 1:
-            first[last_side] = ends.get(last_side)
-        uses_hit = any(w["column"] == "hit" for p in plans for w in p[1]) or any(
-            p[2] and p[2]["order"] == "hit" for p in plans
-        )
+        last_guard = None
+        if ends.get(last_side):
+            last_guard = self.m.no_event(ends[last_side], keys, last_side == "after")
         needs_ord = any(p[3] for p in plans)
+        source = self.b.events_relation
+        if visits:
+            select = ", ".join(
+                ["b.*", *(f"{a}.first AS {a}_first, {a}.last AS {a}_last" for _, a, _ in visits)]
+            )
+            source = f"({self.m.joined(source, visits, select=select)})"
         self.b.ctes.append(
             (
                 f"{name}_0",
                 self.m.seq_events(
-                    self.b.events_relation, keys, conds, hit_ord=uses_hit, session=self.b.sessions
+                    source, keys, conds, list(self._counters.items()), session=self.b.sessions
                 ),
                 False,
             )
         )
-        self.b.ctes.append(
-            (
-                f"{name}_1",
-                self.m.seq_first(
-                    f"{name}_0",
-                    keys,
-                    "c1",
-                    before=first.get("before"),
-                    after=first.get("after"),
-                    ord=needs_ord,
-                ),
-                False,
-            )
+        previous = self._first_step(
+            name,
+            keys,
+            kinds[1],
+            (first_side, ends.get(first_side)),
+            needs_ord,
+            len(steps) == 1,
+            last_guard,
         )
-        previous = f"{name}_1"
         for i, within, after, exclude in plans:
-            cond = f"c{i}"
-            if i == len(steps) and ends.get(last_side):
-                guard = self.m.no_event(ends[last_side], keys, last_side == "after")
-                cond = f"({cond} AND {guard})"
-            self.b.ctes.append(
-                (
-                    f"{name}_{i}",
-                    self.m.seq_step(
-                        previous,
-                        keys,
-                        i,
-                        cond,
-                        forward,
-                        after=after,
-                        within=within,
-                        exclude=exclude,
-                    ),
-                    False,
+            kind = kinds[i]
+            guard = last_guard if i == len(steps) else None
+            if isinstance(kind, tuple):  # a Logic Group: its member flags
+                sql = self.m.seq_group_step(
+                    previous, keys, i, list(kind), after=after, within=within, exclude=exclude
                 )
-            )
+                if guard:
+                    sql = f"SELECT * REPLACE (v{i} AND {guard} AS v{i}) FROM ({sql})"
+            else:
+                cond = f"c{i}" if kind == "event" else f"c{i}_in"
+                if guard and kind == "event":
+                    cond = f"({cond} AND {guard})"
+                sql = self.m.seq_step(
+                    previous, keys, i, cond, forward, after=after, within=within, exclude=exclude
+                )
+            self.b.ctes.append((f"{name}_{i}", sql, False))
             previous = f"{name}_{i}"
+            if kind == "visit":
+                self.b.ctes.append(
+                    (f"{name}_{i}d", self.m.seq_depart(previous, keys, i, guard), False)
+                )
+                previous = f"{name}_{i}d"
         self.b.ctes.append((name, self.m.seq_result(previous, keys, len(steps), forward), False))
         return name
+
+    def _checkpoint(
+        self,
+        node: Node,
+        i: int,
+        name: str,
+        scope: Level,
+        forward: bool,
+        conds: list[tuple[str, str]],
+        visits: list[tuple[str, str, tuple[str, ...]]],
+    ) -> Any:
+        """Add checkpoint ``i``'s flags to ``conds``; its kind: "event", "visit" or the
+        member flags of a Logic Group."""
+        if isinstance(node, LogicGroup):
+            if not forward:
+                raise CompileError(
+                    "a Logic Group (sequence-and / all_of) in an Only Before Sequence is not "
+                    "supported: use it in a sequence or an Only After Sequence"
+                )
+            members = []
+            for j, member in enumerate(node.nodes, start=1):
+                members.append(f"c{i}_{j}")
+                conds.append((members[-1], self._step_expr(member)))
+            return tuple(members)
+        if isinstance(node, Container) and node.level == "session":
+            if scope == "session":
+                raise CompileError(
+                    "a visit checkpoint in a sequence that stays in one session: use a person "
+                    "scope for sequences across visits"
+                )
+            alias = f"{name}_v{i}"
+            self._visits(node.node, alias)
+            visits.append((alias, alias, _keys("session")))
+            arrive, depart = ("first", "last") if forward else ("last", "first")
+            conds.append((f"c{i}_in", self.m.is_event(f"{alias}_{arrive}")))
+            conds.append((f"c{i}_out", self.m.is_event(f"{alias}_{depart}")))
+            return "visit"
+        conds.append((f"c{i}", self._step_expr(node)))
+        return "event"
+
+    def _first_step(
+        self,
+        name: str,
+        keys: list[str],
+        kind: Any,
+        outer: tuple[str, str | None],
+        needs_ord: bool,
+        only: bool,
+        last_guard: str | None,
+    ) -> str:
+        """The CTE(s) of the first processed checkpoint; returns the last one's name."""
+        if isinstance(kind, tuple):
+            first = self.m.group_complete(keys, kind)
+        else:
+            first = "c1" if kind == "event" else "c1_in"
+        side, flag = outer  # events that must never happen on the sequence's outer side
+        sql = self.m.seq_first(f"{name}_0", keys, first, ord=needs_ord, **{side: flag})
+        if only and last_guard and kind != "visit":
+            sql = f"SELECT * REPLACE (v1 AND {last_guard} AS v1) FROM ({sql})"
+        self.b.ctes.append((f"{name}_1", sql, False))
+        if kind != "visit":
+            return f"{name}_1"
+        guard = last_guard if only else None
+        self.b.ctes.append((f"{name}_1d", self.m.seq_depart(f"{name}_1", keys, 1, guard), False))
+        return f"{name}_1d"
+
+    def _visits(self, node: Node, name: str) -> None:
+        """A CTE of the sessions satisfying ``node`` with their first and last events."""
+        child = TreeCompiler(self.b, name)
+        where = child.expr(node, "session")
+        if child.seqs or any(
+            scope.joins or (level in ("person", "s2p") and scope.aggregates)
+            for level, scope in child.scopes.items()
+        ):
+            raise CompileError(
+                "a visit checkpoint holds conditions and metrics of its session (no "
+                "sequences or person-level conditions inside it)"
+            )
+        aggregates = [(a, sql) for sql, a in child.scopes["session"].aggregates.items()]
+        self.b.ctes.append((name, self.m.visits(self.b.events_relation, aggregates, where), False))
 
     def _step_expr(self, node: Node) -> str:
         from cja_audiences.filters.ir import walk
@@ -605,11 +718,27 @@ class TreeCompiler:
             raise CompileError(f"{span.unit} count must be a whole number >= 0 (got {count!r})")
         return count, self.b.binder.literal(span.count)
 
+    def _span_column(self, span: Span) -> str:
+        """The running count a span of events, sessions or dimension values compares."""
+        if span.unit == "sessions":
+            return "sn"
+        if span.unit == "events":
+            self._counters.setdefault("hit", None)
+            return "hit"
+        flag = self.b.derive(
+            self.m.predicate(
+                self.b.column(span.field or ""), "exists", "NULL", self.b.is_list(span.field or "")
+            )
+        )
+        alias = f"d_{flag}"
+        self._counters.setdefault(alias, flag)
+        return alias
+
     def _within(self, span: Span) -> dict[str, Any]:
         _, placeholder = self._span_count(span)
         if span.unit in _TIME_UNITS:
             return {"column": None, "limit": f"{_TIME_UNITS[span.unit]}({placeholder})"}
-        return {"column": _SPAN_COLUMN[span.unit], "limit": placeholder}
+        return {"column": self._span_column(span), "limit": placeholder}
 
     def _after(self, span: Span) -> dict[str, Any] | None:
         count, placeholder = self._span_count(span)
@@ -617,7 +746,7 @@ class TreeCompiler:
             return None
         if span.unit in _TIME_UNITS:
             return {"order": "ts", "offset": f"{_TIME_UNITS[span.unit]}({placeholder})"}
-        return {"order": _SPAN_COLUMN[span.unit], "offset": placeholder}
+        return {"order": self._span_column(span), "offset": placeholder}
 
     # ---- emit CTEs ----------------------------------------------------------------------
     def _emit(self, person_expr: str, person_driver: str | None, session_driver: str | None) -> str:

@@ -34,6 +34,8 @@ NEGATED_OPS = {
     "not_equals": "equals",
     "not_in": "in",
     "not_contains": "contains",
+    "not_contains_any": "contains_any",
+    "not_contains_all": "contains_all",
     "not_starts_with": "starts_with",
     "not_ends_with": "ends_with",
     "not_matches": "matches",
@@ -41,12 +43,19 @@ NEGATED_OPS = {
     "not_exists": "exists",
 }
 OPS = (*POSITIVE_OPS, *NEGATED_OPS)
-LIST_VALUE_OPS = ("in", "not_in", "contains_any", "contains_all")
+LIST_VALUE_OPS = (
+    "in",
+    "not_in",
+    "contains_any",
+    "contains_all",
+    "not_contains_any",
+    "not_contains_all",
+)
 NO_VALUE_OPS = ("exists", "not_exists")
 COMPARE_OPS = ("equals", "not_equals", "gt", "gte", "lt", "lte")
 
 AGGREGATES = ("sum", "count", "sessions", "distinct", "min", "max")
-SPAN_UNITS = ("minutes", "hours", "days", "weeks", "months", "sessions", "events")
+SPAN_UNITS = ("minutes", "hours", "days", "weeks", "months", "sessions", "events", "values")
 
 
 @dataclass(frozen=True)
@@ -120,14 +129,29 @@ class Not:
 
 @dataclass(frozen=True)
 class Span:
+    """A distance between two checkpoints. Unit ``values`` counts the events on which
+    ``field`` has a value (CJA's "within N <dimension>": within 1 page = the next page)."""
+
     count: Any  # int or Param
     unit: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class LogicGroup:
+    """CJA's Logic Group as one checkpoint (``sequence-and``): every condition happens, each
+    on some event after the previous checkpoint, in any order; the group is complete at the
+    last of them, where the next checkpoint's clock starts."""
+
+    nodes: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One checkpoint: an event condition, how far after the previous checkpoint it may
-    (``within``) or must (``after``) happen, and events that must not happen in between."""
+    """One checkpoint: an event condition, a :class:`LogicGroup`, or a session container
+    (a visit checkpoint: a whole session that satisfies it, starting after the previous
+    checkpoint ended); how far after the previous checkpoint it may (``within``) or must
+    (``after``) happen, and events that must not happen in between."""
 
     node: Node
     within: tuple[Span, ...] = ()
@@ -149,7 +173,7 @@ class Sequence:
     exclude_after: Node | None = None
 
 
-Node = Cond | Attr | Metric | Container | All | Any_ | Not | Sequence
+Node = Cond | Attr | Metric | Container | All | Any_ | Not | Sequence | LogicGroup
 
 
 def walk(node: Node):
@@ -158,7 +182,7 @@ def walk(node: Node):
     match node:
         case Container(node=inner) | Not(node=inner):
             yield from walk(inner)
-        case All(nodes=nodes) | Any_(nodes=nodes):
+        case All(nodes=nodes) | Any_(nodes=nodes) | LogicGroup(nodes=nodes):
             for child in nodes:
                 yield from walk(child)
         case Metric(measure=Measure(where=where)) if where is not None:

@@ -25,6 +25,7 @@ from cja_audiences.filters.ir import (
     Attr,
     Cond,
     Container,
+    LogicGroup,
     Measure,
     Metric,
     Node,
@@ -240,10 +241,20 @@ def _sequence(key: str, raw: Any, where: str) -> Sequence:
     )
 
 
+STEP_KINDS = ("event", "session", "all_of", "any_of")
+
+
 def _step(raw: Any, where: str, index: int) -> Step:
-    allowed = {"event", "within", "after", "exclude"}
-    if not isinstance(raw, dict) or "event" not in raw:
-        raise RuleError(where, "a step is {event: CONDITION, within?, after?, exclude?}")
+    """``{event: CONDITION}`` (one event), ``{session: CONDITION}`` (a whole session, a visit
+    checkpoint), ``{all_of: [CONDITIONS]}`` (a Logic Group: each on some event, any order) or
+    ``{any_of: [CONDITIONS]}``; plus within?, after?, exclude?."""
+    allowed = {*STEP_KINDS, "within", "after", "exclude"}
+    kinds = [k for k in STEP_KINDS if isinstance(raw, dict) and k in raw]
+    if not isinstance(raw, dict) or len(kinds) != 1:
+        raise RuleError(
+            where,
+            "a step is one of {event|session|all_of|any_of: ...} plus within?, after?, exclude?",
+        )
     extra = set(raw) - allowed
     if extra:
         raise RuleError(
@@ -255,9 +266,21 @@ def _step(raw: Any, where: str, index: int) -> Step:
             "the first step has no previous step: within/after/exclude "
             "belong to the later step (use exclude_before for the start)",
         )
+    kind = kinds[0]
+    at = f"{where}.{kind}"
+    if kind in ("all_of", "any_of"):
+        items = raw[kind]
+        if not isinstance(items, list) or not items:
+            raise RuleError(at, "expected a non-empty list of conditions")
+        nodes = tuple(parse_node(item, f"{at}[{i}]") for i, item in enumerate(items))
+        node: Node = LogicGroup(nodes) if kind == "all_of" else Any_(nodes)
+    elif kind == "session":
+        node = Container("session", parse_node(raw[kind], at))
+    else:
+        node = parse_node(raw[kind], at)
     within = raw.get("within")
     return Step(
-        node=parse_node(raw["event"], f"{where}.event"),
+        node=node,
         within=(parse_span(within, f"{where}.within"),) if within is not None else (),
         after=parse_span(raw["after"], f"{where}.after") if "after" in raw else None,
         exclude=parse_node(raw["exclude"], f"{where}.exclude") if "exclude" in raw else None,
@@ -265,6 +288,13 @@ def _step(raw: Any, where: str, index: int) -> Step:
 
 
 def parse_span(raw: Any, where: str) -> Span:
+    """``{minutes|...|events: N}`` or ``{values: N, field: F}`` (N events with F set)."""
+    field = None
+    if isinstance(raw, dict) and "values" in raw:
+        field = raw.get("field")
+        if set(raw) != {"values", "field"} or not isinstance(field, str) or not field:
+            raise RuleError(where, "a values span is {values: N, field: FIELD}")
+        raw = {"values": raw["values"]}
     if not isinstance(raw, dict) or len(raw) != 1:
         raise RuleError(where, f"expected one of {{{'|'.join(SPAN_UNITS)}: N}}")
     unit, count = next(iter(raw.items()))
@@ -273,4 +303,6 @@ def parse_span(raw: Any, where: str) -> Span:
     value = _value(count, f"{where}.{unit}", numeric=True)
     if not isinstance(value, Param) and (not isinstance(value, int) or value < 0):
         raise RuleError(f"{where}.{unit}", f"expected a whole number >= 0 (got {count!r})")
-    return Span(value, unit)
+    if unit == "values" and field is None:
+        raise RuleError(where, "a values span is {values: N, field: FIELD}")
+    return Span(value, unit, field)

@@ -14,6 +14,8 @@ covers the standard components; a spec can add or override entries
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from cja_audiences.filters.ir import (
     Any_,
     Cond,
     Container,
+    LogicGroup,
     Measure,
     Metric,
     Node,
@@ -47,6 +50,11 @@ STRING_FUNCS = {
     "not-contains": ("not_contains", "str"),
     "contains-any-of": ("contains_any", "list"),
     "contains-all-of": ("contains_all", "list"),
+    # Adobe's operator guide: "does not contain any of" excludes items containing any of the
+    # values, "does not contain all of" those containing all of them (the API table's wording
+    # of these two reads swapped; the names and the guide agree)
+    "not-contains-any-of": ("not_contains_any", "list"),
+    "not-contains-all-of": ("not_contains_all", "list"),
     "starts-with": ("starts_with", "str"),
     "not-starts-with": ("not_starts_with", "str"),
     "ends-with": ("ends_with", "str"),
@@ -82,14 +90,6 @@ TIME_UNITS = {
 UNIT_FACTOR = {"quarter": 3, "year": 12}
 CONTAINER_UNITS = {"hits": "events", "visits": "sessions"}
 UNSUPPORTED = {
-    "not-contains-any-of": "its meaning is ambiguous in Adobe's docs; write "
-    "without(contains-any-of) instead",
-    "not-contains-all-of": "its meaning is ambiguous in Adobe's docs; write "
-    "without(contains-all-of) instead",
-    "sequence-and": "Logic Group (unordered checkpoints)",
-    "sequence-or": "Logic Group (unordered checkpoints)",
-    "dimension-restriction": "'within N <dimension> values' restrictions",
-    "segment-ref": "references to other saved segments (inline the referenced definition)",
     "not": "'not' is not an Adobe func; use 'without'",
 }
 
@@ -122,6 +122,10 @@ DEFAULT_DIMENSIONS = {
     "variables/browser": "browser",
     "variables/revenue": "revenue",
     "variables/quantity": "quantity",
+    # the session's number in the person's history (AA Visit Number, CJA Session Number)
+    "variables/visitnumber": "session_number",
+    "variables/sessionnumber": "session_number",
+    "variables/session_number": "session_number",
 }
 DEFAULT_METRICS: dict[str, Any] = {
     "metrics/occurrences": "events",
@@ -206,14 +210,46 @@ def read_definition(path: Path) -> dict[str, Any]:
         raise SegmentError(str(path), f"cannot read the segment JSON: {exc}") from None
 
 
-def parse_segment(definition: dict[str, Any], mapping: DataViewMapping | None = None) -> Node:
+Resolver = Callable[[str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ParsedSegment:
+    """A definition's filter tree and the saved segments it references (ids, first use
+    order, nested references included): what the 20-segments guardrail counts."""
+
+    tree: Node
+    references: tuple[str, ...]
+
+
+def parse_segment(
+    definition: dict[str, Any],
+    mapping: DataViewMapping | None = None,
+    resolve: Resolver | None = None,
+) -> Node:
     """The filter tree of one CJA segment definition."""
-    return _Parser(mapping or DataViewMapping()).top(load_definition(definition))
+    return read_segment(definition, mapping, resolve).tree
+
+
+def read_segment(
+    definition: dict[str, Any],
+    mapping: DataViewMapping | None = None,
+    resolve: Resolver | None = None,
+) -> ParsedSegment:
+    """The tree and references of a definition; ``resolve(id)`` returns the definition of a
+    saved segment a ``segment-ref`` names (the referenced segment's container is used in its
+    place, so its context narrows as any nested container does)."""
+    parser = _Parser(mapping or DataViewMapping(), resolve)
+    tree = parser.top(load_definition(definition))
+    return ParsedSegment(tree, tuple(parser.references))
 
 
 class _Parser:
-    def __init__(self, mapping: DataViewMapping) -> None:
+    def __init__(self, mapping: DataViewMapping, resolve: Resolver | None = None) -> None:
         self.mapping = mapping
+        self.resolve = resolve
+        self.references: list[str] = []
+        self.stack: list[str] = []  # segment-refs being expanded, for cycle detection
 
     def top(self, d: dict[str, Any]) -> Node:
         func = d.get("func")
@@ -250,7 +286,31 @@ class _Parser:
             return Not(self.node(d.get("pred"), f"{where}.pred"))
         if func in ("sequence", "sequence-prefix", "sequence-suffix"):
             return self.sequence(d, where)
+        if func in ("sequence-and", "sequence-or"):
+            # a Logic Group outside a stream: its checkpoints in any order = and / or
+            nodes = self.checkpoints(d, where, Container)
+            return All(nodes) if func == "sequence-and" else Any_(nodes)
+        if func == "segment-ref":
+            return self.reference(d, where)
         return self.leaf(d, where)
+
+    def reference(self, d: dict[str, Any], where: str) -> Node:
+        ref = d.get("id", d.get("segmentId"))
+        if not isinstance(ref, str) or not ref:
+            raise SegmentError(where, "segment-ref needs the saved segment's id")
+        if ref in self.stack:
+            cycle = " -> ".join([*self.stack, ref])
+            raise SegmentError(where, f"segment-ref cycle: {cycle}")
+        if self.resolve is None:
+            raise SegmentError(where, f"segment-ref {ref!r}: no place to look saved segments up")
+        if ref not in self.references:
+            self.references.append(ref)
+        definition = load_definition(self.resolve(ref), f"segment {ref}")
+        self.stack.append(ref)
+        try:
+            return self.top(definition)
+        finally:
+            self.stack.pop()
 
     # ---- leaves ----
     def attr(self, val: Any, where: str) -> str:
@@ -344,7 +404,7 @@ class _Parser:
         for i, item in enumerate(stream):
             at = f"{where}.stream[{i}]"
             kind = item.get("func") if isinstance(item, dict) else None
-            if kind in ("time-restriction", "container-restriction"):
+            if kind in ("time-restriction", "container-restriction", "dimension-restriction"):
                 span, limit = self.restriction(item, at)
                 if limit == "within":
                     pending["within"].append(span)
@@ -353,9 +413,11 @@ class _Parser:
                 else:
                     pending["after"] = span
             elif kind == "exclude-next-checkpoint":
+                if exclude_next:
+                    raise SegmentError(at, "two exclude-next-checkpoint in a row")
                 exclude_next = True
-            elif kind == "container":
-                check = self.checkpoint(item, at)
+            elif kind in ("container", "sequence-and", "sequence-or"):
+                check = self.checkpoint(item, at, excluded=exclude_next)
                 if exclude_next:
                     exclude_next = False
                     if not steps:
@@ -390,14 +452,63 @@ class _Parser:
         mode = "only_after" if func == "sequence-prefix" else "only_before"
         return Sequence(tuple(steps), mode, CONTEXTS[context], exclude_before, exclude_after)
 
-    def checkpoint(self, item: dict[str, Any], where: str) -> Node:
-        if item.get("context") != "hits":
-            raise SegmentError(
-                f"{where}.context",
-                f"checkpoint containers with context {item.get('context')!r} are not supported "
-                "(only hits checkpoints)",
-            )
-        return self.node(item.get("pred"), f"{where}.pred")
+    def checkpoint(self, item: dict[str, Any], where: str, *, excluded: bool = False) -> Node:
+        """A stream item: a hits container (an event condition), a visits container (a
+        whole session), or a Logic Group (``sequence-and``; ``sequence-or`` is one event
+        matching any of its checkpoints, Adobe's "first match")."""
+        func = item["func"]
+        if func in ("sequence-and", "sequence-or"):
+            nodes = self.checkpoints(item, where, Cond)
+            if func == "sequence-or":
+                return nodes[0] if len(nodes) == 1 else Any_(nodes)
+            if excluded:
+                raise SegmentError(
+                    where,
+                    "exclude-next-checkpoint before a sequence-and Logic Group is not "
+                    "supported: Adobe's two examples of it contradict each other (none of "
+                    "the conditions vs not all of them); exclude a sequence-or group or "
+                    "single checkpoints instead",
+                )
+            return LogicGroup(nodes)
+        context = item.get("context")
+        if context == "hits":
+            return self.node(item.get("pred"), f"{where}.pred")
+        if context == "visits":
+            if excluded:
+                raise SegmentError(
+                    where,
+                    "exclude-next-checkpoint before a visits checkpoint is not supported: "
+                    "Adobe does not say whether a visit that only partly falls between the "
+                    "checkpoints counts; exclude a hits checkpoint instead",
+                )
+            return Container("session", self.node(item.get("pred"), f"{where}.pred"))
+        raise SegmentError(
+            f"{where}.context",
+            f"got {context!r}; a sequence checkpoint is a hits or visits container",
+        )
+
+    def checkpoints(self, d: dict[str, Any], where: str, kind: type) -> tuple[Node, ...]:
+        """A Logic Group's checkpoints: hits containers inside a stream (event conditions),
+        any containers outside one."""
+        items = d.get("checkpoints")
+        if not isinstance(items, list) or not items:
+            raise SegmentError(f"{where}.checkpoints", "expected a non-empty list of containers")
+        nodes = []
+        for i, item in enumerate(items):
+            at = f"{where}.checkpoints[{i}]"
+            if not isinstance(item, dict) or item.get("func") != "container":
+                raise SegmentError(at, "expected a container")
+            if kind is Container:
+                nodes.append(self.node(item, at))
+            elif item.get("context") != "hits":
+                raise SegmentError(
+                    f"{at}.context",
+                    f"got {item.get('context')!r}: a Logic Group inside a sequence groups hits "
+                    "checkpoints",
+                )
+            else:
+                nodes.append(self.node(item.get("pred"), f"{at}.pred"))
+        return tuple(nodes)
 
     def restriction(self, item: dict[str, Any], where: str) -> tuple[Span, str]:
         limit = item.get("limit")
@@ -409,6 +520,9 @@ class _Parser:
             raise SegmentError(
                 f"{where}.count", f"expected a whole number (got {item.get('count')!r})"
             ) from None
+        if item["func"] == "dimension-restriction":
+            field = self.attr(item.get("attribute"), f"{where}.attribute")
+            return Span(count, "values", field), limit
         if item["func"] == "time-restriction":
             unit = item.get("unit")
             if unit not in TIME_UNITS:

@@ -37,6 +37,10 @@ EVENT_COLUMNS = {
     "device_type": "string",  # Desktop, Mobile, Tablet
     "browser": "string",
     "dimensions": "map",  # further dimensions
+    # written by the extract (lake.sessions): the session's first event time (with person_id
+    # its key) and its number in the person's lake history (CJA Session Number)
+    "session_start": "timestamp",
+    "session_number": "int32",
 }
 
 PERSON_COLUMNS = {

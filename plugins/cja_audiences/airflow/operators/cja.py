@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cja_audiences.airflow.assets import CJA_EVENTS
 from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.sessions import SessionRules
 from cja_audiences.lake.storage import LakePath, lake_path, move
 from cja_audiences.settings import get_settings
 
@@ -112,6 +113,7 @@ class CJAExtractOperator(BaseOperator):
             "run_id": str(context.get("run_id") or "manual"),
             "max_bad_row_share": settings.max_bad_row_share,
             "buckets": self.buckets,
+            "sessions": SessionRules.from_settings(settings),
         }
         mode = self._arg(context, "mode")
         if mode:
@@ -141,6 +143,7 @@ class CJAExtractOperator(BaseOperator):
             end=end,
             seed=int(opts["seed"]),
             events_per_person=opts.get("events_per_person"),
+            sessions=common["sessions"],
         )
 
     def _extract_export(self, context: Context, lake: Lake, common: dict) -> dict:
