@@ -118,6 +118,8 @@ def _summed_corrections(parts: Any) -> dict[str, Any]:
         "entered": sum(p.get("entered", 0) for p in parts),
         "exited": sum(p.get("exited", 0) for p in parts),
     }
+
+
 def _concat(run_dir: LakePath, folders: list[LakePath], names: tuple[str, ...]) -> None:
     """Each named file of the buckets as one sorted file of the run (when every bucket has it:
     renewals and the membership lifetimes exist only for streaming publishes)."""
