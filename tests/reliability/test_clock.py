@@ -3,14 +3,12 @@ lastQualificationTime, so the second run's exits must still carry a later time."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
-from cja_audiences import snapshots
-from cja_audiences.adobe import records
+from cja_audiences import clock, snapshots
 from cja_audiences.diff import diff_members
-from cja_audiences.publish import sent
 from cja_audiences.publish.streaming import publish_run
 from tests.publish.helpers import (
     fast_options,
@@ -24,12 +22,6 @@ from tests.publish.helpers import (
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
 
-class FastClock(datetime):
-    @classmethod
-    def now(cls, tz=None):
-        return datetime.now(tz) + timedelta(hours=2)
-
-
 def refresh(emu, audience, run_id, ids):
     run_dir = audience / "runs" / run_id
     write_members(run_dir / "members.parquet", ids)
@@ -41,8 +33,7 @@ def refresh(emu, audience, run_id, ids):
 def test_exits_after_a_run_with_a_fast_clock_are_not_ignored(emu, tmp_path, monkeypatch):
     audience = tmp_path / "audiences" / "high_value"
     with monkeypatch.context() as fast:
-        fast.setattr(records, "datetime", FastClock)
-        fast.setattr(sent, "datetime", FastClock)
+        fast.setenv(clock.OFFSET_ENV, str(2 * 3600))  # the worker's clock is 2 h fast
         refresh(emu, audience, "r1", range(1_000))
     refresh(emu, audience, "r2", range(500))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cja_audiences import clock
 from cja_audiences.adobe.records import STATUS_EXITED, STATUS_REALIZED, qualification_time
 from cja_audiences.buckets import BUCKETS_DIR
 from cja_audiences.diff import Corrections
@@ -129,7 +130,7 @@ def next_qualification_time(audience_dir: LakePath, now: datetime | None = None)
     a lock too, as a bucketed run's buckets publish at once).
     """
     path = audience_dir / CLOCK_FILE
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    moment = (now or clock.now()).astimezone(UTC)  # the package clock (``clock``)
     with exclusive(audience_dir / CLOCK_LOCK):
         last = (read_json(path) or {}).get("last_qualification_time")
         if last is not None:
