@@ -12,7 +12,7 @@ export CJA_AUDIENCES_HOME ?= $(CURDIR)/.local/home
 # The local (demo) Airflow creates DAGs unpaused; deployments keep Airflow's default (paused).
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 
-.PHONY: venv demo test test-fast lint format airflow celery emulator bench shell clean
+.PHONY: venv demo test test-fast lint format airflow celery emulator bench soak shell clean
 
 # The package installs editable from plugins/ (pyproject.toml): `python -m cja_audiences`,
 # the `cja-audiences` script and the benchmarks work in any shell with the venv active.
@@ -54,6 +54,10 @@ emulator: venv
 
 bench: venv
 	for b in emulator extract compute diff publish dashboard scale; do $(PY) -m bench.$$b || exit 1; done
+
+# 30 minutes of ten audiences under faults, then a reconcile; SOAK_ARGS=--quick for 2 minutes
+soak: venv
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 shell: venv  # a shell with the venv and the demo's environment (dev/env.sh)
 	bash --rcfile <(echo '[ -f ~/.bashrc ] && . ~/.bashrc; . $(VENV)/bin/activate; . dev/env.sh')

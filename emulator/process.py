@@ -206,24 +206,27 @@ class EmulatorServer:
 
 
 def start_emulator(
-    state_dir: Path, config_path: Path | None = None, extra_args: list[str] | None = None
+    state_dir: Path,
+    config_path: Path | None = None,
+    extra_args: list[str] | None = None,
+    port: int | None = None,
 ) -> EmulatorServer:
-    """Start ``python -m emulator`` on a free port and wait until it answers.
+    """Start ``python -m emulator`` on a free port (or ``port``) and wait until it answers.
 
     The port is picked before the server binds it, so another process may take it first;
-    that case is retried on a new port.
+    that case is retried on a new port. With ``port`` (a restart of a stopped server on the
+    same address and ``state_dir``, so clients keep their URLs) there is one attempt.
     """
-    for _ in range(PORT_ATTEMPTS):
-        server = _start_once(state_dir, config_path, extra_args or [])
+    for _ in range(1 if port else PORT_ATTEMPTS):
+        server = _start_once(state_dir, config_path, extra_args or [], port or free_port())
         if server is not None:
             return server
-    raise RuntimeError(f"emulator could not bind a free port in {PORT_ATTEMPTS} attempts")
+    raise RuntimeError(f"emulator could not bind port {port or 'any free port'}")
 
 
 def _start_once(
-    state_dir: Path, config_path: Path | None, extra_args: list[str]
+    state_dir: Path, config_path: Path | None, extra_args: list[str], port: int
 ) -> EmulatorServer | None:
-    port = free_port()
     log_path = state_dir / "emulator.log"
     cmd = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--state", str(state_dir)]

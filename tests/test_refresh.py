@@ -173,3 +173,4 @@ def test_renewals_only_for_streaming_audiences(tmp_path):
         run = AudienceRefresh(spec, settings, RefreshRequest(run_id=mode, as_of=date(2026, 11, 2)))
         write_members(run.run_dir / "members.parquet", range(20))
         assert run.diff(mode=mode)["renewed"] == renewed
+        run.lease.release()  # a run holds the audience from diff to commit: let the next diff

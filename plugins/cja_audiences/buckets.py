@@ -72,6 +72,7 @@ def merge_buckets(run_dir: LakePath, buckets: int, previous_run_dir: LakePath | 
         "previous_size": parquet_rows(previous_run_dir / MEMBERS) if previous_run_dir else 0,
         "previous_run_id": previous_run_dir.name if previous_run_dir else None,
         "buckets": buckets,
+        "corrections": _summed_corrections(r["diff"].get("corrections") or {} for r in records),
         "elapsed_s": round(sum(r["diff"]["elapsed_s"] for r in records), 3),
     }
     compute = records[0]["compute"] | {
@@ -107,6 +108,16 @@ def collect_publish(run_dir: LakePath, buckets: int) -> dict[str, Any]:
     _concat(run_dir, [bucket_dir(run_dir, b) for b in range(buckets)], (MEMBERSHIP,))
     update_run_record(run_dir, publish=summary)
     return summary
+
+
+def _summed_corrections(parts: Any) -> dict[str, Any]:
+    """The buckets' corrections as the run's: every run they corrected, the rows summed."""
+    parts = list(parts)
+    return {
+        "run_ids": sorted({run_id for p in parts for run_id in p.get("run_ids", [])}),
+        "entered": sum(p.get("entered", 0) for p in parts),
+        "exited": sum(p.get("exited", 0) for p in parts),
+    }
 
 
 def _concat(run_dir: LakePath, folders: list[LakePath], names: tuple[str, ...]) -> None:

@@ -25,6 +25,7 @@ from cja_audiences.filters.compiler import CompiledQuery, CompileError, QueryBui
 from cja_audiences.filters.fields import quote
 from cja_audiences.filters.ir import Node
 from cja_audiences.filters.rules import parse_rules
+from cja_audiences.filters.sandbox import UnsafeSQL, check_select, sandboxed_connection
 from cja_audiences.filters.segment import (
     DataViewMapping,
     Resolver,
@@ -38,7 +39,7 @@ from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.runs import MEMBERS, update_run_record
 from cja_audiences.lake.schema import EVENT_SCHEMA, MEMBER_FILE_SCHEMA, PERSON_SCHEMA
 from cja_audiences.lake.sessions import SessionRules, sessionized
-from cja_audiences.lake.storage import LakePath, connect, lake_path
+from cja_audiences.lake.storage import LakePath, lake_path
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
 
@@ -350,12 +351,17 @@ def evaluate_audience(
         sessions_in_lake=in_lake,
     )
     lake = Lake(settings.home)
-    con = connect(lake.root)
-    try:
-        only = bucket_filter(*bucket) if bucket else None
-        _register(con, "raw_events", _event_files(lake, window), EVENT_SCHEMA, only)
-        _register(con, "raw_persons", sorted(lake.persons.glob("*.parquet")), PERSON_SCHEMA, only)
-        table = con.sql(rendered.sql, params=rendered.params).to_arrow_table()
+    events, persons = _event_files(lake, window), sorted(lake.persons.glob("*.parquet"))
+    only = bucket_filter(*bucket) if bucket else None
+    with sandboxed_connection(
+        [*events, *persons],
+        memory_limit=settings.compute_memory_limit,
+        threads=settings.compute_threads,
+        lake=lake.root,
+    ) as con:
+        _register(con, "raw_events", events, EVENT_SCHEMA, only)
+        _register(con, "raw_persons", persons, PERSON_SCHEMA, only)
+        table = _run_filter(con, rendered, spec)
         has_identity = pc.fill_null(pc.not_equal(table["identity"], ""), False)
         chosen = table.filter(has_identity)
         found = why.branches(
@@ -375,8 +381,6 @@ def evaluate_audience(
         )
         missing = table.num_rows - members.num_rows
         stats = _stats(con, members, missing) if preview else {"missing_identity": missing}
-    finally:
-        con.close()
     stats.update(
         why=found.legend(),
         filter_params=filter_params(spec, params),
@@ -395,6 +399,24 @@ def evaluate_audience(
     if spec.filter.segment is not None:
         stats["definition"] = definition  # explain re-evaluates this run with it
     return Evaluation(members, stats)
+
+
+def _run_filter(
+    con: duckdb.DuckDBPyConnection, rendered: RenderedAudience, spec: AudienceSpec
+) -> pa.Table:
+    """The members query on the sandboxed connection; file access outside the query's
+    inputs and anything but one SELECT become an error naming the spec."""
+    where = f"{spec.source_path or spec.id}: filter"
+    try:
+        check_select(con, rendered.sql, where)
+        return con.sql(rendered.sql, params=rendered.params).to_arrow_table()
+    except UnsafeSQL as exc:
+        raise AudienceError(str(exc)) from None
+    except duckdb.PermissionException as exc:
+        raise AudienceError(
+            f"{where} reaches outside its inputs (the window's events and the persons table "
+            f"are the only files it may read, and it may write none): {exc}"
+        ) from None
 
 
 def _arm_sizes(spec: AudienceSpec, members: pa.Table) -> dict[str, int]:

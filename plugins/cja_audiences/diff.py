@@ -10,6 +10,11 @@ no hashes standing in for them) and bounded in memory at any audience size: both
 files are sorted by person_id, so their row-group statistics split the key space into ranges
 of a few million rows, and each range is diffed with one full outer join. A range never holds
 more than its share of rows, so the hash table stays small and nothing spills to disk.
+
+The base is the committed snapshot *corrected* by what uncommitted runs may have sent
+(:class:`Corrections`, from ``publish.sent``): a member one of them may have exited enters
+again, and anyone one of them may have realized who is not a member exits. So AEP converges
+to the new snapshot whatever an abandoned, failed or racing run left behind.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -62,6 +68,23 @@ CHANGE_SCHEMA = pa.schema(
 ExitExplainer = Callable[[list[str]], pa.Table]
 
 
+@dataclass(frozen=True)
+class Corrections:
+    """Sends no committed snapshot accounts for: member files sent as realized or exited."""
+
+    realized: list[LakePath] = field(default_factory=list)
+    exited: list[LakePath] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    where: str = "true"  # SQL predicate on the sent rows: one bucket's persons (``buckets``)
+
+    def __bool__(self) -> bool:
+        return bool(self.realized or self.exited)
+
+    def only(self, where: str) -> Corrections:
+        """The same sends, restricted to the persons ``where`` selects."""
+        return replace(self, where=where)
+
+
 def diff_members(
     run_dir: LakePath,
     previous_run_dir: LakePath | None,
@@ -69,6 +92,7 @@ def diff_members(
     renew_before: datetime | None = None,
     *,
     previous_members: LakePath | None = None,
+    corrections: Corrections | None = None,
 ) -> dict[str, Any]:
     """Write entered/exited.parquet (CHANGE_SCHEMA, sorted by person_id) and renewed.parquet;
     record the counts.
@@ -77,30 +101,41 @@ def diff_members(
     the audience was never published, so every member enters. ``explain_exits`` evaluates
     the exits on the lake (``why.exit_reasons``); without it their reason is ``left``.
     ``previous_members`` replaces that run's members file (a bucket diffs against its slice).
+    ``corrections`` are the uncommitted sends to supersede (module doc).
     Renewed: unchanged members whose ``valid_until`` in the previous run's membership file is
     before ``renew_before`` (all unchanged ones when that run has no such file); none when
-    ``renew_before`` is None.
+    ``renew_before`` is None. A member a correction enters again is sent as entered, not
+    renewed.
     """
     started = time.perf_counter()
+    corrections = corrections or Corrections()
     members = run_dir / MEMBERS
     size = _rows(members)
-    if previous_run_dir is None:
+    previous_size = _rows(previous_run_dir / MEMBERS) if previous_run_dir else 0
+    if previous_run_dir is None and not corrections:
         _first_run(members, run_dir)
-        entered, exited, previous_size = size, 0, 0
+        entered, exited, corrected = size, 0, (0, 0)
     else:
-        previous = previous_members or previous_run_dir / MEMBERS
-        previous_size = _rows(previous)
-        entered, exited = _diff_files(members, previous, run_dir, explain_exits)
-    renewed = _renewals(run_dir, previous_run_dir, renew_before)
+        previous = previous_members or (previous_run_dir / MEMBERS if previous_run_dir else None)
+        previous_size = _rows(previous) if previous is not None else 0
+        entered, exited, corrected = _diff_files(
+            members, previous, run_dir, explain_exits, corrections
+        )
+    renewed = _renewals(run_dir, previous_run_dir, renew_before, skip_entered=corrected[0] > 0)
     record = {
         "entered": entered,
         "exited": exited,
         "renewed": renewed,
         "renew_before": renew_before.isoformat() if renew_before else None,
-        "unchanged": size - entered,
+        "unchanged": size - (entered - corrected[0]),
         "size": size,
         "previous_size": previous_size,
         "previous_run_id": previous_run_dir.name if previous_run_dir else None,
+        "corrections": {
+            "run_ids": corrections.run_ids,
+            "entered": corrected[0],
+            "exited": corrected[1],
+        },
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
     update_run_record(run_dir, diff=record)
@@ -150,9 +185,14 @@ def _member_sql(path: LakePath, param: str, where: str = "true") -> str:
 
 
 def _renewals(
-    run_dir: LakePath, previous_run_dir: LakePath | None, renew_before: datetime | None
+    run_dir: LakePath,
+    previous_run_dir: LakePath | None,
+    renew_before: datetime | None,
+    *,
+    skip_entered: bool = False,
 ) -> int:
-    """Unchanged members due for renewal (see ``lifetime``), written to renewed.parquet."""
+    """Unchanged members due for renewal (see ``lifetime``), written to renewed.parquet;
+    ``skip_entered`` leaves out those entered.parquet sends already (corrections)."""
     members = run_dir / MEMBERS
     query, params = "SELECT * FROM read_parquet($members) WHERE false", {"members": str(members)}
     if previous_run_dir is not None and renew_before is not None:
@@ -169,6 +209,9 @@ def _renewals(
                 f"SEMI JOIN read_parquet($previous) AS p USING ({_KEY})"
             )
             params |= {"previous": str(previous_run_dir / MEMBERS)}
+        if skip_entered:
+            query = f"SELECT * FROM ({query}) ANTI JOIN read_parquet($entered) USING ({_KEY})"
+            params |= {"entered": str(run_dir / ENTERED)}
     spill_parent = None if is_remote(run_dir) else run_dir
     with tempfile.TemporaryDirectory(prefix=".renew-", dir=spill_parent) as spill:
         con = _connect(Path(spill), run_dir)
@@ -199,10 +242,18 @@ def _connect(spill_dir: Path, run_dir: LakePath) -> duckdb.DuckDBPyConnection:
 
 
 def _diff_files(
-    current: LakePath, previous: LakePath, run_dir: LakePath, explain_exits: ExitExplainer | None
-) -> tuple[int, int]:
+    current: LakePath,
+    previous: LakePath | None,
+    run_dir: LakePath,
+    explain_exits: ExitExplainer | None,
+    corrections: Corrections,
+) -> tuple[int, int, tuple[int, int]]:
+    """(entered, exited, (of which corrections entered, exited))."""
     spill_parent = None if is_remote(run_dir) else run_dir
     with tempfile.TemporaryDirectory(prefix=".diff-", dir=spill_parent) as spill:
+        if previous is None:  # first publish, but another run already sent some of it
+            previous = Path(spill) / "empty.parquet"
+            pq.write_table(MEMBER_SCHEMA.empty_table(), previous)
         con = _connect(Path(spill), run_dir)
         try:
             con.execute(
@@ -213,12 +264,43 @@ def _diff_files(
             target = _target_sql(read_run_record(run_dir).get("compute", {}))
             for low, high in key_ranges([current, previous], RANGE_ROWS):
                 _diff_range(con, current, previous, low, high, target)
+            corrected = _correct(con, current, corrections)
             _explain(con, explain_exits)
             entered = _copy_side(con, True, run_dir / ENTERED)
             exited = _copy_side(con, False, run_dir / EXITED)
         finally:
             con.close()
-    return entered, exited
+    return entered, exited, corrected
+
+
+def _correct(
+    con: duckdb.DuckDBPyConnection, current: LakePath, corrections: Corrections
+) -> tuple[int, int]:
+    """Add the members an uncommitted run may have exited (they enter again) and the
+    non-members one may have realized (they exit); returns how many of each were added."""
+    added = []
+    for files, entered in ((corrections.exited, True), (corrections.realized, False)):
+        if not files:
+            added.append(0)
+            continue
+        # enter again: sent exited AND members; exit: sent realized EXCEPT members
+        members = "INTERSECT" if entered else "EXCEPT"
+        before = con.execute("SELECT count(*) FROM changes").fetchone()[0]
+        con.execute(
+            f"""
+            INSERT INTO changes
+            SELECT k.person_id, k.namespace, k.identity, $entered, m.why, m.split FROM (
+              (SELECT {_KEY} FROM read_parquet($sent, union_by_name = true)
+               WHERE {corrections.where}
+               {members} SELECT {_KEY} FROM read_parquet($current))
+              EXCEPT SELECT {_KEY} FROM changes) AS k
+            LEFT JOIN ({_member_sql(current, "current")}) AS m
+              USING (person_id, namespace, identity)
+            """,
+            {"sent": [str(f) for f in files], "current": str(current), "entered": entered},
+        )
+        added.append(con.execute("SELECT count(*) FROM changes").fetchone()[0] - before)
+    return added[0], added[1]
 
 
 def _diff_range(

@@ -2,6 +2,8 @@
 
 Each method is one Airflow task; publish goes through the AEP hook. Stages talk only
 through the run folder, so any stage can be retried alone and XCom carries summaries only.
+From diff to commit the run holds its audience's lease (``lake.lease``): a second run of
+the same audience — another DAG, a manual trigger, a CLI rollback — waits, then skips.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from cja_audiences import (
     snapshots,
 )
 from cja_audiences.lake.layout import Lake, safe_name
+from cja_audiences.lake.lease import AudienceBusy, RunLease, lake_leases
 from cja_audiences.lake.runs import read_run_record, update_run_record
+from cja_audiences.publish import sent
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
 from cja_audiences.specs.model import AudienceSpec
@@ -101,6 +105,9 @@ class AudienceRefresh:
         lake = Lake(settings.home)
         self.audience_dir = lake.audience_dir(spec.id)
         self.run_dir = lake.run_dir(spec.id, request.run_id)
+        self.lease = RunLease(
+            self.run_dir, lake_leases(lake.audiences, settings.lease_ttl_s), audience_id=spec.id
+        )
 
     @property
     def previous_run_dir(self) -> Path | None:
@@ -172,32 +179,49 @@ class AudienceRefresh:
         (streaming ``mode``) the unchanged members due for renewal before the next scheduled
         refresh (``lifetime.renew_before``); an external audience's lifetime is Adobe's
         ``ttlInDays``, so it renews nothing. A bucketed audience diffs ``bucket`` (a mapped
-        task), or every bucket in turn and then merges them (:meth:`merge`)."""
+        task), or every bucket in turn and then merges them (:meth:`merge`).
+
+        First the audience's lease is taken (waiting up to ``lease_wait_s``; ``AudienceBusy``
+        after; a dry run sends nothing, so it takes none), and the base is the committed
+        snapshot corrected by every uncommitted send (``publish.sent``)."""
+        if not self.request.dry_run:
+            try:
+                self.lease.take(self.settings.lease_wait_s, reason="refresh")
+            except AudienceBusy as exc:
+                update_run_record(self.run_dir, status="skipped", busy=str(exc))
+                raise
         previous = self.previous_run_dir
         if self.reviewed_run_dir is not None and not self.buckets:
             try:  # an approval publishes the reviewed diff, refused if the snapshot moved
                 return review.adopt_diff(self.reviewed_run_dir, self.run_dir, previous)
             except review.StaleReview as exc:
                 raise ReviewOutdated(str(exc)) from None
+        corrections = sent.corrections(self.audience_dir, self.run_dir.name)
         cutoff = None
         if mode == "streaming":
             ttl = lifetime.lifetime_for(self.spec, self.settings)
             cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
         if not self.buckets:
             exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
-            return diff.diff_members(self.run_dir, previous, exits, cutoff)
+            return diff.diff_members(self.run_dir, previous, exits, cutoff, corrections=corrections)
         if bucket is None:
             for b in range(self.buckets):
                 self.diff(b, now, mode)
             return self.merge()
         folder = buckets.bucket_dir(self.run_dir, bucket)
+        mine = corrections.only(buckets.bucket_filter(bucket, self.buckets))
         if previous is None:
-            return diff.diff_members(folder, None)
+            return diff.diff_members(folder, None, corrections=mine)
         sliced = folder / buckets.PREVIOUS_DIR
         buckets.slice_previous(previous, sliced, bucket, self.buckets)
         exits = explain.exit_explainer(self.spec, self.settings, folder, previous)
         return diff.diff_members(
-            folder, previous, exits, cutoff, previous_members=sliced / "members.parquet"
+            folder,
+            previous,
+            exits,
+            cutoff,
+            previous_members=sliced / "members.parquet",
+            corrections=mine,
         )
 
     def merge(self) -> dict[str, Any]:
@@ -221,6 +245,8 @@ class AudienceRefresh:
     def check(self) -> dict[str, Any]:
         """Data-level guardrails; a block raises with every violation in one message.
         Checks a person overrode for this run (and the spec allows) warn instead."""
+        if not self.request.dry_run:
+            self.lease.fence()
         report = guardrails.check_run(self.spec, self.settings, self.run_dir, self.previous_run_dir)
         if self.request.override:
             who = self.request.requested_by or "unknown user"
@@ -237,6 +263,7 @@ class AudienceRefresh:
             )
         if report.blocked:
             update_run_record(self.run_dir, status="blocked")
+            self.lease.release()
             raise GuardrailBlocked(report.message)
         return report.as_dict()
 
@@ -251,8 +278,10 @@ class AudienceRefresh:
         return {"committed": True, **result}
 
     def record_failure(self, stage: str, reason: str) -> None:
-        """The run record names the stage that failed and why, for people and for reruns."""
+        """The run record names the stage that failed and why, for people and for reruns;
+        the run's lease is released (its sends, if any, stay for the next run to correct)."""
         update_run_record(self.run_dir, status="failed", failure={"stage": stage, "reason": reason})
+        self.lease.release()
 
     def summary(self) -> str:
         return summarize(read_run_record(self.run_dir))

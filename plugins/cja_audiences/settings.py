@@ -65,6 +65,16 @@ class Settings(BaseSettings):
         description="AEP dataset behind CJA: its new batches start an extract",
     )
     catalog_poll_s: float = Field(60.0, gt=0)
+    lease_ttl_s: float = Field(
+        1800.0, gt=0, description="how long an audience's writer lease lasts unless renewed"
+    )
+    lease_wait_s: float = Field(
+        300.0, ge=0, description="how long a run waits for another run of its audience"
+    )
+    compute_memory_limit: str = Field(
+        "2GB", description="DuckDB memory_limit of one audience computation"
+    )
+    compute_threads: int = Field(2, ge=1, le=64, description="DuckDB threads of one computation")
     session_timeout_minutes: int = Field(
         30, ge=1, description="the data view's session timeout: a new session after this idle time"
     )

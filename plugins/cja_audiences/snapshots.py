@@ -6,6 +6,12 @@ of the last run whose publish fully succeeded. Only ``commit`` moves it, and it 
 that was blocked, failed, dry or diffed against another base, so AEP and current.json never
 disagree. Rollback is a new run whose members are an old run's: it publishes the diff from
 the current state and commits like any run, so history only grows.
+
+Commit is a compare-and-set on the pointer: it moves current.json only from the run this run
+was diffed against, only while this run still holds the audience lease (``lake.lease``), and
+only if no other run sent records after this run's diff. It then marks the runs whose sends
+its diff corrected as superseded, and releases the lease. On object storage the same swap is
+a conditional PUT of current.json (``If-Match`` the ETag read with the base).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any
 
 from cja_audiences import clock
 from cja_audiences.diff import diff_members
-from cja_audiences.lake.layout import read_json, write_json
+from cja_audiences.lake.layout import is_safe_name, read_json, write_json
+from cja_audiences.lake.lease import RunLease
 from cja_audiences.lake.runs import (
     CURRENT,
     ENTERED,
@@ -39,6 +46,7 @@ from cja_audiences.lake.storage import (
     remove_tree,
     same_path,
 )
+from cja_audiences.publish import sent
 
 ROLLBACK_MARKER = "rollback.json"  # a rollback in progress: its target and new run are kept
 LOCK = ".lock"
@@ -87,26 +95,41 @@ def commit(audience_dir: LakePath, run_dir: LakePath) -> dict[str, Any]:
 
     Refuses (SnapshotError, current.json untouched) a run that was blocked by guardrails, not
     published, dry, partly dead-lettered, or diffed against another run than the current
-    one (another run committed in between: its entered/exited were never sent).
+    one (another run committed in between: its entered/exited were never sent); raises
+    ``LeaseLost`` when another run took the audience's lease since this one's diff.
     Committing the run that is already current returns its pointer unchanged.
     """
+    lease = RunLease(run_dir, audience_id=audience_dir.name)
     with _locked(audience_dir):
         current = current_run(audience_dir)
         if current is not None and current["run_id"] == run_dir.name:
-            return current  # already committed (a retry after a crash right after the move)
-        record = read_run_record(run_dir)
-        _check_committable(audience_dir, run_dir, record)
-        pointer = {
-            "run_id": run_dir.name,
-            "committed_at": clock.now().isoformat(),
-            "size": record["diff"]["size"],
-        }
-        update_run_record(
-            run_dir,
-            commit={**pointer, "previous_run_id": current["run_id"] if current else None},
-        )
-        write_json(pointer, audience_dir / CURRENT)
+            pointer = current  # already committed (a retry after a crash right after the move)
+        else:
+            lease.fence()
+            record = read_run_record(run_dir)
+            _check_committable(audience_dir, run_dir, record)
+            pointer = {
+                "run_id": run_dir.name,
+                "committed_at": clock.now().isoformat(),
+                "size": record["diff"]["size"],
+            }
+            update_run_record(
+                run_dir,
+                commit={**pointer, "previous_run_id": current["run_id"] if current else None},
+            )
+            write_json(pointer, audience_dir / CURRENT)
+        _mark_superseded(audience_dir, run_dir)
+    lease.release()
     return pointer
+
+
+def _mark_superseded(audience_dir: LakePath, run_dir: LakePath) -> None:
+    """The runs whose sends this committed run's diff corrected never count again."""
+    corrected = (read_run_record(run_dir).get("diff") or {}).get("corrections", {})
+    for run_id in corrected.get("run_ids", []):
+        superseded = _runs_dir(audience_dir) / run_id
+        if superseded.is_dir() and not read_run_record(superseded).get("superseded_by"):
+            update_run_record(superseded, superseded_by=run_dir.name)
 
 
 def _check_committable(audience_dir: LakePath, run_dir: LakePath, record: dict[str, Any]) -> None:
@@ -133,6 +156,12 @@ def _check_committable(audience_dir: LakePath, run_dir: LakePath, record: dict[s
         raise SnapshotError(
             f"run {name} was diffed against {base or 'nothing (first run)'} but the current "
             f"run is {current['run_id'] if current else 'none'}; diff it again and republish"
+        )
+    newer = sent.unaccounted_runs(audience_dir, run_dir)
+    if newer:
+        raise SnapshotError(
+            f"run(s) {', '.join(newer)} sent records to AEP after run {name} was diffed, so AEP "
+            "is not what this run's diff assumed; run a new refresh, which supersedes them"
         )
 
 
@@ -204,6 +233,10 @@ def list_runs(audience_dir: LakePath) -> list[dict[str, Any]]:
 
 
 def _run_dir(audience_dir: LakePath, run_id: str) -> LakePath:
+    if not is_safe_name(run_id):
+        raise SnapshotError(
+            f"{run_id!r} is not a run id (letters, digits, '-', '_' and '.'; see `runs list`)"
+        )
     run_dir = _runs_dir(audience_dir) / run_id
     if not run_dir.is_dir():
         known = ", ".join(r.name for r in _run_dirs(audience_dir)[-5:]) or "none"
@@ -269,14 +302,16 @@ def rollback(
     publish: Callable[[LakePath], dict[str, Any]],
     *,
     dry_run: bool = False,
+    lease_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Make a new run with the members of ``target_run_id``, publish its diff, commit it.
 
     The publisher is injected (``publish(new_run_dir) -> publish record``) so snapshots stay
     independent of AEP. Only a run that was once committed can be a target: a blocked or
     failed run was never a valid published state. ``dry_run`` stops after the diff with a
-    ``dry_run_report``. If publish raises, current.json stays where it was; re-running the
-    rollback with a new run dir is safe.
+    ``dry_run_report``. The rollback holds the audience lease from diff to commit (waiting
+    up to ``lease_wait_s`` for a running refresh, else ``AudienceBusy``). If publish raises,
+    current.json stays where it was; re-running the rollback with a new run dir is safe.
     """
     target = _run_dir(audience_dir, target_run_id)
     target_record = read_run_record(target)
@@ -300,14 +335,23 @@ def rollback(
                 f"running (a crashed one), delete {marker}"
             )
         write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
+    lease = RunLease(new_run_dir, audience_id=audience_dir.name)
     try:
         makedirs(new_run_dir)
+        lease.take(wait_s=lease_wait_s, reason=f"rollback to {target_run_id}")
+        current = current_run(audience_dir)  # as of holding the lease
+        if current is None or current["run_id"] == target_run_id:
+            raise SnapshotError(f"run {target_run_id} became current meanwhile; nothing to do")
         copy_file(target / MEMBERS, new_run_dir / MEMBERS)
         update_run_record(
             new_run_dir,
             rollback={"target_run_id": target_run_id, "from_run_id": current["run_id"]},
         )
-        diff = diff_members(new_run_dir, _runs_dir(audience_dir) / current["run_id"])
+        diff = diff_members(
+            new_run_dir,
+            _runs_dir(audience_dir) / current["run_id"],
+            corrections=sent.corrections(audience_dir, new_run_dir.name),
+        )
         result: dict[str, Any] = {
             "run_id": new_run_dir.name,
             "target_run_id": target_run_id,
@@ -320,6 +364,7 @@ def rollback(
         update_run_record(new_run_dir, publish=record)
         return {**result, "publish": record, "current": commit(audience_dir, new_run_dir)}
     finally:
+        lease.release()  # a no-op after commit; a failed rollback's sends stay outstanding
         if marker.exists():
             marker.unlink()
 
@@ -327,7 +372,8 @@ def rollback(
 def prune(audience_dir: LakePath, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest runs; returns the deleted run ids, oldest first.
 
-    Never deletes the current run, nor the target or new run of a rollback in progress.
+    Never deletes the current run, the target or new run of a rollback in progress, nor a
+    run whose sends no commit accounts for yet (the next diff needs them).
     """
     if keep < 1:
         raise SnapshotError(f"keep must be at least 1 (got {keep})")
@@ -337,6 +383,7 @@ def prune(audience_dir: LakePath, keep: int) -> list[str]:
         in_progress = read_json(audience_dir / ROLLBACK_MARKER)
         if in_progress:
             protected |= {in_progress["target_run_id"], in_progress["run_id"]}
+        protected |= {s.run_id for s in sent.outstanding_sends(audience_dir)}
         runs = _run_dirs(audience_dir)
         doomed = [r for r in runs[: max(len(runs) - keep, 0)] if r.name not in protected]
         for run_dir in doomed:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from cja_audiences.filters.compiler import QueryBuilder
@@ -39,6 +38,7 @@ from cja_audiences.filters.ir import (
     Sequence,
     Span,
 )
+from cja_audiences.filters.sandbox import locked_connection
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.schema import EVENT_SCHEMA, PERSON_SCHEMA
 from cja_audiences.settings import Settings
@@ -261,15 +261,22 @@ class Probe:
         materialize: bool = False,
     ) -> None:
         self.spec, self.settings, self.window, self.params = spec, settings, window, params
-        self.con = duckdb.connect()
-        focus = pa.table({"person_id": pa.array(list(persons), pa.string())})
-        self.con.register("focus", focus)
         lake = Lake(settings.home)
         files = [
             str(f)
             for day in window.days()
             for f in sorted(lake.event_partition(day.isoformat()).glob("*.parquet"))
         ]
+        person_files = [str(f) for f in sorted(lake.persons.glob("*.parquet"))]
+        # the filter's parts are audience authors' SQL: the same sandbox as compute
+        self.con = locked_connection(
+            files + person_files,
+            memory_limit=settings.compute_memory_limit,
+            threads=settings.compute_threads,
+            lake=lake.root,
+        )
+        focus = pa.table({"person_id": pa.array(list(persons), pa.string())})
+        self.con.register("focus", focus)
         source = (
             self.con.read_parquet(files, union_by_name=True)
             if files
@@ -281,7 +288,6 @@ class Probe:
             f"CREATE TEMP {kind} focus_events AS SELECT * FROM window_events "
             "WHERE person_id IN (SELECT person_id FROM focus)"
         )
-        person_files = [str(f) for f in sorted(lake.persons.glob("*.parquet"))]
         people = (
             self.con.read_parquet(person_files, union_by_name=True)
             if person_files

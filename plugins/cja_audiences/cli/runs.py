@@ -6,7 +6,9 @@
     python -m cja_audiences runs prune ID [--keep N]
 
 The lake root is ``CJA_AUDIENCES_HOME``; rollback publishes through the AEP connection
-``CJA_AUDIENCES_AEP_CONN_ID`` (``AIRFLOW_CONN_<ID>`` in JSON form).
+``CJA_AUDIENCES_AEP_CONN_ID`` (``AIRFLOW_CONN_<ID>`` in JSON form) and holds the audience's
+lease like a refresh: while a run of the audience is publishing it waits up to
+``CJA_AUDIENCES_LEASE_WAIT_S``, then stops with the other run named.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from cja_audiences import snapshots
 from cja_audiences.lake.layout import Lake, safe_name
+from cja_audiences.lake.lease import AudienceBusy, LeaseLost
 from cja_audiences.settings import Settings, get_settings
 from cja_audiences.specs.model import SpecError, spec_by_id
 
@@ -74,7 +77,14 @@ def _run(action: Callable[[Settings], int]) -> int:
     """Turn the expected failures into a message on stderr and exit code 1."""
     try:
         return action(get_settings())
-    except (snapshots.SnapshotError, SpecError, LookupError) as exc:
+    except (
+        snapshots.SnapshotError,
+        SpecError,
+        LookupError,
+        ValueError,
+        AudienceBusy,
+        LeaseLost,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -119,7 +129,12 @@ def rollback_command(args: argparse.Namespace) -> int:
         new_run_dir = Lake(settings.home).run_dir(args.audience_id, run_id)
         publish = _no_publish if args.dry_run else _publisher(settings, args.audience_id)
         result = snapshots.rollback(
-            audience_dir, args.run_id, new_run_dir, publish, dry_run=args.dry_run
+            audience_dir,
+            args.run_id,
+            new_run_dir,
+            publish,
+            dry_run=args.dry_run,
+            lease_wait_s=settings.lease_wait_s,
         )
         print(json.dumps(result, indent=2, default=str))
         return 0

@@ -22,7 +22,9 @@ import csv
 import gzip
 import hashlib
 import json
+import logging
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,9 @@ import pyarrow.csv as pcsv
 from cja_audiences.extract.lines import BLOCK_SIZE, JSON_OBJECT, numbered, read_lines
 from cja_audiences.lake.storage import LakePath, lake_path, local_copy
 
+log = logging.getLogger(__name__)
 EXPORT_FILE = re.compile(r"^cja-export-(?P<instance>.+)-(?P<idx>\d+)\.(?P<fmt>csv|json)\.gz$")
+UPLOAD_SETTLE_S = 900  # a file whose MD5 is still wrong after this long is corrupt, not uploading
 MANIFEST_FILE_KEYS = ("files", "deliveredFiles", "fileList")
 MANIFEST_NAME_KEYS = ("name", "fileName", "file", "path")
 MANIFEST_MD5_KEYS = ("md5", "md5Checksum", "checksum", "MD5")
@@ -67,6 +71,11 @@ DEFAULT_IDENTITY_COLUMNS: dict[str, str] = {"CRMID": "CRM ID", "Email": "Email"}
 
 class DeliveryError(RuntimeError):
     """A delivery is partial or corrupt; the message names the file and what is wrong."""
+
+
+class DeliveryRejected(DeliveryError):
+    """A delivery that waiting cannot complete (its manifest names paths): surfaced, not
+    waited for."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +147,13 @@ def _parse_manifest(path: LakePath) -> list[tuple[str, str]] | None:
         md5 = _first(entry, MANIFEST_MD5_KEYS) if isinstance(entry, dict) else None
         if not isinstance(name, str):
             raise DeliveryError(f"{path.name}: manifest entry without a file name: {entry!r}")
-        listed.append((Path(name).name, (md5 or "").lower()))
+        if not EXPORT_FILE.match(Path(name).name) or "/" in name or "\\" in name:
+            raise DeliveryRejected(
+                f"{path}: the manifest lists {name!r}, which is not a file of this landing "
+                "folder (a path, or not a cja-export-*.csv.gz/.json.gz name); the delivery is "
+                "refused: ask for it to be re-delivered"
+            )
+        listed.append((name, (md5 or "").lower()))
     return listed
 
 
@@ -198,9 +213,16 @@ def check_delivery(
             )
         actual = file_md5(present[name])
         if md5 and actual != md5:
-            raise DeliveryError(
-                f"report instance {instance}: {name} has MD5 {actual}, the manifest says {md5} "
-                "(still uploading, or corrupt: re-deliver the file)"
+            settled = time.time() - present[name].stat().st_mtime > UPLOAD_SETTLE_S
+            raise (DeliveryRejected if settled else DeliveryError)(
+                f"report instance {instance}: {present[name]} has MD5 {actual}, the manifest "
+                f"says {md5} ("
+                + (
+                    "unchanged for 15 minutes, so corrupt"
+                    if settled
+                    else "still uploading, or corrupt"
+                )
+                + ": re-deliver the file)"
             )
         files.append(present[name])
     delivery_id = f"{instance}-{file_md5(manifest)[:8]}"
@@ -219,6 +241,8 @@ def complete_deliveries(
     for instance, paths in _group(lake_path(landing_dir)).items():
         try:
             deliveries.append(check_delivery(instance, paths, require_manifest=require_manifest))
+        except DeliveryRejected as exc:
+            log.warning("%s", exc)  # in the watcher's log every poll, until someone acts
         except DeliveryError:
             continue
     return sorted(

@@ -26,6 +26,9 @@ from cja_audiences.lake.schema import EVENT_SCHEMA
 
 DEFAULT_NAMESPACE = "ECID"
 DEFAULT_LIST_SEPARATOR = ","
+# Plausible event times: CJA data is younger than this, and clocks run at most a day ahead.
+EARLIEST = "1990-01-01"
+FUTURE_DAYS = 1
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -95,7 +98,11 @@ def _sql(present: dict[str, pa.DataType]) -> str:
     reasons = [
         "CASE WHEN _person IS NULL THEN 'person_id: missing' END",
         f"CASE WHEN {ts} IS NULL THEN 'timestamp: missing'"
-        f" WHEN _ts IS NULL THEN 'timestamp: cannot parse (' || left({ts}, 60) || ')' END",
+        f" WHEN _ts IS NULL THEN 'timestamp: cannot parse (' || left({ts}, 60) || ')'"
+        # year 1 or 99999 parse, then break every date partition after them
+        f" WHEN _ts < TIMESTAMPTZ '{EARLIEST}' OR _ts > now() + INTERVAL {FUTURE_DAYS} DAY"
+        f" THEN 'timestamp: outside {EARLIEST} .. {FUTURE_DAYS} day(s) from now ('"
+        f" || left({ts}, 60) || ')' END",
         *(
             f"CASE WHEN {col(name)} IS NOT NULL AND _{name} IS NULL"
             f" THEN '{name}: not a number (' || left({col(name)}, 60) || ')' END"

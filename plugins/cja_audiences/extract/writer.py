@@ -8,7 +8,7 @@ Why this shape:
   commit refuses when the share of bad rows is above the limit. Rejected rows always go to
   ``quarantine/<source>/<run>/rejected.parquet`` with their reason, whether the extract
   passes or fails: nothing is dropped silently.
-* Idempotent: each touched partition is rebuilt deduplicated by ``event_id`` and sorted by
+* Idempotent: each touched partition is rebuilt deduplicated by (``event_id``, person) and sorted by
   (person_id, timestamp, event_id), then swapped in whole (``publish``). The same input twice
   gives byte-identical files. Rows land by their own UTC date, so late data joins the right
   partition; in ``merge`` mode (the default) the rows already there are kept, and a re-sent
@@ -53,11 +53,13 @@ from cja_audiences.lake.layout import Lake, atomic_path, safe_name
 from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA
 from cja_audiences.lake.sessions import SessionRules
-from cja_audiences.lake.storage import connect, parquet_rows
+from cja_audiences.lake.storage import connect, exclusive, parquet_rows
 
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
 ROW_GROUP_SIZE = 128 * 1024
+LANDING_LOCK = ".landing.lock"  # lake/.landing.lock: held while a run merges and swaps dates
+LANDING_WAIT_S = 1800.0  # object storage: how long a landing waits for (and holds) the lock
 BUFFER_ROWS = 256 * 1024  # rows held in memory across dates before they go to staging
 _INCOMING = EVENT_SCHEMA.append(pa.field("_seq", pa.int64()))
 
@@ -204,10 +206,14 @@ class PartitionWriter:
         bad_share = rejected / self._rows_in if self._rows_in else 0.0
         if bad_share > self.max_bad_row_share:
             raise ExtractRejected(self._rejection_message(rejected, bad_share))
-        partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
-        sessions = sessionize_staged(self.lake, self._staging_path, self.sessions)
-        publish_partitions(self._staging_path, self.lake.events)
-        persons = update_persons(self.lake, list(partitions), self._con)
+        # one landing at a time: two extracts of the same date would each merge the live
+        # partition as it was before the other, and the last swap would drop the other's rows
+        lock = self.lake.root / "lake" / LANDING_LOCK
+        with exclusive(lock, timeout_s=LANDING_WAIT_S, ttl_s=LANDING_WAIT_S):
+            partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
+            sessions = sessionize_staged(self.lake, self._staging_path, self.sessions)
+            publish_partitions(self._staging_path, self.lake.events)
+            persons = update_persons(self.lake, list(partitions), self._con)
         return {
             "source": self.source,
             "run_id": self.run_id,
@@ -274,7 +280,8 @@ class PartitionWriter:
         deduped = f"""
             SELECT * EXCLUDE (_rank) FROM (
                 SELECT *, row_number() OVER (
-                    PARTITION BY event_id ORDER BY _new DESC, _seq DESC) AS _rank
+                    -- one event id of two persons is two events: never let one replace the other
+                    PARTITION BY event_id, person_id ORDER BY _new DESC, _seq DESC) AS _rank
                 FROM ({union}))
             WHERE _rank = 1"""
         if not live_files and _unique_ids(incoming, con):
@@ -290,9 +297,10 @@ class PartitionWriter:
 
 
 def _unique_ids(incoming: Path, con: duckdb.DuckDBPyConnection) -> bool:
-    """True when no event id repeats in ``incoming`` (cheaper to check than to dedupe)."""
+    """True when no (event id, person) repeats in ``incoming`` (cheaper than deduping)."""
     [(total, distinct)] = con.execute(
-        "SELECT count(*), count(DISTINCT event_id) FROM read_parquet(?)", [str(incoming)]
+        "SELECT count(*), count(DISTINCT (event_id, person_id)) FROM read_parquet(?)",
+        [str(incoming)],
     ).fetchall()
     return total == distinct
 

@@ -39,6 +39,7 @@ from cja_audiences.filters.ir import (
     Sequence,
     Span,
 )
+from cja_audiences.filters.sandbox import expression_problem
 from cja_audiences.lake.sessions import SESSION_COLUMNS, SessionRules
 
 LIBRARY_DIR = Path(__file__).parent
@@ -287,6 +288,13 @@ class QueryBuilder:
         final statement: it may read any CTE (the trees, ``ev``), e.g. to explain a person."""
         computed = []
         for name, expr in self.computed.items():
+            # parsed by DuckDB here, not when specs load: DAG parsing never imports DuckDB
+            problem = expression_problem(expr)
+            if problem:
+                raise CompileError(
+                    f"computed field {name!r}: give one SQL expression over event columns "
+                    f"(got {problem})"
+                )
             computed.append((F.quote(name), expr))
         if not self.sessions_in_lake and self.columns & set(SESSION_COLUMNS):
             raise CompileError(

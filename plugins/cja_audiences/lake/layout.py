@@ -8,14 +8,15 @@ half a file.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-from cja_audiences.lake.storage import LakePath, atomic_path, lake_path
+from cja_audiences.lake.storage import DiskFull, LakePath, atomic_path, lake_path
 
-__all__ = ["Lake", "atomic_path", "read_json", "write_json", "write_parquet"]
+__all__ = ["DiskFull", "Lake", "atomic_path", "read_json", "write_json", "write_parquet"]
 
 
 class Lake:
@@ -47,15 +48,39 @@ class Lake:
         return self.root / "audiences"
 
     def audience_dir(self, audience_id: str) -> LakePath:
+        """Refuses an id that is not a spec id (``../x`` would leave the lake)."""
+        if not AUDIENCE_ID.fullmatch(audience_id):
+            raise ValueError(
+                f"{audience_id!r} is not an audience id (lower-case letters, digits and _, "
+                "starting with a letter)"
+            )
         return self.audiences / audience_id
 
     def run_dir(self, audience_id: str, run_id: str) -> LakePath:
         return self.audience_dir(audience_id) / "runs" / safe_name(run_id)
 
 
+AUDIENCE_ID = re.compile(r"[a-z][a-z0-9_]{1,62}")
+
+
 def safe_name(run_id: str) -> str:
-    """Airflow run ids hold ':' and '+'; keep folder names portable to object storage."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    """Airflow run ids hold ':' and '+'; keep folder names portable to object storage.
+
+    A name of dots only (``.``, ``..``) would be the runs folder or its parent, and a
+    leading dot would hide the run among temporary files: both are refused or replaced.
+    """
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    if not name.strip("."):
+        raise ValueError(f"run id {run_id!r} cannot name a run folder; use letters or digits")
+    return "_" + name[1:] if name.startswith(".") else name
+
+
+def is_safe_name(name: str) -> bool:
+    """True when ``name`` is already a run folder name (``safe_name`` leaves it unchanged)."""
+    try:
+        return bool(name) and safe_name(name) == name
+    except ValueError:
+        return False
 
 
 def write_parquet(table: pa.Table, path: LakePath) -> LakePath:

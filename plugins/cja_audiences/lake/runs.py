@@ -28,7 +28,7 @@ LEDGER_DIR = "ledger"
 CURRENT = "current.json"  # in the audience folder: the committed run
 RUNS = "runs"  # in the audience folder: one folder per run
 
-RunStatus = Literal["blocked", "dry_run", "committed", "failed"]
+RunStatus = Literal["blocked", "dry_run", "committed", "failed", "skipped"]
 
 
 class _Section(BaseModel):
@@ -85,6 +85,9 @@ class RunRecord(BaseModel):
         None  # a reviewed dry run: who approved it, which run publishes it
     )
     override: dict[str, Any] | None = None  # guardrails overridden for one run: by, checks, at
+    lease: dict[str, Any] | None = None  # the audience lease this run holds (lake.lease)
+    busy: str | None = None  # why the run skipped: another run held the audience
+    superseded_by: str | None = None  # the commit whose diff corrected this run's sends
 
 
 def load_run(run_dir: Path) -> RunRecord:

@@ -23,6 +23,7 @@ here:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -101,7 +102,23 @@ def _key(path: UPath) -> str:
 
 @contextmanager
 def atomic_path(path: LakePath) -> Iterator[Path]:
-    """Yield a local temporary path; on success it becomes ``path`` in one step."""
+    """Yield a local temporary path; on success it becomes ``path`` in one step.
+
+    A full disk (from Python, PyArrow or DuckDB alike) becomes :class:`DiskFull` naming
+    ``path``; the temporary file is removed, so nothing half-written stays behind.
+    """
+    try:
+        with _atomic_path(path) as tmp:
+            yield tmp
+    except Exception as exc:
+        full = _disk_full(exc, path)
+        if full is None:
+            raise
+        raise full from exc
+
+
+@contextmanager
+def _atomic_path(path: LakePath) -> Iterator[Path]:
     if is_remote(path):
         with tempfile.TemporaryDirectory(prefix="cja-upload-") as scratch:
             tmp = Path(scratch) / path.name
@@ -117,6 +134,27 @@ def atomic_path(path: LakePath) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class DiskFull(OSError):
+    """No space left while writing a lake file; the message names the file and the fix."""
+
+
+def _disk_full(exc: BaseException, path: LakePath) -> DiskFull | None:
+    if isinstance(exc, DiskFull):
+        return exc
+    if getattr(exc, "errno", None) != errno.ENOSPC and "No space left" not in str(exc):
+        return None
+    where = tempfile.gettempdir() if is_remote(path) else path.parent  # remote: the upload copy
+    try:
+        free = f"{shutil.disk_usage(where).free:,} bytes free in {where}"
+    except OSError:
+        free = f"{where} is not readable"
+    return DiskFull(
+        errno.ENOSPC,
+        f"no space left on device writing {path} ({free}); nothing was half-written: free "
+        f"space on that file system (or move CJA_AUDIENCES_HOME) and retry the task",
+    )
 
 
 def copy_file(source: LakePath, target: LakePath) -> None:

@@ -32,7 +32,6 @@ from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
 from cja_audiences.adobe.rate import records_per_request, shared_bucket
 from cja_audiences.adobe.records import (
-    STATUS_EXITED,
     STATUS_REALIZED,
     InvalidRecord,
     RecordFactory,
@@ -47,19 +46,12 @@ from cja_audiences.adobe.sender import (
     pack,
 )
 from cja_audiences.lake.layout import write_parquet
-from cja_audiences.lake.runs import (
-    DEAD_LETTERS,
-    ENTERED,
-    EXITED,
-    MEMBERS,
-    RENEWED,
-    REPAIR_REALIZED,
-    read_run_record,
-    update_run_record,
-)
+from cja_audiences.lake.lease import LeaseLost, RunLease
+from cja_audiences.lake.runs import DEAD_LETTERS, read_run_record, update_run_record
 from cja_audiences.lake.storage import LakePath, lake_path
 from cja_audiences.lifetime import Lifetime, epoch_ms, iso_ms, lifetime_for, write_membership
 from cja_audiences.publish.ledger import Chunk, Ledger, count_chunks, fingerprint, iter_chunks
+from cja_audiences.publish.sent import PLANS, next_qualification_time, unaccounted_runs
 from cja_audiences.settings import get_settings
 
 DEFAULT_CHUNK_SIZE = 5_000
@@ -76,24 +68,6 @@ DEAD_LETTER_SCHEMA = pa.schema(
     ]
 )
 
-# mode -> inputs as (kind, file in the run folder, membership status, required)
-PLANS: dict[str, tuple[tuple[str, str, str, bool], ...]] = {
-    "delta": (
-        ("entered", ENTERED, STATUS_REALIZED, True),
-        ("renewed", RENEWED, STATUS_REALIZED, False),  # absent in runs diffed before renewals
-        ("exited", EXITED, STATUS_EXITED, True),
-    ),
-    "full": (
-        ("members", MEMBERS, STATUS_REALIZED, True),
-        ("exited", EXITED, STATUS_EXITED, False),
-    ),
-    "decommission": (("decommission", MEMBERS, STATUS_EXITED, True),),
-    # reconcile --repair: the corrections, in a folder of their own (see reconcile.py)
-    "repair": (
-        ("repair_realized", REPAIR_REALIZED, STATUS_REALIZED, True),
-        ("repair_exited", EXITED, STATUS_EXITED, True),
-    ),
-}
 # realized kinds whose validUntil is staggered within the spread (members sent afresh)
 STAGGERED = frozenset({"entered", "members"})
 
@@ -119,6 +93,10 @@ class PublishError(RuntimeError):
 
 class DeadLetterThresholdExceeded(PublishError):
     """Too many records were refused: do not commit the snapshot."""
+
+
+class Superseded(LeaseLost):
+    """Another run sent records after this run's diff: its entered/exited are stale."""
 
 
 def publish_run(
@@ -200,6 +178,7 @@ class _Publish:
         )
         self.allowed_dead = math.floor(self.options.max_dead_letter_share * self.total)
         self.ledger = Ledger(run_dir)
+        self.lease = RunLease(run_dir, audience_id=spec.id)
         self.session = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.stats = SendStats()
         self.acknowledged_now = {"chunks": 0, "records": 0}
@@ -226,7 +205,9 @@ class _Publish:
         started = time.monotonic()
         audience: dict[str, Any] | None = None
         before: dict[str, int] | None = None
+        own_lease = False
         try:
+            own_lease = self._claim()
             audience = self._register()
             manifest = self.ledger.open(self.options.chunk_size, self._fingerprints())
             before = self._ledger_totals()
@@ -239,13 +220,45 @@ class _Publish:
             elif self.mode != "repair":  # a repair updates the committed run's file itself
                 self._write_membership(manifest)
         except BaseException as exc:
-            failed = self._summary(started, audience, before, status="failed")
-            failed["error"] = f"{type(exc).__name__}: {exc}"
-            self._record(failed)
+            try:
+                failed = self._summary(started, audience, before, status="failed")
+                failed["error"] = f"{type(exc).__name__}: {exc}"
+                self._record(failed)
+            except OSError as record_error:  # e.g. the disk that failed the publish is full
+                exc.add_note(f"the failure could not be recorded in run.json: {record_error}")
             raise
+        finally:
+            if own_lease:
+                self.lease.release()
         summary = self._summary(started, audience, before, status="ok")
         self._record(summary)
         return summary
+
+    def _claim(self) -> bool:
+        """Own the audience's lease and check no other run sent since this run's diff.
+
+        True when the lease was taken here (a run folder without a diff-time lease: a
+        decommission, a reconcile repair, a folder prepared by hand); such a publish
+        releases it when it ends. A bucket's or a repair's folder shares its run's lease.
+        """
+        if self.mode in ("decommission", "repair") or self.lease.token() is None:
+            self.lease.take()
+            return True
+        self.lease.fence()
+        run = self.lease.run_dir
+        record = read_run_record(run)
+        if record.get("superseded_by"):
+            raise Superseded(
+                f"run {run.name} was superseded by run {record['superseded_by']}, "
+                "which corrected its sends; it must not send again"
+            )
+        newer = unaccounted_runs(run.parent.parent, run)
+        if "diff" in record and newer:
+            raise Superseded(
+                f"run(s) {', '.join(newer)} sent records to AEP after run "
+                f"{run.name} was diffed; its changes are stale: diff it again"
+            )
+        return False
 
     def _register(self) -> dict[str, Any]:
         """Every AEP audience this spec publishes (one per split when split separately);
@@ -285,7 +298,8 @@ class _Publish:
         write_membership(self.run_dir, previous, sent, self.lifetime)
 
     def _fingerprints(self) -> dict[str, dict[str, Any]]:
-        now = qualification_time()
+        """Each input's content and its lastQualificationTime (kept on resume by the ledger)."""
+        now = next_qualification_time(self.lease.run_dir.parent.parent)
         return {
             kind: {**fingerprint(path), "qualification_time": now} for kind, path, _ in self.inputs
         }
@@ -343,6 +357,7 @@ class _Publish:
             for chunk in iter_chunks(path, kind, status, self.options.chunk_size):
                 if self.ledger.is_acknowledged(chunk.id):
                     continue
+                self.lease.fence()  # a publisher that lost its lease stops here
                 work, items = _encode(chunk, factories[kind], self.spec, until)
                 requests_, oversize = pack(items, self.send_options.byte_budget, self._max_records)
                 work.refused += [

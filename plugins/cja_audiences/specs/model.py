@@ -23,7 +23,6 @@ Frequency = Literal["one_time", "every_4_hours", "daily", "weekly", "monthly"]
 ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 # libyaml's safe loader when PyYAML has it (10x faster: every DAG parse and dashboard page
 # loads every spec), else the pure-Python one; both build the same plain data.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Strict(BaseModel):
@@ -257,6 +256,7 @@ class AudienceSpec(_Strict):
                     f"computed field {name!r}: use a new name of letters, digits and _, starting with a letter "
                     "(not an event column)"
                 )
+            # a cheap screen at load time; compile parses the expression with DuckDB
             if not isinstance(expr, str) or not expr.strip() or _FORBIDDEN_SQL.search(expr):
                 raise ValueError(
                     f"computed field {name!r}: give one SQL expression over event columns "
@@ -288,11 +288,55 @@ class SpecError(ValueError):
         self.path = path
 
 
-def load_spec(path: Path) -> AudienceSpec:
+MAX_SPEC_BYTES = 256 * 1024
+MAX_SPEC_DEPTH = 32
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (an alias bomb expands to gigabytes in validation) and
+    without deep nesting (which would exhaust the stack): a spec needs neither."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"aliases (*name) are not allowed in specs (line {mark.line + 1})")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_SPEC_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(
+                    f"nested deeper than {MAX_SPEC_DEPTH} levels (line {mark.line + 1})"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _read_yaml(path: Path) -> Any:
+    """The file's YAML; every way a file can be unreadable becomes a SpecError naming it."""
     try:
-        raw = yaml.load(path.read_text(), Loader=SAFE_LOADER)
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise SpecError(path, "is a folder, not a spec file; rename it") from None
+    except OSError as exc:
+        raise SpecError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(path, f"is {len(data):,} bytes; a spec is at most {MAX_SPEC_BYTES:,}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            path, f"is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError(path, f"not valid YAML: {exc}") from None
+
+
+def load_spec(path: Path) -> AudienceSpec:
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(path, "the file must hold a mapping of fields (id, name, refresh, ...)")
     try:

@@ -105,6 +105,7 @@ class AEPProfilePublishOperator(BaseOperator):
         from cja_audiences.adobe.audiences import RegistrationRefused
         from cja_audiences.adobe.auth import MissingAudienceNamespace
         from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.lake.lease import AudienceBusy, LeaseLost
         from cja_audiences.publish import publish_mode
         from cja_audiences.publish.streaming import DeadLetterThresholdExceeded
         from cja_audiences.refresh import publish_line, summarize
@@ -136,8 +137,10 @@ class AEPProfilePublishOperator(BaseOperator):
                 DeadLetterThresholdExceeded,
                 RegistrationRefused,
                 MissingAudienceNamespace,
+                LeaseLost,
+                AudienceBusy,
             ) as exc:
-                raise AirflowFailException(str(exc)) from None  # a retry would be refused again
+                raise AirflowFailException(str(exc)) from None  # a retry would fail the same way
             self.log.info(
                 "audience %s (%s): %s of %s records acknowledged this run (by kind: %s), "
                 "%s dead-lettered, %s requests, %s records/s",

@@ -122,12 +122,16 @@ class AudienceComputeOperator(AudienceStageOperator):
 
 
 class AudienceDiffOperator(AudienceStageOperator):
+    """Takes the audience's lease, then diffs; skips the run (with the holder named) when
+    another run of the audience is still between diff and commit after ``lease_wait_s``."""
+
     ui_color = "#e4fff0"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
         """Renewals only for streaming audiences: the mode comes from the spec or the AEP
-        connection's ``publish_mode``."""
+        connection's ``publish_mode``. Another run holding the audience skips this one."""
         from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.lake.lease import AudienceBusy
         from cja_audiences.publish import publish_mode
         from cja_audiences.refresh import ReviewOutdated
 
@@ -136,6 +140,8 @@ class AudienceDiffOperator(AudienceStageOperator):
             result = refresh.diff(self.bucket, mode=publish_mode(refresh.spec, config))
         except ReviewOutdated as exc:
             raise AirflowFailException(str(exc)) from None  # a retry would refuse it again
+        except AudienceBusy as exc:
+            raise AirflowSkipException(str(exc)) from None
         self.log.info("%s", _line("diff", refresh))
         return result
 
@@ -173,6 +179,11 @@ class AudienceCommitOperator(AudienceStageOperator):
     ui_color = "#e8ffe4"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        result = refresh.commit()
+        from cja_audiences.lake.lease import LeaseLost
+
+        try:
+            result = refresh.commit()
+        except LeaseLost as exc:  # another run owns the audience now: a retry fails again
+            raise AirflowFailException(str(exc)) from None
         self.log.info("%s", refresh.summary())
         return result
