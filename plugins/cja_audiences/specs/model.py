@@ -21,8 +21,6 @@ from cja_audiences.specs.limits import HARD, AudienceGuardrails
 
 Frequency = Literal["one_time", "every_4_hours", "daily", "weekly", "monthly"]
 ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
-# libyaml's safe loader when PyYAML has it (10x faster: every DAG parse and dashboard page
-# loads every spec), else the pure-Python one; both build the same plain data.
 
 
 class _Strict(BaseModel):
