@@ -56,7 +56,7 @@ def profile_message(config: dict[str, Any], index: int, audience_id: str) -> dic
             "xdmEntity": {
                 "identityMap": {"ECID": [{"id": f"{index:038d}", "primary": True}]},
                 "segmentMembership": {
-                    "ups": {
+                    config["segment_namespace"]: {  # provisioned: stored, not dropped
                         audience_id: {
                             "status": "realized" if index % 10 else "exited",
                             "lastQualificationTime": "2026-11-28T12:00:00Z",
@@ -146,9 +146,8 @@ def run(server: EmulatorServer, messages: int, batch: int, connections: int) -> 
     accepted, elapsed, server_cpu_s = timed_post(
         url, server.process.pid, bodies, headers, connections
     )
-    members = server.admin("GET", "/membership/bench-audience", params={"count_only": "true"})[
-        "count"
-    ]
+    params = {"count_only": "true", "namespace": config["segment_namespace"]}
+    members = server.admin("GET", "/membership/bench-audience", params=params)["count"]
     return {
         "messages": messages,
         "batch": batch,
