@@ -77,7 +77,7 @@ class Persistence:
             "CREATE TABLE IF NOT EXISTS journal (seq BIGINT, received DOUBLE, sandbox VARCHAR, "
             "body BLOB)"
         )
-        self.seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+        [(self.seq,)] = self.db.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchall()
         self.generation = 0  # bumped by clear(), so a flush racing a reset is discarded
 
     def put(self, kind: str, sandbox: str, ident: str, body: dict[str, Any]) -> None:
@@ -102,18 +102,31 @@ class Persistence:
         return [(kind, sandbox, ident, from_json(body)) for kind, sandbox, ident, body in rows]
 
     def append_journal(self, entries: list[JournalEntry], generation: int) -> None:
-        """One multi-row insert per flush, never one per record; dropped after a reset."""
+        """One columnar insert per flush, never one per record; dropped after a reset.
+
+        An Arrow table inserts in one statement: ``executemany`` runs (and commits) one
+        statement per row, which cost ~2 µs per streamed message, 7x the rest of the write.
+        """
         if not entries or self.path is None:
             return
         with self.lock:
             if generation != self.generation:
                 return
-            rows = []
-            for entry in entries:
-                self.seq += 1
-                body = pack_body(entry.body)
-                rows.append((self.seq, entry.received, entry.sandbox, body))
-            self.db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?)", rows)
+            first = self.seq + 1
+            self.seq += len(entries)
+            rows = pa.table(
+                {
+                    "seq": pa.array(range(first, self.seq + 1), pa.int64()),
+                    "received": pa.array([e.received for e in entries], pa.float64()),
+                    "sandbox": pa.array([e.sandbox for e in entries], pa.string()),
+                    "body": pa.array([pack_body(e.body) for e in entries], pa.binary()),
+                }
+            )
+            self.db.register("journal_rows", rows)
+            try:
+                self.db.execute("INSERT INTO journal SELECT * FROM journal_rows")
+            finally:
+                self.db.unregister("journal_rows")
 
     def journal(self) -> list[JournalEntry]:
         with self.lock:
