@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from pydantic_core import from_json, to_json
 
 MEMBERSHIP_STATUSES = frozenset({"realized", "existing", "exited"})
@@ -78,6 +79,9 @@ def entity_id(key: str) -> str:
 
 
 _QUALIFIED = struct.Struct("<dd")
+# Encodes the parts the inline path stores, dicts and the streaming route's typed structs
+# alike (an absent optional field of a struct is left out, as if the key was not sent).
+_encode = msgspec.json.Encoder().encode
 
 
 def lapses_at(qualified_at: float, entry: dict[str, Any]) -> float:
@@ -263,10 +267,7 @@ class ProfileStore:
         self, entity: dict[str, Any], dataset_id: str, received: float
     ) -> Profile | None:
         """The publisher's record (one identity, one membership, nothing else) inline, with
-        the same checks and result as the general path; None for any other record.
-
-        This is the hot path of every streaming benchmark: no helper calls, no lists.
-        """
+        the same checks and result as the general path; None for any other record."""
         if len(entity) != 2:
             return None
         identity_map = entity.get("identityMap")
@@ -285,9 +286,41 @@ class ProfileStore:
         [(audience_id, entry)] = audiences.items()
         if type(value) is not dict or type(entry) is not dict:
             return None
-        ident = value.get("id")
-        status = entry.get("status")
-        when = entry.get("lastQualificationTime")
+        return self.merge_one(
+            code,
+            value.get("id"),
+            value,
+            ns,
+            audience_id,
+            entry,
+            entry.get("status"),
+            entry.get("lastQualificationTime"),
+            entry.get("validUntil"),
+            dataset_id,
+            received,
+        )
+
+    def merge_one(  # noqa: PLR0913 - the parts of one record, read once by the caller
+        self,
+        code: str,
+        ident: Any,
+        value: Any,
+        ns: str,
+        audience_id: str,
+        entry: Any,
+        status: Any,
+        when: Any,
+        until: Any,
+        dataset_id: str,
+        received: float,
+    ) -> Profile | None:
+        """Merge one identity's one membership, read from a dict or a typed message.
+
+        ``value`` and ``entry`` (the identity object and the membership entry) are stored as
+        their JSON; ``until`` is None when absent. Returns None, changing nothing, when a part
+        is not what the publisher sends (the general path then checks and words the error).
+        This is the hot path of every streaming benchmark: no helper calls, no lists.
+        """
         if type(ident) is not str or not ident or status not in MEMBERSHIP_STATUSES:
             return None
         if type(when) is not str:
@@ -295,15 +328,14 @@ class ProfileStore:
         try:
             qualified_at = _parse_iso(when)
         except ValueError:
-            return None  # the general path words the error
-        until = entry.get("validUntil")
+            return None
         if until is None or status == "exited":
             lapses = qualified_at + RETENTION_S
         elif type(until) is str:
             try:
                 lapses = _parse_iso(until)
             except ValueError:
-                return None  # the general path words the error
+                return None
         else:
             return None
         key = f"{code.lower()}{SEP}{ident}"
@@ -313,7 +345,7 @@ class ProfileStore:
             self.profile_count += 1
             profile = Profile(key, self._intern(code))
             self.by_identity[key] = profile
-            profile.identities[key] = to_json([code, value])
+            profile.identities[key] = _encode([code, value])
             previous = None
         else:
             previous = profile.memberships.get(audience)
@@ -322,7 +354,7 @@ class ProfileStore:
             members = self.members.get(audience)
             if members is None:
                 members = self.members[audience] = {}
-            profile.memberships[audience] = _QUALIFIED.pack(qualified_at, lapses) + to_json(entry)
+            profile.memberships[audience] = _QUALIFIED.pack(qualified_at, lapses) + _encode(entry)
             members[profile.key] = profile
         if dataset_id not in profile.sources:
             profile.sources = self._intern((*profile.sources, dataset_id))
