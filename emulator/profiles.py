@@ -286,44 +286,29 @@ class ProfileStore:
         [(audience_id, entry)] = audiences.items()
         if type(value) is not dict or type(entry) is not dict:
             return None
-        return self.merge_one(
-            code,
-            value.get("id"),
-            value,
+        parts = self.membership_parts(
             ns,
             audience_id,
             entry,
             entry.get("status"),
             entry.get("lastQualificationTime"),
             entry.get("validUntil"),
-            dataset_id,
-            received,
         )
-
-    def merge_one(  # noqa: PLR0913 - the parts of one record, read once by the caller
-        self,
-        code: str,
-        ident: Any,
-        value: Any,
-        ns: str,
-        audience_id: str,
-        entry: Any,
-        status: Any,
-        when: Any,
-        until: Any,
-        dataset_id: str,
-        received: float,
-    ) -> Profile | None:
-        """Merge one identity's one membership, read from a dict or a typed message.
-
-        ``value`` and ``entry`` (the identity object and the membership entry) are stored as
-        their JSON; ``until`` is None when absent. Returns None, changing nothing, when a part
-        is not what the publisher sends (the general path then checks and words the error).
-        This is the hot path of every streaming benchmark: no helper calls, no lists.
-        """
-        if type(ident) is not str or not ident or status not in MEMBERSHIP_STATUSES:
+        if parts is None:
             return None
-        if type(when) is not str:
+        return self.merge_one(code, value.get("id"), value, *parts, dataset_id, received)
+
+    def membership_parts(  # noqa: PLR0913 - the entry's fields, read once by the caller
+        self, ns: str, audience_id: str, entry: Any, status: Any, when: Any, until: Any
+    ) -> tuple[str, float, bytes] | None:
+        """(audience key, qualification time, packed entry) of a membership entry read from
+        a dict or a typed message (``until`` None when absent); None when it is not as the
+        publisher sends it (the general path then checks it and words the error).
+
+        The result depends on the entry alone, so the streaming route reuses it for every
+        record of a request with an equal entry.
+        """
+        if status not in MEMBERSHIP_STATUSES or type(when) is not str:
             return None
         try:
             qualified_at = _parse_iso(when)
@@ -338,26 +323,49 @@ class ProfileStore:
                 return None
         else:
             return None
+        audience = self._intern(f"{ns}{SEP}{audience_id}")  # one key shared by every profile
+        return audience, qualified_at, _QUALIFIED.pack(qualified_at, lapses) + _encode(entry)
+
+    def merge_one(  # noqa: PLR0913 - the parts of one record, read once by the caller
+        self,
+        code: str,
+        ident: Any,
+        value: Any,
+        audience: str,
+        qualified_at: float,
+        packed: bytes,
+        dataset_id: str,
+        received: float,
+    ) -> Profile | None:
+        """Merge one identity (``value``, stored as its JSON) and its membership (from
+        :meth:`membership_parts`); None, changing nothing, for an unusable identity.
+
+        This is the hot path of every streaming benchmark: no helper calls, no lists.
+        """
+        if type(ident) is not str or not ident:
+            return None
         key = f"{code.lower()}{SEP}{ident}"
-        audience = f"{ns}{SEP}{audience_id}"
+        members = self.members.get(audience)
+        if members is None:
+            members = self.members[audience] = {}
         profile = self.by_identity.get(key)
         if profile is None:
             self.profile_count += 1
-            profile = Profile(key, self._intern(code))
-            self.by_identity[key] = profile
+            interned = self._interned
+            profile = Profile(key, interned.setdefault(code, code))
             profile.identities[key] = _encode([code, value])
-            previous = None
+            profile.memberships[audience] = packed
+            sources = (dataset_id,)
+            profile.sources = interned.setdefault(sources, sources)
+            self.by_identity[key] = profile
+            members[key] = profile
         else:
             previous = profile.memberships.get(audience)
-        if previous is None or qualified_at >= _QUALIFIED.unpack_from(previous)[0]:
-            audience = self._intern(audience)  # one key object shared by every profile
-            members = self.members.get(audience)
-            if members is None:
-                members = self.members[audience] = {}
-            profile.memberships[audience] = _QUALIFIED.pack(qualified_at, lapses) + _encode(entry)
-            members[profile.key] = profile
-        if dataset_id not in profile.sources:
-            profile.sources = self._intern((*profile.sources, dataset_id))
+            if previous is None or qualified_at >= _QUALIFIED.unpack_from(previous)[0]:
+                profile.memberships[audience] = packed
+                members[profile.key] = profile
+            if dataset_id not in profile.sources:
+                profile.sources = self._intern((*profile.sources, dataset_id))
         profile.modified_at = received
         return profile
 

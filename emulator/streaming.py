@@ -28,7 +28,7 @@ from emulator.config import Inlet
 from emulator.faults import Faults, fault_error
 from emulator.profiles import RecordError
 from emulator.state import JournalEntry, State
-from emulator.typed_messages import Message, as_dicts, decode_batch
+from emulator.typed_messages import Membership, Message, as_dicts, decode_batch
 
 router = APIRouter()
 
@@ -40,6 +40,7 @@ _encode = msgspec.json.Encoder().encode
 _counter = itertools.count(1)
 _PID = os.getpid() % 10000
 _AUTH_PROBLEM = "data-collection-service-authorization"
+_UNSEEN = object()
 
 
 class EnvelopeError(Exception):
@@ -304,30 +305,41 @@ class Collector:
         for a Profile-enabled dataset goes straight to the store; anything else (the first
         message of a header, an unprovisioned namespace, a bad time) is handed to
         :meth:`one` as dicts, which checks it, words its error and caches its header.
+
+        The messages of a request nearly always share their header and a few membership
+        entries, so a header is looked up only when it differs from the previous message's,
+        and an entry is checked and packed once per request.
         """
         state = self.state
-        merge = self.store.merge_one
+        store = self.store
+        merge = store.merge_one
         received = self.received
-        inline: set[tuple[str, str | None, str]] = set()
         membership_ns = {c for c, n in state.namespaces.items() if n.keys_membership}
+        entries: dict[tuple[str, str, Membership], tuple[str, float, bytes] | None] = {}
         counts = self.datasets
         applied = self.applied
         accepted = b'{"xactionId":"%s:' % base.encode()
         taken = 0
         out = []
+        ref_id = org = dataset_id = None  # the previous message's header
+        inline = False  # whether it may go straight to the store
         for i, message in enumerate(messages):
             header = message.header
-            ref_id = header.schemaRef.id
-            key = (ref_id, header.imsOrgId, header.datasetId)
-            if key not in inline:
-                known = self.valid_headers.get(key)
-                if known is not None and known[1] and state.datasets[known[0]].profile_enabled:
-                    inline.add(key)
+            if not (
+                header.schemaRef.id == ref_id
+                and header.datasetId == dataset_id
+                and header.imsOrgId == org
+            ):
+                ref_id, org, dataset_id = header.schemaRef.id, header.imsOrgId, header.datasetId
+                known = self.valid_headers.get((ref_id, org, dataset_id))
+                inline = (
+                    known is not None and known[1] and state.datasets[dataset_id].profile_enabled
+                )
             body = message.body
             entity = body.xdmEntity
             profile = None
             if (
-                key in inline
+                inline
                 and body.xdmMeta.schemaRef.id == ref_id
                 and len(entity.identityMap) == 1
                 and len(entity.segmentMembership) == 1
@@ -336,27 +348,28 @@ class Collector:
                 [(ns, audiences)] = entity.segmentMembership.items()
                 if len(values) == 1 and len(audiences) == 1 and ns in membership_ns:
                     [(audience_id, entry)] = audiences.items()
-                    value = values[0]
-                    until = entry.validUntil
-                    profile = merge(
-                        code,
-                        value.id,
-                        value,
-                        ns,
-                        audience_id,
-                        entry,
-                        entry.status,
-                        entry.lastQualificationTime,
-                        None if until is UNSET else until,
-                        header.datasetId,
-                        received,
-                    )
+                    entry_key = (ns, audience_id, entry)
+                    parts = entries.get(entry_key, _UNSEEN)
+                    if parts is _UNSEEN:
+                        until = entry.validUntil
+                        parts = entries[entry_key] = store.membership_parts(
+                            ns,
+                            audience_id,
+                            entry,
+                            entry.status,
+                            entry.lastQualificationTime,
+                            None if until is UNSET else until,
+                        )
+                    if parts is not None:
+                        value = values[0]
+                        profile = merge(code, value.id, value, *parts, dataset_id, received)
             if profile is None:
                 out.append(_encode(self.one(as_dicts(message), f"{base}:{i}")))
+                ref_id = None  # the general path may have found the header valid
                 continue
             taken += 1
             applied.append(message)
-            counts[header.datasetId] += 1
+            counts[dataset_id] += 1
             out.append(b'%s%d"}' % (accepted, i))
         self.accepted += taken
         return out

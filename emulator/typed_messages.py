@@ -37,7 +37,7 @@ class Identity(Struct, gc=False, forbid_unknown_fields=True):
     primary: bool | UnsetType = UNSET
 
 
-class Membership(Struct, gc=False, forbid_unknown_fields=True):
+class Membership(Struct, gc=False, forbid_unknown_fields=True, frozen=True):  # hashable
     status: str
     lastQualificationTime: str
     validUntil: str | UnsetType = UNSET

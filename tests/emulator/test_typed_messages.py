@@ -62,10 +62,14 @@ def _messages(c):
 
 
 def _collect(tmp_path, raw, typed):
+    """What one request did, and how many messages the typed path handed to ``one``."""
     state = State(load_config(None), tmp_path)
     state.datasets[EVENT_DATASET].profile_enabled = True  # events are still no profiles
     collector = Collector(state, Faults(state), state.inlets[INLET], sync=False)
     collector.received = 1_800_000_000.0
+    general = collector.one
+    handed = []
+    collector.one = lambda message, xaction: handed.append(xaction) or general(message, xaction)
     if typed:
         batch = decode_batch(raw)
         assert batch is not None, "the body must be in the typed shape"
@@ -87,7 +91,7 @@ def _collect(tmp_path, raw, typed):
         "datasets": dict(collector.datasets),
         "failed_in": dict(collector.failed_in),
         "journal": replayed,
-    }
+    }, len(handed)
 
 
 def test_the_typed_path_matches_the_general_one(tmp_path):
@@ -97,9 +101,10 @@ def test_the_typed_path_matches_the_general_one(tmp_path):
         "dataset_id": "65cfea99ea9d43c2b00f14bc",
     }
     raw = json.dumps({"messages": _messages(c)}).encode()
-    typed = _collect(tmp_path / "typed", raw, typed=True)
-    general = _collect(tmp_path / "general", raw, typed=False)
+    typed, handed = _collect(tmp_path / "typed", raw, typed=True)
+    general, _ = _collect(tmp_path / "general", raw, typed=False)
     assert typed == general
+    assert handed == 14  # 5 records went straight to the store: e2, e1 twice, e5 and E2
     assert typed["counts"] == (16, 3, 6)  # accepted (dropped ones included), rejected, dropped
     identities = {k.split("\x1f")[1] for k in typed["profiles"]}
     assert identities == {"e1", "e2", "E2", "e5", "e7", "e8", "e8@example.com"}
