@@ -294,9 +294,11 @@ class ProfileStore:
             entry.get("lastQualificationTime"),
             entry.get("validUntil"),
         )
-        if parts is None:
+        ident = value.get("id")
+        if parts is None or type(ident) is not str or not ident:
             return None
-        return self.merge_one(code, value.get("id"), value, *parts, dataset_id, received)
+        key = f"{code.lower()}{SEP}{ident}"
+        return self.merge_one(key, code, value, *parts, dataset_id, received)
 
     def membership_parts(  # noqa: PLR0913 - the entry's fields, read once by the caller
         self, ns: str, audience_id: str, entry: Any, status: Any, when: Any, until: Any
@@ -328,23 +330,20 @@ class ProfileStore:
 
     def merge_one(  # noqa: PLR0913 - the parts of one record, read once by the caller
         self,
+        key: str,
         code: str,
-        ident: Any,
         value: Any,
         audience: str,
         qualified_at: float,
         packed: bytes,
         dataset_id: str,
         received: float,
-    ) -> Profile | None:
-        """Merge one identity (``value``, stored as its JSON) and its membership (from
-        :meth:`membership_parts`); None, changing nothing, for an unusable identity.
+    ) -> Profile:
+        """Merge one identity (its :func:`identity_key`, namespace code as sent, and the
+        identity object, stored as JSON) and its membership (from :meth:`membership_parts`).
 
         This is the hot path of every streaming benchmark: no helper calls, no lists.
         """
-        if type(ident) is not str or not ident:
-            return None
-        key = f"{code.lower()}{SEP}{ident}"
         members = self.members.get(audience)
         if members is None:
             members = self.members[audience] = {}

@@ -26,7 +26,7 @@ from emulator.auth import bearer, valid_token
 from emulator.catalog import record_streaming
 from emulator.config import Inlet
 from emulator.faults import Faults, fault_error
-from emulator.profiles import RecordError
+from emulator.profiles import SEP, RecordError
 from emulator.state import JournalEntry, State
 from emulator.typed_messages import Membership, Message, as_dicts, decode_batch
 
@@ -148,6 +148,7 @@ class Collector:
         self.failed_in: collections.Counter[str] = collections.Counter()
         self.sync_failures = 0
         self.valid_headers: dict[tuple[Any, Any, Any], tuple[str, bool]] = {}
+        self.entries: dict[tuple[str, str, Membership], tuple[str, float, bytes] | None] = {}
 
     def envelope(self, message: Any) -> tuple[str, bool, dict[str, Any]]:
         """(dataset id, is profile, xdmEntity) of a well-formed message, else EnvelopeError.
@@ -306,23 +307,21 @@ class Collector:
         message of a header, an unprovisioned namespace, a bad time) is handed to
         :meth:`one` as dicts, which checks it, words its error and caches its header.
 
-        The messages of a request nearly always share their header and a few membership
-        entries, so a header is looked up only when it differs from the previous message's,
-        and an entry is checked and packed once per request.
+        The messages of a request nearly always share their header, namespace code and a
+        few membership entries, so each is looked at only when it differs from the
+        previous message's (msgspec hands out one object per distinct short key).
         """
-        state = self.state
-        store = self.store
-        merge = store.merge_one
         received = self.received
-        membership_ns = {c for c, n in state.namespaces.items() if n.keys_membership}
-        entries: dict[tuple[str, str, Membership], tuple[str, float, bytes] | None] = {}
+        merge = self.store.merge_one
         counts = self.datasets
         applied = self.applied
         accepted = b'{"xactionId":"%s:' % base.encode()
-        taken = 0
         out = []
+        taken = run = 0  # records stored inline: in all, and since the header last changed
         ref_id = org = dataset_id = None  # the previous message's header
-        inline = False  # whether it may go straight to the store
+        inline = False  # whether its records may go straight to the store
+        code = prefix = None  # the previous identity's namespace code, and its key prefix
+        ns = audience_id = entry = parts = None  # the previous membership, checked and packed
         for i, message in enumerate(messages):
             header = message.header
             if not (
@@ -330,49 +329,77 @@ class Collector:
                 and header.datasetId == dataset_id
                 and header.imsOrgId == org
             ):
+                if run:
+                    counts[dataset_id] += run
+                    run = 0
                 ref_id, org, dataset_id = header.schemaRef.id, header.imsOrgId, header.datasetId
-                known = self.valid_headers.get((ref_id, org, dataset_id))
-                inline = (
-                    known is not None and known[1] and state.datasets[dataset_id].profile_enabled
-                )
+                inline = self._inline_header(ref_id, org, dataset_id)
             body = message.body
             entity = body.xdmEntity
-            profile = None
+            identities = entity.identityMap
+            memberships = entity.segmentMembership
+            stored = False
             if (
                 inline
+                and len(identities) == 1
+                and len(memberships) == 1
                 and body.xdmMeta.schemaRef.id == ref_id
-                and len(entity.identityMap) == 1
-                and len(entity.segmentMembership) == 1
             ):
-                [(code, values)] = entity.identityMap.items()
-                [(ns, audiences)] = entity.segmentMembership.items()
-                if len(values) == 1 and len(audiences) == 1 and ns in membership_ns:
-                    [(audience_id, entry)] = audiences.items()
-                    entry_key = (ns, audience_id, entry)
-                    parts = entries.get(entry_key, _UNSEEN)
-                    if parts is _UNSEEN:
-                        until = entry.validUntil
-                        parts = entries[entry_key] = store.membership_parts(
-                            ns,
-                            audience_id,
-                            entry,
-                            entry.status,
-                            entry.lastQualificationTime,
-                            None if until is UNSET else until,
-                        )
-                    if parts is not None:
-                        value = values[0]
-                        profile = merge(code, value.id, value, *parts, dataset_id, received)
-            if profile is None:
+                [(this_code, values)] = identities.items()
+                [(this_ns, audiences)] = memberships.items()
+                if len(values) == 1 and len(audiences) == 1:
+                    [(this_audience, this_entry)] = audiences.items()
+                    if not (this_ns is ns and this_audience is audience_id and this_entry == entry):
+                        ns, audience_id, entry = this_ns, this_audience, this_entry
+                        parts = self._membership(ns, audience_id, entry)
+                    value = values[0]
+                    if parts is not None and value.id:
+                        if this_code is not code:
+                            code = this_code
+                            prefix = f"{code.lower()}{SEP}"
+                        merge(prefix + value.id, code, value, *parts, dataset_id, received)
+                        stored = True
+            if not stored:
                 out.append(_encode(self.one(as_dicts(message), f"{base}:{i}")))
                 ref_id = None  # the general path may have found the header valid
                 continue
+            run += 1
             taken += 1
             applied.append(message)
-            counts[dataset_id] += 1
             out.append(b'%s%d"}' % (accepted, i))
+        if run:
+            counts[dataset_id] += run
         self.accepted += taken
         return out
+
+    def _inline_header(self, ref_id: str, org: str | None, dataset_id: str) -> bool:
+        """Whether records under this header may skip the general path: the header passed
+        it once in this request, for a profile schema and a Profile-enabled dataset."""
+        known = self.valid_headers.get((ref_id, org, dataset_id))
+        return known is not None and known[1] and self.state.datasets[dataset_id].profile_enabled
+
+    def _membership(
+        self, ns: str, audience_id: str, entry: Membership
+    ) -> tuple[str, float, bytes] | None:
+        """A typed entry checked and packed by the store (once per request per distinct
+        entry); None when the general path must look at it."""
+        found = self.entries.get((ns, audience_id, entry), _UNSEEN)
+        if found is not _UNSEEN:
+            return found
+        known = self.state.namespaces.get(ns)
+        parts = None
+        if known is not None and known.keys_membership:
+            until = entry.validUntil
+            parts = self.store.membership_parts(
+                ns,
+                audience_id,
+                entry,
+                entry.status,
+                entry.lastQualificationTime,
+                None if until is UNSET else until,
+            )
+        self.entries[(ns, audience_id, entry)] = parts
+        return parts
 
     def finish(self, raw: bytes | None, total: int) -> None:
         """Count, journal what was applied and record it in the datasets' streaming batches.
