@@ -32,6 +32,7 @@ CLOCK_KEY = ("clock", "-", "offset")
 _ZSTD = pa.Codec("zstd")
 _MARKER = b"EMJ2"
 _LENGTH = struct.Struct("<Q")
+JOURNAL_ROWS_PER_INSERT = 500
 
 
 def pack_body(raw: bytes) -> bytes:
@@ -102,31 +103,24 @@ class Persistence:
         return [(kind, sandbox, ident, from_json(body)) for kind, sandbox, ident, body in rows]
 
     def append_journal(self, entries: list[JournalEntry], generation: int) -> None:
-        """One columnar insert per flush, never one per record; dropped after a reset.
+        """Multi-row inserts, never one statement per record; dropped after a reset.
 
-        An Arrow table inserts in one statement: ``executemany`` runs (and commits) one
-        statement per row, which cost ~2 µs per streamed message, 7x the rest of the write.
+        ``executemany`` runs (and commits) one statement per row, which cost ~2 µs of server
+        CPU per streamed message; an Arrow table would import pandas into the server.
         """
         if not entries or self.path is None:
             return
         with self.lock:
             if generation != self.generation:
                 return
-            first = self.seq + 1
-            self.seq += len(entries)
-            rows = pa.table(
-                {
-                    "seq": pa.array(range(first, self.seq + 1), pa.int64()),
-                    "received": pa.array([e.received for e in entries], pa.float64()),
-                    "sandbox": pa.array([e.sandbox for e in entries], pa.string()),
-                    "body": pa.array([pack_body(e.body) for e in entries], pa.binary()),
-                }
-            )
-            self.db.register("journal_rows", rows)
-            try:
-                self.db.execute("INSERT INTO journal SELECT * FROM journal_rows")
-            finally:
-                self.db.unregister("journal_rows")
+            for start in range(0, len(entries), JOURNAL_ROWS_PER_INSERT):
+                chunk = entries[start : start + JOURNAL_ROWS_PER_INSERT]
+                params: list[Any] = []
+                for entry in chunk:
+                    self.seq += 1
+                    params += (self.seq, entry.received, entry.sandbox, pack_body(entry.body))
+                rows = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                self.db.execute(f"INSERT INTO journal VALUES {rows}", params)
 
     def journal(self) -> list[JournalEntry]:
         with self.lock:

@@ -309,7 +309,7 @@ class Collector:
 
         The messages of a request nearly always share their header, namespace code and a
         few membership entries, so each is looked at only when it differs from the
-        previous message's (msgspec hands out one object per distinct short key).
+        previous message's.
         """
         received = self.received
         merge = self.store.merge_one
@@ -349,7 +349,7 @@ class Collector:
                 [(this_ns, audiences)] = memberships.items()
                 if len(values) == 1 and len(audiences) == 1:
                     [(this_audience, this_entry)] = audiences.items()
-                    if not (this_ns is ns and this_audience is audience_id and this_entry == entry):
+                    if not (this_ns == ns and this_audience == audience_id and this_entry == entry):
                         ns, audience_id, entry = this_ns, this_audience, this_entry
                         parts = self._membership(ns, audience_id, entry)
                     value = values[0]

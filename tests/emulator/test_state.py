@@ -23,3 +23,15 @@ def test_a_journal_of_an_older_version_is_named_not_misread(tmp_path):
     store.db.execute("INSERT INTO journal VALUES (1, 1.0, 'prod', ?)", [zlib.compress(b"{}")])
     with pytest.raises(RuntimeError, match="older emulator"):
         store.journal()
+
+
+def test_a_flush_larger_than_one_insert_keeps_its_order(tmp_path, monkeypatch):
+    monkeypatch.setattr("emulator.state.JOURNAL_ROWS_PER_INSERT", 2)
+    store = Persistence(tmp_path)
+    bodies = [b'{"messages": [%d]}' % i for i in range(5)]
+    store.append_journal([JournalEntry(float(i), "prod", b) for i, b in enumerate(bodies)], 0)
+    store.append_journal([JournalEntry(9.0, "dev", b"{}")], 0)
+    assert [(e.received, e.sandbox, e.body) for e in store.journal()] == [
+        *((float(i), "prod", b) for i, b in enumerate(bodies)),
+        (9.0, "dev", b"{}"),
+    ]
