@@ -193,14 +193,19 @@ async def membership(audience_id: str, request: Request) -> Response:
 
 @router.post("/base-connections")
 async def add_base_connection(request: Request) -> Response:
-    """Register a cloud-storage base connection: a folder on this machine that External
-    Audiences files are read from (``{"id": ..., "root": ..., "sandbox": "prod"}``)."""
+    """Register a cloud-storage base connection External Audiences files are read from: a
+    folder on this machine (``{"id", "root", "sandbox"?}``) or an S3 account as Adobe's S3
+    source takes it (``{"id", "auth": {"params": {"s3AccessKey", "s3SecretKey",
+    "serviceUrl"?}}, "sandbox"?}``)."""
     state = _state(request)
     body = await _body(request)
-    if not body.get("id") or not body.get("root"):
-        raise _bad("a base connection needs an id and a root folder")
+    s3 = (body.get("auth") or {}).get("params")
+    if not body.get("id") or not (body.get("root") or s3):
+        raise _bad("a base connection needs an id and a root folder or S3 auth.params")
     sandbox = body.get("sandbox", state.config.defaults.sandbox)
-    connection = external_audiences.register_connection(state, sandbox, body["id"], body["root"])
+    connection = external_audiences.register_connection(
+        state, sandbox, body["id"], body.get("root"), s3
+    )
     return errors.json_response(connection, 201)
 
 

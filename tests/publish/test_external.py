@@ -35,7 +35,7 @@ def storage(emu, tmp_path) -> Path:
     return root
 
 
-def external_conn(emu, storage: Path) -> dict:
+def external_conn(storage: Path) -> dict:
     return {
         "external_base_connection_id": "conn-1",
         "external_location": str(storage / "audiences"),
@@ -43,13 +43,13 @@ def external_conn(emu, storage: Path) -> dict:
     }
 
 
-def refresh(emu, storage, audience_dir: Path, name: str, ids, **publish) -> dict:
+def refresh(emu, conn: dict, audience_dir: Path, name: str, ids, **publish) -> dict:
     """members -> diff against the committed run -> publish -> commit, as a DAG run does."""
     run_dir = audience_dir / "runs" / name
     run_dir.mkdir(parents=True)
     write_members(run_dir / "members.parquet", ids)
     diff_members(run_dir, snapshots.current_run_dir(audience_dir))
-    config = emu.adobe_config(**external_conn(emu, storage))
+    config = emu.adobe_config(**conn)
     summary = publish_run(config, make_spec(**EXTERNAL), run_dir, poll=FAST, **publish)
     snapshots.commit(audience_dir, run_dir)
     return summary
@@ -62,16 +62,16 @@ def held_by(emu, audience_dir: Path) -> set[tuple[str, str]]:
 
 def test_publish_then_differential_refreshes_match_every_snapshot(emu, storage, tmp_path):
     audience = tmp_path / "audiences" / "high_value"
-    first = refresh(emu, storage, audience, "r1", range(100))
+    first = refresh(emu, external_conn(storage), audience, "r1", range(100))
     assert first["differential"] is False and first["records"] == 100
     assert held_by(emu, audience) == identities(member_table(range(100)))
 
-    second = refresh(emu, storage, audience, "r2", range(50, 180))
+    second = refresh(emu, external_conn(storage), audience, "r2", range(50, 180))
     assert second["differential"] is True
     assert (second["entered"], second["exited"]) == (80, 50)
     assert held_by(emu, audience) == identities(member_table(range(50, 180)))
 
-    third = refresh(emu, storage, audience, "r3", range(150, 160))
+    third = refresh(emu, external_conn(storage), audience, "r3", range(150, 160))
     assert held_by(emu, audience) == identities(member_table(range(150, 160)))
     files = sorted(p.name for p in (storage / "audiences" / "high_value").iterdir())
     assert files == ["r1.csv", "r2.csv", "r3.csv"]
@@ -82,6 +82,57 @@ def test_publish_then_differential_refreshes_match_every_snapshot(emu, storage, 
     ] == '"identity","delete"'
 
 
+@pytest.fixture
+def s3_storage(emu, s3_server, monkeypatch) -> dict:
+    """A bucket on the S3 server behind an S3 base connection; the connection fields for it."""
+    bucket = s3_server.create_bucket()
+    monkeypatch.setenv("CJA_AUDIENCES_STORAGE_OPTIONS", json.dumps({"endpoint_url": s3_server.url}))
+    emu.s3_base_connection(s3_server.url, "testing", "testing", "conn-s3")
+    return {
+        "external_base_connection_id": "conn-s3",
+        "external_location": f"s3://{bucket}/cja",
+        "external_source_path": f"{bucket}/cja",
+    }
+
+
+def ingestion_runs(emu, audience_dir: Path) -> list[dict]:
+    aep_id = read_json(audience_dir / STATE_FILE)["audience_id"]
+    return requests.get(
+        f"{emu.url}/data/core/ais/external-audience/{aep_id}/runs",
+        headers=emu.headers(),
+        timeout=10,
+    ).json()["runs"]
+
+
+def test_files_on_s3_are_selected_by_the_servers_last_modified(
+    emu, s3_server, s3_storage, tmp_path
+):
+    """Each refresh uploads one object; its run's window starts at the upload's second, after
+    every earlier object, so AEP ingests that object alone and holds each snapshot."""
+    import boto3
+
+    audience = tmp_path / "audiences" / "high_value"
+    plan = {"r1": range(100), "r2": range(50, 180), "r3": range(150, 160)}
+    records = {}
+    for name, ids in plan.items():
+        summary = refresh(emu, s3_storage, audience, name, ids)
+        records[summary["run_id"]] = summary["records"]
+        assert held_by(emu, audience) == identities(member_table(ids))
+    assert summary["differential"] is True and summary["exited"] > 0
+    assert {r["runId"]: r["rows"] for r in ingestion_runs(emu, audience)} == records
+
+    bucket = s3_storage["external_location"].removeprefix("s3://").split("/")[0]
+    listed = boto3.client("s3", endpoint_url=s3_server.url).list_objects_v2(Bucket=bucket)
+    uploaded = {o["Key"]: o["LastModified"].timestamp() for o in listed["Contents"]}
+    assert sorted(uploaded) == [f"cja/high_value/{name}.csv" for name in plan]
+    for name in plan:
+        ledger = read_json(audience / "runs" / name / RUN_LEDGER)
+        assert ledger["path"] == f"s3://{bucket}/cja/high_value/{name}.csv"
+        mine = uploaded[f"cja/high_value/{name}.csv"]
+        assert ledger["start"] <= mine
+        assert all(t < ledger["start"] for t in uploaded.values() if t < mine)
+
+
 def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, storage, tmp_path):
     audience = tmp_path / "audiences" / "high_value"
     run_dir = audience / "runs" / "r1"
@@ -89,7 +140,7 @@ def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, sto
     write_members(run_dir / "members.parquet", range(200))
     diff_members(run_dir, None)
     emu.faults(external_delay_s=3.0)
-    conn = emu.aep_conn(**external_conn(emu, storage))
+    conn = emu.aep_conn(**external_conn(storage))
     child = subprocess.Popen(
         [
             sys.executable,
@@ -117,7 +168,7 @@ def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, sto
     started = read_json(run_dir / RUN_LEDGER)["run_id"]
 
     summary = publish_run(
-        emu.adobe_config(**external_conn(emu, storage)),
+        emu.adobe_config(**external_conn(storage)),
         make_spec(**EXTERNAL),
         run_dir,
         poll=FAST,
@@ -137,10 +188,10 @@ def test_a_failed_ingestion_fails_the_publish_and_a_retry_starts_a_new_run(emu, 
     audience = tmp_path / "audiences" / "high_value"
     emu.faults(external_run_failures=1)
     with pytest.raises(ExternalAudienceError, match="ended FAILED"):
-        refresh(emu, storage, audience, "r1", range(10))
+        refresh(emu, external_conn(storage), audience, "r1", range(10))
     assert read_run_record(audience / "runs" / "r1")["publish"]["status"] == "failed"
     assert snapshots.current_run(audience) is None
-    config = emu.adobe_config(**external_conn(emu, storage))
+    config = emu.adobe_config(**external_conn(storage))
     summary = publish_run(config, make_spec(**EXTERNAL), audience / "runs" / "r1", poll=FAST)
     assert summary["status"] == "ok"
     assert held_by(emu, audience) == identities(member_table(range(10)))
@@ -148,14 +199,14 @@ def test_a_failed_ingestion_fails_the_publish_and_a_retry_starts_a_new_run(emu, 
 
 def test_an_abandoned_run_makes_the_next_one_a_full_ingestion(emu, storage, tmp_path):
     audience = tmp_path / "audiences" / "high_value"
-    refresh(emu, storage, audience, "r1", range(20))
+    refresh(emu, external_conn(storage), audience, "r1", range(20))
     abandoned = audience / "runs" / "r2"
     abandoned.mkdir(parents=True)
     write_members(abandoned / "members.parquet", range(100, 130))
     diff_members(abandoned, snapshots.current_run_dir(audience))
-    config = emu.adobe_config(**external_conn(emu, storage))
+    config = emu.adobe_config(**external_conn(storage))
     publish_run(config, make_spec(**EXTERNAL), abandoned, poll=FAST)  # never committed
-    third = refresh(emu, storage, audience, "r3", range(10, 30))
+    third = refresh(emu, external_conn(storage), audience, "r3", range(10, 30))
     assert third["differential"] is False
     assert held_by(emu, audience) == identities(member_table(range(10, 30)))
 
@@ -166,7 +217,7 @@ def test_a_dry_run_writes_no_file_and_starts_nothing(emu, storage, tmp_path):
     run_dir.mkdir(parents=True)
     write_members(run_dir / "members.parquet", range(30))
     diff_members(run_dir, None)
-    config = emu.adobe_config(**external_conn(emu, storage))
+    config = emu.adobe_config(**external_conn(storage))
     summary = publish_run(config, make_spec(**EXTERNAL), run_dir, dry_run=True)
     assert summary["status"] == "dry_run" and summary["records"] == 30
     assert not (storage / "audiences").exists() and not (audience / STATE_FILE).exists()
@@ -174,13 +225,13 @@ def test_a_dry_run_writes_no_file_and_starts_nothing(emu, storage, tmp_path):
 
 def test_switching_modes_is_refused_until_the_audience_is_decommissioned(emu, storage, tmp_path):
     audience = tmp_path / "audiences" / "high_value"
-    refresh(emu, storage, audience, "r1", range(10))
+    refresh(emu, external_conn(storage), audience, "r1", range(10))
     run_dir = audience / "runs" / "r2"
     run_dir.mkdir(parents=True)
     write_members(run_dir / "members.parquet", range(10))
     diff_members(run_dir, snapshots.current_run_dir(audience))
     streaming = make_spec()
-    config = emu.adobe_config(**external_conn(emu, storage))
+    config = emu.adobe_config(**external_conn(storage))
     with pytest.raises(ModeSwitchError, match="live in AEP in external_audience mode"):
         publish_run(config, streaming, run_dir)
     decommission_run(config, make_spec(**EXTERNAL), audience / "runs" / "r1")
