@@ -313,7 +313,9 @@ async def tamper(audience_id: str, request: Request) -> Response:
     state = _state(request)
     body = await _body(request)
     namespace = body.get("namespace", state.config.defaults.segment_namespace)
-    store = state.profiles[body.get("sandbox", state.config.defaults.sandbox)]
+    sandbox = body.get("sandbox", state.config.defaults.sandbox)
+    store = state.profiles[sandbox]
+    external = external_audiences.tamperer(state, sandbox, audience_id)
     changes = body.get("changes")
     if not isinstance(changes, list) or not changes:
         raise _bad('changes must be a non-empty list of {"action", "namespace", "identity"}')
@@ -325,7 +327,10 @@ async def tamper(audience_id: str, request: Request) -> Response:
         code, ident = change.get("namespace"), change.get("identity")
         if not isinstance(code, str) or not isinstance(ident, str):
             raise _bad(f"change {change!r} needs the member's namespace and identity")
-        done += store.tamper(namespace, audience_id, code, ident, action, state.now())
+        if external is not None:  # an external audience's members: delete or add only
+            done += external(action, code, ident)
+        else:
+            done += store.tamper(namespace, audience_id, code, ident, action, state.now())
     return errors.json_response({"changed": done, "requested": len(changes)})
 
 

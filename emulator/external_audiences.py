@@ -35,6 +35,7 @@ from starlette.responses import Response
 
 from emulator import errors
 from emulator.auth import check_platform
+from emulator.profiles import iso_ms
 from emulator.state import State
 
 router = APIRouter()
@@ -357,7 +358,7 @@ def _settle(state: State, sandbox: str, audience: dict[str, Any]) -> None:
             else:
                 members[identity] = run["runId"]
         audience["members"] = members
-        audience["lastSuccessAt"] = _now(state)
+        audience["lastSuccessAt"] = run["completedAt"] = _now(state)
         run["status"] = "SUCCESS"
         run["rows"] = len(rows)
 
@@ -445,7 +446,7 @@ def _run(state: State, sandbox: str, audience: dict[str, Any], run_id: str) -> d
     for run in audience["runs"]:
         if run["runId"] == run_id:
             stages = ("DATASET_INGEST", "PROFILE_STORE_INGEST")
-            shown = {k: v for k, v in run.items() if k not in ("readyAt", "fail")}
+            shown = {k: v for k, v in run.items() if k not in ("readyAt", "fail", "completedAt")}
             if run["status"] != "PROCESSING":
                 shown["details"] = [{"stage": s, "status": run["status"]} for s in stages]
             return shown
@@ -493,3 +494,67 @@ def members(state: State, sandbox: str, audience_id: str) -> list[dict[str, Any]
         {"namespace": namespace, "identity": ident, "status": "realized", "run_id": run_id}
         for ident, run_id in sorted(audience["members"].items())
     ]
+
+
+def tamperer(state: State, sandbox: str, audience_id: str) -> Callable[[str, str, str], int] | None:
+    """For the admin tamper route: ``(action, namespace, identity) -> changed`` on an external
+    audience's members (``delete`` or ``add``), or None when no such audience exists."""
+    audience = _audiences(state, sandbox).get(audience_id)
+    if audience is None:
+        return None
+    _settle(state, sandbox, audience)
+    namespace = next(f["identityNs"] for f in audience["fields"] if f.get("identityNs"))
+
+    def tamper(action: str, code: str, ident: str) -> int:
+        if action not in ("delete", "add"):
+            raise _bad(f"an external audience's members can only be deleted or added, not {action}")
+        if code.lower() != namespace.lower():
+            return 0
+        if action == "delete":
+            return int(audience["members"].pop(ident, None) is not None)
+        audience["members"][ident] = "tampered"
+        return 1
+
+    return tamper
+
+
+Memberships = Callable[[list[tuple[str, str]]], dict[str, dict[str, dict[str, Any]]]]
+
+
+def profile_memberships(state: State, sandbox: str) -> Memberships:
+    """For Profile Access: the ``segmentMembership`` entries the sandbox's external audiences
+    give a profile with these (namespace, identity) pairs, as
+    ``{audience namespace: {audience id: entry}}``.
+
+    AEP ingests a custom upload into the profiles of its identity column, and keys the
+    membership by the audience's own namespace (``CustomerAudienceUpload`` unless the create
+    request named another; Adobe's exported files show such an audience as
+    ``CustomerAudienceUpload:<audience id>`` beside ``ups:<id>`` for its own). The entry is
+    ``realized`` with the qualifying run's time and ``validUntil`` when the data expires
+    (``ttlInDays`` after the last successful run): our inference of the fields' values.
+    """
+    live = []
+    for audience in _audiences(state, sandbox).values():
+        _settle(state, sandbox, audience)
+        if not _alive(state, audience) or not audience["members"]:
+            continue
+        field = next(f for f in audience["fields"] if f.get("identityNs"))
+        times = {r["runId"]: r.get("completedAt", r["ingestionTime"]) for r in audience["runs"]}
+        until = iso_ms(audience["lastSuccessAt"] + audience["ttlInDays"] * DAY_S)
+        live.append((audience, field["identityNs"].lower(), times, until))
+
+    def lookup(identities: list[tuple[str, str]]) -> dict[str, dict[str, dict[str, Any]]]:
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for audience, namespace, times, until in live:
+            for code, ident in identities:
+                run_id = audience["members"].get(ident) if code.lower() == namespace else None
+                if run_id is not None:
+                    found.setdefault(audience["namespace"], {})[audience["audienceId"]] = {
+                        "status": "realized",
+                        "lastQualificationTime": iso_ms(times.get(run_id, 0)),
+                        "validUntil": until,
+                    }
+                    break
+        return found
+
+    return lookup

@@ -18,13 +18,21 @@ from cja_audiences.diff import diff_members
 from cja_audiences.lake.layout import read_json
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish import ModeSwitchError, decommission_run, publish_run
-from cja_audiences.publish.external import RUN_LEDGER, STATE_FILE, ExternalAudienceError, PollPolicy
-from tests.publish.helpers import identities, make_spec, member_table, write_members
+from cja_audiences.publish.external import RUN_LEDGER, STATE_FILE, ExternalAudienceError
+from tests.publish.helpers import (
+    EXTERNAL,
+    external_conn,
+    fast_poll,
+    held_by,
+    identities,
+    make_spec,
+    member_table,
+    refresh,
+    write_members,
+)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-FAST = PollPolicy(first_wait_s=0.02, max_wait_s=0.1, timeout_s=30)
-EXTERNAL = {"publish": {"mode": "external_audience", "ttl_days": 30}}
 
 
 @pytest.fixture
@@ -33,31 +41,6 @@ def storage(emu, tmp_path) -> Path:
     root.mkdir()
     emu.base_connection(root, "conn-1")
     return root
-
-
-def external_conn(storage: Path) -> dict:
-    return {
-        "external_base_connection_id": "conn-1",
-        "external_location": str(storage / "audiences"),
-        "external_source_path": "audiences",
-    }
-
-
-def refresh(emu, conn: dict, audience_dir: Path, name: str, ids, **publish) -> dict:
-    """members -> diff against the committed run -> publish -> commit, as a DAG run does."""
-    run_dir = audience_dir / "runs" / name
-    run_dir.mkdir(parents=True)
-    write_members(run_dir / "members.parquet", ids)
-    diff_members(run_dir, snapshots.current_run_dir(audience_dir))
-    config = emu.adobe_config(**conn)
-    summary = publish_run(config, make_spec(**EXTERNAL), run_dir, poll=FAST, **publish)
-    snapshots.commit(audience_dir, run_dir)
-    return summary
-
-
-def held_by(emu, audience_dir: Path) -> set[tuple[str, str]]:
-    aep_id = read_json(audience_dir / STATE_FILE)["audience_id"]
-    return {(m["namespace"], m["identity"]) for m in emu.membership(aep_id)}
 
 
 def test_publish_then_differential_refreshes_match_every_snapshot(emu, storage, tmp_path):
@@ -171,7 +154,7 @@ def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, sto
         emu.adobe_config(**external_conn(storage)),
         make_spec(**EXTERNAL),
         run_dir,
-        poll=FAST,
+        poll=fast_poll(),
     )
     assert summary["run_id"] == started
     aep_id = read_json(audience / STATE_FILE)["audience_id"]
@@ -192,7 +175,7 @@ def test_a_failed_ingestion_fails_the_publish_and_a_retry_starts_a_new_run(emu, 
     assert read_run_record(audience / "runs" / "r1")["publish"]["status"] == "failed"
     assert snapshots.current_run(audience) is None
     config = emu.adobe_config(**external_conn(storage))
-    summary = publish_run(config, make_spec(**EXTERNAL), audience / "runs" / "r1", poll=FAST)
+    summary = publish_run(config, make_spec(**EXTERNAL), audience / "runs" / "r1", poll=fast_poll())
     assert summary["status"] == "ok"
     assert held_by(emu, audience) == identities(member_table(range(10)))
 
@@ -205,7 +188,7 @@ def test_an_abandoned_run_makes_the_next_one_a_full_ingestion(emu, storage, tmp_
     write_members(abandoned / "members.parquet", range(100, 130))
     diff_members(abandoned, snapshots.current_run_dir(audience))
     config = emu.adobe_config(**external_conn(storage))
-    publish_run(config, make_spec(**EXTERNAL), abandoned, poll=FAST)  # never committed
+    publish_run(config, make_spec(**EXTERNAL), abandoned, poll=fast_poll())  # never committed
     third = refresh(emu, external_conn(storage), audience, "r3", range(10, 30))
     assert third["differential"] is False
     assert held_by(emu, audience) == identities(member_table(range(10, 30)))
@@ -247,4 +230,4 @@ def test_a_connection_without_storage_fields_names_them(emu, run_dir):
     with pytest.raises(
         ExternalAudienceError, match="external_base_connection_id or external_location"
     ):
-        publish_run(emu.adobe_config(), make_spec(**EXTERNAL), run_dir, poll=FAST)
+        publish_run(emu.adobe_config(), make_spec(**EXTERNAL), run_dir, poll=fast_poll())

@@ -268,8 +268,8 @@ class AEPReconcileOperator(_AudienceAEPOperator):
                 "checked": False,
                 "reason": f"reconcile {mode}, dry run {refresh.request.dry_run}",
             }
-        if live_mode(refresh.audience_dir) != "streaming":  # AEP manages external audiences
-            return {"checked": False, "reason": "not live as streamed membership"}
+        if live_mode(refresh.audience_dir) is None:
+            return {"checked": False, "reason": "not live in AEP"}
         if splits.has_arms(refresh.spec):
             return {"checked": False, "reason": "split-test arms are not reconciled"}
         hook = AEPHook(aep_conn_id=self.aep_conn_id)
