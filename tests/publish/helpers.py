@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import requests
 
 from cja_audiences import snapshots
 from cja_audiences.diff import diff_members
@@ -108,3 +109,12 @@ def held_by(emu, audience_dir: Path) -> set[tuple[str, str]]:
     """(namespace, identity) of the members of the audience's external audience in AEP."""
     aep_id = read_json(audience_dir / STATE_FILE)["audience_id"]
     return {(m["namespace"], m["identity"]) for m in emu.membership(aep_id)}
+
+
+def ingestion_runs(emu, audience_dir: Path) -> list[dict]:
+    aep_id = read_json(audience_dir / STATE_FILE)["audience_id"]
+    return requests.get(
+        f"{emu.url}/data/core/ais/external-audience/{aep_id}/runs",
+        headers=emu.headers(),
+        timeout=10,
+    ).json()["runs"]

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from cja_audiences import snapshots
 from cja_audiences.diff import diff_members
@@ -25,6 +24,7 @@ from tests.publish.helpers import (
     fast_poll,
     held_by,
     identities,
+    ingestion_runs,
     make_spec,
     member_table,
     refresh,
@@ -78,15 +78,6 @@ def s3_storage(emu, s3_server, monkeypatch) -> dict:
     }
 
 
-def ingestion_runs(emu, audience_dir: Path) -> list[dict]:
-    aep_id = read_json(audience_dir / STATE_FILE)["audience_id"]
-    return requests.get(
-        f"{emu.url}/data/core/ais/external-audience/{aep_id}/runs",
-        headers=emu.headers(),
-        timeout=10,
-    ).json()["runs"]
-
-
 def test_files_on_s3_are_selected_by_the_servers_last_modified(
     emu, s3_server, s3_storage, tmp_path
 ):
@@ -116,12 +107,11 @@ def test_files_on_s3_are_selected_by_the_servers_last_modified(
         assert all(t < ledger["start"] for t in uploaded.values() if t < mine)
 
 
-def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, storage, tmp_path):
-    audience = tmp_path / "audiences" / "high_value"
-    run_dir = audience / "runs" / "r1"
-    run_dir.mkdir(parents=True)
-    write_members(run_dir / "members.parquet", range(200))
-    diff_members(run_dir, None)
+def kill_publisher_mid_poll(emu, storage: Path, run_dir: Path, ids: range) -> str:
+    """Publish ``run_dir`` in a child process and kill -9 it once AEP's run has started;
+    returns the run id it recorded."""
+    write_members(run_dir / "members.parquet", ids)
+    diff_members(run_dir, snapshots.current_run_dir(run_dir.parent.parent))
     emu.faults(external_delay_s=3.0)
     conn = emu.aep_conn(**external_conn(storage))
     child = subprocess.Popen(
@@ -148,7 +138,14 @@ def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, sto
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    started = read_json(run_dir / RUN_LEDGER)["run_id"]
+    return read_json(run_dir / RUN_LEDGER)["run_id"]
+
+
+def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, storage, tmp_path):
+    audience = tmp_path / "audiences" / "high_value"
+    run_dir = audience / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    started = kill_publisher_mid_poll(emu, storage, run_dir, range(200))
 
     summary = publish_run(
         emu.adobe_config(**external_conn(storage)),
@@ -157,14 +154,20 @@ def test_kill_9_between_run_started_and_run_polled_resumes_the_same_run(emu, sto
         poll=fast_poll(),
     )
     assert summary["run_id"] == started
-    aep_id = read_json(audience / STATE_FILE)["audience_id"]
-    runs = requests.get(
-        f"{emu.url}/data/core/ais/external-audience/{aep_id}/runs",
-        headers=emu.headers(),
-        timeout=10,
-    ).json()["runs"]
-    assert [r["runId"] for r in runs] == [started]
+    assert [r["runId"] for r in ingestion_runs(emu, audience)] == [started]
     assert held_by(emu, audience) == identities(member_table(range(200)))
+
+
+def test_a_run_killed_mid_poll_and_abandoned_makes_the_next_one_full(emu, storage, tmp_path):
+    """The killed run's file may still be applied (AEP finishes it): the next refresh waits
+    for it, then replaces the membership."""
+    audience = tmp_path / "audiences" / "high_value"
+    refresh(emu, external_conn(storage), audience, "r1", range(50))
+    (audience / "runs" / "r2").mkdir()
+    kill_publisher_mid_poll(emu, storage, audience / "runs" / "r2", range(200, 260))
+    third = refresh(emu, external_conn(storage), audience, "r3", range(25, 75))
+    assert third["differential"] is False
+    assert held_by(emu, audience) == identities(member_table(range(25, 75)))
 
 
 def test_a_failed_ingestion_fails_the_publish_and_a_retry_starts_a_new_run(emu, storage, tmp_path):
