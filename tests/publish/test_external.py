@@ -206,7 +206,10 @@ def test_a_dry_run_writes_no_file_and_starts_nothing(emu, storage, tmp_path):
     config = emu.adobe_config(**external_conn(storage))
     summary = publish_run(config, make_spec(**EXTERNAL), run_dir, dry_run=True)
     assert summary["status"] == "dry_run" and summary["records"] == 30
+    assert (summary["differential"], summary["file"]) == (False, "r1.csv")
     assert not (storage / "audiences").exists() and not (audience / STATE_FILE).exists()
+    with pytest.raises(ExternalAudienceError, match="external_location"):
+        publish_run(emu.adobe_config(), make_spec(**EXTERNAL), run_dir, dry_run=True)
 
 
 def test_switching_modes_is_refused_until_the_audience_is_decommissioned(emu, storage, tmp_path):

@@ -105,6 +105,10 @@ def test_cli_rollback_of_an_external_audience_restores_its_membership(
     emu, external_home, capsys: pytest.CaptureFixture
 ) -> None:
     audience = Lake(external_home["CJA_AUDIENCES_HOME"]).audience_dir("high_value")
+    assert main(["runs", "rollback", "high_value", "r1", "--dry-run"]) == 0
+    dry = json.loads(capsys.readouterr().out)["dry_run"]
+    assert (dry["realized"]["count"], dry["exited"]["count"]) == (100, 150)
+    assert len(ingestion_runs(emu, audience)) == 2  # r1 and r2: the dry run started none
     assert main(["runs", "rollback", "high_value", "r1"]) == 0
     result = json.loads(capsys.readouterr().out)
     publish = result["publish"]

@@ -112,10 +112,16 @@ class _External:
             else not full_republish and self._aep_holds_the_snapshot(state)
         )
         rows = self._rows(differential)
+        location, source_path = self._location()  # a dry run checks the connection too
         if dry_run:
-            plan = {"status": "dry_run", "publish_mode": MODE, "differential": differential}
+            plan = {
+                "status": "dry_run",
+                "publish_mode": MODE,
+                "differential": differential,
+                "file": f"{self.run_dir.name}.csv",
+                "location": str(location),
+            }
             return update_run_record(self.run_dir, publish={**plan, **rows})["publish"]
-        location, source_path = self._location()
         summary: dict[str, Any] = {"publish_mode": MODE, "differential": differential, **rows}
         try:
             with PlatformClient(self.config, self.tokens) as client:
