@@ -35,14 +35,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def storage(emu, tmp_path) -> Path:
-    root = tmp_path / "cloud"
-    root.mkdir()
-    emu.base_connection(root, "conn-1")
-    return root
-
-
 def test_publish_then_differential_refreshes_match_every_snapshot(emu, storage, tmp_path):
     audience = tmp_path / "audiences" / "high_value"
     first = refresh(emu, external_conn(storage), audience, "r1", range(100))
