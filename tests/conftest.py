@@ -18,7 +18,12 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.setdefault("CJA_AUDIENCES_HOME", str(_AIRFLOW_HOME / "cja_home"))
 
-pytest_plugins = ["emulator.pytest_plugin", "tests.object_storage", "tests.redis_server"]
+pytest_plugins = [
+    "emulator.pytest_plugin",
+    "tests.object_storage",
+    "tests.redis_server",
+    "tests.postgres_server",
+]
 
 # Fixtures that reach a real component: the emulator over HTTP, the Airflow metadata DB.
 INTEGRATION_FIXTURES = frozenset({"emu", "emulator", "airflow_db"})
