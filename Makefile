@@ -40,7 +40,7 @@ demo: venv
 test: venv lint $(AZURITE)
 	$(PY) -m pytest
 
-test-fast: venv $(AZURITE)  # the unit tier: no emulator over HTTP, no Airflow DB, no whole DAGs
+test-fast: venv  # the unit tier: no emulator over HTTP, no Airflow DB, no whole DAGs
 	$(PY) -m pytest -m "not integration and not e2e"
 
 lint: venv
