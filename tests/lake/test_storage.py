@@ -178,3 +178,8 @@ def test_local_partitions_stay_plain_folders(tmp_path):
     write_parquet(pa.table({"x": [1]}), partition / "part-0.parquet")
     assert partition_files(partition) == [partition / "part-0.parquet"]
     assert not is_remote(partition)
+
+
+def test_a_store_without_conditional_writes_is_refused_by_name():
+    with pytest.raises(StorageError, match=r"memory:// is not supported: move CJA_AUDIENCES_HOME"):
+        create_exclusive(lake_path("memory://lake/home") / "lock", b"x")

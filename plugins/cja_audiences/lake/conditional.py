@@ -112,10 +112,16 @@ class _GCS:
 
     def read(self, path: UPath) -> Versioned | None:
         bucket, key = _bucket_key(path)
-        try:  # one GET: the bytes and the generation they belong to
+        try:  # one GET: the bytes and the generation they belong to (as google-cloud-storage
+            # reads it too, from x-goog-generation)
             headers, data = path.fs.call("GET", "b/{}/o/{}", bucket, key, alt="media")
         except FileNotFoundError:
             return None
+        if "X-Goog-Generation" not in headers:
+            raise StorageError(
+                f"{path}: the GCS endpoint sent no x-goog-generation header, so its version "
+                f"cannot be compared; point endpoint_url at the JSON API itself, not a proxy"
+            )
         return Versioned(data, headers["X-Goog-Generation"])
 
     def replace(self, path: UPath, data: bytes, token: str) -> bool:
