@@ -25,8 +25,12 @@ pytest_plugins = [
     "tests.postgres_server",
 ]
 
-# Fixtures that reach a real component: the emulator over HTTP, the Airflow metadata DB.
-INTEGRATION_FIXTURES = frozenset({"emu", "emulator", "airflow_db"})
+# Fixtures that reach a real component: the emulator over HTTP, the Airflow metadata DB, the
+# object stores, Redis and PostgreSQL.
+INTEGRATION_FIXTURES = frozenset(
+    {"emu", "emulator", "airflow_db", "s3_server", "gcs_server", "azurite"}
+    | {"redis_url", "postgres_url"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
