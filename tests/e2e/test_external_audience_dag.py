@@ -23,6 +23,7 @@ from cja_audiences.publish.external import STATE_FILE
 from cja_audiences.snapshots import current_run
 from tests.conftest import REPO
 from tests.dags.test_dag_integrity import load_dagbag
+from tests.object_storage import new_s3_bucket
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ def env(tmp_path_factory, emulator, s3_server):
     spec["publish"] = {"mode": "external_audience", "ttl_days": 30}
     spec["guardrails"] = {"max_change_pct": 400}  # three synthetic days churn a lot
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    bucket = s3_server.create_bucket()  # the membership files go to object storage
+    bucket = new_s3_bucket(s3_server)  # the membership files go to object storage
     emulator.s3_base_connection(s3_server.url, "testing", "testing", "conn-e2e")
     conn = emulator.aep_conn(
         external_base_connection_id="conn-e2e",

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from cja_audiences.adobe.external_audiences import create_request
+from tests.object_storage import new_s3_bucket
 
 BASE = "/data/core/ais/external-audience"
 pytestmark = pytest.mark.integration
@@ -141,7 +142,7 @@ def test_an_s3_base_connection_reads_objects_by_last_modified_and_hides_its_keys
     upload; objects in deeper folders are not the folder's; GET shows no credentials."""
     import boto3
 
-    bucket = s3_server.create_bucket()
+    bucket = new_s3_bucket(s3_server)
     s3 = boto3.client("s3", endpoint_url=s3_server.url)
     client.emu.s3_base_connection(s3_server.url, "testing", "testing", "conn-s3")
     shown = client.get("/data/foundation/flowservice/connections/conn-s3").json()["items"][0]

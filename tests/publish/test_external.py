@@ -18,6 +18,7 @@ from cja_audiences.lake.layout import read_json
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish import ModeSwitchError, decommission_run, publish_run
 from cja_audiences.publish.external import RUN_LEDGER, STATE_FILE, ExternalAudienceError
+from tests.object_storage import new_s3_bucket
 from tests.publish.helpers import (
     EXTERNAL,
     external_conn,
@@ -60,7 +61,7 @@ def test_publish_then_differential_refreshes_match_every_snapshot(emu, storage, 
 @pytest.fixture
 def s3_storage(emu, s3_server, monkeypatch) -> dict:
     """A bucket on the S3 server behind an S3 base connection; the connection fields for it."""
-    bucket = s3_server.create_bucket()
+    bucket = new_s3_bucket(s3_server)
     monkeypatch.setenv("CJA_AUDIENCES_STORAGE_OPTIONS", json.dumps({"endpoint_url": s3_server.url}))
     emu.s3_base_connection(s3_server.url, "testing", "testing", "conn-s3")
     return {
