@@ -17,6 +17,9 @@ Counts and a few masked examples go to the committed run's run.json (``reconcile
 ``repair`` the exact corrections (realized for the first three kinds, exited for the last) are
 written to ``runs/<run>/repairs/<id>/`` and sent through the ledger (``publish.repair_run``): a
 crash mid-repair is resumed by the next ``--repair``, which then reads back again.
+
+The dashboard's Reconcile button runs :func:`reconcile_on_request` on a worker; its progress
+(queued, running, done, failed) is the audience folder's ``reconcile_request.json``.
 """
 
 from __future__ import annotations

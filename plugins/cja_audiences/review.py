@@ -4,6 +4,7 @@ A person reads a dry run's entered / exited members (paged, searchable, masked b
 and approves it. The approval is a new run that adopts the reviewed run's members and diff
 instead of recomputing them, so AEP receives exactly what was reviewed; if another run was
 committed since the review, the reviewed diff no longer applies and the approval is refused.
+A bucketed audience adopts each bucket's files from the same bucket of the reviewed run.
 """
 
 from __future__ import annotations

@@ -192,6 +192,7 @@ def test_dead_letters_download_is_404_when_there_are_none(client):
 def test_unknown_audience_and_run_are_404(client):
     client.sign_in("admin")
     assert client.get("/audiences/nope").status_code == 404
+    assert client.get("/audiences/Not-An-Id").status_code == 404
     assert client.get(f"/audiences/{AUDIENCE}/runs/nope").status_code == 404
 
 
@@ -276,6 +277,7 @@ def test_the_reconcile_result_and_its_drift_show_on_the_page(client, dashboard_l
     assert members > 0 and result["drift"]["missing"] == members
     page = client.sign_in("viewer").get(f"/audiences/{AUDIENCE}").text
     assert 'id="reconcile-result"' in page and 'id="reconcile-progress"' not in page
+    assert '<a href="#reconcile">Drift at the last reconcile</a>' in page  # drifted: flagged
     assert re.search(rf"missing in AEP</td><td[^>]*>{members:,}<", page)
     assert re.search(r"<code>Email:\w{3}\.\.\.\(64\)</code>", page)  # examples, masked
     assert client.get(f"/audiences/{AUDIENCE}/reconcile").json()["request"]["state"] == "done"

@@ -1,8 +1,8 @@
 """The audiences dashboard, a FastAPI app the plugin mounts in Airflow's API server.
 
-Pages: the overview, one page per audience (size history, runs, spec, SQL, preview), one
-page per run (review of entered / exited members, guardrails, approve, override), and the
-overlap matrix. Every route needs a signed-in Airflow user and the audience DAG's
+Pages: the overview, one page per audience (size history, runs, spec, SQL, preview,
+reconcile; for a spec that no longer loads, what is still live in AEP), one page per run
+(review of entered / exited members, guardrails, approve, override), and the overlap matrix. Every route needs a signed-in Airflow user and the audience DAG's
 permissions (see :mod:`.auth`). Actions start DAG runs through Airflow; the web server never
 publishes anything itself.
 """
@@ -49,7 +49,7 @@ from cja_audiences.dashboard.runs import (
     dead_letter_file,
     find_run,
 )
-from cja_audiences.lake.layout import Lake
+from cja_audiences.lake.layout import AUDIENCE_ID, Lake
 from cja_audiences.lake.runs import RUNS
 from cja_audiences.settings import Settings, get_settings
 from cja_audiences.specs.model import AudienceSpec, SpecError, spec_by_id
@@ -133,7 +133,9 @@ class Dashboard:
         try:
             return spec_by_id(self.settings().audiences_dir, audience_id)
         except SpecError as exc:
-            if not exc.path.exists() and not self.runs(audience_id):
+            if not exc.path.exists() and not (
+                AUDIENCE_ID.fullmatch(audience_id) and self.runs(audience_id)
+            ):
                 raise HTTPException(404, f"no usable audience {audience_id!r}: {exc}") from None
             return BrokenSpec(audience_id, exc)
 
