@@ -161,8 +161,9 @@ def reconcile_audience(
     return result
 
 
-def reconcilable(spec: Any, audience_dir: Path) -> Path:
-    """The committed run a reconcile reads back; :class:`ReconcileError` says why none."""
+def reconcilable(spec: Any, audience_dir: Path, record: dict[str, Any] | None = None) -> Path:
+    """The committed run a reconcile reads back; :class:`ReconcileError` says why none.
+    ``record``: that run's run.json when the caller has read it already."""
     run_dir = snapshots.current_run_dir(audience_dir)
     if run_dir is None:
         raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
@@ -171,7 +172,7 @@ def reconcilable(spec: Any, audience_dir: Path) -> Path:
             f"{audience_dir.name} has split-test arms or a holdout: reconcile reads back one AEP "
             "audience and would count held-out or other-arm members as missing"
         )
-    published = read_run_record(run_dir).get("publish") or {}
+    published = (read_run_record(run_dir) if record is None else record).get("publish") or {}
     if published.get("publish_mode", "streaming") != "streaming":
         raise ReconcileError(
             f"{audience_dir.name} is published as an external audience: AEP manages its "

@@ -49,10 +49,11 @@ from cja_audiences.dashboard.runs import (
     dead_letter_file,
     find_run,
 )
+from cja_audiences.dashboard.specs import spec_of
 from cja_audiences.lake.layout import AUDIENCE_ID, Lake
 from cja_audiences.lake.runs import RUNS
 from cja_audiences.settings import Settings, get_settings
-from cja_audiences.specs.model import AudienceSpec, SpecError, spec_by_id
+from cja_audiences.specs.model import AudienceSpec, SpecError
 
 SPEC_SHOWN = 64 * 1024  # of a broken spec file's text (a spec is at most 256 KiB)
 
@@ -123,7 +124,7 @@ class Dashboard:
 
     def spec(self, audience_id: str) -> AudienceSpec:
         try:
-            return spec_by_id(self.settings().audiences_dir, audience_id)
+            return spec_of(self.settings().audiences_dir, audience_id)
         except SpecError as exc:
             raise HTTPException(404, f"no usable audience {audience_id!r}: {exc}") from None
 
@@ -131,7 +132,7 @@ class Dashboard:
         """The spec, or, for an audience whose spec file fails to load (or is gone) but that
         has runs, why: its pages still show what is live in AEP."""
         try:
-            return spec_by_id(self.settings().audiences_dir, audience_id)
+            return spec_of(self.settings().audiences_dir, audience_id)
         except SpecError as exc:
             if not exc.path.exists() and not (
                 AUDIENCE_ID.fullmatch(audience_id) and self.runs(audience_id)
@@ -232,7 +233,7 @@ class Dashboard:
             blocked = f"the spec does not load: fix {spec.file} first"
         else:
             try:
-                reconcile.reconcilable(spec, audience_dir)
+                reconcile.reconcilable(spec, audience_dir, current.record if current else None)
             except reconcile.ReconcileError as exc:
                 blocked = str(exc)
         return {
