@@ -39,6 +39,7 @@ from cja_audiences.airflow.operators.audience import (
     record_failure,
 )
 from cja_audiences.airflow.sensors.lake import LakeFreshnessSensor
+from cja_audiences.lake.layout import AUDIENCE_ID
 from cja_audiences.settings import Settings
 from cja_audiences.specs.calendar import schedule_crons
 from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs, spec_paths
@@ -342,10 +343,11 @@ def build_reconcile_dag(specs: list[AudienceSpec], settings: Settings) -> DAG:
         tags=["cja-audience", "manual"],
         default_args={"owner": "cja-audiences", "retries": 1, "retry_delay": timedelta(minutes=1)},
         params={
-            "audience_id": Param(
-                ids[0] if ids else "",
+            "audience_id": Param(  # not an enum: a published audience whose spec-level
+                ids[0] if ids else "",  # guardrails now block it is still reconcilable
                 type="string",
-                enum=ids or [""],
+                pattern=f"^{AUDIENCE_ID.pattern}$",
+                examples=ids,
                 title="Audience",
                 description="The audience whose committed snapshot is read back from AEP.",
             ),
