@@ -192,16 +192,16 @@ class AudienceRefresh:
                 update_run_record(self.run_dir, status="skipped", busy=str(exc))
                 raise
         previous = self.previous_run_dir
-        if (reviewed := self.reviewed_run_dir) is not None:
-            try:  # an approval publishes the reviewed diff, refused if the snapshot moved
-                return self._adopt_diff(reviewed, previous, bucket)
-            except review.StaleReview as exc:
-                raise ReviewOutdated(str(exc)) from None
-        corrections = sent.corrections(self.audience_dir, self.run_dir.name)
         cutoff = None
         if mode == "streaming":
             ttl = lifetime.lifetime_for(self.spec, self.settings)
             cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
+        if (reviewed := self.reviewed_run_dir) is not None:
+            try:  # an approval publishes the reviewed diff, refused if the snapshot moved
+                return self._adopt_diff(reviewed, previous, bucket, cutoff)
+            except review.StaleReview as exc:
+                raise ReviewOutdated(str(exc)) from None
+        corrections = sent.corrections(self.audience_dir, self.run_dir.name)
         if not self.buckets:
             exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
             return diff.diff_members(self.run_dir, previous, exits, cutoff, corrections=corrections)
@@ -250,9 +250,13 @@ class AudienceRefresh:
             return adopted[0]
         return {"size": sum(a["size"] for a in adopted), "buckets": self.buckets}
 
-    def _adopt_diff(self, reviewed: Path, previous: Path | None, bucket: int | None) -> dict:
+    def _adopt_diff(
+        self, reviewed: Path, previous: Path | None, bucket: int | None, cutoff: datetime | None
+    ) -> dict:
         pieces = self._pieces(reviewed, bucket)
-        diffs = [review.adopt_diff(src, dst, previous, reviewed.name) for src, dst in pieces]
+        diffs = [
+            review.adopt_diff(src, dst, previous, reviewed.name, cutoff) for src, dst in pieces
+        ]
         return self.merge() if self.buckets and bucket is None else diffs[0]
 
     def merge(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow.parquet as pq
 
+from cja_audiences.diff import write_renewals
 from cja_audiences.lake.layout import atomic_path
 from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
 
@@ -100,15 +101,23 @@ def adopt_members(reviewed_dir: Path, run_dir: Path, reviewed_run: str = "") -> 
 
 
 def adopt_diff(
-    reviewed_dir: Path, run_dir: Path, previous_run_dir: Path | None, reviewed_run: str = ""
+    reviewed_dir: Path,
+    run_dir: Path,
+    previous_run_dir: Path | None,
+    reviewed_run: str = "",
+    renew_before: datetime | None = None,
 ) -> dict[str, Any]:
-    """Copy the reviewed entered/exited files; refused when the committed snapshot moved."""
+    """Copy the reviewed entered/exited files; refused when the committed snapshot moved.
+    Renewals are not reviewed changes: they are due by the approval's own time, so they are
+    chosen now (``renew_before``), as a scheduled run would."""
     check_fresh(reviewed_dir, previous_run_dir.name if previous_run_dir else None)
     for name in (ENTERED, EXITED):
         with atomic_path(run_dir / name) as tmp:
             shutil.copyfile(reviewed_dir / name, tmp)
     record = {
         **read_run_record(reviewed_dir)["diff"],
+        "renewed": write_renewals(run_dir, previous_run_dir, renew_before),
+        "renew_before": renew_before.isoformat() if renew_before else None,
         "reviewed_run": reviewed_run or reviewed_dir.name,
     }
     update_run_record(run_dir, diff=record)
