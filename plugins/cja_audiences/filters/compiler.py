@@ -585,7 +585,12 @@ class TreeCompiler:
             (
                 f"{name}_0",
                 self.m.seq_events(
-                    source, keys, conds, list(self._counters.items()), session=self.b.sessions
+                    source,
+                    keys,
+                    conds,
+                    list(self._counters.items()),
+                    session=self.b.sessions,
+                    required=_required(kinds, dict(conds)),
                 ),
                 False,
             )
@@ -804,6 +809,18 @@ class TreeCompiler:
         select = ", ".join(["b.*", *(f"{alias}.mark AS {alias}_mark" for _, alias, _ in joins)])
         self.b.ctes.append((name, self.m.joined(relation, joins, select=select), False))
         return name
+
+
+def _required(kinds: dict[int, Any], conds: dict[str, str]) -> list[str]:
+    """The condition of every checkpoint (each member of a Logic Group, a visit's arrival):
+    a unit holds the sequence only if it has an event for each."""
+    flags: list[str] = []
+    for i, kind in sorted(kinds.items()):
+        if isinstance(kind, tuple):
+            flags.extend(kind)
+        else:
+            flags.append(f"c{i}" if kind == "event" else f"c{i}_in")
+    return [f"({conds[flag]})" for flag in flags]
 
 
 def _keys(level: str) -> tuple[str, ...]:
