@@ -13,10 +13,19 @@ differs into four kinds of drift:
   next renewal;
 - ``unexpected``: a recent exit AEP still holds as realized.
 
+An external audience (``publish.mode: external_audience``) is read back the same way under
+the key AEP gives a custom upload's memberships: the audience's own namespace (its ``GET``;
+``CustomerAudienceUpload`` by default) and AEP's audience id; only members in the spec's
+identity namespace were in its files, and ``expired`` means its ``ttlInDays`` ran out. Its
+repair is a full ingestion (a refresh with ``full_republish``), not ``--repair``.
+
 Counts and a few masked examples go to the committed run's run.json (``reconcile``). With
 ``repair`` the exact corrections (realized for the first three kinds, exited for the last) are
 written to ``runs/<run>/repairs/<id>/`` and sent through the ledger (``publish.repair_run``): a
 crash mid-repair is resumed by the next ``--repair``, which then reads back again.
+
+The dashboard's Reconcile button runs :func:`reconcile_on_request` on a worker; its progress
+(queued, running, done, failed) is the audience folder's ``reconcile_request.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cja_audiences import clock, snapshots, splits
+from cja_audiences.adobe import external_audiences as external_api
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
 from cja_audiences.lake.layout import atomic_path, read_json, write_json, write_parquet
@@ -50,6 +60,8 @@ from cja_audiences.lake.runs import (
 )
 from cja_audiences.lake.schema import MEMBER_SCHEMA
 from cja_audiences.lifetime import epoch_ms, lifetime_for
+from cja_audiences.publish.external import MODE as EXTERNAL_MODE
+from cja_audiences.publish.external import STATE_FILE as EXTERNAL_STATE
 from cja_audiences.publish.ledger import MANIFEST
 from cja_audiences.publish.streaming import PublishOptions, repair_run
 from cja_audiences.settings import get_settings
@@ -61,6 +73,8 @@ RECENT_EXITS = timedelta(days=30)  # AEP deletes exited memberships after 30 day
 EXAMPLES = 5
 KINDS = ("missing", "stale_status", "expired", "unexpected")
 PENDING = "pending.json"
+REQUEST = "reconcile_request.json"  # in the audience folder: the dashboard's last request
+PENDING_FOR = timedelta(hours=1)
 MODES = ("sample", "full")
 
 
@@ -121,21 +135,15 @@ def reconcile_audience(
     """Check (and with ``repair`` correct) the committed run; returns what run.json records."""
     if mode not in MODES:
         raise ValueError(f"reconcile mode {mode!r} must be sample or full")
-    run_dir = snapshots.current_run_dir(audience_dir)
-    if run_dir is None:
-        raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
-    if splits.has_arms(spec):
-        raise ReconcileError(
-            f"{audience_dir.name} has split-test arms or a holdout: reconcile reads back one AEP "
-            "audience and would count held-out or other-arm members as missing"
-        )
+    run_dir = reconcilable(spec, audience_dir)
     published = read_run_record(run_dir).get("publish") or {}
-    if published.get("publish_mode", "streaming") != "streaming":
+    external = published.get("publish_mode", "streaming") == EXTERNAL_MODE
+    if external and repair:
         raise ReconcileError(
-            f"{audience_dir.name} is published as an external audience: AEP manages its "
-            "membership and lifetime; reconcile reads streamed membership only"
+            f"{audience_dir.name} is published as an external audience, whose membership AEP "
+            "replaces with each full ingestion: repair it with a refresh run with "
+            "full_republish=true (reconcile without --repair reports the drift)"
         )
-    namespace = config.audience_namespace()
     tokens = tokens or TokenProvider(config)
     resumed = None
     if repair:
@@ -143,7 +151,12 @@ def reconcile_audience(
     started = time.monotonic()
     expected = _expected(audience_dir, run_dir, mode, sample)
     with PlatformClient(config, tokens) as client:
-        drift = _compare(client, namespace, spec.id, expected)
+        if external:
+            namespace, aep_id = _external_audience(client, audience_dir)
+            expected = [e for e in expected if e.namespace == spec.identity.namespace]
+        else:
+            namespace, aep_id = config.audience_namespace(), spec.id
+        drift = _compare(client, namespace, aep_id, expected)
         result: dict[str, Any] = {
             "at": clock.now().isoformat(timespec="seconds"),
             "run_id": run_dir.name,
@@ -161,11 +174,101 @@ def reconcile_audience(
             result["resumed_repair"] = resumed
         if repair and drift.total:
             result["repair"] = _repair(config, spec, run_dir, drift, options, tokens)
-            after = _compare(
-                client, namespace, spec.id, [e for r in drift.rows.values() for e in r]
-            )
+            after = _compare(client, namespace, aep_id, [e for r in drift.rows.values() for e in r])
             result["repair"]["remaining_drift"] = after.counts
     update_run_record(run_dir, reconcile=result)
+    return result
+
+
+def _external_audience(client: PlatformClient, audience_dir: Path) -> tuple[str, str]:
+    """(the ``segmentMembership`` key, the audience id) of the audience's external audience:
+    AEP keys a custom upload's memberships by the audience's own namespace
+    (``CustomerAudienceUpload`` by default) and its id, not by the streaming namespace."""
+    aep_id = (read_json(audience_dir / EXTERNAL_STATE) or {}).get("audience_id")
+    if not aep_id:
+        raise ReconcileError(
+            f"{audience_dir.name} has no external audience id in {EXTERNAL_STATE}: publish it "
+            "before reconciling"
+        )
+    audience = external_api.get(client, aep_id)
+    return audience.get("namespace") or external_api.DEFAULT_NAMESPACE, aep_id
+
+
+def reconcilable(spec: Any, audience_dir: Path) -> Path:
+    """The committed run a reconcile reads back (either publishing mode);
+    :class:`ReconcileError` says why none."""
+    run_dir = snapshots.current_run_dir(audience_dir)
+    if run_dir is None:
+        raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
+    if splits.has_arms(spec):
+        raise ReconcileError(
+            f"{audience_dir.name} has split-test arms or a holdout: reconcile reads back one AEP "
+            "audience and would count held-out or other-arm members as missing"
+        )
+    return run_dir
+
+
+# -- on request (the dashboard's Reconcile button) --------------------------------------------
+def last_request(audience_dir: Path) -> dict[str, Any] | None:
+    """The last reconcile requested from the dashboard: who, how, its Airflow run, and its
+    state (queued, running, done, failed), so the page can show it while a worker runs it."""
+    return read_json(audience_dir / REQUEST)
+
+
+def pending_request(audience_dir: Path) -> dict[str, Any] | None:
+    """The last request while it is queued or running (and younger than :data:`PENDING_FOR`:
+    a request whose Airflow run never started must not lock the button for ever)."""
+    entry = last_request(audience_dir)
+    if not entry or entry.get("state") not in ("queued", "running"):
+        return None
+    at = datetime.fromisoformat(entry.get("running_at") or entry["queued_at"])
+    return entry if clock.now() - at < PENDING_FOR else None
+
+
+def note_request(audience_dir: Path, dag_run_id: str, state: str, **fields: Any) -> dict:
+    """Record a request's state; the fields of the same Airflow run are kept. ``queued`` (the
+    dashboard, after triggering) never overwrites a state the worker already wrote."""
+    entry = last_request(audience_dir) or {}
+    if entry.get("dag_run_id") != dag_run_id:
+        entry = {"dag_run_id": dag_run_id}
+    elif state == "queued":
+        return entry
+    entry |= {**fields, "state": state, f"{state}_at": clock.now().isoformat(timespec="seconds")}
+    write_json(entry, audience_dir / REQUEST)
+    return entry
+
+
+def reconcile_on_request(
+    config: AdobeConfig,
+    spec: Any,
+    audience_dir: Path,
+    *,
+    dag_run_id: str,
+    requested_by: str | None,
+    mode: str = "sample",
+    sample: int = 1000,
+    repair: bool = False,
+    tokens: TokenProvider | None = None,
+) -> dict[str, Any]:
+    """:func:`reconcile_audience` for a request from the dashboard, its progress noted."""
+    how = {"by": requested_by, "mode": mode, "repair": repair}
+    note_request(audience_dir, dag_run_id, "running", **how)
+    try:
+        result = reconcile_audience(
+            config, spec, audience_dir, mode=mode, sample=sample, repair=repair, tokens=tokens
+        )
+    except Exception as exc:
+        note_request(audience_dir, dag_run_id, "failed", **how, error=str(exc))
+        raise
+    remaining = (result.get("repair") or {}).get("remaining_drift", result["drift"])
+    note_request(
+        audience_dir,
+        dag_run_id,
+        "done",
+        **how,
+        run_id=result["run_id"],
+        drifted=any(remaining.values()),
+    )
     return result
 
 
