@@ -123,6 +123,19 @@ class Profile:
         self.sources: tuple[str, ...] = ()  # dataset ids (an interned tuple)
         self.modified_at = 0.0
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its fields: the checkpoint of millions of profiles runs on the event
+        loop, and the default for slotted objects took ~9 µs a profile."""
+        return _restore_profile, (
+            self.key,
+            self.code,
+            self.identities,
+            self.attributes,
+            self.memberships,
+            self.sources,
+            self.modified_at,
+        )
+
     @property
     def ident(self) -> str:
         return self.key.split(SEP, 1)[1]
@@ -156,6 +169,22 @@ class Profile:
                 nested.setdefault(ns, {})[audience_id] = entry_of(packed)
             entity["segmentMembership"] = nested
         return entity
+
+
+def _restore_profile(  # noqa: PLR0913 - a profile's fields, as Profile.__reduce__ gives them
+    key: str,
+    code: str,
+    identities: dict[str, bytes],
+    attributes: dict[str, Any] | None,
+    memberships: dict[str, bytes],
+    sources: tuple[str, ...],
+    modified_at: float,
+) -> Profile:
+    profile = Profile.__new__(Profile)
+    profile.key, profile.code, profile.identities = key, code, identities
+    profile.attributes, profile.memberships = attributes, memberships
+    profile.sources, profile.modified_at = sources, modified_at
+    return profile
 
 
 def identities_of(entity: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

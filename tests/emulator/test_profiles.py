@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
-from emulator.profiles import ProfileStore, RecordError, entity_id, identity_key, parse_time
+from emulator.profiles import (
+    Profile,
+    ProfileStore,
+    RecordError,
+    entity_id,
+    identity_key,
+    parse_time,
+)
 
 
 def _record(ident, audience="a", status="realized", when="2026-11-01T00:00:00Z", ns="ECID"):
@@ -115,3 +124,19 @@ def test_the_inline_path_for_publisher_records_matches_the_general_one(monkeypat
     with pytest.raises(RecordError):
         inline.apply(_record("e9", when="not a time"), "ds", 9.0)
     assert inline.lookup("ECID", "e9") is None
+
+
+def test_a_profile_pickles_as_its_fields():
+    store = ProfileStore()
+    record = _record("x", audience="a")
+    record["identityMap"]["Email"] = [{"id": "x@example.com"}]
+    record["loyalty"] = {"tier": "gold"}
+    store.apply(record, "ds", 5.0)
+    copy = pickle.loads(pickle.dumps(store))
+    [(key, profile)] = [(k, p) for k, p in store.by_identity.items() if k.startswith("ecid")]
+    restored = copy.by_identity[key]
+    assert restored is copy.by_identity[identity_key("Email", "x@example.com")]
+    assert [getattr(restored, f) for f in Profile.__slots__] == [
+        getattr(profile, f) for f in Profile.__slots__
+    ]
+    assert restored.entity() == profile.entity()
