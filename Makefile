@@ -12,7 +12,7 @@ export CJA_AUDIENCES_HOME ?= $(CURDIR)/.local/home
 # The local (demo) Airflow creates DAGs unpaused; deployments keep Airflow's default (paused).
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 
-.PHONY: venv demo test test-fast lint format airflow celery emulator bench soak shell clean
+.PHONY: venv demo test test-fast lint format airflow celery emulator bench soak shell clean azurite
 
 # The package installs editable from plugins/ (pyproject.toml): `python -m cja_audiences`,
 # the `cja-audiences` script and the benchmarks work in any shell with the venv active.
@@ -26,10 +26,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+# Azurite (Azure Blob's local server, from the npm registry) for the abfs:// lake tests.
+# 3.35.0 is the newest release that runs on Node 20 (3.36 needs Node 21, 3.37 Node 22).
+AZURITE := .local/node/node_modules/.bin/azurite-blob
+$(AZURITE):
+	npm install --prefix .local/node --no-audit --no-fund --silent azurite@3.35.0
+
+azurite: $(AZURITE)
+
 demo: venv
 	$(PY) -m dev.demo
 
-test: venv lint
+test: venv lint $(AZURITE)
 	$(PY) -m pytest
 
 test-fast: venv  # the unit tier: no emulator over HTTP, no Airflow DB, no whole DAGs

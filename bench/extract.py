@@ -87,6 +87,8 @@ def child_export(home: Path, landing: Path) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "quarantined": summary["quarantined"],
         "partitions": len(summary["partitions"]),
+        # the landing's session step (issue 18): sessions of what it lands and of later dates
+        "session_seconds": summary["sessions"]["seconds"],
     }
 
 

@@ -304,7 +304,8 @@ async def move_clock(request: Request) -> Response:
 async def tamper(audience_id: str, request: Request) -> Response:
     """Drift on purpose: ``{"changes": [{"action", "namespace", "identity"}], "namespace"?,
     "sandbox"?}`` with action delete, flip (realized <-> exited), expire (validUntil in an
-    hour) or add (realized, unknown to the publisher). Not journaled: a restart forgets it."""
+    hour) or add (realized, unknown to the publisher). Not journaled: a restart forgets it
+    unless the stores are checkpointed after it (see :meth:`State.checkpoint`)."""
     state = _state(request)
     body = await _body(request)
     namespace = body.get("namespace", state.config.defaults.segment_namespace)

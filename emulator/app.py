@@ -78,6 +78,8 @@ async def _flush_forever(state: State) -> None:
         if entries:
             generation = state.persistence.generation
             await asyncio.to_thread(state.persistence.append_journal, entries, generation)
+        if state.checkpoint_due():
+            state.checkpoint()
 
 
 def create_app(config: EmulatorConfig, state_dir: Path | None) -> FastAPI:
@@ -93,7 +95,7 @@ def create_app(config: EmulatorConfig, state_dir: Path | None) -> FastAPI:
         finally:
             flusher.cancel()
             catalog.seal_batches(state, force=True)
-            state.persistence.append_journal(state.take_journal(), state.persistence.generation)
+            state.checkpoint()  # the next start loads it instead of replaying the journal
             state.persistence.close()
 
     app = FastAPI(

@@ -9,6 +9,7 @@ folder.
 
 from __future__ import annotations
 
+import pickle
 import secrets
 import struct
 import threading
@@ -32,6 +33,9 @@ CLOCK_KEY = ("clock", "-", "offset")
 _ZSTD = pa.Codec("zstd")
 _MARKER = b"EMJ2"
 _LENGTH = struct.Struct("<Q")
+# Journaled bodies (raw bytes) after which the stores are checkpointed, so a restart loads one
+# blob and replays at most this much instead of every request since the state was created.
+CHECKPOINT_AFTER_BYTES = 256 * 2**20
 
 
 def pack_body(raw: bytes) -> bytes:
@@ -77,7 +81,11 @@ class Persistence:
             "CREATE TABLE IF NOT EXISTS journal (seq BIGINT, received DOUBLE, sandbox VARCHAR, "
             "body BLOB)"
         )
-        self.seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+        self.db.execute("CREATE TABLE IF NOT EXISTS checkpoint (seq BIGINT, body BLOB)")
+        self.seq = self.db.execute(
+            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM journal), "
+            "(SELECT coalesce(max(seq), 0) FROM checkpoint))"
+        ).fetchone()[0]
         self.generation = 0  # bumped by clear(), so a flush racing a reset is discarded
 
     def put(self, kind: str, sandbox: str, ident: str, body: dict[str, Any]) -> None:
@@ -115,6 +123,23 @@ class Persistence:
                 rows.append((self.seq, entry.received, entry.sandbox, body))
             self.db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?)", rows)
 
+    def write_checkpoint(self, body: bytes) -> None:
+        """Replace the whole journal by ``body`` (the stores as they are now), atomically: a
+        crash half-way leaves the journal as it was."""
+        if self.path is None:
+            return
+        with self.lock:
+            self.db.execute("BEGIN TRANSACTION")
+            self.db.execute("DELETE FROM checkpoint")
+            self.db.execute("INSERT INTO checkpoint VALUES (?, ?)", [self.seq, body])
+            self.db.execute("DELETE FROM journal WHERE seq <= ?", [self.seq])
+            self.db.execute("COMMIT")
+
+    def checkpoint(self) -> bytes | None:
+        with self.lock:
+            row = self.db.execute("SELECT body FROM checkpoint").fetchone()
+        return unpack_body(row[0]) if row else None
+
     def journal(self) -> list[JournalEntry]:
         with self.lock:
             rows = self.db.execute(
@@ -132,6 +157,7 @@ class Persistence:
         with self.lock:
             self.db.execute("DELETE FROM resources")
             self.db.execute("DELETE FROM journal")
+            self.db.execute("DELETE FROM checkpoint")
             self.seq = 0
             self.generation += 1
 
@@ -247,6 +273,7 @@ class State:
             kind: defaultdict(dict) for kind in KINDS
         }
         self.journal_buffer: list[JournalEntry] = []
+        self.journaled_bytes = 0  # since the last checkpoint
         self.open_batches: dict[tuple[str, str], dict[str, Any]] = {}
         self.stats = Stats()
         self.lake: str | None = self.config.cja.lake
@@ -260,6 +287,9 @@ class State:
             self.resources[kind][sandbox][ident] = body
         clock = self.resources["clock"]["-"].get("offset")
         self.clock_offset_s = clock["offset_s"] if clock else 0.0
+        checkpoint = self.persistence.checkpoint()
+        if checkpoint is not None:
+            self.profiles.update(pickle.loads(checkpoint))  # our own state file, never a peer's
         for entry in self.persistence.journal():
             store = self.profiles[entry.sandbox]
             for message in from_json(entry.body)["messages"]:
@@ -316,6 +346,22 @@ class State:
     def journal(self, entry: JournalEntry) -> None:
         if self.persistence.path is not None:
             self.journal_buffer.append(entry)
+            self.journaled_bytes += len(entry.body)
+
+    def checkpoint_due(self) -> bool:
+        return self.journaled_bytes > CHECKPOINT_AFTER_BYTES
+
+    def checkpoint(self) -> None:
+        """Write the profile stores as they are and drop the journal they replace, so start-up
+        stays short however long the emulator has run. Call it on the event loop: nothing may
+        change the stores meanwhile (buffered requests are journaled first, so the checkpoint
+        covers exactly the journal it replaces)."""
+        if not self.journaled_bytes or self.persistence.path is None:
+            return
+        self.persistence.append_journal(self.take_journal(), self.persistence.generation)
+        body = pickle.dumps(dict(self.profiles), protocol=pickle.HIGHEST_PROTOCOL)
+        self.persistence.write_checkpoint(pack_body(body))
+        self.journaled_bytes = 0
 
     def take_journal(self) -> list[JournalEntry]:
         entries, self.journal_buffer = self.journal_buffer, []

@@ -18,10 +18,19 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.setdefault("CJA_AUDIENCES_HOME", str(_AIRFLOW_HOME / "cja_home"))
 
-pytest_plugins = ["emulator.pytest_plugin", "tests.object_storage", "tests.redis_server"]
+pytest_plugins = [
+    "emulator.pytest_plugin",
+    "tests.object_storage",
+    "tests.redis_server",
+    "tests.postgres_server",
+]
 
-# Fixtures that reach a real component: the emulator over HTTP, the Airflow metadata DB.
-INTEGRATION_FIXTURES = frozenset({"emu", "emulator", "airflow_db"})
+# Fixtures that reach a real component: the emulator over HTTP, the Airflow metadata DB, the
+# object stores, Redis and PostgreSQL.
+INTEGRATION_FIXTURES = frozenset(
+    {"emu", "emulator", "airflow_db", "s3_server", "gcs_server", "azurite"}
+    | {"redis_url", "postgres_url"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pyarrow.parquet as pq
 import pytest
 
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest, summarize
@@ -174,3 +175,40 @@ def test_renewals_only_for_streaming_audiences(tmp_path):
         write_members(run.run_dir / "members.parquet", range(20))
         assert run.diff(mode=mode)["renewed"] == renewed
         run.lease.release()  # a run holds the audience from diff to commit: let the next diff
+
+
+def test_an_approval_renews_what_is_due_at_its_own_time(tmp_path):
+    """Renewals are not part of the reviewed change: the approval picks them as a scheduled
+    run would (a dry run is reviewed hours or days before someone approves it)."""
+    from cja_audiences import snapshots
+    from cja_audiences.lake.layout import write_json
+    from tests.publish.helpers import write_members
+
+    settings = settings_from_env({"CJA_AUDIENCES_HOME": str(tmp_path)})
+    spec = AudienceSpec.model_validate(
+        {
+            "id": "cart",
+            "name": "Cart",
+            "refresh": {"frequency": "daily", "lookback_days": 7},
+            "filter": {
+                "rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}
+            },
+        }
+    )
+    first = AudienceRefresh(spec, settings, RefreshRequest(run_id="r1", as_of=date(2026, 11, 1)))
+    write_members(first.run_dir / "members.parquet", range(20))
+    write_json(
+        {"run_id": "r1", "committed_at": "2026-11-01T00:00:00+00:00", "size": 20},
+        first.audience_dir / snapshots.CURRENT,
+    )
+    day = date(2026, 11, 2)
+    dry = AudienceRefresh(spec, settings, RefreshRequest(run_id="dry", as_of=day, dry_run=True))
+    write_members(dry.run_dir / "members.parquet", range(25))
+    dry.diff(mode="streaming")
+    approved = AudienceRefresh(
+        spec, settings, RefreshRequest(run_id="approve", as_of=day, approve_run="dry")
+    )
+    approved.compute()
+    diffed = approved.diff(mode="streaming")
+    assert (diffed["entered"], diffed["renewed"]) == (5, 20)
+    assert pq.read_table(approved.run_dir / "renewed.parquet").num_rows == 20

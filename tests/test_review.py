@@ -5,12 +5,20 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from cja_audiences import review
+from cja_audiences import buckets, review
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.refresh import AudienceRefresh, GuardrailBlocked, RefreshRequest, ReviewOutdated
 from cja_audiences.specs.model import spec_by_id
-from tests.dashboard.lakes import AUDIENCE, BLOCKED, YESTERDAY, build_lake, publish, refresh
+from tests.dashboard.lakes import (
+    AUDIENCE,
+    BLOCKED,
+    YESTERDAY,
+    build_lake,
+    publish,
+    refresh,
+    write_spec,
+)
 from tests.publish.helpers import fast_options
 
 pytestmark = pytest.mark.integration
@@ -64,6 +72,71 @@ def test_an_approval_is_refused_once_another_run_was_committed(lake, emu):
     with pytest.raises(ReviewOutdated, match="start a new dry run"):
         stages.diff()
     assert not (stages.run_dir / "entered.parquet").exists()
+
+
+SPLIT = "split_cart"  # cart_abandoners in 3 person buckets
+PIECES = ("members.parquet", "entered.parquet", "exited.parquet")
+
+
+def bucketed_review(lake, emu, buckets_now: int = 3):
+    """A published bucketed audience and a dry run of it on a shorter window (so recomputing
+    at approval time would give other members than the reviewed ones)."""
+    specs = lake.settings.audiences_dir
+    cut = {"frequency": "daily", "lookback_days": 7, "start": "2026-01-01T06:00:00Z"}
+    write_spec(specs, AUDIENCE, id=SPLIT, refresh={**cut, "buckets": 3})
+    publish(refresh(lake.settings, SPLIT, "scheduled__split"), emu)
+    dry = refresh(
+        lake.settings, SPLIT, "manual__split_dry", run_type="manual", dry_run=True, lookback_days=4
+    )
+    dry.check()
+    dry.commit()
+    if buckets_now != 3:
+        write_spec(specs, AUDIENCE, id=SPLIT, refresh={**cut, "buckets": buckets_now})
+    return dry.run_dir
+
+
+def test_a_bucketed_approval_publishes_each_buckets_reviewed_diff(lake, emu):
+    reviewed = bucketed_review(lake, emu)
+    first = lake.lake.run_dir(SPLIT, "scheduled__split")
+    assert keys(reviewed / "members.parquet") != keys(first / "members.parquet")
+    stages = approval(lake, "manual__split_ok", reviewed.name, audience=SPLIT)
+    stages.gate()
+    for bucket in range(3):  # as the DAG's mapped tasks: one bucket each, then the merge
+        assert stages.compute(bucket=bucket)["adopted_from"] == reviewed.name
+    for bucket in range(3):
+        assert stages.diff(bucket)["reviewed_run"] == reviewed.name
+    assert stages.merge()["reviewed_run"] == reviewed.name
+    for bucket in range(3):
+        mine, theirs = (
+            buckets.bucket_dir(stages.run_dir, bucket),
+            buckets.bucket_dir(reviewed, bucket),
+        )
+        for name in PIECES:
+            assert keys(mine / name) == keys(theirs / name), (bucket, name)
+    for name in PIECES:
+        assert keys(stages.run_dir / name) == keys(reviewed / name)
+    publish(stages, emu)
+    realized = {m["identity"] for m in emu.membership(SPLIT) if m["status"] == "realized"}
+    assert realized == {identity for _, _, identity in keys(reviewed / "members.parquet")}
+
+
+def test_a_bucketed_approval_is_refused_when_the_snapshot_or_the_buckets_moved(lake, emu):
+    reviewed = bucketed_review(lake, emu, buckets_now=2)
+    stages = approval(lake, "manual__split_recut", reviewed.name, audience=SPLIT)
+    with pytest.raises(ReviewOutdated, match="refresh.buckets 2"):
+        stages.compute(bucket=0)
+    write_spec(
+        lake.settings.audiences_dir,
+        AUDIENCE,
+        id=SPLIT,
+        refresh={"frequency": "daily", "lookback_days": 7, "buckets": 3},
+    )
+    publish(refresh(lake.settings, SPLIT, "scheduled__split_later"), emu)
+    stages = approval(lake, "manual__split_late", reviewed.name, audience=SPLIT)
+    stages.compute()
+    with pytest.raises(ReviewOutdated, match="start a new dry run"):
+        stages.diff(0)
+    assert not (buckets.bucket_dir(stages.run_dir, 0) / "entered.parquet").exists()
 
 
 def test_an_override_lets_the_allowed_check_pass_once_and_records_who(lake):

@@ -337,7 +337,9 @@ def evaluate_audience(
     (b, N) keeps only the persons of one bucket (``buckets``)."""
     started = time.perf_counter()
     window = audience_window(spec, as_of, lookback_days)
-    in_lake = lake_sessions(settings, window)
+    lake = Lake(settings.home)
+    events, persons = _event_files(lake, window), sorted(lake.persons.glob("*.parquet"))
+    in_lake = sessionized(events, SessionRules.from_settings(settings))
     if definition is None and spec.filter.segment is not None:
         definition = segment_definition(spec, settings)
     rendered = render_audience(
@@ -350,8 +352,6 @@ def evaluate_audience(
         why_codes=why_codes,
         sessions_in_lake=in_lake,
     )
-    lake = Lake(settings.home)
-    events, persons = _event_files(lake, window), sorted(lake.persons.glob("*.parquet"))
     only = bucket_filter(*bucket) if bucket else None
     with sandboxed_connection(
         [*events, *persons],

@@ -121,7 +121,7 @@ def diff_members(
         entered, exited, corrected = _diff_files(
             members, previous, run_dir, explain_exits, corrections
         )
-    renewed = _renewals(run_dir, previous_run_dir, renew_before, skip_entered=corrected[0] > 0)
+    renewed = write_renewals(run_dir, previous_run_dir, renew_before, skip_entered=corrected[0] > 0)
     record = {
         "entered": entered,
         "exited": exited,
@@ -184,7 +184,7 @@ def _member_sql(path: LakePath, param: str, where: str = "true") -> str:
     return f"SELECT {_KEY}, {', '.join(carried)} FROM read_parquet(${param}) WHERE {where}"
 
 
-def _renewals(
+def write_renewals(
     run_dir: LakePath,
     previous_run_dir: LakePath | None,
     renew_before: datetime | None,

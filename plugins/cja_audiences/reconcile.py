@@ -17,6 +17,9 @@ Counts and a few masked examples go to the committed run's run.json (``reconcile
 ``repair`` the exact corrections (realized for the first three kinds, exited for the last) are
 written to ``runs/<run>/repairs/<id>/`` and sent through the ledger (``publish.repair_run``): a
 crash mid-repair is resumed by the next ``--repair``, which then reads back again.
+
+The dashboard's Reconcile button runs :func:`reconcile_on_request` on a worker; its progress
+(queued, running, done, failed) is the audience folder's ``reconcile_request.json``.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ RECENT_EXITS = timedelta(days=30)  # AEP deletes exited memberships after 30 day
 EXAMPLES = 5
 KINDS = ("missing", "stale_status", "expired", "unexpected")
 PENDING = "pending.json"
+REQUEST = "reconcile_request.json"  # in the audience folder: the dashboard's last request
+PENDING_FOR = timedelta(hours=1)
 MODES = ("sample", "full")
 
 
@@ -121,20 +126,7 @@ def reconcile_audience(
     """Check (and with ``repair`` correct) the committed run; returns what run.json records."""
     if mode not in MODES:
         raise ValueError(f"reconcile mode {mode!r} must be sample or full")
-    run_dir = snapshots.current_run_dir(audience_dir)
-    if run_dir is None:
-        raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
-    if splits.has_arms(spec):
-        raise ReconcileError(
-            f"{audience_dir.name} has split-test arms or a holdout: reconcile reads back one AEP "
-            "audience and would count held-out or other-arm members as missing"
-        )
-    published = read_run_record(run_dir).get("publish") or {}
-    if published.get("publish_mode", "streaming") != "streaming":
-        raise ReconcileError(
-            f"{audience_dir.name} is published as an external audience: AEP manages its "
-            "membership and lifetime; reconcile reads streamed membership only"
-        )
+    run_dir = reconcilable(spec, audience_dir)
     namespace = config.audience_namespace()
     tokens = tokens or TokenProvider(config)
     resumed = None
@@ -166,6 +158,90 @@ def reconcile_audience(
             )
             result["repair"]["remaining_drift"] = after.counts
     update_run_record(run_dir, reconcile=result)
+    return result
+
+
+def reconcilable(spec: Any, audience_dir: Path, record: dict[str, Any] | None = None) -> Path:
+    """The committed run a reconcile reads back; :class:`ReconcileError` says why none.
+    ``record``: that run's run.json when the caller has read it already."""
+    run_dir = snapshots.current_run_dir(audience_dir)
+    if run_dir is None:
+        raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
+    if splits.has_arms(spec):
+        raise ReconcileError(
+            f"{audience_dir.name} has split-test arms or a holdout: reconcile reads back one AEP "
+            "audience and would count held-out or other-arm members as missing"
+        )
+    published = (read_run_record(run_dir) if record is None else record).get("publish") or {}
+    if published.get("publish_mode", "streaming") != "streaming":
+        raise ReconcileError(
+            f"{audience_dir.name} is published as an external audience: AEP manages its "
+            "membership and lifetime; reconcile reads streamed membership only"
+        )
+    return run_dir
+
+
+# -- on request (the dashboard's Reconcile button) --------------------------------------------
+def last_request(audience_dir: Path) -> dict[str, Any] | None:
+    """The last reconcile requested from the dashboard: who, how, its Airflow run, and its
+    state (queued, running, done, failed), so the page can show it while a worker runs it."""
+    return read_json(audience_dir / REQUEST)
+
+
+def pending_request(audience_dir: Path) -> dict[str, Any] | None:
+    """The last request while it is queued or running (and younger than :data:`PENDING_FOR`:
+    a request whose Airflow run never started must not lock the button for ever)."""
+    entry = last_request(audience_dir)
+    if not entry or entry.get("state") not in ("queued", "running"):
+        return None
+    at = datetime.fromisoformat(entry.get("running_at") or entry["queued_at"])
+    return entry if clock.now() - at < PENDING_FOR else None
+
+
+def note_request(audience_dir: Path, dag_run_id: str, state: str, **fields: Any) -> dict:
+    """Record a request's state; the fields of the same Airflow run are kept. ``queued`` (the
+    dashboard, after triggering) never overwrites a state the worker already wrote."""
+    entry = last_request(audience_dir) or {}
+    if entry.get("dag_run_id") != dag_run_id:
+        entry = {"dag_run_id": dag_run_id}
+    elif state == "queued":
+        return entry
+    entry |= {**fields, "state": state, f"{state}_at": clock.now().isoformat(timespec="seconds")}
+    write_json(entry, audience_dir / REQUEST)
+    return entry
+
+
+def reconcile_on_request(
+    config: AdobeConfig,
+    spec: Any,
+    audience_dir: Path,
+    *,
+    dag_run_id: str,
+    requested_by: str | None,
+    mode: str = "sample",
+    sample: int = 1000,
+    repair: bool = False,
+    tokens: TokenProvider | None = None,
+) -> dict[str, Any]:
+    """:func:`reconcile_audience` for a request from the dashboard, its progress noted."""
+    how = {"by": requested_by, "mode": mode, "repair": repair}
+    note_request(audience_dir, dag_run_id, "running", **how)
+    try:
+        result = reconcile_audience(
+            config, spec, audience_dir, mode=mode, sample=sample, repair=repair, tokens=tokens
+        )
+    except Exception as exc:
+        note_request(audience_dir, dag_run_id, "failed", **how, error=str(exc))
+        raise
+    remaining = (result.get("repair") or {}).get("remaining_drift", result["drift"])
+    note_request(
+        audience_dir,
+        dag_run_id,
+        "done",
+        **how,
+        run_id=result["run_id"],
+        drifted=any(remaining.values()),
+    )
     return result
 
 

@@ -27,6 +27,7 @@ from cja_audiences import (
 from cja_audiences.lake.layout import Lake, safe_name
 from cja_audiences.lake.lease import AudienceBusy, RunLease, lake_leases
 from cja_audiences.lake.runs import read_run_record, update_run_record
+from cja_audiences.lake.storage import makedirs
 from cja_audiences.publish import sent
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
@@ -156,8 +157,8 @@ class AudienceRefresh:
         """``definition``: the CJA segment definition, when the caller fetched it already.
         A bucketed audience computes ``bucket`` (a mapped task), or every bucket in turn.
         An approval copies the reviewed run's members instead: it publishes what was seen."""
-        if self.reviewed_run_dir is not None and not self.buckets:
-            return review.adopt_members(self.reviewed_run_dir, self.run_dir)
+        if (reviewed := self.reviewed_run_dir) is not None:
+            return self._adopt_members(reviewed, bucket)
         if self.buckets and bucket is None:
             sizes = [self.compute(definition, b)["size"] for b in range(self.buckets)]
             return {"size": sum(sizes), "buckets": self.buckets}
@@ -191,16 +192,16 @@ class AudienceRefresh:
                 update_run_record(self.run_dir, status="skipped", busy=str(exc))
                 raise
         previous = self.previous_run_dir
-        if self.reviewed_run_dir is not None and not self.buckets:
-            try:  # an approval publishes the reviewed diff, refused if the snapshot moved
-                return review.adopt_diff(self.reviewed_run_dir, self.run_dir, previous)
-            except review.StaleReview as exc:
-                raise ReviewOutdated(str(exc)) from None
-        corrections = sent.corrections(self.audience_dir, self.run_dir.name)
         cutoff = None
         if mode == "streaming":
             ttl = lifetime.lifetime_for(self.spec, self.settings)
             cutoff = lifetime.renew_before(self.spec, ttl, now or clock.now())
+        if (reviewed := self.reviewed_run_dir) is not None:
+            try:  # an approval publishes the reviewed diff, refused if the snapshot moved
+                return self._adopt_diff(reviewed, previous, bucket, cutoff)
+            except review.StaleReview as exc:
+                raise ReviewOutdated(str(exc)) from None
+        corrections = sent.corrections(self.audience_dir, self.run_dir.name)
         if not self.buckets:
             exits = explain.exit_explainer(self.spec, self.settings, self.run_dir, previous)
             return diff.diff_members(self.run_dir, previous, exits, cutoff, corrections=corrections)
@@ -224,10 +225,48 @@ class AudienceRefresh:
             corrections=mine,
         )
 
+    def _pieces(self, reviewed: Path, bucket: int | None) -> list[tuple[Path, Path]]:
+        """(reviewed folder, this run's folder) of each piece an approval adopts: the run,
+        or ``bucket`` (a mapped task) or every bucket, each bucket's files from the same
+        bucket of the reviewed run; refused if the reviewed run was cut differently."""
+        if not self.buckets:
+            return [(reviewed, self.run_dir)]
+        review.check_buckets(reviewed, self.buckets)
+        chosen = range(self.buckets) if bucket is None else [bucket]
+        return [
+            (buckets.bucket_dir(reviewed, b), buckets.bucket_dir(self.run_dir, b)) for b in chosen
+        ]
+
+    def _adopt_members(self, reviewed: Path, bucket: int | None) -> dict[str, Any]:
+        try:
+            pieces = self._pieces(reviewed, bucket)
+        except review.StaleReview as exc:
+            raise ReviewOutdated(str(exc)) from None
+        adopted = []
+        for source, target in pieces:
+            makedirs(target)
+            adopted.append(review.adopt_members(source, target, reviewed.name))
+        if not (self.buckets and bucket is None):
+            return adopted[0]
+        return {"size": sum(a["size"] for a in adopted), "buckets": self.buckets}
+
+    def _adopt_diff(
+        self, reviewed: Path, previous: Path | None, bucket: int | None, cutoff: datetime | None
+    ) -> dict:
+        pieces = self._pieces(reviewed, bucket)
+        diffs = [
+            review.adopt_diff(src, dst, previous, reviewed.name, cutoff) for src, dst in pieces
+        ]
+        return self.merge() if self.buckets and bucket is None else diffs[0]
+
     def merge(self) -> dict[str, Any]:
         """The buckets' members and changes as the run's own: guardrails judge the whole."""
         assert self.buckets, "merge is for bucketed audiences"
-        return buckets.merge_buckets(self.run_dir, self.buckets, self.previous_run_dir)
+        merged = buckets.merge_buckets(self.run_dir, self.buckets, self.previous_run_dir)
+        if self.reviewed_run_dir is not None:  # the record says which review it publishes
+            merged = {**merged, "reviewed_run": self.reviewed_run_dir.name}
+            update_run_record(self.run_dir, diff=merged)
+        return merged
 
     def publish_dirs(self, bucket: int | None = None) -> list[Path]:
         """The folders a publish sends: the run's, or its buckets' (each with its ledger)."""

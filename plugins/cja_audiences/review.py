@@ -4,6 +4,7 @@ A person reads a dry run's entered / exited members (paged, searchable, masked b
 and approves it. The approval is a new run that adopts the reviewed run's members and diff
 instead of recomputing them, so AEP receives exactly what was reviewed; if another run was
 committed since the review, the reviewed diff no longer applies and the approval is refused.
+A bucketed audience adopts each bucket's files from the same bucket of the reviewed run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow.parquet as pq
 
+from cja_audiences.diff import write_renewals
 from cja_audiences.lake.layout import atomic_path
 from cja_audiences.lake.runs import ENTERED, EXITED, MEMBERS, read_run_record, update_run_record
 
@@ -70,25 +72,54 @@ def check_fresh(
         )
 
 
-def adopt_members(reviewed_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """Copy the reviewed run's members into this run; its compute record says where from."""
+def check_buckets(reviewed_dir: Path, buckets: int) -> None:
+    """A bucketed approval adopts bucket by bucket: the reviewed run must be cut the same."""
+    reviewed = (read_run_record(reviewed_dir).get("diff") or {}).get("buckets")
+    if reviewed != buckets:
+        cut = f"in {reviewed} person buckets" if reviewed else "unbucketed"
+        raise StaleReview(
+            f"run {reviewed_dir.name} was reviewed {cut}, but the spec now has "
+            f"refresh.buckets {buckets}: its buckets' members no longer line up; start a new "
+            "dry run and review that"
+        )
+
+
+def adopt_members(reviewed_dir: Path, run_dir: Path, reviewed_run: str = "") -> dict[str, Any]:
+    """Copy the reviewed run's members into this run; its compute record says where from.
+    ``reviewed_run``: the reviewed run's id when ``reviewed_dir`` is one of its buckets."""
     source = reviewed_dir / MEMBERS
     if not source.exists():
         raise NotReviewable(f"run {reviewed_dir.name} has no members.parquet to approve")
     with atomic_path(run_dir / MEMBERS) as tmp:
         shutil.copyfile(source, tmp)
-    stats = {**read_run_record(reviewed_dir).get("compute", {}), "adopted_from": reviewed_dir.name}
+    stats = {
+        **read_run_record(reviewed_dir).get("compute", {}),
+        "adopted_from": reviewed_run or reviewed_dir.name,
+    }
     update_run_record(run_dir, compute=stats)
     return stats
 
 
-def adopt_diff(reviewed_dir: Path, run_dir: Path, previous_run_dir: Path | None) -> dict[str, Any]:
-    """Copy the reviewed entered/exited files; refused when the committed snapshot moved."""
+def adopt_diff(
+    reviewed_dir: Path,
+    run_dir: Path,
+    previous_run_dir: Path | None,
+    reviewed_run: str = "",
+    renew_before: datetime | None = None,
+) -> dict[str, Any]:
+    """Copy the reviewed entered/exited files; refused when the committed snapshot moved.
+    Renewals are not reviewed changes: they are due by the approval's own time, so they are
+    chosen now (``renew_before``), as a scheduled run would."""
     check_fresh(reviewed_dir, previous_run_dir.name if previous_run_dir else None)
     for name in (ENTERED, EXITED):
         with atomic_path(run_dir / name) as tmp:
             shutil.copyfile(reviewed_dir / name, tmp)
-    record = {**read_run_record(reviewed_dir)["diff"], "reviewed_run": reviewed_dir.name}
+    record = {
+        **read_run_record(reviewed_dir)["diff"],
+        "renewed": write_renewals(run_dir, previous_run_dir, renew_before),
+        "renew_before": renew_before.isoformat() if renew_before else None,
+        "reviewed_run": reviewed_run or reviewed_dir.name,
+    }
     update_run_record(run_dir, diff=record)
     return record
 

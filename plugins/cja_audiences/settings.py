@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     rate_budget_url: str = Field(
         "",
         description="where the per-org records/s budget lives across processes: redis://… "
-        "(Celery deployments); empty = one budget per process",
+        "(Celery deployments), postgresql://… or sqlite:///… (a table), airflow (Airflow's "
+        "metadata DB: deployments without Redis); empty = one budget per process",
     )
     storage_options: Annotated[dict[str, Any], BeforeValidator(_json_object)] = Field(
         default_factory=dict,

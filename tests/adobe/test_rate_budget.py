@@ -1,4 +1,5 @@
-"""One records/s budget per org across processes: Redis-backed buckets, measured by the emulator."""
+"""One records/s budget per org across processes: buckets in Redis, PostgreSQL and SQLite,
+measured by the emulator."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import create_engine, text
 
 from cja_audiences.adobe.rate import (
     RedisTokenBucket,
     TokenBucket,
+    burst,
     records_per_request,
     shared_bucket,
 )
+from cja_audiences.adobe.rate_sql import TABLE, SqlTokenBucket
 from cja_audiences.adobe.sender import pack
 from tests.publish.helpers import write_members
 
@@ -33,23 +37,57 @@ def test_publishers_send_small_requests_under_a_budget():
     assert [len(r) for r in requests_] == [40, 40, 20]
 
 
-def test_shared_bucket_picks_the_backend_from_the_url(redis_url):
+@pytest.fixture(params=["redis", "postgresql", "sqlite"])
+def budget_url(request, tmp_path) -> str:
+    """A budget store every process can name: Redis, a PostgreSQL server, a SQLite file."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'budget.db'}"
+    return request.getfixturevalue(
+        {"redis": "redis_url", "postgresql": "postgres_url"}[request.param]
+    )
+
+
+def test_shared_bucket_picks_the_backend_from_the_url(redis_url, postgres_url, tmp_path):
     assert isinstance(shared_bucket("org-a", 100.0), TokenBucket)
     assert isinstance(shared_bucket("org-a", 100.0, redis_url), RedisTokenBucket)
+    assert isinstance(shared_bucket("org-a", 100.0, postgres_url), SqlTokenBucket)
+    assert isinstance(shared_bucket("org-a", 100.0, f"sqlite:///{tmp_path}/b.db"), SqlTokenBucket)
     assert shared_bucket("org-a", 0.0, redis_url) is None
     with pytest.raises(ValueError, match="scheme 'memcached'") as error:
         shared_bucket("org-a", 100.0, "memcached://user:secret@host")
     assert "secret" not in str(error.value)
 
 
-def test_redis_bucket_holds_the_rate_across_clients(redis_url):
+def test_airflow_means_the_metadata_db(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{tmp_path}/airflow.db")
+    bucket = shared_bucket("org-airflow", 100.0, "airflow")
+    assert isinstance(bucket, SqlTokenBucket)
+    bucket.acquire(1)
+    with create_engine(f"sqlite:///{tmp_path}/airflow.db").connect() as con:
+        assert con.execute(text(f"SELECT org_id FROM {TABLE}")).scalars().all() == ["org-airflow"]
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "mysql://airflow:secret@db/airflow")
+    with pytest.raises(ValueError, match="sql_alchemy_conn, which has scheme 'mysql'") as error:
+        shared_bucket("org-airflow-2", 100.0, "airflow")  # (buckets are kept per org)
+    assert "secret" not in str(error.value)
+
+
+def _client_bucket(url: str, org_id: str, rate: float):
+    """A bucket with its own connection, as another worker would hold."""
+    if url.startswith("redis://"):
+        return RedisTokenBucket(redis.Redis.from_url(url), org_id, rate)
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    return SqlTokenBucket(engine, org_id, rate, burst(rate))
+
+
+def test_a_shared_bucket_holds_the_rate_across_clients(budget_url):
     """Four clients (as four workers would be) drawing on one org's bucket for about 1 s."""
     rate, count = 1000.0, 20
     taken = [0] * 4
     started = time.monotonic()
+    org_id = f"org-threads-{time.time_ns()}"
 
     def draw(index: int) -> None:
-        bucket = RedisTokenBucket(redis.Redis.from_url(redis_url), "org-threads", rate)
+        bucket = _client_bucket(budget_url, org_id, rate)
         while time.monotonic() - started < 1.0:
             bucket.acquire(count)
             taken[index] += count
@@ -66,13 +104,24 @@ def test_redis_bucket_holds_the_rate_across_clients(redis_url):
     assert min(taken) > 0
 
 
+def _forget_budget(url: str, org_id: str) -> None:
+    """Start from a full bucket: the org's state left by an earlier test is dropped."""
+    if url.startswith("redis://"):
+        redis.Redis.from_url(url).flushdb()
+        return
+    _client_bucket(url, org_id, 1.0)  # creates the table if needed
+    with create_engine(url, isolation_level="AUTOCOMMIT").connect() as con:
+        con.execute(text(f"DELETE FROM {TABLE} WHERE org_id = :org"), {"org": org_id})
+
+
 @pytest.mark.integration
-def test_four_publishers_in_four_processes_stay_within_the_org_budget(emu, redis_url, tmp_path):
+@pytest.mark.parametrize("budget_url", ["redis", "postgresql"], indirect=True)
+def test_four_publishers_in_four_processes_stay_within_the_org_budget(emu, budget_url, tmp_path):
     """No second of the emulator's clock receives more than the budget + 5 %."""
-    redis.Redis.from_url(redis_url).flushdb()
+    _forget_budget(budget_url, emu.config["org_id"])
     env = os.environ | {
         "AIRFLOW_CONN_AEP_DEFAULT": json.dumps(emu.aep_conn()),
-        "CJA_AUDIENCES_RATE_BUDGET_URL": redis_url,
+        "CJA_AUDIENCES_RATE_BUDGET_URL": budget_url,
         "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
     }
     children = []

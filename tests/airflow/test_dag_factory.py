@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from airflow.sdk.definitions.param import ParamValidationError
 
 from cja_audiences.airflow.dag_factory import refresh_params, schedule_for, timetable_for
 from cja_audiences.specs.calendar import add_months, period_start, schedule_crons
@@ -124,3 +125,17 @@ def test_a_bucketed_audience_maps_compute_diff_and_publish_over_its_buckets():
         assert dag.get_task(mapped).expand_input.value == {"bucket": [0, 1, 2, 3]}
     plain = build_audience_dag(spec("daily", START), Settings(), None)
     assert "merge" not in plain.task_ids
+
+
+def test_the_reconcile_dag_takes_an_audience_a_mode_and_repair():
+    from cja_audiences.airflow.dag_factory import RECONCILE_DAG, build_reconcile_dag
+    from cja_audiences.settings import Settings
+
+    dag = build_reconcile_dag([spec("daily", START)], Settings())
+    assert dag.dag_id == RECONCILE_DAG and dag.task_ids == ["reconcile"] and dag.schedule is None
+    params = dag.params.dump()
+    assert params == {"audience_id": "demo_audience", "mode": "sample", "repair": False}
+    assert dag.params.get_param("audience_id").schema["examples"] == ["demo_audience"]
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("audience_id").resolve("../etc")
+    assert dag.get_task("reconcile").retries == 1

@@ -131,7 +131,7 @@ def sequences(draw: st.DrawFn, mode: str, level: str = "person") -> Sequence:
     n = draw(st.integers(2, 3))
     scope = draw(st.sampled_from(["person", "session"])) if mode != "exists" else None
     visits = (scope or level) == "person"
-    point = checkpoints(visits, groups=mode != "only_before")
+    point = checkpoints(visits, groups=True)
     steps = [Step(draw(point))]
     for _ in range(n - 1):
         steps.append(
@@ -186,4 +186,22 @@ def trees(level: str, depth: int) -> st.SearchStrategy[Node]:
 )
 def test_sql_agrees_with_reference(rows: list[dict], tree: Node, in_lake: bool) -> None:
     """Sessions read from the lake's columns or computed by the query: same members."""
+    assert run(tree, rows, sessions_in_lake=in_lake) == reference.members(tree, rows)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=events(),
+    sequence=sequences("only_before").filter(
+        lambda s: any(isinstance(step.node, LogicGroup) for step in s.steps)
+    ),
+    kept=conditions(),
+    in_lake=st.booleans(),
+)
+def test_only_before_logic_groups_keep_the_same_events(
+    rows: list[dict], sequence: Sequence, kept: Node, in_lake: bool
+) -> None:
+    """Only Before Sequence with Logic Groups: a condition on the kept events sees the same
+    mark (the earliest member of the last occurrence's first checkpoint)."""
+    tree = Container("person", Container("event", All((sequence, kept))))
     assert run(tree, rows, sessions_in_lake=in_lake) == reference.members(tree, rows)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from cja_audiences.filters.compiler import CompileError
 from cja_audiences.filters.segment import (
     DataViewMapping,
     SegmentError,
@@ -515,17 +514,58 @@ def test_segment_ref_cycles_and_missing_segments_are_named() -> None:
         parse_segment(segment("visitors", {"func": "segment-ref", "id": "s_nope"}), resolve=lookup)
 
 
-def test_logic_group_in_only_before_sequence_is_refused() -> None:
-    definition = segment(
-        "hits",
-        {
-            "func": "sequence-suffix",
-            "context": "visitors",
-            "stream": [logic("sequence-and", "Men", "Women"), hits(page_is("Checkout"))],
-        },
+def only_before(*stream: dict[str, object], page: str | None = None) -> dict[str, object]:
+    """Hits of an Only Before Sequence (``sequence-suffix``), optionally also on ``page``."""
+    suffix = {"func": "sequence-suffix", "context": "visitors", "stream": list(stream)}
+    return segment(
+        "hits", suffix if page is None else {"func": "and", "preds": [suffix, page_is(page)]}
     )
-    with pytest.raises(CompileError, match="Logic Group"):
-        run(parse_segment(definition), LOGIC)
+
+
+def test_logic_group_in_only_before_sequence() -> None:
+    # the last occurrence of {Men, Women} then Checkout starts at Men@10 (its earliest member)
+    rows = [
+        ev("a", 0, page_name="Men"),
+        ev("a", 1, page_name="Kids"),
+        ev("a", 2, page_name="Women"),
+        ev("a", 3, page_name="Checkout"),
+        ev("a", 10, page_name="Men"),
+        ev("a", 11, page_name="Women"),
+        ev("a", 12, page_name="Checkout"),
+        ev("a", 13, page_name="Kids"),
+    ]
+    group_first = [logic("sequence-and", "Men", "Women"), hits(page_is("Checkout"))]
+    assert members(only_before(*group_first, page="Checkout"), rows) == {"a"}  # Checkout@3
+    assert members(only_before(*group_first, page="Kids"), rows) == {"a"}  # Kids@1
+    late = [r for r in rows if r["timestamp"] >= ev("a", 10)["timestamp"]]
+    assert members(only_before(*group_first, page="Checkout"), late) == set()
+    assert members(only_before(*group_first, page="Men"), late) == {"a"}  # the mark itself
+    assert members(only_before(*group_first, page="Women"), late) == set()
+
+
+def test_logic_group_later_in_only_before_sequence_bounds_every_member() -> None:
+    # c: Home, then Men 1 and Women 5 minutes later; d: Help between Men and Women
+    rows = [
+        ev("c", 0, page_name="Home"),
+        ev("c", 1, page_name="Men"),
+        ev("c", 5, page_name="Women"),
+        ev("d", 0, page_name="Home"),
+        ev("d", 1, page_name="Men"),
+        ev("d", 2, page_name="help"),
+        ev("d", 3, page_name="Women"),
+    ]
+    for minutes, expected in ((3, {"d"}), (5, {"c", "d"})):
+        within = {"func": "time-restriction", "limit": "within", "count": minutes, "unit": "minute"}
+        stream = [hits(page_is("Home")), within, logic("sequence-and", "Men", "Women")]
+        assert members(only_before(*stream, page="Home"), rows) == expected
+        assert members(only_before(*stream, page="Men"), rows) == set()  # after the mark
+    excluded = [
+        hits(page_is("Home")),
+        EXCLUDE,
+        hits(page_is("help")),
+        logic("sequence-and", "Men", "Women"),
+    ]
+    assert members(only_before(*excluded), rows) == {"c"}
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,8 @@ def test_every_dag_file_imports_without_errors(dagbag):
 
 
 def test_one_dag_per_spec_plus_extract_and_all(dagbag):
-    expected = {f"cja_audience__{i}" for i in spec_ids()} | {"cja_extract", "cja_audiences_all"}
+    expected = {f"cja_audience__{i}" for i in spec_ids()}
+    expected |= {"cja_extract", "cja_audiences_all", "cja_audiences_reconcile"}
     assert set(dagbag.dag_ids) == expected
 
 

@@ -66,8 +66,10 @@ def refresh(settings: Settings, audience_id: str, run_id: str, **request) -> Aud
 
 
 def publish(stages: AudienceRefresh, emulator) -> None:
+    """Check, send (each person bucket on its own, as the DAG's mapped tasks) and commit."""
     stages.check()
-    publish_run(emulator.adobe_config(), stages.spec, stages.run_dir, options=fast_options())
+    for folder in stages.publish_dirs():
+        publish_run(emulator.adobe_config(), stages.spec, folder, options=fast_options())
     stages.commit()
 
 

@@ -116,7 +116,12 @@ def live(emulator, tmp_path_factory) -> Iterator[Live]:
     lake.landing.mkdir(parents=True, exist_ok=True)
     audience_id = copy_spec(pick_spec(REPO / "include" / "audiences"), root / "specs")
     emulator.reset()
-    dag_ids = [f"cja_audience__{audience_id}", "cja_audiences_all", "cja_extract"]
+    dag_ids = [
+        f"cja_audience__{audience_id}",
+        "cja_audiences_all",
+        "cja_audiences_reconcile",
+        "cja_extract",
+    ]
     airflow = StandaloneAirflow(
         root / "airflow",
         env={

@@ -2,9 +2,10 @@
 
 Real Airflow (standalone), real browser (Debian's Chromium through Playwright): sign in on
 Airflow's login page, open the dashboard, start a dry run, review who enters and exits,
-approve, and see the audience published with exactly the reviewed diff. Then a blocked run
-(its violations and the one-run override) and a spec that breaks after publishing ("still
-live in AEP"). Screenshots at 1440 and 390 px go to test-artifacts/e2e/.
+approve, and see the audience published with exactly the reviewed diff; reconcile it with
+AEP from its page (a worker reads back, the page follows). Then a blocked run (its
+violations and the one-run override) and a spec that breaks after publishing ("still live in
+AEP", on the overview and on its own page). Screenshots at 1440 and 390 px go to test-artifacts/e2e/.
 
 Runs after the other end-to-end modules (file name order): it commits snapshots, which the
 event-driven test expects not to exist yet.
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cja_audiences.airflow.dag_factory import RECONCILE_DAG
 from tests.e2e.conftest import screenshot, sign_in
 
 pytestmark = pytest.mark.e2e
@@ -112,6 +114,21 @@ def test_dry_run_review_approve_publish_then_blocked_and_invalid(live, page):
     expect(current_row).to_contain_text("approval")
     shots(page, "audience_published")
 
+    # reconcile: a worker reads the published members back from AEP; the page follows it
+    live.unpause(RECONCILE_DAG)
+    page.locator("#reconcile select[name=mode]").select_option("full")
+    page.get_by_role("button", name="Reconcile", exact=True).click()
+    reconcile_id = started_run(page)
+    expect(page.locator("#reconcile-progress, #reconcile-result").first).to_be_visible()
+    shots(page, "reconcile_started")
+    done = live.airflow.wait_for_run(RECONCILE_DAG, reconcile_id, timeout=RUN_TIMEOUT_S)
+    assert done["state"] == "success"
+    page.reload()
+    result = page.locator("#reconcile-result")
+    expect(result).to_contain_text("no drift")
+    expect(result).to_contain_text(f"{len(live.members()):,}")  # every member checked
+    shots(page, "reconcile_done")
+
     # blocked: the spec now demands more members than there are, and allows an override
     path = spec_file(live)
     original = path.read_text()
@@ -134,5 +151,13 @@ def test_dry_run_review_approve_publish_then_blocked_and_invalid(live, page):
         row = page.locator("tr.invalid")
         expect(row).to_contain_text("Not refreshing: spec invalid — still live in AEP")
         shots(page, "overview_invalid_spec")
+        row.locator("a.name").click()
+        error = page.locator("#spec-error")
+        expect(error).to_contain_text("Not refreshing: spec invalid — still live in AEP")
+        expect(error).to_contain_text(f"{live.audience_id}.yaml")
+        expect(page.get_by_role("button", name="Start dry run")).to_be_disabled()
+        expect(page.locator("#reconcile-unavailable")).to_contain_text("the spec does not load")
+        expect(page.locator("#runs")).to_contain_text("Published")
+        shots(page, "audience_invalid_spec")
     finally:
         path.write_text(original)

@@ -178,3 +178,24 @@ def test_synthetic_files_keep_their_row_order_and_get_the_generators_sessions(
     con.close()
     assert sessions == summary["sessions"]  # the generator's own session count
     assert gaps == 0 and wrong_start == 0  # numbered 1, 2, ... in time; the key is the start
+
+
+def test_the_writer_numbers_sessions_as_it_writes_across_batches_and_buckets(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Sessions are numbered in the finalize stream: a person's rows spanning batches keep
+    counting, and the files agree with numbering them afresh (nothing to rewrite)."""
+    from cja_audiences.extract import writer
+
+    monkeypatch.setattr(writer, "ROW_GROUP_SIZE", 2)  # every person spans batches
+    lake = Lake(tmp_path)
+    minutes = [0, 10, 50, 55, 200, 205, 210, 300]  # sessions at 0, 50, 200, 300
+    _land(lake, _batch(("p0", "p", "2026-11-19T10:00:00Z")))
+    rows = [(f"q{m:03d}", "q", f"2026-11-19T{10 + m // 60:02d}:{m % 60:02d}:00Z") for m in minutes]
+    rows += [(f"r{m:03d}", "r", f"2026-11-19T{10 + m // 60:02d}:{m % 60:02d}:00Z") for m in minutes]
+    _land(lake, _batch(*rows), buckets=2)
+    got = _sessions(lake)
+    assert [got[f"q{m:03d}"][0] for m in minutes] == [1, 1, 2, 2, 3, 3, 3, 4]
+    assert [got[f"r{m:03d}"] for m in minutes[4:7]] == [(3, "19 13:20")] * 3
+    assert got["p0"] == (1, "19 10:00")
+    assert rebuild_sessions(lake, SessionRules())["rewritten"] == []

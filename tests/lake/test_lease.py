@@ -15,6 +15,7 @@ from cja_audiences.lake.lease import (
     RunLease,
 )
 from cja_audiences.lake.runs import read_run_record
+from cja_audiences.lake.storage import lake_path
 
 
 class Clock:
@@ -30,9 +31,14 @@ def clock():
     return Clock()
 
 
-@pytest.fixture
-def leases(tmp_path, clock):
-    return Leases(LakeLeaseBackend(tmp_path), ttl_s=60, clock=clock)
+@pytest.fixture(params=["local", "s3", "gs", "abfs"])
+def leases(request, tmp_path, clock):
+    """On a local lake and on each object store (tests/object_storage.py's real servers)."""
+    if request.param == "local":
+        root = tmp_path
+    else:
+        root = lake_path(request.getfixturevalue(f"{request.param}_home")) / "audiences"
+    return Leases(LakeLeaseBackend(root), ttl_s=60, clock=clock)
 
 
 def test_a_second_holder_is_refused_until_release(leases):

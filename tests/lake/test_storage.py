@@ -1,4 +1,4 @@
-"""The storage layer on both backends: a local folder and a real S3-compatible server."""
+"""The storage layer on every backend: a local folder and real S3, GCS and Azure Blob servers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cja_audiences.lake.storage import (
     connect,
     copy_file,
     create_exclusive,
+    delete_if,
     exclusive,
     is_remote,
     lake_path,
@@ -28,12 +29,19 @@ from cja_audiences.lake.storage import (
 )
 from cja_audiences.settings import settings_from_env
 
+REMOTE = ["s3", "gs", "abfs"]  # moto, fake-gcs-server, Azurite (tests/object_storage.py)
 
-@pytest.fixture(params=["local", "s3"])
+
+@pytest.fixture(params=["local", *REMOTE])
 def root(request, tmp_path):
     if request.param == "local":
         return lake_path(tmp_path / "home")
-    return lake_path(request.getfixturevalue("s3_home"))
+    return lake_path(request.getfixturevalue(f"{request.param}_home"))
+
+
+@pytest.fixture(params=REMOTE)
+def remote(request):
+    return lake_path(request.getfixturevalue(f"{request.param}_home"))
 
 
 def test_a_url_home_is_object_storage_and_a_folder_stays_a_path(tmp_path, s3_home):
@@ -73,6 +81,19 @@ def test_replace_if_is_compare_and_set(root):
     assert replace_if(path, b"v2", v1.token)
     assert not replace_if(path, b"v3", v1.token)  # stale token: someone wrote v2 first
     assert read_versioned(path).data == b"v2"
+    assert not replace_if(root / "gone.json", b"v1", v1.token)  # nothing to replace
+
+
+def test_delete_if_removes_only_the_version_it_read(root):
+    path = root / "leases" / "b.json"
+    assert replace_if(path, b"mine", None)
+    mine = read_versioned(path)
+    assert replace_if(path, b"theirs", mine.token)  # taken over meanwhile
+    assert not delete_if(path, mine.token)
+    assert read_versioned(path).data == b"theirs"
+    assert delete_if(path, read_versioned(path).token)
+    assert read_versioned(path) is None
+    assert not delete_if(path, mine.token)
 
 
 def test_exclusive_serialises_read_modify_write_across_threads(root):
@@ -94,8 +115,8 @@ def test_exclusive_serialises_read_modify_write_across_threads(root):
     assert read_json(counter) == {"n": 9}
 
 
-def test_a_lock_left_by_a_crashed_holder_expires(s3_home):
-    lock = lake_path(s3_home) / ".lock"
+def test_a_lock_left_by_a_crashed_holder_expires(remote):
+    lock = remote / ".lock"
     create_exclusive(lock, json.dumps({"owner": "dead", "expires": time.time() - 1}).encode())
     with exclusive(lock, timeout_s=5):
         assert json.loads(read_versioned(lock).data)["owner"] != "dead"
@@ -157,3 +178,8 @@ def test_local_partitions_stay_plain_folders(tmp_path):
     write_parquet(pa.table({"x": [1]}), partition / "part-0.parquet")
     assert partition_files(partition) == [partition / "part-0.parquet"]
     assert not is_remote(partition)
+
+
+def test_a_store_without_conditional_writes_is_refused_by_name():
+    with pytest.raises(StorageError, match=r"memory:// is not supported: move CJA_AUDIENCES_HOME"):
+        create_exclusive(lake_path("memory://lake/home") / "lock", b"x")

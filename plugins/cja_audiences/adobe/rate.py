@@ -2,8 +2,10 @@
 
 AEP's streaming capacity is counted in records per second per org, so every publisher of an
 org draws from one budget (:func:`shared_bucket`): in one process a :class:`TokenBucket`;
-across processes and Celery workers a :class:`RedisTokenBucket` (one bucket per org in the
-Redis the deployment already runs as its broker), chosen by ``CJA_AUDIENCES_RATE_BUDGET_URL``.
+across processes and workers a :class:`RedisTokenBucket` (one bucket per org in the Redis a
+Celery deployment already runs as its broker) or a :class:`~cja_audiences.adobe.rate_sql.
+SqlTokenBucket` (one row per org in PostgreSQL or SQLite, e.g. Airflow's own metadata DB when
+there is no Redis), chosen by ``CJA_AUDIENCES_RATE_BUDGET_URL``.
 Idle budget goes to whoever publishes: nothing is split per task. The CJA Reporting API
 counts requests in a sliding window per user, so its client holds a
 :class:`SlidingWindowLimiter`.
@@ -130,7 +132,9 @@ def shared_bucket(org_id: str, rate: float, budget_url: str = "") -> RateLimiter
 
     ``budget_url`` empty: one bucket per process (the fallback for single-process runs: the
     demo, ``make airflow``, one worker). ``redis://…``: one bucket per org for every process
-    that names the same Redis (Celery deployments).
+    that names the same Redis (Celery deployments). ``postgresql://…`` / ``sqlite:///…``: one
+    row per org in that database; ``airflow``: in Airflow's own metadata DB
+    (``[database] sql_alchemy_conn``), for deployments without Redis (Kubernetes).
     """
     if rate <= 0:
         return None
@@ -148,10 +152,34 @@ def _new_bucket(org_id: str, rate: float, budget_url: str) -> RateLimiter:
         import redis
 
         return RedisTokenBucket(redis.Redis.from_url(budget_url), org_id, rate)
-    scheme = budget_url.split(":", 1)[0]  # never echo the URL: it may hold a password
+    database_url = _database_url(budget_url)
+    from cja_audiences.adobe.rate_sql import SqlTokenBucket, engine_for
+
+    return SqlTokenBucket(engine_for(database_url), org_id, rate, burst(rate))
+
+
+_SQL_SCHEMES = ("postgresql", "sqlite")
+
+
+def _database_url(budget_url: str) -> str:
+    """A SQLAlchemy URL for the budget table (``airflow``: the metadata DB's own)."""
+    where = "CJA_AUDIENCES_RATE_BUDGET_URL"
+    url = budget_url
+    if budget_url == "airflow":
+        from airflow.configuration import conf
+
+        url = conf.get("database", "sql_alchemy_conn")
+        where = "CJA_AUDIENCES_RATE_BUDGET_URL=airflow names Airflow's sql_alchemy_conn, which"
+    if url.startswith("postgres://"):  # Heroku-style spelling SQLAlchemy refuses
+        url = "postgresql://" + url.removeprefix("postgres://")
+    scheme = url.split(":", 1)[0]  # never echo the URL: it may hold a password
+    if scheme.split("+", 1)[0] in _SQL_SCHEMES:
+        return url
     raise ValueError(
-        f"CJA_AUDIENCES_RATE_BUDGET_URL has scheme {scheme!r}: use redis://host:port/db (the "
-        "Celery broker's Redis works), or leave it empty for one budget per process"
+        f"{where} has scheme {scheme!r}: use redis://host:port/db (the Celery broker's Redis "
+        "works), postgresql://… or sqlite:///… (a table in that database), airflow (Airflow's "
+        "metadata DB, when it is PostgreSQL or SQLite), or leave it empty for one budget per "
+        "process"
     )
 
 

@@ -27,6 +27,7 @@ from cja_audiences.airflow.operators.aep import (
     AEPPreflightOperator,
     AEPProfilePublishOperator,
     AEPReconcileOperator,
+    AEPRequestedReconcileOperator,
 )
 from cja_audiences.airflow.operators.audience import (
     AudienceCommitOperator,
@@ -38,11 +39,13 @@ from cja_audiences.airflow.operators.audience import (
     record_failure,
 )
 from cja_audiences.airflow.sensors.lake import LakeFreshnessSensor
+from cja_audiences.lake.layout import AUDIENCE_ID
 from cja_audiences.settings import Settings
 from cja_audiences.specs.calendar import schedule_crons
 from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs, spec_paths
 
 DAG_PREFIX = "cja_audience__"
+RECONCILE_DAG = "cja_audiences_reconcile"
 PUBLISH_POOL = "aep_publish"
 DEFAULT_ARGS = {
     "owner": "cja-audiences",
@@ -323,4 +326,48 @@ def build_all_dag(specs: list[AudienceSpec], settings: Settings) -> DAG:
             add_refresh_tasks(audience_id, settings.aep_conn_id)
 
         refresh.expand(audience_id=chosen_audiences())
+    return dag
+
+
+def build_reconcile_dag(specs: list[AudienceSpec], settings: Settings) -> DAG:
+    """Reads one audience's membership back from AEP on request (the dashboard's Reconcile
+    button triggers it): a worker does the minutes of rate-limited lookups, with the AEP
+    connection, a task log and a retry, rather than an HTTP request in the API server."""
+    ids = sorted(s.id for s in specs)
+    with DAG(
+        dag_id=RECONCILE_DAG,
+        dag_display_name="Audiences: reconcile with AEP",
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        tags=["cja-audience", "manual"],
+        default_args={"owner": "cja-audiences", "retries": 1, "retry_delay": timedelta(minutes=1)},
+        params={
+            "audience_id": Param(  # not an enum: a published audience whose spec-level
+                ids[0] if ids else "",  # guardrails now block it is still reconcilable
+                type="string",
+                pattern=f"^{AUDIENCE_ID.pattern}$",
+                examples=ids,
+                title="Audience",
+                description="The audience whose committed snapshot is read back from AEP.",
+            ),
+            "mode": Param(
+                "sample",
+                type="string",
+                enum=["sample", "full"],
+                title="Mode",
+                description="sample: a random sample of members and recent exits "
+                "(CJA_AUDIENCES_RECONCILE_SAMPLE); full: every one of them.",
+            ),
+            "repair": Param(
+                False,
+                type="boolean",
+                title="Repair",
+                description="Send exactly the corrections for the drift found, then read back.",
+            ),
+        },
+        doc_md="Reconcile one audience with AEP: drift is recorded in the committed run's "
+        "run.json and shown on its dashboard page, which starts these runs.",
+    ) as dag:
+        AEPRequestedReconcileOperator(task_id="reconcile", aep_conn_id=settings.aep_conn_id)
     return dag

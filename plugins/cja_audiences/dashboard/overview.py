@@ -14,11 +14,12 @@ from typing import Any
 
 from cja_audiences import guardrails
 from cja_audiences.dashboard.runs import RunView, audience_runs
+from cja_audiences.dashboard.specs import specs_in
 from cja_audiences.lake.layout import Lake, read_json
 from cja_audiences.lake.runs import CURRENT
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
-from cja_audiences.specs.model import AudienceSpec, SpecError, load_specs, spec_paths
+from cja_audiences.specs.model import AudienceSpec, SpecError, spec_paths
 
 SPARK_POINTS = 30
 SPEC_TTL = timedelta(seconds=60)
@@ -107,7 +108,7 @@ def _specs(settings: Settings, now: datetime) -> _SpecState:
     cached = _spec_state[0] if _spec_state else None
     if cached and cached.key == key and timedelta(0) <= now - cached.at < SPEC_TTL:
         return cached
-    specs, errors = load_specs(settings.audiences_dir)
+    specs, errors = specs_in(settings.audiences_dir)
     blocked = {}
     for spec in specs:
         report = guardrails.check_spec(spec, settings, all_specs=specs, now=now)

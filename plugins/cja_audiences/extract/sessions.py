@@ -15,11 +15,13 @@ keeps them right whatever it lands:
   every file's footer; when the live history was built with other rules (or before sessions
   were kept), the whole lake is recomputed.
 
-How, cheaply: partition files are sorted by person and time, so one vectorised pass per file
-gives each (person, date) a summary (first and last event, sessions opened inside the date);
-chaining the summaries date by date (a small DuckDB window over person-days) gives the state
-each (person, date) starts from; a second vectorised pass per file numbers its rows from
-that state. No sort of the events, every file on its own core.
+How, cheaply: each (person, date) gets a summary (first and last event, sessions opened
+inside the date): for live files one vectorised pass (they are sorted by person and time),
+for what the writer lands one narrow DuckDB pass before anything is written. Chaining the
+summaries date by date (a small DuckDB window over person-days) gives the state each
+(person, date) starts from (:func:`plan_sessions`); the writer's finalize stream numbers its
+rows from that state as it writes them (:class:`StreamNumberer`), so a landed file is written
+once; a live file is rewritten only when its sessions change (:func:`finish_sessions`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -155,6 +158,18 @@ class _Rows:
         p_ts, has_prev = seed("p_ts")
         p_start, has_start = seed("p_start")
         p_number, _ = seed("p_number")
+        return self.number(p_ts, has_prev, p_start, has_start, p_number)
+
+    def number(
+        self,
+        p_ts: np.ndarray,
+        has_prev: np.ndarray,
+        p_start: np.ndarray,
+        has_start: np.ndarray,
+        p_number: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(session start in µs, session number) per row, from each person's state before
+        their first row here (arrays over persons, in row order)."""
         first_new = (
             ~has_prev | (self.ts[self.starts] - p_ts > self.timeout) | self.forced[self.starts]
         )
@@ -204,16 +219,27 @@ def _read(path: Path, rules: SessionRules, *, full: bool = False, stored: bool =
     return _Rows(parquet.read(columns=columns), rules)
 
 
-def sessionize_staged(
-    lake: Lake, staging: Path, rules: SessionRules, *, everything: bool = False
-) -> dict[str, Any]:
-    """Give every staged partition its session columns; stage the live partitions whose
-    sessions the staged data changes (``everything``: recompute the whole lake). Returns
-    what was done and how long it took."""
+@dataclass
+class SessionPlan:
+    """Sessions of one landing, decided before anything is written: the state each
+    (person, staged or later live date) starts from, and the live dates to recheck."""
+
+    rules: SessionRules
+    seeds: dict[str, pa.Table]  # date -> person_id, p_ts, p_start, p_number
+    others: dict[str, Path]  # live dates whose sessions the landing may change
+    full: bool
+    seconds: float  # spent on sessions so far
+
+    def seeds_for(self, day: str) -> pa.Table:
+        return self.seeds.get(day) or _empty_seeds()
+
+
+def plan_sessions(
+    lake: Lake, staged: dict[str, list[pa.Table]], rules: SessionRules, *, everything: bool = False
+) -> SessionPlan:
+    """The session plan for landing ``staged`` (date -> its (person, date) summaries, see
+    :func:`summary_sql`); ``everything``: recompute the whole lake."""
     started = time.perf_counter()
-    staged = {p.name.removeprefix("date="): p for p in staged_partitions(staging)}
-    if not staged and not everything:
-        return {"rewritten": [], "seconds": 0.0}
     live = {
         p.name.removeprefix("date="): p
         for p in sorted(lake.events.glob("date=*"))
@@ -224,44 +250,150 @@ def sessionize_staged(
     # history built with other rules (or asked to): redo it all
     full = everything or not sessionized([f for p in earlier.values() for f in _files(p)], rules)
     others = {d: p for d, p in live.items() if full or d > first}
-    dated = [(d, f) for d, p in sorted({**staged, **others}.items()) for f in _files(p)]
-    summaries = _parallel(lambda job: _read(job[1], rules).summary(job[0]), dated)
+    jobs = [(d, f) for d, p in sorted(others.items()) for f in _files(p)]
+    summaries = [t for tables in staged.values() for t in tables]
+    summaries += _parallel(lambda job: _read(job[1], rules).summary(job[0]), jobs)
     seed = _earlier_state(summaries, [] if full else sorted(earlier.items(), reverse=True), rules)
     con = duckdb.connect()
     try:
         seeds = _chain(con, summaries, seed, rules)
     finally:
         con.close()
-    by_date = _split(seeds)
+    return SessionPlan(rules, _split(seeds), others, full, time.perf_counter() - started)
+
+
+def finish_sessions(plan: SessionPlan, staging: Path) -> dict[str, Any]:
+    """Stage the live partitions whose sessions the plan changes (whole); what was done."""
+    started = time.perf_counter()
+    rules = plan.rules
+    dated = [(d, f) for d, p in sorted(plan.others.items()) for f in _files(p)]
 
     def number(job: tuple[str, Path]) -> bool:
         day, path = job
-        if day in staged:
-            _write(_read(path, rules, full=True), by_date.get(day), path, rules)
-            return False
         rows = _read(path, rules, stored=True)
-        start, number = rows.numbered(by_date.get(day) or _empty_seeds())
+        start, number = rows.numbered(plan.seeds_for(day))
         if _unchanged(rows.table, start, number):
             return False
         target = staging / f"date={day}" / path.name
         target.parent.mkdir(exist_ok=True)
-        _write(_read(path, rules, full=True), by_date.get(day), target, rules)
+        _write(_read(path, rules, full=True), plan.seeds_for(day), target, rules)
         return True
 
     changed = _parallel(number, dated)
     rewritten = sorted({day for (day, _), hit in zip(dated, changed, strict=True) if hit})
     for day in rewritten:  # a changed partition goes live whole: stage its other files too
-        for path in _files(others[day]):
+        for path in _files(plan.others[day]):
             target = staging / f"date={day}" / path.name
             if not target.exists():
-                _write(_read(path, rules, full=True), by_date.get(day), target, rules)
+                _write(_read(path, rules, full=True), plan.seeds_for(day), target, rules)
     return {
         "timeout_minutes": rules.timeout_minutes,
         "start_event_types": list(rules.start_event_types),
-        "recomputed_history": full,
+        "recomputed_history": plan.full,
         "rewritten": rewritten,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(plan.seconds + time.perf_counter() - started, 3),
     }
+
+
+def sessionize_staged(
+    lake: Lake, staging: Path, rules: SessionRules, *, everything: bool = False
+) -> dict[str, Any]:
+    """Give every staged partition written without sessions its session columns (a second
+    write of each file: the partition writer numbers while it writes instead), and stage
+    the live partitions whose sessions the staged data changes (``everything``: recompute
+    the whole lake). Returns what was done and how long it took."""
+    started = time.perf_counter()
+    staged = {p.name.removeprefix("date="): p for p in staged_partitions(staging)}
+    if not staged and not everything:
+        return {"rewritten": [], "seconds": 0.0}
+    jobs = [(d, f) for d, p in sorted(staged.items()) for f in _files(p)]
+    summaries: dict[str, list[pa.Table]] = {d: [] for d in staged}
+    for (day, _), table in zip(
+        jobs, _parallel(lambda job: _read(job[1], rules).summary(job[0]), jobs), strict=True
+    ):
+        summaries[day].append(table)
+    plan = plan_sessions(lake, summaries, rules, everything=everything)
+    _parallel(
+        lambda job: _write(_read(job[1], rules, full=True), plan.seeds_for(job[0]), job[1], rules),
+        jobs,
+    )
+    plan.seconds = time.perf_counter() - started  # the staged files' second write included
+    return finish_sessions(plan, staging)
+
+
+def summary_sql(relation: str, rules: SessionRules) -> tuple[str, list[Any]]:
+    """SQL of one date's (person, date) summaries (``_SUMMARY`` without ``date``) over the
+    events ``relation`` selects, and the parameters it appends: what the writer computes
+    before it writes, so each file is written once with its sessions."""
+    params: list[Any] = []
+    forced = "false"
+    if rules.start_event_types:
+        forced = "coalesce(list_contains(?::VARCHAR[], event_type), false)"
+        params.append(list(rules.start_event_types))
+    timeout = int(rules.timeout_minutes) * 60_000_000
+    return (
+        f"""
+        WITH d AS ({relation}), o AS (
+            SELECT person_id, "timestamp" AS ts, event_id, {forced} AS forced,
+                   lag("timestamp") OVER (PARTITION BY person_id ORDER BY "timestamp", event_id)
+                     AS prev
+              FROM d
+        ), n AS (
+            SELECT *, prev IS NOT NULL AND (epoch_us(ts) - epoch_us(prev) > {timeout} OR forced)
+                     AS new
+              FROM o
+        )
+        SELECT person_id, epoch_us(min(ts)) AS first_ts, epoch_us(max(ts)) AS last_ts,
+               arg_min(forced, struct_pack(t := ts, e := event_id)) AS first_forced,
+               count_if(new)::BIGINT AS opened, epoch_us(max(CASE WHEN new THEN ts END)) AS last_open
+          FROM n GROUP BY person_id""",
+        params,
+    )
+
+
+def dated_summary(table: pa.Table, date: str) -> pa.Table:
+    """:func:`summary_sql`'s result as the planner's summary of ``date``."""
+    table = table.append_column("date", pa.array([date] * table.num_rows, pa.string()))
+    return table.select(_SUMMARY.names).cast(_SUMMARY)
+
+
+SEED_COLUMNS = ("_p_ts", "_p_start", "_p_number")
+
+
+class StreamNumberer:
+    """Session columns for a stream of batches sorted by person, then time and event id
+    (the writer's order), each row carrying its person's seed in ``SEED_COLUMNS``; a person's
+    rows may span batches (the last row of one batch is the next one's state)."""
+
+    def __init__(self, rules: SessionRules) -> None:
+        self.rules = rules
+        self.carry: tuple[Any, int, int, int] | None = None  # person, ts, start, number
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        if not table.num_rows:
+            return table
+        rows = _Rows(table, self.rules)
+        firsts = rows.starts if rows.order is None else rows.order[rows.starts]
+        at = pa.array(firsts)
+
+        def seed(name: str) -> tuple[np.ndarray, np.ndarray]:
+            column = pc.take(table.column(name), at)
+            values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+            return values, pc.is_valid(column).to_numpy(zero_copy_only=False)
+
+        (p_ts, has_prev), (p_start, has_start), (p_number, _) = map(seed, SEED_COLUMNS)
+        if self.carry is not None and rows.pids[0].as_py() == self.carry[0]:
+            _, p_ts[0], p_start[0], p_number[0] = self.carry
+            has_prev[0] = has_start[0] = True
+        start, number = rows.number(p_ts, has_prev, p_start, has_start, p_number)
+        last = len(start) - 1 if rows.order is None else int(rows.order[-1])
+        pid = table.column("person_id")[last].as_py()
+        self.carry = (pid, int(rows.ts[-1]), int(start[last]), int(number[last]))
+        table = table.drop_columns(
+            [c for c in ("session_start", "session_number") if c in table.column_names]
+        )
+        table = table.append_column("session_start", pa.array(start).cast(TIMESTAMP))
+        return table.append_column("session_number", pa.array(number.astype(np.int32)))
 
 
 def _earlier_state(

@@ -14,8 +14,10 @@ Why this shape:
   partition; in ``merge`` mode (the default) the rows already there are kept, and a re-sent
   event replaces its earlier version; ``replace`` mode makes the input the whole truth for
   each date it touches (a corrected re-export, a full-day API pull).
-* Sessions: before the swap, every staged partition gets its session columns and the live
-  partitions whose sessions the new rows change are staged too (``extract.sessions``).
+* Sessions, in the one write: a first pass over each date's narrow columns summarises it per
+  person; from those and the live history ``extract.sessions`` plans each person's state at
+  each date, and the finalize stream numbers the sessions as it writes. Live partitions whose
+  sessions the new rows change are staged too.
 * Persons: after landing, the persons seen in the touched partitions are merged into
   ``lake/persons/persons.parquet`` (``persons.update_persons``).
 * Sharding: with ``buckets=N`` a partition holds one file per person bucket,
@@ -29,9 +31,10 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import duckdb
 import numpy as np
@@ -48,11 +51,17 @@ from cja_audiences.extract.normalize import (
 )
 from cja_audiences.extract.persons import update_persons
 from cja_audiences.extract.publish import publish_partitions, staging_dir
-from cja_audiences.extract.sessions import sessionize_staged
+from cja_audiences.extract.sessions import (
+    StreamNumberer,
+    dated_summary,
+    finish_sessions,
+    plan_sessions,
+    summary_sql,
+)
 from cja_audiences.lake.layout import Lake, atomic_path, safe_name
 from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA
-from cja_audiences.lake.sessions import SessionRules
+from cja_audiences.lake.sessions import SessionRules, with_rules
 from cja_audiences.lake.storage import connect, exclusive, naming_full_disk, parquet_rows
 
 Mode = Literal["merge", "replace"]
@@ -62,6 +71,8 @@ LANDING_LOCK = ".landing.lock"  # lake/.landing.lock: held while a run merges an
 LANDING_WAIT_S = 1800.0  # object storage: how long a landing waits for (and holds) the lock
 BUFFER_ROWS = 256 * 1024  # rows held in memory across dates before they go to staging
 _INCOMING = EVENT_SCHEMA.append(pa.field("_seq", pa.int64()))
+NO_SESSIONS: dict[str, Any] = {"rewritten": [], "seconds": 0.0}  # nothing landed
+T = TypeVar("T")
 
 
 class ExtractRejected(RuntimeError):
@@ -110,6 +121,7 @@ class PartitionWriter:
         self._con = connect(lake.root)
         self._con.execute("SET TimeZone = 'UTC'")
         self._incoming: dict[str, pq.ParquetWriter] = {}
+        self._relations: dict[str, tuple[str, list[Any]]] = {}  # date -> rows as they land
         self._buffers: dict[str, list[pa.Table]] = {}
         self._buffered = 0
         self._rejects: pq.ParquetWriter | None = None
@@ -224,8 +236,7 @@ class PartitionWriter:
         # partition as it was before the other, and the last swap would drop the other's rows
         lock = self.lake.root / "lake" / LANDING_LOCK
         with exclusive(lock, timeout_s=LANDING_WAIT_S, ttl_s=LANDING_WAIT_S):
-            partitions = dict(zip(dates, self._finalize_all(dates), strict=True))
-            sessions = sessionize_staged(self.lake, self._staging_path, self.sessions)
+            partitions, sessions = self._land(dates) if dates else ({}, NO_SESSIONS)
             publish_partitions(self._staging_path, self.lake.events)
             persons = update_persons(self.lake, list(partitions), self._con)
         return {
@@ -262,21 +273,35 @@ class PartitionWriter:
             f"{self.quarantine_path}. Fix the delivery (or the column mapping) and rerun."
         )
 
-    def _finalize_all(self, dates: list[str]) -> list[int]:
-        """Finalize the dates on every core, each worker with its own DuckDB cursor."""
+    def _land(self, dates: list[str]) -> tuple[dict[str, int], dict[str, Any]]:
+        """Stage ``dates`` (rows per date) with their sessions, planned from narrow summaries
+        first so each file is written once, and the live dates whose sessions change."""
+        started = time.perf_counter()
+        summaries = self._per_date(self._summary, dates)
+        plan = plan_sessions(self.lake, dict(zip(dates, summaries, strict=True)), self.sessions)
+        plan.seconds = time.perf_counter() - started  # the summaries' pass included
+        written = self._per_date(lambda d, c: self._finalize(d, c, plan.seeds_for(d)), dates)
+        return dict(zip(dates, written, strict=True)), finish_sessions(plan, self._staging_path)
 
-        def finalize(date: str) -> int:
+    def _per_date(
+        self, func: Callable[[str, duckdb.DuckDBPyConnection], T], dates: list[str]
+    ) -> list[T]:
+        """``func`` for each date on every core, each worker with its own DuckDB cursor."""
+
+        def run(date: str) -> T:
             cursor = self._con.cursor()
             try:
-                return self._finalize(date, cursor)
+                return func(date, cursor)
             finally:
                 cursor.close()
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            return list(pool.map(finalize, dates))
+            return list(pool.map(run, dates))
 
-    def _finalize(self, date: str, con: duckdb.DuckDBPyConnection) -> int:
-        """Build the staged partition for ``date``: dedupe, merge, sort, bucket; its rows."""
+    def _deduped(self, date: str, con: duckdb.DuckDBPyConnection) -> tuple[str, list[Any]]:
+        """SQL of ``date``'s rows as they will land (deduped, merged) and its parameters."""
+        if date in self._relations:
+            return self._relations[date]
         incoming = self._staging_path / ".incoming" / f"{date}.parquet"
         live = self.lake.event_partition(date)
         live_files = partition_files(live) if self.mode == "merge" else []
@@ -290,7 +315,6 @@ class PartitionWriter:
                 " FROM read_parquet(?, union_by_name = true, hive_partitioning = false)"
             )
             params.append([str(f) for f in live_files])
-        bucket = f"hash(person_id) % {int(self.buckets)}" if self.buckets else "NULL"
         deduped = f"""
             SELECT * EXCLUDE (_rank) FROM (
                 SELECT *, row_number() OVER (
@@ -300,15 +324,32 @@ class PartitionWriter:
             WHERE _rank = 1"""
         if not live_files and _unique_ids(incoming, con):
             deduped = union  # a new date without repeated ids: nothing to dedupe
+        self._relations[date] = (deduped, params)
+        return deduped, params
+
+    def _summary(self, date: str, con: duckdb.DuckDBPyConnection) -> list[pa.Table]:
+        """``date``'s (person, date) session summary, from the narrow columns only."""
+        deduped, params = self._deduped(date, con)
+        sql, extra = summary_sql(deduped, self.sessions)
+        return [dated_summary(con.sql(sql, params=[*params, *extra]).to_arrow_table(), date)]
+
+    def _finalize(self, date: str, con: duckdb.DuckDBPyConnection, seeds: pa.Table) -> int:
+        """Build the staged partition for ``date``: dedupe, merge, sort, bucket, number the
+        sessions from each person's ``seeds``; its rows."""
+        deduped, params = self._deduped(date, con)
+        bucket = f"hash(person_id) % {int(self.buckets)}" if self.buckets else "NULL"
+        con.register("session_seeds", seeds)
         query = f"""
-            SELECT * EXCLUDE (_new, _seq), {bucket} AS _bucket FROM ({deduped})
+            SELECT d.* EXCLUDE (_new, _seq), {bucket} AS _bucket,
+                   s.p_ts AS _p_ts, s.p_start AS _p_start, s.p_number AS _p_number
+              FROM ({deduped}) AS d LEFT JOIN session_seeds AS s USING (person_id)
             ORDER BY _bucket, person_id, "timestamp", event_id
         """
         target = self._staging_path / f"date={date}"
         target.mkdir()
         with naming_full_disk(target):
             reader = con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
-            return _write_buckets(reader, target)
+            return _write_buckets(reader, target, self.sessions)
 
 
 def _unique_ids(incoming: Path, con: duckdb.DuckDBPyConnection) -> bool:
@@ -320,14 +361,17 @@ def _unique_ids(incoming: Path, con: duckdb.DuckDBPyConnection) -> bool:
     return total == distinct
 
 
-def _write_buckets(reader: pa.RecordBatchReader, target: Path) -> int:
-    """Write the sorted stream into one file per bucket under ``target``; rows written."""
+def _write_buckets(reader: pa.RecordBatchReader, target: Path, rules: SessionRules) -> int:
+    """Write the sorted stream into one file per bucket under ``target``, with its sessions
+    (the footer records their ``rules``); rows written."""
+    number = StreamNumberer(rules)
+    schema = with_rules(EVENT_SCHEMA, rules)
     rows = 0
     writer: pq.ParquetWriter | None = None
     current: object = ...
     try:
         for batch in reader:
-            table = pa.Table.from_batches([batch])
+            table = number(pa.Table.from_batches([batch]))
             offset = 0
             for run in pc.run_end_encode(table.column("_bucket")).chunks:
                 for bucket, end in zip(
@@ -337,10 +381,11 @@ def _write_buckets(reader: pa.RecordBatchReader, target: Path) -> int:
                         if writer is not None:
                             writer.close()
                         writer = pq.ParquetWriter(
-                            target / bucket_file(bucket), EVENT_SCHEMA, compression="zstd"
+                            target / bucket_file(bucket), schema, compression="zstd"
                         )
                         current = bucket
                     part = conform(table.slice(offset, end - offset))
+                    part = part.replace_schema_metadata(schema.metadata)
                     writer.write_table(part, row_group_size=ROW_GROUP_SIZE)
                     rows += part.num_rows
                     offset = end

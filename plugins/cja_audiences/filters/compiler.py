@@ -585,11 +585,18 @@ class TreeCompiler:
             (
                 f"{name}_0",
                 self.m.seq_events(
-                    source, keys, conds, list(self._counters.items()), session=self.b.sessions
+                    source,
+                    keys,
+                    conds,
+                    list(self._counters.items()),
+                    session=self.b.sessions,
+                    required=_required(kinds, dict(conds)),
                 ),
                 False,
             )
         )
+        # span columns a backward Logic Group's departure carries to the checkpoint before it
+        cols = sorted({w["column"] for p in plans for w in p[1] if w["column"]})
         previous = self._first_step(
             name,
             keys,
@@ -598,23 +605,29 @@ class TreeCompiler:
             needs_ord,
             len(steps) == 1,
             last_guard,
+            cols,
+            forward,
         )
         for i, within, after, exclude in plans:
             kind = kinds[i]
             guard = last_guard if i == len(steps) else None
-            if isinstance(kind, tuple):  # a Logic Group: its member flags
-                sql = self.m.seq_group_step(
-                    previous, keys, i, list(kind), after=after, within=within, exclude=exclude
-                )
+            depart = not forward and isinstance(kinds[i - 1], tuple)
+            bounds = {"after": after, "within": within, "exclude": exclude}
+            if isinstance(kind, tuple) and forward:  # a Logic Group: its member flags
+                sql = self.m.seq_group_step(previous, keys, i, list(kind), **bounds)
                 if guard:
                     sql = f"SELECT * REPLACE (v{i} AND {guard} AS v{i}) FROM ({sql})"
             else:
-                cond = f"c{i}" if kind == "event" else f"c{i}_in"
-                if guard and kind == "event":
+                if isinstance(kind, tuple):  # backward: the events that can end the group
+                    cond = f"({' OR '.join(kind)})"
+                else:
+                    cond = f"c{i}" if kind == "event" else f"c{i}_in"
+                if guard and kind != "visit":
                     cond = f"({cond} AND {guard})"
-                sql = self.m.seq_step(
-                    previous, keys, i, cond, forward, after=after, within=within, exclude=exclude
-                )
+                sql = self.m.seq_step(previous, keys, i, cond, forward, depart=depart, **bounds)
+            if isinstance(kind, tuple) and not forward:
+                self.b.ctes.append((f"{name}_{i}m", sql, False))
+                sql = self.m.seq_group_back(f"{name}_{i}m", keys, i, list(kind), cols)
             self.b.ctes.append((f"{name}_{i}", sql, False))
             previous = f"{name}_{i}"
             if kind == "visit":
@@ -638,11 +651,6 @@ class TreeCompiler:
         """Add checkpoint ``i``'s flags to ``conds``; its kind: "event", "visit" or the
         member flags of a Logic Group."""
         if isinstance(node, LogicGroup):
-            if not forward:
-                raise CompileError(
-                    "a Logic Group (sequence-and / all_of) in an Only Before Sequence is not "
-                    "supported: use it in a sequence or an Only After Sequence"
-                )
             members = []
             for j, member in enumerate(node.nodes, start=1):
                 members.append(f"c{i}_{j}")
@@ -673,9 +681,14 @@ class TreeCompiler:
         needs_ord: bool,
         only: bool,
         last_guard: str | None,
+        cols: list[str],
+        forward: bool,
     ) -> str:
         """The CTE(s) of the first processed checkpoint; returns the last one's name."""
-        if isinstance(kind, tuple):
+        backward_group = isinstance(kind, tuple) and not forward
+        if backward_group:  # the events that can end the group
+            first = f"({' OR '.join(kind)})"
+        elif isinstance(kind, tuple):
             first = self.m.group_complete(keys, kind)
         else:
             first = "c1" if kind == "event" else "c1_in"
@@ -683,6 +696,9 @@ class TreeCompiler:
         sql = self.m.seq_first(f"{name}_0", keys, first, ord=needs_ord, **{side: flag})
         if only and last_guard and kind != "visit":
             sql = f"SELECT * REPLACE (v1 AND {last_guard} AS v1) FROM ({sql})"
+        if backward_group:
+            self.b.ctes.append((f"{name}_1m", sql, False))
+            sql = self.m.seq_group_back(f"{name}_1m", keys, 1, list(kind), cols)
         self.b.ctes.append((f"{name}_1", sql, False))
         if kind != "visit":
             return f"{name}_1"
@@ -793,6 +809,18 @@ class TreeCompiler:
         select = ", ".join(["b.*", *(f"{alias}.mark AS {alias}_mark" for _, alias, _ in joins)])
         self.b.ctes.append((name, self.m.joined(relation, joins, select=select), False))
         return name
+
+
+def _required(kinds: dict[int, Any], conds: dict[str, str]) -> list[str]:
+    """The condition of every checkpoint (each member of a Logic Group, a visit's arrival):
+    a unit holds the sequence only if it has an event for each."""
+    flags: list[str] = []
+    for i, kind in sorted(kinds.items()):
+        if isinstance(kind, tuple):
+            flags.extend(kind)
+        else:
+            flags.append(f"c{i}" if kind == "event" else f"c{i}_in")
+    return [f"({conds[flag]})" for flag in flags]
 
 
 def _keys(level: str) -> tuple[str, ...]:

@@ -14,9 +14,9 @@ publish and commit tasks, the CLI's rollback, a decommission) takes or checks:
 Everything is built on :class:`LeaseBackend`, whose only primitive is a compare-and-swap of
 one small record (``load`` returns the record and a version tag; ``store`` writes only if the
 tag still matches). :class:`LakeLeaseBackend` does it with ``lake.storage``'s conditional
-writes: ``flock`` and a content digest on a local lake, a conditional PUT on S3
-(``If-Match: <ETag>``, or ``If-None-Match: *`` for the first write), so both keep the same
-guarantees. Expiry uses wall clocks: keep the TTL
+writes: ``flock`` and a content digest on a local lake, the store's own precondition on S3,
+GCS and Azure Blob (``If-Match`` / generation match, create-if-absent for the first write), so
+all keep the same guarantees. Expiry uses wall clocks: keep the TTL
 far above any clock skew between workers (the default is 30 minutes).
 """
 
@@ -76,9 +76,9 @@ class LakeLeaseBackend:
     """``<audiences>/<id>/lease.json``, swapped with the storage layer's compare-and-set.
 
     ``storage.replace_if`` writes only if the file still has the version read (locally its
-    digest, checked under an ``flock``; on S3 its ETag with ``If-Match``), and the first
-    write is ``create_exclusive``. A counter inside the record makes every write's content,
-    hence its version, new. Works on a local lake and an S3 one alike.
+    digest, checked under an ``flock``; on object storage its ETag or generation, checked by
+    the server), and the first write is ``create_exclusive``. A counter inside the record
+    makes every write's content, hence its version, new.
     """
 
     def __init__(self, audiences_dir: LakePath) -> None:

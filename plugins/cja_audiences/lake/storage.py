@@ -1,8 +1,8 @@
 """One storage layer for every stage: the lake root is a local folder or object storage.
 
 ``CJA_AUDIENCES_HOME`` is a folder (``/data/cja``) or a URL (``s3://bucket/prefix``,
-``gs://…``, ``abfs://…``). A local root stays a ``pathlib.Path``; a URL becomes a
-``upath.UPath`` over fsspec (s3fs; gcsfs or adlfs when installed), which offers the same
+``gs://…``, ``abfs://container/prefix``). A local root stays a ``pathlib.Path``; a URL becomes a
+``upath.UPath`` over fsspec (s3fs, gcsfs, adlfs), which offers the same
 path API (``/``, ``name``, ``glob``, ``iterdir``, ``exists``, ``read_text``, ``open``). So
 stages keep their path code, and only what a path API cannot say the same way on both lives
 here:
@@ -10,10 +10,11 @@ here:
 * **Atomic writes** (:func:`atomic_path`): locally a temporary name renamed into place;
   on object storage the file is written locally and uploaded in one PUT (multipart uploads
   too become visible only when complete), so a reader sees the old object or the new one.
-* **Conditional writes** for leases, locks and pointers: :func:`create_exclusive`
-  (S3 ``If-None-Match: *``; locally a hard link, which fails if the name exists) and
-  :func:`read_versioned` / :func:`replace_if` (compare-and-set on a version token: the
-  S3 ETag with ``If-Match``; locally the content digest checked under an ``flock``).
+* **Conditional writes** for leases, locks and pointers: :func:`create_exclusive`,
+  :func:`read_versioned`, :func:`replace_if`, :func:`delete_if` (compare-and-set on a version
+  token) and :func:`exclusive` built on them. Locally a hard link (fails if the name exists)
+  and the content digest checked under an ``flock``; on S3, GCS and Azure Blob the server's
+  own preconditions (:mod:`cja_audiences.lake.conditional`).
 * **DuckDB without httpfs**: DuckDB downloads its httpfs extension at run time, which
   offline machines cannot do. :func:`connect` turns extension autoloading off and registers
   the lake's fsspec filesystem on the connection, so ``read_parquet('s3://…')`` and
@@ -69,13 +70,27 @@ def lake_path(location: str | os.PathLike[str] | UPath) -> LakePath:
         return Path(text.removeprefix("file://"))
     if not is_url(text):
         return Path(text).expanduser()
+    if text.split("://", 1)[0] in ("gs", "gcs"):
+        _plain_gcsfs()
     return UPath(text, **storage_options())
+
+
+def _plain_gcsfs() -> None:
+    """gs:// through gcsfs's JSON-API filesystem, not its default experimental subclass: that
+    one asks a gRPC storage-control API for each bucket's layout (zonal, hierarchical) first,
+    which private endpoints and emulators do not serve (each probe waits 30 s, then falls back
+    to the JSON API anyway). The lake needs neither zonal appends nor folder renames."""
+    import fsspec
+
+    for protocol in ("gs", "gcs"):
+        fsspec.register_implementation(protocol, "gcsfs.core.GCSFileSystem", clobber=True)
 
 
 def storage_options() -> dict[str, Any]:
     """fsspec options for object storage: ``CJA_AUDIENCES_STORAGE_OPTIONS`` (JSON, e.g.
     ``{"endpoint_url": "http://127.0.0.1:9000"}``); credentials come from the provider's usual
-    chain (``AWS_*`` variables, instance roles), never from here. Listing caches are off:
+    chain (``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_*``, instance
+    roles), never from here. Listing caches are off:
     other workers write the same prefixes."""
     from cja_audiences.settings import get_settings
 
@@ -272,29 +287,10 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _s3(path: UPath) -> tuple[Any, str, str]:
-    if path.protocol not in ("s3", "s3a"):
-        raise StorageError(
-            f"{path}: conditional writes (leases, locks) are implemented for local folders "
-            f"and S3 (If-None-Match / If-Match); {path.protocol}:// is not supported yet"
-        )
-    bucket, _, key = _key(path).partition("/")
-    return path.fs, bucket, key
-
-
 def create_exclusive(path: LakePath, data: bytes) -> bool:
     """Create ``path`` holding ``data`` unless it exists; True when this call created it."""
     if is_remote(path):
-        fs, _, _ = _s3(path)
-        try:
-            fs.pipe_file(_key(path), data, mode="create")
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            if _precondition_failed(exc):
-                return False
-            raise
-        return True
+        return _conditional(path).create(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -311,19 +307,7 @@ def create_exclusive(path: LakePath, data: bytes) -> bool:
 def read_versioned(path: LakePath) -> Versioned | None:
     """The object and its version token, or None when it does not exist."""
     if is_remote(path):
-        from fsspec.asyn import sync
-
-        fs, bucket, key = _s3(path)
-
-        async def get() -> Versioned:
-            response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
-            async with response["Body"] as stream:
-                return Versioned(await stream.read(), response["ETag"])
-
-        try:
-            return sync(fs.loop, get)
-        except FileNotFoundError:
-            return None
+        return _conditional(path).read(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -331,14 +315,10 @@ def read_versioned(path: LakePath) -> Versioned | None:
     return Versioned(data, _digest(data))
 
 
-def _precondition_failed(exc: BaseException) -> bool:
-    """S3 refused a conditional write: 412 (the version moved) or 409 (a concurrent one)."""
-    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None) or {}
-    code = response.get("Error", {}).get("Code")
-    return isinstance(exc, FileNotFoundError) or code in (
-        "PreconditionFailed",
-        "ConditionalRequestConflict",
-    )
+def _conditional(path: UPath) -> Any:
+    from cja_audiences.lake import conditional  # here: it imports this module
+
+    return conditional.for_path(path)
 
 
 def replace_if(path: LakePath, data: bytes, token: str | None) -> bool:
@@ -349,14 +329,7 @@ def replace_if(path: LakePath, data: bytes, token: str | None) -> bool:
     if token is None:
         return create_exclusive(path, data)
     if is_remote(path):
-        fs, bucket, key = _s3(path)
-        try:
-            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=token)
-        except OSError as exc:
-            if _precondition_failed(exc):
-                return False
-            raise
-        return True
+        return _conditional(path).replace(path, data, token)
     with _flocked(path.with_name(f".{path.name}.cas")):
         current = read_versioned(path)
         if current is None or current.token != token:
@@ -369,11 +342,7 @@ def replace_if(path: LakePath, data: bytes, token: str | None) -> bool:
 def delete_if(path: LakePath, token: str) -> bool:
     """Delete ``path`` only if it still has version ``token``."""
     if is_remote(path):
-        current = read_versioned(path)
-        if current is None or current.token != token:
-            return False
-        path.fs.rm_file(_key(path))
-        return True
+        return _conditional(path).delete(path, token)
     with _flocked(path.with_name(f".{path.name}.cas")):
         current = read_versioned(path)
         if current is None or current.token != token:

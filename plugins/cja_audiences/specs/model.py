@@ -7,6 +7,7 @@ no SQL), so every DAG file can load every spec at parse time.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -374,24 +375,29 @@ def spec_paths(folder: Path) -> list[Path]:
     )
 
 
-def spec_by_id(folder: Path, audience_id: str) -> AudienceSpec:
-    """The spec whose file stem is ``audience_id`` (``.yaml`` or ``.yml``)."""
+def spec_by_id(
+    folder: Path, audience_id: str, load: Callable[[Path], AudienceSpec] | None = None
+) -> AudienceSpec:
+    """The spec whose file stem is ``audience_id`` (``.yaml`` or ``.yml``); ``load``: how a
+    file is read (default :func:`load_spec`; the dashboard passes its cached reader)."""
     for path in spec_paths(folder):
         if path.stem == audience_id:
-            return load_spec(path)
+            return (load or load_spec)(path)
     raise SpecError(
         folder / f"{audience_id}.yaml",
         f"no audience spec {audience_id!r} in {folder} (CJA_AUDIENCES_SPECS)",
     )
 
 
-def load_specs(folder: Path) -> tuple[list[AudienceSpec], list[SpecError]]:
+def load_specs(
+    folder: Path, load: Callable[[Path], AudienceSpec] | None = None
+) -> tuple[list[AudienceSpec], list[SpecError]]:
     """Every spec in ``folder``; a bad file becomes an error and never hides the others."""
     specs: list[AudienceSpec] = []
     errors: list[SpecError] = []
     for path in spec_paths(folder):
         try:
-            specs.append(load_spec(path))
+            specs.append((load or load_spec)(path))
         except SpecError as exc:
             errors.append(exc)
     return specs, errors

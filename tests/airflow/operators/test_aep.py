@@ -12,11 +12,19 @@ from airflow.sdk.exceptions import AirflowFailException
 from cja_audiences.airflow.operators.aep import (
     AEPAudienceLink,
     AEPProfilePublishOperator,
+    AEPRequestedReconcileOperator,
     AudienceDashboardLink,
     _flag,
 )
 from cja_audiences.lake.layout import Lake
-from tests.publish.helpers import held, identities, make_spec, member_table, write_members
+from tests.publish.helpers import (
+    fast_options,
+    held,
+    identities,
+    make_spec,
+    member_table,
+    write_members,
+)
 
 pytestmark = pytest.mark.integration
 SUMMARY_KEYS = {"sent", "acknowledged", "retried", "dead_lettered", "requests", "elapsed_s"}
@@ -121,3 +129,37 @@ def test_decommission_mode(emu, env, tmp_path):
 )
 def test_templated_flags(value, expected):
     assert _flag(value) is expected
+
+
+def test_a_reconcile_started_from_the_dashboard_reads_back_and_notes_its_progress(emu, env):
+    from cja_audiences import snapshots
+    from cja_audiences.diff import diff_members
+    from cja_audiences.publish.streaming import publish_run
+    from cja_audiences.reconcile import last_request
+
+    audience_dir = env.audience_dir("high_value")
+    run_dir = audience_dir / "runs" / "r1"
+    write_members(run_dir / "members.parquet", range(50))
+    diff_members(run_dir, None)
+    publish_run(emu.adobe_config(rate_limit=0), make_spec(), run_dir, options=fast_options())
+    snapshots.commit(audience_dir, run_dir)
+    op = AEPRequestedReconcileOperator(task_id="reconcile")
+    params = {"audience_id": "high_value", "mode": "full", "repair": False}
+    result = op.execute(context={"run_id": "manual__rec", "params": params})
+    assert result["checked"] == {"members": 50, "exits": 0} and not result["drifted"]
+    noted = last_request(audience_dir)
+    assert noted["state"] == "done" and noted["dag_run_id"] == "manual__rec"
+    assert noted["mode"] == "full" and noted["run_id"] == "r1" and "running_at" in noted
+    emu.tamper("high_value", ("delete", "ECID", "id-p000000007"))
+    again = op.execute(context={"run_id": "manual__rec2", "params": params})
+    assert again["drift"]["missing"] == 1 and last_request(audience_dir)["drifted"] is True
+
+
+def test_a_requested_reconcile_of_a_spec_that_does_not_load_fails_and_says_so(env):
+    from cja_audiences.reconcile import last_request
+
+    op = AEPRequestedReconcileOperator(task_id="reconcile")
+    with pytest.raises(AirflowFailException, match="no audience spec"):
+        op.execute(context={"run_id": "manual__x", "params": {"audience_id": "gone"}})
+    noted = last_request(env.audience_dir("gone"))
+    assert noted["state"] == "failed" and "no audience spec" in noted["error"]

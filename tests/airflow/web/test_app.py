@@ -192,6 +192,7 @@ def test_dead_letters_download_is_404_when_there_are_none(client):
 def test_unknown_audience_and_run_are_404(client):
     client.sign_in("admin")
     assert client.get("/audiences/nope").status_code == 404
+    assert client.get("/audiences/Not-An-Id").status_code == 404
     assert client.get(f"/audiences/{AUDIENCE}/runs/nope").status_code == 404
 
 
@@ -233,3 +234,98 @@ def test_starting_the_app_warms_the_caches(auth_manager, dashboard_lake, monkeyp
         while not overview_module._spec_state and time.monotonic() < deadline:
             time.sleep(0.1)
     assert overview_module._spec_state  # specs parsed before anyone asked
+
+
+def test_reconcile_starts_on_a_worker_and_the_page_follows_it(client, triggers, dashboard_lake):
+    client.sign_in("admin")
+    started = client.post(
+        f"/audiences/{AUDIENCE}/reconcile",
+        data={"mode": "full", "repair": "true"},
+        follow_redirects=False,
+    )
+    assert started.status_code == 303 and "started+by+admin" in started.headers["location"]
+    assert triggers.calls == [
+        (
+            "cja_audiences_reconcile",
+            {"audience_id": AUDIENCE, "mode": "full", "repair": True},
+            "admin",
+        )
+    ]
+    page = client.get(f"/audiences/{AUDIENCE}").text
+    assert 'id="reconcile-progress"' in page and "waiting for a worker" in page
+    assert "Full reconcile and repair requested by admin" in page
+    assert "/dags/cja_audiences_reconcile/runs/manual__web1" in page
+    assert 'http-equiv="refresh"' in page  # follows the worker without a click
+    again = client.post(f"/audiences/{AUDIENCE}/reconcile", follow_redirects=True)
+    assert "already queued" in again.text and len(triggers.calls) == 1
+    state = client.get(f"/audiences/{AUDIENCE}/reconcile").json()
+    assert state["pending"]["state"] == "queued" and state["pending"]["by"] == "admin"
+
+
+def test_the_reconcile_result_and_its_drift_show_on_the_page(client, dashboard_lake, emu):
+    """The worker's part (what the DAG task runs) against the emulator, reset: AEP holds
+    none of the committed members, so every one is missing."""
+    from cja_audiences.reconcile import reconcile_on_request
+    from cja_audiences.specs.model import spec_by_id
+
+    spec = spec_by_id(dashboard_lake.settings.audiences_dir, AUDIENCE)
+    audience_dir = dashboard_lake.lake.audience_dir(AUDIENCE)
+    result = reconcile_on_request(
+        emu.adobe_config(), spec, audience_dir, dag_run_id="manual__r1", requested_by="ana"
+    )
+    members = result["checked"]["members"]
+    assert members > 0 and result["drift"]["missing"] == members
+    page = client.sign_in("viewer").get(f"/audiences/{AUDIENCE}").text
+    assert 'id="reconcile-result"' in page and 'id="reconcile-progress"' not in page
+    assert '<a href="#reconcile">Drift at the last reconcile</a>' in page  # drifted: flagged
+    assert re.search(rf"missing in AEP</td><td[^>]*>{members:,}<", page)
+    assert re.search(r"<code>Email:\w{3}\.\.\.\(64\)</code>", page)  # examples, masked
+    assert client.get(f"/audiences/{AUDIENCE}/reconcile").json()["request"]["state"] == "done"
+
+
+def test_a_failed_reconcile_says_why_and_can_be_started_again(client, triggers, dashboard_lake):
+    from cja_audiences.reconcile import note_request
+
+    audience_dir = dashboard_lake.lake.audience_dir(AUDIENCE)
+    note_request(audience_dir, "manual__r0", "failed", by="ana", error="AEP answered 503")
+    page = client.sign_in("admin").get(f"/audiences/{AUDIENCE}").text
+    assert 'id="reconcile-failed"' in page and "AEP answered 503" in page
+    client.post(f"/audiences/{AUDIENCE}/reconcile", data={"mode": "sample"})
+    assert len(triggers.calls) == 1
+
+
+def test_reconcile_is_refused_with_the_reason_when_nothing_is_committed(client, triggers):
+    client.sign_in("admin")
+    page = client.get(f"/audiences/{BLOCKED}").text
+    assert 'id="reconcile-unavailable"' in page and "no committed run" in page
+    response = client.post(f"/audiences/{BLOCKED}/reconcile", follow_redirects=True)
+    assert "Cannot reconcile" in response.text and triggers.calls == []
+    bad = client.post(f"/audiences/{AUDIENCE}/reconcile", data={"mode": "everything"})
+    assert bad.status_code == 422 and triggers.calls == []
+
+
+def test_a_published_audience_whose_spec_broke_keeps_its_page(client, dashboard_lake):
+    overview = client.sign_in("admin").get("/").text
+    assert f'href="/audiences/{RETIRED}"' in overview or f'/audiences/{RETIRED}"' in overview
+    page = client.get(f"/audiences/{RETIRED}")
+    assert page.status_code == 200
+    text = page.text
+    assert "Not refreshing: spec invalid — still live in AEP." in text
+    assert f"{RETIRED}.yaml" in text and "lookback_days" in text  # the file, field and fix
+    assert "python -m cja_audiences validate" in text
+    size = read_run_record(dashboard_lake.lake.run_dir(RETIRED, "scheduled__promo"))["diff"]["size"]
+    assert f"<b>{size:,}</b><span>members in AEP</span>" in text
+    assert "scheduled__promo" in text and '<svg class="chart"' in text  # history and runs
+    assert "experience.adobe.com" in text  # the AEP link
+    assert '<button type="button" disabled' in text and "Start dry run" in text
+    assert 'action="/audiences/old_promo/dry-run"' not in text  # no live action form
+    assert 'id="reconcile-unavailable"' in text and "fix old_promo.yaml first" in text
+    run = client.get(f"/audiences/{RETIRED}/runs/scheduled__promo")
+    assert run.status_code == 200 and "scheduled__promo" in run.text
+
+
+def test_actions_on_a_broken_spec_are_refused(client, triggers):
+    client.sign_in("admin")
+    assert client.post(f"/audiences/{RETIRED}/dry-run").status_code == 404
+    assert client.post(f"/audiences/{RETIRED}/reconcile").status_code == 404
+    assert triggers.calls == []

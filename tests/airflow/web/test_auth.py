@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dashboard.lakes import AUDIENCE, BLOCKED
+from tests.dashboard.lakes import AUDIENCE, BLOCKED, RETIRED
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +24,8 @@ def test_a_page_without_a_session_redirects_to_airflows_login(client):
         ("GET", f"/audiences/{AUDIENCE}/runs/manual__dry/entered.csv"),
         ("POST", f"/audiences/{AUDIENCE}/runs/manual__dry/approve"),
         ("POST", f"/audiences/{AUDIENCE}/dry-run"),
+        ("POST", f"/audiences/{AUDIENCE}/reconcile"),
+        ("GET", f"/audiences/{AUDIENCE}/reconcile"),
     ],
 )
 def test_data_and_actions_without_a_session_are_401(client, method, path):
@@ -63,6 +65,8 @@ def test_the_overview_lists_only_audiences_whose_dag_the_user_may_read(client):
         f"/audiences/{BLOCKED}/runs",
         f"/audiences/{BLOCKED}/runs/scheduled__blocked",
         f"/audiences/{BLOCKED}/runs/scheduled__blocked/entered.csv",
+        f"/audiences/{BLOCKED}/reconcile",
+        f"/audiences/{RETIRED}",  # a broken spec's page is its DAG's too
         f"/overlap/{AUDIENCE}/recent_abandoners",
     ],
 )
@@ -75,6 +79,7 @@ def test_reading_is_not_enough_to_approve_override_or_start_runs(client, trigger
     client.sign_in("viewer")
     assert client.post(f"/audiences/{AUDIENCE}/runs/manual__dry/approve").status_code == 403
     assert client.post(f"/audiences/{AUDIENCE}/dry-run").status_code == 403
+    assert client.post(f"/audiences/{AUDIENCE}/reconcile").status_code == 403
     response = client.post(
         f"/audiences/{BLOCKED}/runs/scheduled__blocked/override", data={"checks": ["min_size"]}
     )
@@ -82,6 +87,20 @@ def test_reading_is_not_enough_to_approve_override_or_start_runs(client, trigger
     assert triggers.calls == []
     page = client.get(f"/audiences/{AUDIENCE}/runs/manual__dry").text
     assert "Approve and publish" not in page and "cannot approve" in page
+
+
+def test_a_user_who_may_trigger_the_dag_may_reconcile_it_and_only_it(client, triggers):
+    client.sign_in("marketer")
+    assert client.post(f"/audiences/{BLOCKED}/reconcile").status_code == 403
+    response = client.post(f"/audiences/{AUDIENCE}/reconcile", follow_redirects=False)
+    assert response.status_code == 303
+    assert triggers.calls == [
+        (
+            "cja_audiences_reconcile",
+            {"audience_id": AUDIENCE, "mode": "sample", "repair": False},
+            "marketer",
+        )
+    ]
 
 
 def test_a_user_who_may_trigger_the_dag_may_approve(client, triggers):
@@ -93,9 +112,10 @@ def test_a_user_who_may_trigger_the_dag_may_approve(client, triggers):
     assert triggers.calls[0][2] == "marketer"
 
 
-def test_a_form_posted_from_another_site_is_refused(client, triggers):
+@pytest.mark.parametrize("action", ["dry-run", "reconcile", "runs/manual__dry/approve"])
+def test_a_form_posted_from_another_site_is_refused(client, triggers, action):
     response = client.sign_in("admin").post(
-        f"/audiences/{AUDIENCE}/dry-run", headers={"origin": "https://evil.example"}
+        f"/audiences/{AUDIENCE}/{action}", headers={"origin": "https://evil.example"}
     )
     assert response.status_code == 403 and triggers.calls == []
 

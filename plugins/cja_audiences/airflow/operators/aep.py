@@ -293,3 +293,50 @@ class AEPReconcileOperator(_AudienceAEPOperator):
         else:
             self.log.info("AEP matches the committed snapshot: %s", result["checked"])
         return {k: result[k] for k in ("run_id", "mode", "checked", "drift", "drifted")}
+
+
+class AEPRequestedReconcileOperator(BaseOperator):
+    """A reconcile someone started from the dashboard's Reconcile button (the
+    ``cja_audiences_reconcile`` DAG): the audience, mode and repair come from the run's
+    params; its progress goes to the audience folder for the page, its result to the
+    committed run's run.json (as after every refresh)."""
+
+    template_fields: Sequence[str] = ("aep_conn_id",)
+    ui_color = "#e4fffa"
+
+    def __init__(self, *, aep_conn_id: str = DEFAULT_AEP_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aep_conn_id = aep_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from cja_audiences.airflow.hooks.aep import AEPHook
+        from cja_audiences.cli.reconcile import summary
+        from cja_audiences.lake.layout import Lake
+        from cja_audiences.reconcile import ReconcileError, note_request, reconcile_on_request
+        from cja_audiences.specs.model import SpecError
+
+        params = context["params"]
+        settings = get_settings()
+        audience_dir = Lake(settings.home).audience_dir(params["audience_id"])
+        try:
+            spec = spec_by_id(settings.audiences_dir, params["audience_id"])
+        except SpecError as exc:
+            note_request(audience_dir, context["run_id"], "failed", error=str(exc))
+            raise AirflowFailException(str(exc)) from None
+        hook = AEPHook(aep_conn_id=self.aep_conn_id)
+        try:
+            result = reconcile_on_request(
+                hook.get_config(),
+                spec,
+                audience_dir,
+                dag_run_id=context["run_id"],
+                requested_by=getattr(context.get("dag_run"), "triggering_user_name", None),
+                mode=params.get("mode") or "sample",
+                sample=settings.reconcile_sample,
+                repair=bool(params.get("repair")),
+                tokens=hook.tokens,
+            )
+        except ReconcileError as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would refuse it again
+        self.log.info("%s", summary(result))
+        return {k: result[k] for k in ("run_id", "mode", "checked", "drift", "drifted")}

@@ -107,6 +107,8 @@ class AudienceComputeOperator(AudienceStageOperator):
     ui_color = "#e4f0ff"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
+        from cja_audiences.refresh import ReviewOutdated
+
         segment = refresh.spec.filter.segment
         definition = None
         if segment is not None and segment.id is not None:
@@ -115,7 +117,10 @@ class AudienceComputeOperator(AudienceStageOperator):
 
             config = CJAHook(cja_conn_id=refresh.settings.cja_conn_id).get_config()
             definition = fetch_definition(config, segment.id)
-        result = refresh.compute(definition=definition, bucket=self.bucket)
+        try:
+            result = refresh.compute(definition=definition, bucket=self.bucket)
+        except ReviewOutdated as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would refuse it again
         self.log.info("%s", _line("compute", refresh))
         keys = ("size", "members_path", "window", "elapsed_s", "buckets")
         return {k: result[k] for k in keys if k in result}

@@ -1,8 +1,8 @@
 """The audiences dashboard, a FastAPI app the plugin mounts in Airflow's API server.
 
-Pages: the overview, one page per audience (size history, runs, spec, SQL, preview), one
-page per run (review of entered / exited members, guardrails, approve, override), and the
-overlap matrix. Every route needs a signed-in Airflow user and the audience DAG's
+Pages: the overview, one page per audience (size history, runs, spec, SQL, preview,
+reconcile; for a spec that no longer loads, what is still live in AEP), one page per run
+(review of entered / exited members, guardrails, approve, override), and the overlap matrix. Every route needs a signed-in Airflow user and the audience DAG's
 permissions (see :mod:`.auth`). Actions start DAG runs through Airflow; the web server never
 publishes anything itself.
 """
@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -28,7 +29,8 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 
-from cja_audiences import guardrails, review
+from cja_audiences import guardrails, reconcile, review
+from cja_audiences.airflow.dag_factory import RECONCILE_DAG
 from cja_audiences.airflow.web.auth import (
     DAG_PREFIX,
     NotAuthenticated,
@@ -47,15 +49,38 @@ from cja_audiences.dashboard.runs import (
     dead_letter_file,
     find_run,
 )
-from cja_audiences.lake.layout import Lake
+from cja_audiences.dashboard.specs import spec_of
+from cja_audiences.lake.layout import AUDIENCE_ID, Lake
 from cja_audiences.lake.runs import RUNS
 from cja_audiences.settings import Settings, get_settings
-from cja_audiences.specs.model import AudienceSpec, SpecError, spec_by_id
+from cja_audiences.specs.model import AudienceSpec, SpecError
+
+SPEC_SHOWN = 64 * 1024  # of a broken spec file's text (a spec is at most 256 KiB)
 
 log = logging.getLogger(__name__)
 # (dag_id, conf, user name) -> the new DAG run's id
 Trigger = Callable[[str, dict[str, Any], str], str]
 ViewerDep = Annotated[Viewer, Depends(viewer)]
+
+
+@dataclass(frozen=True)
+class BrokenSpec:
+    """An audience whose spec no longer loads: what its pages can still say about it."""
+
+    id: str
+    error: SpecError
+
+    @property
+    def name(self) -> str:
+        return self.id
+
+    @property
+    def file(self) -> str:
+        return self.error.path.name
+
+    @property
+    def problem(self) -> str:
+        return str(self.error).removeprefix(f"{self.error.path}: ")
 
 
 def airflow_trigger(dag_id: str, conf: dict[str, Any], user: str) -> str:
@@ -99,9 +124,24 @@ class Dashboard:
 
     def spec(self, audience_id: str) -> AudienceSpec:
         try:
-            return spec_by_id(self.settings().audiences_dir, audience_id)
+            return spec_of(self.settings().audiences_dir, audience_id)
         except SpecError as exc:
             raise HTTPException(404, f"no usable audience {audience_id!r}: {exc}") from None
+
+    def spec_or_broken(self, audience_id: str) -> AudienceSpec | BrokenSpec:
+        """The spec, or, for an audience whose spec file fails to load (or is gone) but that
+        has runs, why: its pages still show what is live in AEP."""
+        try:
+            return spec_of(self.settings().audiences_dir, audience_id)
+        except SpecError as exc:
+            if not exc.path.exists() and not (
+                AUDIENCE_ID.fullmatch(audience_id) and self.runs(audience_id)
+            ):
+                raise HTTPException(404, f"no usable audience {audience_id!r}: {exc}") from None
+            return BrokenSpec(audience_id, exc)
+
+    def audience_dir(self, audience_id: str) -> Any:
+        return Lake(self.settings().home).audience_dir(audience_id)
 
     def runs(self, audience_id: str) -> list[RunView]:
         return audience_runs(Lake(self.settings().home).audience_dir(audience_id))
@@ -151,28 +191,57 @@ class Dashboard:
         form: dict[str, str] | None = None,
     ) -> HTMLResponse:
         who.require_read(audience_id)
-        spec = self.spec(audience_id)
+        spec = self.spec_or_broken(audience_id)
         runs = self.runs(audience_id)
         current = next((r for r in runs if r.is_current), None)
+        shared: dict[str, Any] = {
+            "spec": spec,
+            "runs": runs,
+            "chart_runs": list(reversed(runs[:60])),
+            "current": current,
+            "aep_url": next((r.aep_url for r in runs if r.aep_url), None),
+            "drift": next((r.drift for r in runs if r.drift), None),
+            "can_trigger": who.can_trigger(audience_id),
+            "recon": self._reconcile_view(spec, current),
+        }
+        if isinstance(spec, BrokenSpec):
+            return self.page(
+                "audience_invalid.html", request, who, spec_yaml=_spec_text(spec), **shared
+            )
         sql, params, window = self._committed_sql(spec, current)
         return self.page(
             "audience.html",
             request,
             who,
-            spec=spec,
-            runs=runs,
-            chart_runs=list(reversed(runs[:60])),
-            current=current,
-            aep_url=next((r.aep_url for r in runs if r.aep_url), None),
-            drift=next((r.drift for r in runs if r.drift), None),
             spec_yaml=spec.source_path.read_text() if spec.source_path else "",
             sql=sql,
             params=params,
             window=window,
-            can_trigger=who.can_trigger(audience_id),
             preview=preview,
             form=form or {},
+            **shared,
         )
+
+    def _reconcile_view(
+        self, spec: AudienceSpec | BrokenSpec, current: RunView | None
+    ) -> dict[str, Any]:
+        """The last reconcile's result, the dashboard request in flight (or failed), and why
+        a reconcile cannot start, if it cannot."""
+        audience_dir = self.audience_dir(spec.id)
+        blocked = None
+        if isinstance(spec, BrokenSpec):
+            blocked = f"the spec does not load: fix {spec.file} first"
+        else:
+            try:
+                reconcile.reconcilable(spec, audience_dir, current.record if current else None)
+            except reconcile.ReconcileError as exc:
+                blocked = str(exc)
+        return {
+            "result": (current.record.get("reconcile") if current else None) or None,
+            "request": reconcile.last_request(audience_dir),
+            "pending": reconcile.pending_request(audience_dir),
+            "blocked": blocked,
+        }
 
     def _committed_sql(
         self, spec: AudienceSpec, current: RunView | None
@@ -226,11 +295,12 @@ class Dashboard:
         reveal: bool,
     ) -> HTMLResponse:
         who.require_read(audience_id)
-        spec = self.spec(audience_id)
+        spec = self.spec_or_broken(audience_id)
         run_dir = self.run_dir(audience_id, run_id)
         runs = self.runs(audience_id)
         run = find_run(runs, run_id)
         assert run is not None
+        broken = isinstance(spec, BrokenSpec)
         reveal = reveal and who.can_reveal(audience_id)
         side_name = "exited" if side == "exited" else "entered"
         members = review.member_page(
@@ -261,9 +331,10 @@ class Dashboard:
             pages=max((members.total + review.PAGE_SIZE - 1) // review.PAGE_SIZE, 1),
             reveal=reveal,
             can_reveal=who.can_reveal(audience_id),
-            can_trigger=who.can_trigger(audience_id),
+            can_trigger=who.can_trigger(audience_id) and not broken,
+            broken=spec if broken else None,
             stale=stale,
-            overridable=guardrails.overridable_blocks(spec, run.record),
+            overridable=[] if broken else guardrails.overridable_blocks(spec, run.record),
             shared_branches=review.shared_branches(run.record),
             dead_letters=dead_letter_file(run_dir) is not None,
             publish=run.record.get("publish") or {},
@@ -299,6 +370,42 @@ class Dashboard:
             f"/audiences/{audience_id}",
             notice=f"Dry run {run_id} started: it appears below when it has computed",
         )
+
+    def start_reconcile(
+        self, request: Request, who: Viewer, audience_id: str, mode: str, repair: bool
+    ) -> Response:
+        """Read the committed snapshot back from AEP, on a worker (the reconcile DAG).
+
+        Not in this request: a full read-back is rate-limited lookups for minutes (10 per
+        second of 100 identities), a repair sends to AEP; a worker has the AEP connection, a
+        task log and a retry, and an API server restart does not lose it. The page shows the
+        request's progress from the audience folder and the result from run.json."""
+        self.check_origin(request)
+        who.require_trigger(audience_id)
+        spec = self.spec(audience_id)
+        if mode not in reconcile.MODES:
+            raise HTTPException(422, f"reconcile mode {mode!r}: choose sample or full")
+        page = f"/audiences/{audience_id}"
+        audience_dir = self.audience_dir(audience_id)
+        try:
+            reconcile.reconcilable(spec, audience_dir)
+        except reconcile.ReconcileError as exc:
+            return self.back(request, page, error=f"Cannot reconcile: {exc}")
+        pending = reconcile.pending_request(audience_dir)
+        if pending:
+            return self.back(
+                request,
+                page,
+                error=f"A reconcile is already {pending['state']} (Airflow run "
+                f"{pending['dag_run_id']}, by {pending.get('by') or 'someone'}): wait for it",
+            )
+        conf = {"audience_id": audience_id, "mode": mode, "repair": repair}
+        run_id = self.trigger(RECONCILE_DAG, conf, who.name)
+        reconcile.note_request(
+            audience_dir, run_id, "queued", by=who.name, mode=mode, repair=repair
+        )
+        what = f"{mode} reconcile{' and repair' if repair else ''}"
+        return self.back(request, page, notice=f"{what} {run_id} started by {who.name}")
 
     def approve(self, request: Request, who: Viewer, audience_id: str, run_id: str) -> Response:
         """Publish exactly the reviewed diff; refused if the committed snapshot moved."""
@@ -470,6 +577,24 @@ def create_app(trigger: Trigger | None = None) -> FastAPI:
     def _dry_run(request: Request, who: ViewerDep, audience_id: str) -> Response:
         return board.start_dry_run(request, who, audience_id)
 
+    @app.post("/audiences/{audience_id}/reconcile")
+    def _reconcile(
+        request: Request,
+        who: ViewerDep,
+        audience_id: str,
+        mode: Annotated[str, Form()] = "sample",
+        repair: Annotated[bool, Form()] = False,
+    ) -> Response:
+        return board.start_reconcile(request, who, audience_id, mode, repair)
+
+    @app.get("/audiences/{audience_id}/reconcile")
+    def _reconcile_state(who: ViewerDep, audience_id: str) -> dict[str, Any]:
+        """The reconcile in flight and the last result (for scripts and polling)."""
+        who.require_read(audience_id)
+        spec = board.spec_or_broken(audience_id)
+        current = next((r for r in board.runs(audience_id) if r.is_current), None)
+        return board._reconcile_view(spec, current)
+
     @app.post("/audiences/{audience_id}/runs/{run_id}/approve")
     def _approve(request: Request, who: ViewerDep, audience_id: str, run_id: str) -> Response:
         return board.approve(request, who, audience_id, run_id)
@@ -504,3 +629,12 @@ def _run_json(run: RunView) -> dict[str, Any]:
         "messages": run.messages,
         "dead_letters": run.dead_letters,
     }
+
+
+def _spec_text(spec: BrokenSpec) -> str:
+    """A broken spec file as written (its start, if huge), or why it cannot be shown."""
+    try:
+        with spec.error.path.open(errors="replace") as handle:
+            return handle.read(SPEC_SHOWN)
+    except OSError:
+        return f"# {spec.file} cannot be read (it may have been deleted)"
