@@ -193,14 +193,19 @@ async def membership(audience_id: str, request: Request) -> Response:
 
 @router.post("/base-connections")
 async def add_base_connection(request: Request) -> Response:
-    """Register a cloud-storage base connection: a folder on this machine that External
-    Audiences files are read from (``{"id": ..., "root": ..., "sandbox": "prod"}``)."""
+    """Register a cloud-storage base connection External Audiences files are read from: a
+    folder on this machine (``{"id", "root", "sandbox"?}``) or an S3 account as Adobe's S3
+    source takes it (``{"id", "auth": {"params": {"s3AccessKey", "s3SecretKey",
+    "serviceUrl"?}}, "sandbox"?}``)."""
     state = _state(request)
     body = await _body(request)
-    if not body.get("id") or not body.get("root"):
-        raise _bad("a base connection needs an id and a root folder")
+    s3 = (body.get("auth") or {}).get("params")
+    if not body.get("id") or not (body.get("root") or s3):
+        raise _bad("a base connection needs an id and a root folder or S3 auth.params")
     sandbox = body.get("sandbox", state.config.defaults.sandbox)
-    connection = external_audiences.register_connection(state, sandbox, body["id"], body["root"])
+    connection = external_audiences.register_connection(
+        state, sandbox, body["id"], body.get("root"), s3
+    )
     return errors.json_response(connection, 201)
 
 
@@ -309,7 +314,9 @@ async def tamper(audience_id: str, request: Request) -> Response:
     state = _state(request)
     body = await _body(request)
     namespace = body.get("namespace", state.config.defaults.segment_namespace)
-    store = state.profiles[body.get("sandbox", state.config.defaults.sandbox)]
+    sandbox = body.get("sandbox", state.config.defaults.sandbox)
+    store = state.profiles[sandbox]
+    external = external_audiences.tamperer(state, sandbox, audience_id)
     changes = body.get("changes")
     if not isinstance(changes, list) or not changes:
         raise _bad('changes must be a non-empty list of {"action", "namespace", "identity"}')
@@ -321,7 +328,10 @@ async def tamper(audience_id: str, request: Request) -> Response:
         code, ident = change.get("namespace"), change.get("identity")
         if not isinstance(code, str) or not isinstance(ident, str):
             raise _bad(f"change {change!r} needs the member's namespace and identity")
-        done += store.tamper(namespace, audience_id, code, ident, action, state.now())
+        if external is not None:  # an external audience's members: delete or add only
+            done += external(action, code, ident)
+        else:
+            done += store.tamper(namespace, audience_id, code, ident, action, state.now())
     return errors.json_response({"changed": done, "requested": len(changes)})
 
 

@@ -12,16 +12,22 @@ What we infer (emulator/README.md): a file is selected when its modification tim
 ``[dataFilterStartTime, dataFilterEndTime]`` (epoch seconds); a row whose ``delete`` field is
 1 removes its identity (Adobe's examples carry a numeric ``delete`` field); a full run
 replaces the membership with the selected files' rows; the membership lapses when no run
-has succeeded for ``ttlInDays``. Base connections are folders on this machine, registered in
-the config or through ``POST /_emulator/base-connections``.
+has succeeded for ``ttlInDays``. Base connections are folders on this machine or S3 accounts
+(an S3-compatible server, its ``serviceUrl``), registered through
+``POST /_emulator/base-connections``; an S3 file is selected by its ``LastModified``, which
+the server sets at upload (Adobe's sources: "files loaded prior to the start time will not be
+ingested").
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fastapi import APIRouter, Request
 from pydantic_core import from_json
@@ -29,6 +35,7 @@ from starlette.responses import Response
 
 from emulator import errors
 from emulator.auth import check_platform
+from emulator.profiles import iso_ms
 from emulator.state import State
 
 router = APIRouter()
@@ -76,16 +83,39 @@ def _now(state: State) -> float:
 
 
 # -- base connections (Flow Service) -------------------------------------------------------
+S3_SPEC = "ecadc60c-7455-4d87-84dc-2a0e293d997b"  # Amazon S3's connection spec id
+S3_PARAMS = ("s3AccessKey", "s3SecretKey")
+
+
 def register_connection(
-    state: State, sandbox: str, connection_id: str, root: str
+    state: State,
+    sandbox: str,
+    connection_id: str,
+    root: str | None = None,
+    s3: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    body = {
-        "id": connection_id,
-        "name": f"cloud storage at {root}",
-        "connectionSpec": {"id": "emulator-local-folder", "version": "1.0"},
-        "state": "enabled",
-        "root": root,
-    }
+    """A folder on this machine (``root``), or an S3 account as Adobe's S3 source takes it
+    (``auth.params``: ``s3AccessKey``, ``s3SecretKey``, optional ``serviceUrl``): then a
+    ``sourceSpec.path`` is ``<bucket>/<key prefix>``."""
+    if s3 is not None:
+        missing = [name for name in S3_PARAMS if not s3.get(name)]
+        if missing:
+            raise _bad(f"an S3 base connection needs auth.params {', '.join(missing)}")
+        body = {
+            "id": connection_id,
+            "name": f"Amazon S3 at {s3.get('serviceUrl', 'AWS')}",
+            "connectionSpec": {"id": S3_SPEC, "version": "1.0"},
+            "state": "enabled",
+            "auth": {"specName": "Access Key", "params": dict(s3)},
+        }
+    else:
+        body = {
+            "id": connection_id,
+            "name": f"cloud storage at {root}",
+            "connectionSpec": {"id": "emulator-local-folder", "version": "1.0"},
+            "state": "enabled",
+            "root": root,
+        }
     state.put(CONNECTION_KIND, sandbox, connection_id, body)
     return body
 
@@ -100,7 +130,7 @@ async def get_connection(connection_id: str, request: Request) -> Response:
     found = _connection(_state(request), caller.sandbox.name, connection_id)
     if found is None:
         raise errors.platform(404, "Not Found", f"connection {connection_id} not found", "FLOW")
-    public = {k: v for k, v in found.items() if k != "root"}
+    public = {k: v for k, v in found.items() if k not in ("root", "auth")}  # no secrets
     return errors.json_response({"items": [public]})
 
 
@@ -328,7 +358,7 @@ def _settle(state: State, sandbox: str, audience: dict[str, Any]) -> None:
             else:
                 members[identity] = run["runId"]
         audience["members"] = members
-        audience["lastSuccessAt"] = _now(state)
+        audience["lastSuccessAt"] = run["completedAt"] = _now(state)
         run["status"] = "SUCCESS"
         run["rows"] = len(rows)
 
@@ -347,25 +377,68 @@ def _read_rows(
     connection = _connection(state, sandbox, params["baseConnectionId"])
     if connection is None:
         raise ValueError(f"base connection {params['baseConnectionId']} no longer exists")
-    target = Path(connection["root"]) / params["path"]
-    files = [target] if params["type"] == "file" else sorted(target.glob("*.csv"))
+    files = _s3_files if "auth" in connection else _local_files
     start, end = run["dataFilterStartTime"], run["dataFilterEndTime"]
     chosen = sorted(
-        (f for f in files if f.is_file() and start <= f.stat().st_mtime <= end),
-        key=lambda f: f.stat().st_mtime,
+        (f for f in files(connection, params) if start <= f[1] <= end), key=lambda f: f[1]
     )
     identity = next(f["name"] for f in audience["fields"] if f.get("identityNs"))
     rows: list[tuple] = []
-    for path in chosen:
-        with path.open(newline="") as handle:
+    for name, _, open_text in chosen:
+        with open_text() as handle:
             for n, row in enumerate(csv.DictReader(handle), start=2):
                 value = row.get(identity)
                 if not value:
-                    raise ValueError(
-                        f"{path.name} line {n}: no value in identity column {identity}"
-                    )
+                    raise ValueError(f"{name} line {n}: no value in identity column {identity}")
                 rows.append((value, row.get("delete", "0").strip() in ("1", "true")))
     return rows
+
+
+SourceFile = tuple[str, float, Callable[[], TextIO]]  # name, modification time, its text
+
+
+def _local_files(connection: dict[str, Any], params: dict[str, Any]) -> list[SourceFile]:
+    target = Path(connection["root"]) / params["path"]
+    found = [target] if params["type"] == "file" else target.glob("*.csv")
+    return [
+        (f.name, f.stat().st_mtime, functools.partial(f.open, newline=""))
+        for f in found
+        if f.is_file()
+    ]
+
+
+def _s3_files(connection: dict[str, Any], params: dict[str, Any]) -> list[SourceFile]:
+    """Objects under ``<bucket>/<prefix>`` with their ``LastModified``, which the S3 server
+    set at upload: the time Adobe's cloud-storage sources select files by."""
+    import boto3  # only for S3 base connections
+
+    auth = connection["auth"]["params"]
+    client = boto3.client(
+        "s3",
+        endpoint_url=auth.get("serviceUrl"),
+        aws_access_key_id=auth["s3AccessKey"],
+        aws_secret_access_key=auth["s3SecretKey"],
+        aws_session_token=auth.get("s3SessionToken"),
+        region_name=auth.get("region", "us-east-1"),
+    )
+    bucket, _, key = params["path"].strip("/").partition("/")
+
+    def reader(name: str) -> Callable[[], TextIO]:
+        return lambda: io.StringIO(
+            client.get_object(Bucket=bucket, Key=name)["Body"].read().decode(), newline=""
+        )
+
+    if params["type"] == "file":
+        head = client.head_object(Bucket=bucket, Key=key)
+        return [(key, head["LastModified"].timestamp(), reader(key))]
+    found: list[SourceFile] = []
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            name = obj["Key"]
+            if name.endswith(".csv") and "/" not in name[len(key) + 1 :]:
+                found.append((name, obj["LastModified"].timestamp(), reader(name)))
+    return found
 
 
 def _run(state: State, sandbox: str, audience: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -373,7 +446,7 @@ def _run(state: State, sandbox: str, audience: dict[str, Any], run_id: str) -> d
     for run in audience["runs"]:
         if run["runId"] == run_id:
             stages = ("DATASET_INGEST", "PROFILE_STORE_INGEST")
-            shown = {k: v for k, v in run.items() if k not in ("readyAt", "fail")}
+            shown = {k: v for k, v in run.items() if k not in ("readyAt", "fail", "completedAt")}
             if run["status"] != "PROCESSING":
                 shown["details"] = [{"stage": s, "status": run["status"]} for s in stages]
             return shown
@@ -421,3 +494,67 @@ def members(state: State, sandbox: str, audience_id: str) -> list[dict[str, Any]
         {"namespace": namespace, "identity": ident, "status": "realized", "run_id": run_id}
         for ident, run_id in sorted(audience["members"].items())
     ]
+
+
+def tamperer(state: State, sandbox: str, audience_id: str) -> Callable[[str, str, str], int] | None:
+    """For the admin tamper route: ``(action, namespace, identity) -> changed`` on an external
+    audience's members (``delete`` or ``add``), or None when no such audience exists."""
+    audience = _audiences(state, sandbox).get(audience_id)
+    if audience is None:
+        return None
+    _settle(state, sandbox, audience)
+    namespace = next(f["identityNs"] for f in audience["fields"] if f.get("identityNs"))
+
+    def tamper(action: str, code: str, ident: str) -> int:
+        if action not in ("delete", "add"):
+            raise _bad(f"an external audience's members can only be deleted or added, not {action}")
+        if code.lower() != namespace.lower():
+            return 0
+        if action == "delete":
+            return int(audience["members"].pop(ident, None) is not None)
+        audience["members"][ident] = "tampered"
+        return 1
+
+    return tamper
+
+
+Memberships = Callable[[list[tuple[str, str]]], dict[str, dict[str, dict[str, Any]]]]
+
+
+def profile_memberships(state: State, sandbox: str) -> Memberships:
+    """For Profile Access: the ``segmentMembership`` entries the sandbox's external audiences
+    give a profile with these (namespace, identity) pairs, as
+    ``{audience namespace: {audience id: entry}}``.
+
+    AEP ingests a custom upload into the profiles of its identity column, and keys the
+    membership by the audience's own namespace (``CustomerAudienceUpload`` unless the create
+    request named another; Adobe's exported files show such an audience as
+    ``CustomerAudienceUpload:<audience id>`` beside ``ups:<id>`` for its own). The entry is
+    ``realized`` with the qualifying run's time and ``validUntil`` when the data expires
+    (``ttlInDays`` after the last successful run): our inference of the fields' values.
+    """
+    live = []
+    for audience in _audiences(state, sandbox).values():
+        _settle(state, sandbox, audience)
+        if not _alive(state, audience) or not audience["members"]:
+            continue
+        field = next(f for f in audience["fields"] if f.get("identityNs"))
+        times = {r["runId"]: r.get("completedAt", r["ingestionTime"]) for r in audience["runs"]}
+        until = iso_ms(audience["lastSuccessAt"] + audience["ttlInDays"] * DAY_S)
+        live.append((audience, field["identityNs"].lower(), times, until))
+
+    def lookup(identities: list[tuple[str, str]]) -> dict[str, dict[str, dict[str, Any]]]:
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for audience, namespace, times, until in live:
+            for code, ident in identities:
+                run_id = audience["members"].get(ident) if code.lower() == namespace else None
+                if run_id is not None:
+                    found.setdefault(audience["namespace"], {})[audience["audienceId"]] = {
+                        "status": "realized",
+                        "lastQualificationTime": iso_ms(times.get(run_id, 0)),
+                        "validUntil": until,
+                    }
+                    break
+        return found
+
+    return lookup

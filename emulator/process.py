@@ -189,6 +189,17 @@ class EmulatorServer:
         self.admin("POST", "/base-connections", json={"id": connection_id, "root": str(root)})
         return connection_id
 
+    def s3_base_connection(
+        self, service_url: str, access_key: str, secret_key: str, connection_id: str = "emu-s3"
+    ) -> str:
+        """Register an S3 account (an S3-compatible server at ``service_url``) as a base
+        connection; its ``sourceSpec`` paths are ``<bucket>/<prefix>``. Returns its id."""
+        params = {"s3AccessKey": access_key, "s3SecretKey": secret_key, "serviceUrl": service_url}
+        self.admin(
+            "POST", "/base-connections", json={"id": connection_id, "auth": {"params": params}}
+        )
+        return connection_id
+
     def set_lake(self, path: Path | str | None) -> dict[str, Any]:
         """Point CJA ``/reports`` at a lake root (the folder holding ``lake/events``)."""
         return self.admin("POST", "/cja/lake", json={"path": str(path) if path else None})

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic_core import from_json
 from starlette.responses import Response
 
-from emulator import errors
+from emulator import errors, external_audiences
 from emulator.auth import check_platform
 from emulator.profiles import EPOCH_ISO, Profile, ProfileStore, entity_id, identity_key, iso_ms
 from emulator.state import State
@@ -45,8 +45,19 @@ def _project(entity: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return out
 
 
-def _view(profile: Profile | None, key: str, fields: list[str], now: float) -> dict[str, Any]:
-    if profile is None:
+def _view(
+    profile: Profile | None,
+    key: str,
+    fields: list[str],
+    now: float,
+    requested: tuple[str, str],
+    external: external_audiences.Memberships,
+) -> dict[str, Any]:
+    """The entity view; memberships of external audiences are merged in (a profile their
+    file created exists with just that identity)."""
+    pairs = [tuple(from_json(p)) for p in profile.identities.values()] if profile else []
+    extra = external([(code, value["id"]) for code, value in pairs] or [requested])
+    if profile is None and not extra:
         eid = entity_id(key)
         return {
             "entityId": eid,
@@ -56,24 +67,39 @@ def _view(profile: Profile | None, key: str, fields: list[str], now: float) -> d
             "entity": {},
             "lastModifiedAt": EPOCH_ISO,
         }
-    graph = [entity_id(key) for key in profile.identities]
-    if len(graph) > MAX_IDENTITIES:
-        raise _bad("Too many related identities", status=422)
+    if profile is None:
+        code, ident = requested
+        entity: dict[str, Any] = {
+            "identities": [{"id": ident, "namespace": {"code": code}}],
+            "identityMap": {code: [{"id": ident}]},
+        }
+        graph, sources, modified, eid = [entity_id(key)], [], EPOCH_ISO, entity_id(key)
+    else:
+        graph = [entity_id(key) for key in profile.identities]
+        if len(graph) > MAX_IDENTITIES:
+            raise _bad("Too many related identities", status=422)
+        entity = profile.entity(now)
+        sources, eid = list(profile.sources), entity_id(profile.key)
+        modified = iso_ms(profile.modified_at)[:-5] + "Z"
+    if extra:
+        merged = entity.setdefault("segmentMembership", {})
+        for namespace, entries in extra.items():
+            merged.setdefault(namespace, {}).update(entries)
     return {
-        "entityId": entity_id(profile.key),
+        "entityId": eid,
         "mergePolicy": {"id": "emulator-default-merge-policy"},
-        "sources": list(profile.sources),
+        "sources": sources,
         "tags": [],
         "identityGraph": graph,
-        "entity": _project(profile.entity(now), fields),
-        "lastModifiedAt": iso_ms(profile.modified_at)[:-5] + "Z",
+        "entity": _project(entity, fields),
+        "lastModifiedAt": modified,
     }
 
 
-def _store(request: Request) -> tuple[ProfileStore, State]:
+def _store(request: Request) -> tuple[ProfileStore, State, external_audiences.Memberships]:
     state: State = request.app.state.emulator
-    caller = check_platform(request)
-    return state.profiles[caller.sandbox.name], state
+    sandbox = check_platform(request).sandbox.name
+    return state.profiles[sandbox], state, external_audiences.profile_memberships(state, sandbox)
 
 
 def _fields(value: Any) -> list[str]:
@@ -95,7 +121,7 @@ def _check_schema(name: Any) -> None:
 
 @router.get(PATH)
 async def get_entity(request: Request) -> Response:
-    store, state = _store(request)
+    store, state, external = _store(request)
     params = request.query_params
     schema = params.get("schema.name")
     _check_schema(schema)
@@ -111,14 +137,16 @@ async def get_entity(request: Request) -> Response:
     if not namespace:
         raise _bad("entityIdNS is required unless entityId is a profile id (XID)")
     key = identity_key(namespace, ident)
-    view = _view(store.lookup(namespace, ident), key, _fields(params.get("fields")), state.now())
+    profile = store.lookup(namespace, ident)
+    fields = _fields(params.get("fields"))
+    view = _view(profile, key, fields, state.now(), (namespace, ident), external)
     return errors.json_response({view["entityId"]: view})
 
 
 @router.post(PATH)
 async def get_entities(request: Request) -> Response:
     """Bulk lookup: ``{"schema": {"name"}, "fields", "identities": [{entityId, entityIdNS}]}``."""
-    store, state = _store(request)
+    store, state, external = _store(request)
     now = state.now()
     try:
         body = from_json(await request.body())
@@ -141,7 +169,8 @@ async def get_entities(request: Request) -> Response:
         )
         if not isinstance(ident, str) or not isinstance(ns, str):
             raise _bad(f"identity {requested!r} needs entityId and entityIdNS.code")
-        view = _view(store.lookup(ns, ident), identity_key(ns, ident), fields, now)
+        profile = store.lookup(ns, ident)
+        view = _view(profile, identity_key(ns, ident), fields, now, (ns, ident), external)
         view["requestedIdentities"] = [{"entityId": ident, "entityIdNS": {"code": ns}}]
         previous = out.get(view["entityId"])
         if previous is not None:

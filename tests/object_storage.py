@@ -136,13 +136,19 @@ def s3_server() -> Iterator[Server]:
         yield s
 
 
-@pytest.fixture
-def s3_home(s3_server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh bucket as the lake root, ``s3://<bucket>/home``."""
+def new_s3_bucket(s3_server: Server) -> str:
+    """A fresh, empty bucket on the S3 server; its name."""
     import boto3
 
     bucket = _bucket_name()
     boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket=bucket)
+    return bucket
+
+
+@pytest.fixture
+def s3_home(s3_server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket as the lake root, ``s3://<bucket>/home``."""
+    bucket = new_s3_bucket(s3_server)
     return _home(monkeypatch, f"s3://{bucket}/home", {"endpoint_url": s3_server.url})
 
 

@@ -44,6 +44,9 @@ def test_the_wheel_holds_the_package_its_templates_and_the_script(tmp_path):
     (wheel,) = tmp_path.glob("cja_audiences-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "cja_audiences/filters/cja.sql.j2" in names
+    web = REPO / "plugins" / "cja_audiences" / "airflow" / "web"
+    for shipped in [*web.glob("templates/*.html"), *web.glob("static/*")]:  # the dashboard
+        assert shipped.relative_to(REPO / "plugins").as_posix() in names
     assert "cja_audiences/airflow/dag_factory.py" in names
     assert not [n for n in names if n.startswith(("tests/", "dags/", "cja_audiences_plugin"))]
     entry_points = zipfile.ZipFile(wheel).read(

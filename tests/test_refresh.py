@@ -147,6 +147,27 @@ def test_stage_summaries_read_like_sentences():
         assert "None" not in line
 
 
+def test_external_audience_publish_lines_say_what_was_ingested():
+    from cja_audiences.refresh import publish_line
+
+    plan = {
+        "publish_mode": "external_audience",
+        "differential": True,
+        "file": "r2.csv",
+        "records": 30,
+        "entered": 20,
+        "exited": 10,
+    }
+    assert publish_line({"publish": {**plan, "status": "dry_run"}}) == (
+        "publish (dry run): external audience, a differential ingestion of 30 rows, +20 / -10 "
+        "would be written to r2.csv and run; nothing sent"
+    )
+    assert publish_line({"publish": {**plan, "status": "ok", "run_id": "run-7"}}) == (
+        "publish: external audience ingestion run-7 (differential) of r2.csv: 30 rows, "
+        "+20 / -10, ok"
+    )
+
+
 def test_renewals_only_for_streaming_audiences(tmp_path):
     """An external audience's lifetime is Adobe's ttlInDays: its diff renews nothing."""
     from cja_audiences import snapshots

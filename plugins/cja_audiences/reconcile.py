@@ -13,6 +13,12 @@ differs into four kinds of drift:
   next renewal;
 - ``unexpected``: a recent exit AEP still holds as realized.
 
+An external audience (``publish.mode: external_audience``) is read back the same way under
+the key AEP gives a custom upload's memberships: the audience's own namespace (its ``GET``;
+``CustomerAudienceUpload`` by default) and AEP's audience id; only members in the spec's
+identity namespace were in its files, and ``expired`` means its ``ttlInDays`` ran out. Its
+repair is a full ingestion (a refresh with ``full_republish``), not ``--repair``.
+
 Counts and a few masked examples go to the committed run's run.json (``reconcile``). With
 ``repair`` the exact corrections (realized for the first three kinds, exited for the last) are
 written to ``runs/<run>/repairs/<id>/`` and sent through the ledger (``publish.repair_run``): a
@@ -37,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cja_audiences import clock, snapshots, splits
+from cja_audiences.adobe import external_audiences as external_api
 from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, TokenProvider
 from cja_audiences.lake.layout import atomic_path, read_json, write_json, write_parquet
@@ -53,6 +60,8 @@ from cja_audiences.lake.runs import (
 )
 from cja_audiences.lake.schema import MEMBER_SCHEMA
 from cja_audiences.lifetime import epoch_ms, lifetime_for
+from cja_audiences.publish.external import MODE as EXTERNAL_MODE
+from cja_audiences.publish.external import STATE_FILE as EXTERNAL_STATE
 from cja_audiences.publish.ledger import MANIFEST
 from cja_audiences.publish.streaming import PublishOptions, repair_run
 from cja_audiences.settings import get_settings
@@ -127,7 +136,14 @@ def reconcile_audience(
     if mode not in MODES:
         raise ValueError(f"reconcile mode {mode!r} must be sample or full")
     run_dir = reconcilable(spec, audience_dir)
-    namespace = config.audience_namespace()
+    published = read_run_record(run_dir).get("publish") or {}
+    external = published.get("publish_mode", "streaming") == EXTERNAL_MODE
+    if external and repair:
+        raise ReconcileError(
+            f"{audience_dir.name} is published as an external audience, whose membership AEP "
+            "replaces with each full ingestion: repair it with a refresh run with "
+            "full_republish=true (reconcile without --repair reports the drift)"
+        )
     tokens = tokens or TokenProvider(config)
     resumed = None
     if repair:
@@ -135,7 +151,12 @@ def reconcile_audience(
     started = time.monotonic()
     expected = _expected(audience_dir, run_dir, mode, sample)
     with PlatformClient(config, tokens) as client:
-        drift = _compare(client, namespace, spec.id, expected)
+        if external:
+            namespace, aep_id = _external_audience(client, audience_dir)
+            expected = [e for e in expected if e.namespace == spec.identity.namespace]
+        else:
+            namespace, aep_id = config.audience_namespace(), spec.id
+        drift = _compare(client, namespace, aep_id, expected)
         result: dict[str, Any] = {
             "at": clock.now().isoformat(timespec="seconds"),
             "run_id": run_dir.name,
@@ -153,17 +174,29 @@ def reconcile_audience(
             result["resumed_repair"] = resumed
         if repair and drift.total:
             result["repair"] = _repair(config, spec, run_dir, drift, options, tokens)
-            after = _compare(
-                client, namespace, spec.id, [e for r in drift.rows.values() for e in r]
-            )
+            after = _compare(client, namespace, aep_id, [e for r in drift.rows.values() for e in r])
             result["repair"]["remaining_drift"] = after.counts
     update_run_record(run_dir, reconcile=result)
     return result
 
 
-def reconcilable(spec: Any, audience_dir: Path, record: dict[str, Any] | None = None) -> Path:
-    """The committed run a reconcile reads back; :class:`ReconcileError` says why none.
-    ``record``: that run's run.json when the caller has read it already."""
+def _external_audience(client: PlatformClient, audience_dir: Path) -> tuple[str, str]:
+    """(the ``segmentMembership`` key, the audience id) of the audience's external audience:
+    AEP keys a custom upload's memberships by the audience's own namespace
+    (``CustomerAudienceUpload`` by default) and its id, not by the streaming namespace."""
+    aep_id = (read_json(audience_dir / EXTERNAL_STATE) or {}).get("audience_id")
+    if not aep_id:
+        raise ReconcileError(
+            f"{audience_dir.name} has no external audience id in {EXTERNAL_STATE}: publish it "
+            "before reconciling"
+        )
+    audience = external_api.get(client, aep_id)
+    return audience.get("namespace") or external_api.DEFAULT_NAMESPACE, aep_id
+
+
+def reconcilable(spec: Any, audience_dir: Path) -> Path:
+    """The committed run a reconcile reads back (either publishing mode);
+    :class:`ReconcileError` says why none."""
     run_dir = snapshots.current_run_dir(audience_dir)
     if run_dir is None:
         raise ReconcileError(f"{audience_dir.name} has no committed run: nothing to reconcile")
@@ -171,12 +204,6 @@ def reconcilable(spec: Any, audience_dir: Path, record: dict[str, Any] | None = 
         raise ReconcileError(
             f"{audience_dir.name} has split-test arms or a holdout: reconcile reads back one AEP "
             "audience and would count held-out or other-arm members as missing"
-        )
-    published = (read_run_record(run_dir) if record is None else record).get("publish") or {}
-    if published.get("publish_mode", "streaming") != "streaming":
-        raise ReconcileError(
-            f"{audience_dir.name} is published as an external audience: AEP manages its "
-            "membership and lifetime; reconcile reads streamed membership only"
         )
     return run_dir
 

@@ -379,18 +379,27 @@ def publish_line(record: dict[str, Any]) -> str:
     pub = record.get("publish") or {}
     if not pub:
         return "publish: nothing sent"
+    external = pub.get("publish_mode") == "external_audience"
+    kind = "differential" if pub.get("differential") else "full"
+    rows = (
+        f"{_count(pub.get('records', 0))} rows, +{_count(pub.get('entered', 0))} / "
+        f"-{_count(pub.get('exited', 0))}"
+    )
+    if pub.get("status") == "dry_run" and external:
+        return (
+            f"publish (dry run): external audience, a {kind} ingestion of {rows} would be "
+            f"written to {pub.get('file', '-')} and run; nothing sent"
+        )
     if pub.get("status") == "dry_run":
         return (
             f"publish (dry run): {_count(pub.get('would_send'))} of {_count(pub.get('records'))} "
             f"records would be sent in {_count(pub.get('requests'))} requests, "
             f"{_count(pub.get('refused'))} refused; nothing sent"
         )
-    if pub.get("publish_mode") == "external_audience":
-        kind = "differential" if pub.get("differential") else "full"
+    if external:
         return (
-            f"publish: external audience ingestion {pub.get('run_id', '-')} ({kind}): "
-            f"{_count(pub.get('records', 0))} rows, +{_count(pub.get('entered', 0))} / "
-            f"-{_count(pub.get('exited', 0))}"
+            f"publish: external audience ingestion {pub.get('run_id', '-')} ({kind}) of "
+            f"{pub.get('file', '-')}: {rows}, {pub.get('status', '-')}"
         )
     return (
         f"publish: {_count(pub.get('acknowledged_total', pub.get('acknowledged')))} of "

@@ -303,6 +303,7 @@ def rollback(
     *,
     dry_run: bool = False,
     lease_wait_s: float = 0.0,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Make a new run with the members of ``target_run_id``, publish its diff, commit it.
 
@@ -312,6 +313,8 @@ def rollback(
     ``dry_run_report``. The rollback holds the audience lease from diff to commit (waiting
     up to ``lease_wait_s`` for a running refresh, else ``AudienceBusy``). If publish raises,
     current.json stays where it was; re-running the rollback with a new run dir is safe.
+    A rollback killed part-way leaves its marker: ``resume`` finishes that run (its own
+    lease, its diff, the publish resumed from its ledger) instead of ``new_run_dir``.
     """
     target = _run_dir(audience_dir, target_run_id)
     target_record = read_run_record(target)
@@ -325,16 +328,9 @@ def rollback(
             f"run {target_run_id} was never published ({_status(target_record, False)}); "
             "roll back only to a run that was current once (see `runs list`)"
         )
-    if not same_path(new_run_dir.parent, _runs_dir(audience_dir)) or new_run_dir.exists():
-        raise SnapshotError(f"{new_run_dir} must be a new folder under {_runs_dir(audience_dir)}")
     marker = audience_dir / ROLLBACK_MARKER
     with _locked(audience_dir):
-        if marker.exists():
-            raise SnapshotError(
-                f"a rollback is already in progress ({read_json(marker)}); if none is "
-                f"running (a crashed one), delete {marker}"
-            )
-        write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
+        new_run_dir = _rollback_run(audience_dir, target_run_id, new_run_dir, marker, resume)
     lease = RunLease(new_run_dir, audience_id=audience_dir.name)
     try:
         makedirs(new_run_dir)
@@ -342,21 +338,13 @@ def rollback(
         current = current_run(audience_dir)  # as of holding the lease
         if current is None or current["run_id"] == target_run_id:
             raise SnapshotError(f"run {target_run_id} became current meanwhile; nothing to do")
-        copy_file(target / MEMBERS, new_run_dir / MEMBERS)
-        update_run_record(
-            new_run_dir,
-            rollback={"target_run_id": target_run_id, "from_run_id": current["run_id"]},
-        )
-        diff = diff_members(
-            new_run_dir,
-            _runs_dir(audience_dir) / current["run_id"],
-            corrections=sent.corrections(audience_dir, new_run_dir.name),
-        )
+        diff = _rollback_diff(audience_dir, target, new_run_dir, current["run_id"])
         result: dict[str, Any] = {
             "run_id": new_run_dir.name,
             "target_run_id": target_run_id,
             "from_run_id": current["run_id"],
             "diff": diff,
+            **({"resumed": True} if resume else {}),
         }
         if dry_run:
             return {**result, "dry_run": dry_run_report(new_run_dir)}
@@ -367,6 +355,59 @@ def rollback(
         lease.release()  # a no-op after commit; a failed rollback's sends stay outstanding
         if marker.exists():
             marker.unlink()
+
+
+def _rollback_run(
+    audience_dir: LakePath,
+    target_run_id: str,
+    new_run_dir: LakePath,
+    marker: LakePath,
+    resume: bool,
+) -> LakePath:
+    """The rollback's run folder, recorded in the marker (called under the audience lock)."""
+    started = read_json(marker)
+    if resume:
+        if not started or started["target_run_id"] != target_run_id:
+            raise SnapshotError(
+                f"no interrupted rollback to {target_run_id} to resume "
+                f"({started or 'none is in progress'}); roll back without --resume"
+            )
+        return _runs_dir(audience_dir) / started["run_id"]
+    if started:
+        raise SnapshotError(
+            f"a rollback is already in progress ({started}); if none is running (a crashed "
+            f"one), rerun it with --resume to finish it, or delete {marker} to abandon it"
+        )
+    if not same_path(new_run_dir.parent, _runs_dir(audience_dir)) or new_run_dir.exists():
+        raise SnapshotError(f"{new_run_dir} must be a new folder under {_runs_dir(audience_dir)}")
+    write_json({"target_run_id": target_run_id, "run_id": new_run_dir.name}, marker)
+    return new_run_dir
+
+
+def _rollback_diff(
+    audience_dir: LakePath, target: LakePath, new_run_dir: LakePath, current_id: str
+) -> dict[str, Any]:
+    """The rollback run's members (the target's) diffed against the current run; a resumed
+    rollback keeps the diff it already made, which must still be against the current run."""
+    record = read_run_record(new_run_dir)
+    made = record.get("diff")
+    if made and (record.get("rollback") or {}).get("from_run_id") == current_id:
+        return made
+    if made:
+        raise SnapshotError(
+            f"rollback run {new_run_dir.name} was diffed against "
+            f"{record['rollback']['from_run_id']} but the current run is now {current_id}; "
+            f"delete {audience_dir / ROLLBACK_MARKER} and roll back again"
+        )
+    copy_file(target / MEMBERS, new_run_dir / MEMBERS)
+    update_run_record(
+        new_run_dir, rollback={"target_run_id": target.name, "from_run_id": current_id}
+    )
+    return diff_members(
+        new_run_dir,
+        _runs_dir(audience_dir) / current_id,
+        corrections=sent.corrections(audience_dir, new_run_dir.name),
+    )
 
 
 def prune(audience_dir: LakePath, keep: int) -> list[str]:

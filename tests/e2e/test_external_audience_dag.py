@@ -1,7 +1,9 @@
 """The real audience DAG in external_audience mode, run with dag.test() against the emulator.
 
-A first publish and two refreshes (entries and exits): after each, the emulator's external
-audience holds exactly the committed snapshot, and each refresh is one differential run.
+A first publish and two refreshes (entries and exits), the membership files on S3 (moto's
+server, read by the emulator through an S3 base connection): after each, the emulator's
+external audience holds exactly the committed snapshot, each refresh is one differential run,
+and the DAG's reconcile task finds no drift.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cja_audiences.publish.external import STATE_FILE
 from cja_audiences.snapshots import current_run
 from tests.conftest import REPO
 from tests.dags.test_dag_integrity import load_dagbag
+from tests.object_storage import new_s3_bucket
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +33,9 @@ PERSONS = 2000
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, emulator):
-    """A lake, a specs folder whose audience publishes as an external audience, storage."""
+def env(tmp_path_factory, emulator, s3_server):
+    """A lake, a specs folder whose audience publishes as an external audience, and an S3
+    bucket behind an S3 base connection for its membership files."""
     emulator.reset()
     root = tmp_path_factory.mktemp("external")
     lake = Lake(root / "home")
@@ -43,14 +47,15 @@ def env(tmp_path_factory, emulator):
     spec["publish"] = {"mode": "external_audience", "ttl_days": 30}
     spec["guardrails"] = {"max_change_pct": 400}  # three synthetic days churn a lot
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    (root / "cloud").mkdir()
-    emulator.base_connection(root / "cloud", "conn-e2e")
+    bucket = new_s3_bucket(s3_server)  # the membership files go to object storage
+    emulator.s3_base_connection(s3_server.url, "testing", "testing", "conn-e2e")
     conn = emulator.aep_conn(
         external_base_connection_id="conn-e2e",
-        external_location=str(root / "cloud" / "cja"),
-        external_source_path="cja",
+        external_location=f"s3://{bucket}/cja",
+        external_source_path=f"{bucket}/cja",
     )
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CJA_AUDIENCES_STORAGE_OPTIONS", json.dumps({"endpoint_url": s3_server.url}))
         mp.setenv("CJA_AUDIENCES_HOME", str(lake.root))
         mp.setenv("CJA_AUDIENCES_SPECS", str(specs))
         mp.setenv("AIRFLOW_CONN_AEP_DEFAULT", json.dumps(conn))
@@ -83,8 +88,11 @@ def test_publish_and_two_refreshes_hold_each_committed_snapshot(airflow_db, env,
         assert current_run(env.audience_dir(AUDIENCE))["run_id"] == run_dir.name
         now = members(run_dir)
         assert now and held(emulator, env) == now
-        publish = read_run_record(run_dir)["publish"]
+        record = read_run_record(run_dir)
+        publish = record["publish"]
         assert publish["publish_mode"] == "external_audience"
+        assert publish["file"] == f"{run_dir.name}.csv"
+        assert record["reconcile"]["drifted"] is False  # read back through Profile Access
         assert publish["differential"] is bool(day)
         if day:
             assert (publish["entered"], publish["exited"]) == (

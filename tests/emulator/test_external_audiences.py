@@ -8,6 +8,7 @@ import time
 import pytest
 
 from cja_audiences.adobe.external_audiences import create_request
+from tests.object_storage import new_s3_bucket
 
 BASE = "/data/core/ais/external-audience"
 pytestmark = pytest.mark.integration
@@ -134,3 +135,29 @@ def test_patch_delete_and_unknown_audiences(client, folder):
     assert client.send("PATCH", f"{BASE}/{audience}", {"name": "x"}).status_code == 400
     assert client.send("DELETE", f"{BASE}/{audience}").status_code == 202
     assert client.get(f"{BASE}/{audience}").status_code == 404
+
+
+def test_an_s3_base_connection_reads_objects_by_last_modified_and_hides_its_keys(client, s3_server):
+    """Objects under <bucket>/<prefix> are selected by the LastModified the server set at
+    upload; objects in deeper folders are not the folder's; GET shows no credentials."""
+    import boto3
+
+    bucket = new_s3_bucket(s3_server)
+    s3 = boto3.client("s3", endpoint_url=s3_server.url)
+    client.emu.s3_base_connection(s3_server.url, "testing", "testing", "conn-s3")
+    shown = client.get("/data/foundation/flowservice/connections/conn-s3").json()["items"][0]
+    assert shown["connectionSpec"]["id"] == "ecadc60c-7455-4d87-84dc-2a0e293d997b"
+    assert "testing" not in str(shown)
+    operation = client.send(
+        "POST", BASE + "/", body(path=f"{bucket}/aud", base_connection_id="conn-s3")
+    )
+    audience = client.get(f"{BASE}/operations/{operation.json()['operationId']}").json()[
+        "audienceId"
+    ]
+    s3.put_object(Bucket=bucket, Key="aud/r1.csv", Body=b"identity,delete\na,0\nb,0\n")
+    s3.put_object(Bucket=bucket, Key="aud/old/r0.csv", Body=b"identity,delete\nz,0\n")
+    uploaded = s3.head_object(Bucket=bucket, Key="aud/r1.csv")["LastModified"].timestamp()
+    assert run(client, audience, int(uploaded), differential=False)["rows"] == 2
+    assert {m["identity"] for m in client.emu.membership(audience)} == {"a", "b"}
+    later = run(client, audience, int(uploaded) + 1)  # a window after the upload: nothing
+    assert later["status"] == "SUCCESS" and later["rows"] == 0

@@ -15,8 +15,7 @@ from cja_audiences.membership import build_lake, parse_case
 from cja_audiences.publish.streaming import publish_run
 from cja_audiences.settings import Settings
 from cja_audiences.specs.model import AudienceSpec
-from tests.publish.helpers import fast_options, held
-from tests.publish.test_external import FAST, external_conn, storage  # noqa: F401 (fixture)
+from tests.publish.helpers import external_conn, fast_options, fast_poll, held
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +148,7 @@ def test_in_one_combined_audience_only_moves_into_or_out_of_the_holdout_are_sent
 
 def test_external_audiences_leave_the_holdout_out_and_refuse_separate_splits(
     emu,
-    storage,  # noqa: F811 (the fixture imported from test_external)
+    storage,
     computed,
 ):
     from cja_audiences import publish
@@ -158,10 +157,10 @@ def test_external_audiences_leave_the_holdout_out_and_refuse_separate_splits(
     external = {"publish": {"mode": "external_audience"}}
     spec = split_spec(publish_splits="combined", **external)
     _, run_dir, members = computed(spec, "r1")
-    config = emu.adobe_config(**external_conn(emu, storage))
-    publish.publish_run(config, spec, run_dir, poll=FAST)
+    config = emu.adobe_config(**external_conn(storage))
+    publish.publish_run(config, spec, run_dir, poll=fast_poll())
     rows = (storage / "audiences" / "buyers" / "r1.csv").read_text().splitlines()[1:]
     published = {m["identity"] for m in members if m["split"] != "holdout"}
     assert {r.split(",")[0].strip('"') for r in rows} == published
     with pytest.raises(ExternalAudienceError, match="set publish_splits: combined"):
-        publish.publish_run(config, split_spec(**external), run_dir, poll=FAST)
+        publish.publish_run(config, split_spec(**external), run_dir, poll=fast_poll())

@@ -13,17 +13,28 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import requests
 import yaml
 
 from cja_audiences import snapshots
 from cja_audiences.cli.main import main as cli
 from cja_audiences.diff import diff_members
-from cja_audiences.lake.layout import write_parquet
+from cja_audiences.lake.layout import read_json, write_parquet
 from cja_audiences.lake.runs import read_run_record
+from cja_audiences.publish.external import STATE_FILE
 from cja_audiences.publish.streaming import publish_run
-from cja_audiences.reconcile import reconcile_audience
+from cja_audiences.reconcile import ReconcileError, reconcile_audience
 from cja_audiences.settings import get_settings
-from tests.publish.helpers import fast_options, held, identities, make_spec, member_table
+from tests.publish.helpers import (
+    EXTERNAL,
+    external_conn,
+    fast_options,
+    held,
+    identities,
+    make_spec,
+    member_table,
+    refresh,
+)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -146,3 +157,38 @@ def test_kill_9_during_repair_then_rerun_ends_exact(emu, audience, tmp_path, mon
     assert record["drift"] == dict.fromkeys(("missing", "stale_status", "expired", "unexpected"), 0)
     assert held(emu, status="realized") == members_of(current)
     assert not (ledgers / "pending.json").exists()
+
+
+def test_an_external_audience_is_read_back_under_its_own_namespace(emu, tmp_path):
+    """AEP keys an external audience's members by the audience's namespace and id in the
+    profile's segmentMembership; tampering with what AEP holds shows as drift."""
+    storage = tmp_path / "cloud"
+    storage.mkdir()
+    emu.base_connection(storage, "conn-1")
+    audience_dir = tmp_path / "home" / "audiences" / "high_value"
+    refresh(emu, external_conn(storage), audience_dir, "r1", range(120))
+    refresh(emu, external_conn(storage), audience_dir, "r2", range(20, 120))
+    spec = make_spec(**EXTERNAL)
+    config = emu.adobe_config(**external_conn(storage))
+    clean = reconcile_audience(config, spec, audience_dir, mode="full")
+    assert clean["checked"] == {"members": 100, "exits": 20}
+    assert not clean["drifted"]
+
+    aep_id = read_json(audience_dir / STATE_FILE)["audience_id"]
+    body = {
+        "schema": {"name": "_xdm.context.profile"},
+        "identities": [{"entityId": ident(30)[1], "entityIdNS": {"code": "ECID"}}],
+    }
+    answer = requests.post(
+        f"{emu.url}/data/core/ups/access/entities", json=body, headers=emu.headers(), timeout=10
+    )
+    [view] = answer.json().values()
+    entry = view["entity"]["segmentMembership"]["CustomerAudienceUpload"][aep_id]
+    assert entry["status"] == "realized" and entry["validUntil"]
+
+    emu.tamper(aep_id, ("delete", *ident(30)), ("delete", *ident(31)), ("add", *ident(5)))
+    found = reconcile_audience(config, spec, audience_dir, mode="full")
+    assert found["drift"] == {"missing": 2, "stale_status": 0, "expired": 0, "unexpected": 1}
+    assert read_run_record(audience_dir / "runs" / "r2")["reconcile"]["drifted"] is True
+    with pytest.raises(ReconcileError, match="full_republish"):
+        reconcile_audience(config, spec, audience_dir, mode="full", repair=True)

@@ -14,6 +14,7 @@ from cja_audiences.adobe.http import PlatformClient, PlatformError
 
 BASE = "/data/core/ais/external-audience"
 IDENTITY_FIELD = "identity"
+DEFAULT_NAMESPACE = "CustomerAudienceUpload"  # an audience's namespace unless created with one
 DELETE_FIELD = "delete"  # 1 removes the row's identity in a differential run (Adobe's example)
 
 
@@ -57,6 +58,11 @@ def create(client: PlatformClient, body: dict[str, Any]) -> str:
 def operation(client: PlatformClient, operation_id: str) -> dict[str, Any]:
     """``{status: PROCESSING | SUCCESS | FAILED, audienceId (once created), ...}``."""
     return client.request("GET", f"{BASE}/operations/{operation_id}")
+
+
+def get(client: PlatformClient, audience_id: str) -> dict[str, Any]:
+    """The audience: ``name``, ``namespace`` (its key under ``segmentMembership``), ..."""
+    return client.request("GET", f"{BASE}/{audience_id}")
 
 
 def update(client: PlatformClient, audience_id: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
     python -m cja_audiences runs list ID [--json]
     python -m cja_audiences runs show ID RUN
-    python -m cja_audiences runs rollback ID RUN [--dry-run]
+    python -m cja_audiences runs rollback ID RUN [--dry-run | --resume]
     python -m cja_audiences runs prune ID [--keep N]
 
 The lake root is ``CJA_AUDIENCES_HOME``; rollback publishes through the AEP connection
@@ -51,8 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     back.add_argument("audience_id")
     back.add_argument("run_id", help="a run that was current once (see `runs list`)")
-    back.add_argument(
+    how = back.add_mutually_exclusive_group()
+    how.add_argument(
         "--dry-run", action="store_true", help="report what would be sent; send and commit nothing"
+    )
+    how.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish the rollback to RUN that a crash interrupted (the same run, resumed)",
     )
     back.set_defaults(func=rollback_command)
 
@@ -135,6 +141,7 @@ def rollback_command(args: argparse.Namespace) -> int:
             publish,
             dry_run=args.dry_run,
             lease_wait_s=settings.lease_wait_s,
+            resume=args.resume,
         )
         print(json.dumps(result, indent=2, default=str))
         return 0

@@ -236,6 +236,26 @@ def local_copy(path: LakePath) -> Iterator[Path]:
         yield local
 
 
+def modified_times(folder: LakePath) -> dict[str, float]:
+    """Name -> modification time (epoch seconds) of the files directly in ``folder``, in one
+    listing; on object storage that is the object's ``LastModified``, which the server sets at
+    upload (nothing can set it afterwards). An absent folder has none."""
+    if not is_remote(folder):
+        if not folder.is_dir():
+            return {}
+        return {e.name: e.stat().st_mtime for e in os.scandir(folder) if e.is_file()}
+    try:
+        entries = folder.fs.ls(_key(folder), detail=True)
+    except FileNotFoundError:
+        return {}
+    times = {}
+    for entry in entries:
+        if entry.get("type") == "file":
+            when = entry.get("LastModified") or folder.fs.modified(entry["name"])
+            times[entry["name"].rsplit("/", 1)[-1]] = when.timestamp()
+    return times
+
+
 def parquet_file(path: LakePath) -> pq.ParquetFile:
     import pyarrow.parquet as pq  # here: paths alone (DAG parsing, the CLI) need no PyArrow
 

@@ -31,12 +31,22 @@ from cja_audiences.adobe.auth import AdobeConfig
 from cja_audiences.adobe.http import PlatformClient, PlatformError, TokenProvider
 from cja_audiences.lake.layout import atomic_path, read_json, write_json
 from cja_audiences.lake.runs import CURRENT, ENTERED, EXITED, MEMBERS, update_run_record
-from cja_audiences.lake.storage import LakePath, connect, lake_path, parquet_file, parquet_rows
+from cja_audiences.lake.storage import (
+    LakePath,
+    connect,
+    is_remote,
+    lake_path,
+    makedirs,
+    modified_times,
+    parquet_file,
+    parquet_rows,
+)
 from cja_audiences.specs.model import HOLDOUT
 
 STATE_FILE = "external_audience.json"  # in the audience folder
 RUN_LEDGER = "external_run.json"  # in the run folder
 MODE = "external_audience"
+UPLOAD_ATTEMPTS = 3
 
 
 class ExternalAudienceError(RuntimeError):
@@ -102,10 +112,16 @@ class _External:
             else not full_republish and self._aep_holds_the_snapshot(state)
         )
         rows = self._rows(differential)
+        location, source_path = self._location()  # a dry run checks the connection too
         if dry_run:
-            plan = {"status": "dry_run", "publish_mode": MODE, "differential": differential}
+            plan = {
+                "status": "dry_run",
+                "publish_mode": MODE,
+                "differential": differential,
+                "file": f"{self.run_dir.name}.csv",
+                "location": str(location),
+            }
             return update_run_record(self.run_dir, publish={**plan, **rows})["publish"]
-        location, source_path = self._location()
         summary: dict[str, Any] = {"publish_mode": MODE, "differential": differential, **rows}
         try:
             with PlatformClient(self.config, self.tokens) as client:
@@ -123,9 +139,6 @@ class _External:
             summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             update_run_record(self.run_dir, publish=self._timed(summary, started))
             raise
-        write_json(
-            {**read_json(self.state_path, {}), "last_run": self.run_dir.name}, self.state_path
-        )
         return update_run_record(self.run_dir, publish=self._timed(summary, started))["publish"]
 
     def decommission(self, dry_run: bool) -> dict[str, Any]:
@@ -147,7 +160,9 @@ class _External:
 
     # -- what to send -----------------------------------------------------------------------
     def _aep_holds_the_snapshot(self, state: dict[str, Any]) -> bool:
-        """AEP's last ingestion was the committed run, so the diff applies on top of it."""
+        """AEP's last ingestion was the committed run, so the diff applies on top of it.
+        ``last_run`` is written before a run is started: a run that started and was never
+        committed (abandoned, failed, killed mid-poll) makes the next one full."""
         current = read_json(self.audience_dir / CURRENT)
         return bool(
             current and state.get("audience_id") and state.get("last_run") == current["run_id"]
@@ -160,8 +175,10 @@ class _External:
         members = _rows(self.run_dir / MEMBERS)
         return {"records": members, "entered": members, "exited": 0}
 
-    def _location(self) -> tuple[Path, str]:
-        """(the folder we write, the same folder as AEP's base connection sees it)."""
+    def _location(self) -> tuple[LakePath, str]:
+        """(the folder we write, the same folder as AEP's base connection sees it): a local
+        or mounted folder, or object storage (``s3://bucket/prefix``) through the lake's
+        storage layer (``CJA_AUDIENCES_STORAGE_OPTIONS``)."""
         missing = [
             name
             for name in ("external_base_connection_id", "external_location")
@@ -175,25 +192,21 @@ class _External:
                 "connection in AEP (Sources > Accounts) and external_location to the folder "
                 "it reads (external_source_path: the same folder as that connection names it)"
             )
-        folder = Path(self.config.external_location) / self.spec.id  # type: ignore[arg-type]
+        folder = lake_path(self.config.external_location) / self.spec.id  # type: ignore[arg-type]
         source = "/".join(
             p for p in (self.config.external_source_path.strip("/"), self.spec.id) if p
         )
         return folder, source
 
-    def _write_file(self, folder: Path, differential: bool) -> dict[str, Any]:
-        """The run's CSV, written once; its mtime (a whole second, later than any earlier
-        file of the audience) selects it, and only it, for the ingestion run."""
+    def _write_file(self, folder: LakePath, differential: bool) -> dict[str, Any]:
+        """The run's CSV, written once, and the whole second that selects it, and only it,
+        for the ingestion run (its ``dataFilterStartTime``)."""
         ledger = read_json(self.ledger_path)
-        if ledger and Path(ledger["path"]).exists():
+        if ledger and lake_path(ledger["path"]).exists():
             return ledger
         path = folder / f"{self.run_dir.name}.csv"
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            _write_csv(self.run_dir, tmp, self.spec.identity.namespace, differential)
-        others = [f.stat().st_mtime for f in folder.glob("*.csv") if f != path]
-        stamp = max([math.floor(time.time()), *(math.floor(m) + 1 for m in others)])
-        os.utime(path, (stamp, stamp))
+        makedirs(folder)
+        stamp = self._place(folder, path, differential)
         ledger = {
             "path": str(path),
             "file": path.name,
@@ -202,6 +215,33 @@ class _External:
         }
         write_json(ledger, self.ledger_path)
         return ledger
+
+    def _place(self, folder: LakePath, path: LakePath, differential: bool) -> int:
+        """Write ``path``; its time must be at or after the returned second and every earlier
+        file's before it. A local file's mtime is set to that second. Object storage sets
+        an object's ``LastModified`` itself at upload, which is what AEP's cloud-storage
+        sources select files by ("files loaded prior to the start time will not be
+        ingested"), so the start is the upload's second; an upload that landed in the same
+        second as an earlier file is repeated in the next one."""
+        for _ in range(UPLOAD_ATTEMPTS):
+            with atomic_path(path) as tmp:
+                _write_csv(self.run_dir, tmp, self.spec.identity.namespace, differential)
+            times = modified_times(folder)
+            earlier = [math.floor(t) for name, t in times.items() if _is_file(name, path.name)]
+            after = max(earlier, default=-1) + 1
+            if not is_remote(path):
+                stamp = max(math.floor(time.time()), after)
+                os.utime(path, (stamp, stamp))
+                return stamp
+            stamp = math.floor(times[path.name])
+            if stamp >= after:
+                return stamp
+            time.sleep(1.0)
+        raise ExternalAudienceError(
+            f"{path} keeps landing in the same second as an earlier file of the audience "
+            f"(LastModified {stamp}); AEP's run could not tell them apart. Check the storage "
+            "server's clock and rerun"
+        )
 
     # -- AEP --------------------------------------------------------------------------------
     def _ensure_audience(self, client: PlatformClient, state: dict[str, Any], path: str) -> str:
@@ -250,6 +290,12 @@ class _External:
         """Start the run once (adopting one a crash left unrecorded), then poll it."""
         run_id = ledger.get("run_id") or self._adopt(client, audience_id, ledger["start"])
         if run_id is None:
+            # From here AEP may apply this file, committed or not: a later run that finds
+            # another run than the committed one here ingests in full (_aep_holds_the_snapshot).
+            write_json(
+                {**read_json(self.state_path, {}), "last_run": self.run_dir.name}, self.state_path
+            )
+            self._await_idle(client, audience_id)
             run = api.start_run(
                 client, audience_id, start=ledger["start"], differential=ledger["differential"]
             )
@@ -263,6 +309,18 @@ class _External:
                 f"{run.get('error') or run.get('details')}; a retry starts a new run"
             )
         return run
+
+    def _await_idle(self, client: PlatformClient, audience_id: str) -> None:
+        """AEP refuses a run while another is in progress (one an abandoned publish started):
+        wait for it to end, since a full run must be applied after it."""
+        self._await(
+            lambda: {
+                "status": "PROCESSING"
+                if any(r.get("status") == "PROCESSING" for r in api.list_runs(client, audience_id))
+                else "SUCCESS"
+            },
+            "earlier ingestion run",
+        )
 
     @staticmethod
     def _adopt(client: PlatformClient, audience_id: str, start: int) -> str | None:
@@ -288,6 +346,11 @@ class _External:
                 )
             time.sleep(wait)
             wait = min(wait * 2, self.poll.max_wait_s)
+
+
+def _is_file(name: str, other_than: str) -> bool:
+    """A membership file of the audience other than ``other_than`` (not a temporary one)."""
+    return name.endswith(".csv") and not name.startswith(".") and name != other_than
 
 
 def _rows(path: LakePath) -> int:

@@ -141,22 +141,26 @@ class AEPProfilePublishOperator(BaseOperator):
                 AudienceBusy,
             ) as exc:
                 raise AirflowFailException(str(exc)) from None  # a retry would fail the same way
-            self.log.info(
-                "audience %s (%s): %s of %s records acknowledged this run (by kind: %s), "
-                "%s dead-lettered, %s requests, %s records/s",
-                spec.id,
-                run_dir.name,
-                summary.get("acknowledged", 0),
-                summary.get("records"),
-                summary.get("by_kind"),
-                summary.get("dead_lettered", 0),
-                summary.get("requests"),
-                summary.get("records_per_s"),
-            )
+            if summary.get("publish_mode") != "external_audience":  # one file, one run
+                self._log_sends(spec.id, run_dir.name, summary)
             self.log.info("%s", publish_line({"publish": summary}))
             self.log.info("%s", summarize(read_run_record(run_dir)))
         self.audience_url = (summary.get("audience") or {}).get("url")
         return summary
+
+    def _log_sends(self, audience_id: str, run: str, summary: dict[str, Any]) -> None:
+        self.log.info(
+            "audience %s (%s): %s of %s records acknowledged this run (by kind: %s), "
+            "%s dead-lettered, %s requests, %s records/s",
+            audience_id,
+            run,
+            summary.get("acknowledged", 0),
+            summary.get("records"),
+            summary.get("by_kind"),
+            summary.get("dead_lettered", 0),
+            summary.get("requests"),
+            summary.get("records_per_s"),
+        )
 
     def _target(self, context: Context) -> tuple[Any, list[Any], bool, bool]:
         """(spec, run folders, full_republish, dry_run) from arguments or the DAG run."""
@@ -268,8 +272,8 @@ class AEPReconcileOperator(_AudienceAEPOperator):
                 "checked": False,
                 "reason": f"reconcile {mode}, dry run {refresh.request.dry_run}",
             }
-        if live_mode(refresh.audience_dir) != "streaming":  # AEP manages external audiences
-            return {"checked": False, "reason": "not live as streamed membership"}
+        if live_mode(refresh.audience_dir) is None:
+            return {"checked": False, "reason": "not live in AEP"}
         if splits.has_arms(refresh.spec):
             return {"checked": False, "reason": "split-test arms are not reconciled"}
         hook = AEPHook(aep_conn_id=self.aep_conn_id)

@@ -233,7 +233,7 @@ class Dashboard:
             blocked = f"the spec does not load: fix {spec.file} first"
         else:
             try:
-                reconcile.reconcilable(spec, audience_dir, current.record if current else None)
+                reconcile.reconcilable(spec, audience_dir)
             except reconcile.ReconcileError as exc:
                 blocked = str(exc)
         return {
