@@ -1,4 +1,4 @@
-"""A full disk during compute, diff, publish and commit: the error names the file, nothing
+"""A full disk during extract, compute, diff, publish and commit: the error names the file, nothing
 half-written stays behind, the snapshot does not move, and freeing space lets the task retry.
 
 The lake lives on a small tmpfs when the tests may mount one (root); otherwise ENOSPC is
@@ -8,6 +8,7 @@ injected by a fault hook on the lake's atomic rename, and the tests say so in th
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import subprocess
 import threading
@@ -17,12 +18,13 @@ from pathlib import Path
 import pytest
 
 from cja_audiences import snapshots
+from cja_audiences.airflow.operators.cja import CJAExtractOperator
 from cja_audiences.diff import diff_members
-from cja_audiences.lake import layout
-from cja_audiences.lake.layout import DiskFull, write_parquet
+from cja_audiences.lake.layout import DiskFull, Lake, write_parquet
 from cja_audiences.lake.runs import read_run_record
 from cja_audiences.publish.ledger import Ledger
 from cja_audiences.publish.streaming import publish_run
+from tests.extract.conftest import query
 from tests.publish.helpers import (
     fast_options,
     held,
@@ -49,7 +51,7 @@ class Disk:
             def full(src, dst):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
 
-            self.monkeypatch.setattr(layout.os, "replace", full)
+            self.monkeypatch.setattr(os, "replace", full)
             return
         with self.filler.open("wb") as handle:
             try:
@@ -155,3 +157,29 @@ def test_publish_and_commit_on_a_full_disk_then_retry(emu, disk):
     disk.free()
     assert snapshots.commit(audience, run)["run_id"] == "r1"
     assert read_run_record(run)["publish"]["status"] == "ok"
+
+
+def test_extract_on_a_full_disk_then_retry(disk, monkeypatch):
+    """The staging files fill the disk: DiskFull names the file, no partition (not even a
+    staging folder) stays behind, the delivery stays in landing, and the retry lands it."""
+    lake = Lake(disk.root / "home")
+    lake.landing.mkdir(parents=True)
+    rows = "".join(
+        f"e{i},p{i % 5000},2026-11-{20 + i % 7}T10:00:00Z,page {i}\n" for i in range(60_000)
+    )
+    data = gzip.compress(f"Event ID,Person ID,Timestamp,Page Name\n{rows}".encode())
+    (lake.landing / "cja-export-full-0.csv.gz").write_bytes(data)
+    monkeypatch.setenv("CJA_AUDIENCES_HOME", str(lake.root))
+    extract = CJAExtractOperator(task_id="extract")
+    context = {"params": {"source": "export", "delivery_id": "full"}, "run_id": "manual__1"}
+    disk.fill(leave=200_000)
+    with pytest.raises(
+        DiskFull, match=r"writing .*(\.parquet|date=2026-11-2\d|events).*free space"
+    ):
+        extract.execute(context=context)
+    assert not list(lake.events.glob("date=*")) and not list(lake.events.glob(".staging-*"))
+    assert disk.leftovers() == [] and (lake.landing / "cja-export-full-0.csv.gz").exists()
+    disk.free()
+    summary = extract.execute(context=context)
+    assert summary["rows"] == 60_000 and len(summary["partitions"]) == 7
+    assert query(lake, "SELECT count(*) FROM events") == [(60_000,)]

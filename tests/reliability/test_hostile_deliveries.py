@@ -1,6 +1,8 @@
 """Hostile deliveries: timestamps far in the past or future, one event id for two persons,
-manifests naming paths or files whose MD5 never matches. Each row or delivery is kept with
-its reason, or refused loudly naming the file; nothing is lost or waited for forever."""
+manifests naming paths or files whose MD5 never matches, a truncated gzip whose MD5 matches,
+bytes that are not UTF-8, lines of 9 and 20 MB. Each row or delivery is kept with its reason,
+or refused loudly naming the file and line (an unreadable delivery is set aside in
+landing/rejected/ and the newer ones land); nothing is lost or waited for forever."""
 
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
+from cja_audiences.airflow.operators.cja import REJECTED_REASON, CJAExtractOperator
 from cja_audiences.extract.exports import (
     DeliveryRejected,
+    DeliveryUnreadable,
     ExportSource,
     check_delivery,
     complete_deliveries,
 )
+from cja_audiences.extract.lines import MAX_LINE_BYTES
 from cja_audiences.extract.source import run_extract
 from cja_audiences.lake.layout import Lake
 from tests.extract.conftest import query
@@ -99,3 +105,122 @@ def test_a_wrong_md5_that_never_settles_is_surfaced(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert complete_deliveries(landing) == []
     assert f"{data} has MD5" in caplog.text and "corrupt" in caplog.text
+
+
+HEADER = "Event ID,Person ID,Timestamp,Page Name\n"
+
+
+def rows(prefix: str, n: int) -> str:
+    return "".join(f"{prefix}{i},p{i},2026-11-27T10:00:00Z,home\n" for i in range(n))
+
+
+def deliver(landing: Path, instance: str, files: list[bytes], age_s: float = 0) -> list[Path]:
+    """Gzipped files and a manifest with their MD5s (so the delivery is complete)."""
+    landing.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for idx, data in enumerate(files):
+        path = landing / f"cja-export-{instance}-{idx}.csv.gz"
+        path.write_bytes(data)
+        paths.append(path)
+    entries = [{"name": p.name, "md5": hashlib.md5(p.read_bytes()).hexdigest()} for p in paths]
+    paths.append(manifest(landing, instance, entries))
+    moment = time.time() - age_s
+    for path in paths:
+        os.utime(path, (moment, moment))
+    return paths
+
+
+def extract_task(home: Path, monkeypatch) -> dict:
+    monkeypatch.setenv("CJA_AUDIENCES_HOME", str(home))
+    return CJAExtractOperator(task_id="extract").execute(
+        context={"params": {"source": "export"}, "run_id": "scheduled__1"}
+    )
+
+
+def test_a_truncated_gzip_whose_md5_matches_is_set_aside_and_newer_deliveries_land(
+    tmp_path, monkeypatch
+):
+    lake = Lake(tmp_path / "home")
+    good = gzip.compress((HEADER + rows("a", 200_000)).encode())  # > one 8 MiB batch
+    cut = gzip.compress((HEADER + rows("b", 50_000)).encode())
+    deliver(lake.landing, "old", [good, cut[: len(cut) // 2]], age_s=600)
+    deliver(lake.landing, "new", [gzip.compress((HEADER + rows("n", 300)).encode())])
+    with pytest.raises(AirflowFailException) as failed:
+        extract_task(lake.root, monkeypatch)
+    message = str(failed.value)
+    assert "1 of 2 deliveries rejected" in message
+    assert "cja-export-old-1.csv.gz, line " in message and "gzip stream ends early" in message
+    [folder] = (lake.landing / "rejected").iterdir()
+    reason = (folder / REJECTED_REASON).read_text()
+    assert "cja-export-old-1.csv.gz, line" in reason and "ends early after" in reason
+    assert sorted(p.name for p in folder.glob("*.gz")) == [
+        "cja-export-old-0.csv.gz",
+        "cja-export-old-1.csv.gz",
+        "cja-export-old-9.json.gz",
+    ]
+    # the newer delivery landed; nothing of the old one (not even its sound first file)
+    assert query(lake, "SELECT count(*), min(event_id) FROM events") == [(300, "n0")]
+    assert not list(lake.events.glob(".staging-*"))
+    assert [p.name for p in (lake.landing / "processed").iterdir()][0].startswith("new-")
+    assert complete_deliveries(lake.landing) == []  # nothing left to block the next run
+
+
+def huge(n: int) -> str:
+    return f"h1,p1,2026-11-27T10:00:00Z,{'x' * n}\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "problem"),
+    [
+        (
+            (HEADER + rows("a", 10) + "e,p,2026-11-27T10:00:00Z,caf").encode() + b"\xe9\n",
+            12,
+            "not UTF-8: byte 0xe9 at column",
+        ),
+        (
+            HEADER.encode().replace(b"Page", b"P\xe2ge") + rows("a", 10).encode(),
+            1,
+            "not UTF-8: byte 0xe2",
+        ),
+        # 20 MB: Arrow cannot read it; 9 MB: Arrow could, the limit refuses it all the same
+        (
+            (HEADER + rows("a", 10) + huge(20 << 20) + rows("b", 10)).encode(),
+            12,
+            f"over the maximum line length of {MAX_LINE_BYTES:,}",
+        ),
+        (
+            (HEADER + huge(9 << 20) + rows("b", 10)).encode(),
+            2,
+            f"over the maximum line length of {MAX_LINE_BYTES:,}",
+        ),
+    ],
+    ids=["latin-1-row", "latin-1-header", "20-mb-line", "9-mb-line"],
+)
+def test_unreadable_csv_rows_name_file_and_line(tmp_path, data, line, problem):
+    landing = tmp_path / "landing"
+    [path, _manifest] = deliver(landing, "u", [gzip.compress(data, compresslevel=1)])
+    [delivery] = complete_deliveries(landing)
+    lake = Lake(tmp_path / "home")
+    with pytest.raises(DeliveryUnreadable) as failed:
+        run_extract(ExportSource(delivery), lake, run_id="t")
+    assert str(failed.value).startswith(f"{path}, line {line:,}: {problem}")
+    assert not list(lake.events.rglob("*.parquet")) and not list(lake.events.glob(".*"))
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b'{"Person ID": "p", "Page Name": "caf\xe9"}', "not UTF-8: byte 0xe9 at column 37"),
+        (b'{"Person ID": "p", "Page Name": "' + b"x" * (20 << 20) + b'"}', "over the maximum"),
+    ],
+    ids=["latin-1", "20-mb-line"],
+)
+def test_unreadable_json_lines_name_file_and_line(tmp_path, line, problem):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    good = b"".join(b'{"Person ID": "p%d", "Timestamp": "2026-11-27"}\n' % i for i in range(5))
+    gz_path = landing / "cja-export-j-0.json.gz"
+    gz_path.write_bytes(gzip.compress(good + line + b"\n" + good, compresslevel=1))
+    [delivery] = complete_deliveries(landing, require_manifest=False)
+    with pytest.raises(DeliveryUnreadable, match=rf"^{gz_path}, line 6: {problem}"):
+        run_extract(ExportSource(delivery), Lake(tmp_path / "home"), run_id="t")

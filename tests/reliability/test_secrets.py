@@ -1,5 +1,6 @@
 """The client secret and every IMS token never reach the lake's files (run.json, ledgers,
-dead letters, leases), error messages, logs, a worker's output or the plugin's pages."""
+dead letters, leases), error messages, logs, a worker's output or the plugin's pages.
+Airflow's task logs and XCom of real DAG runs: test_two_dags.py."""
 
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ there and every file it lists is present with a matching MD5; partial deliveries
 (the files may still be uploading). Complete deliveries get a stable id (report instance +
 manifest digest), so a landing-zone trigger can remember which ones it has seen.
 
+A file that cannot be read (a gzip stream that ends early, bytes that are not UTF-8, a line
+over ``lines.MAX_LINE_BYTES`` = 8 MiB) raises :class:`DeliveryUnreadable` naming the file and
+line; the extract task then sets the delivery aside in ``landing/rejected/``.
+
 Columns map to the normalized schema through a configurable mapping (schema field -> export
 column label, matched case-insensitively; a column named like the schema field also matches).
 Columns the mapping does not name land in the ``dimensions`` map, so a new column in the
@@ -32,9 +36,18 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from cja_audiences.extract.lines import BLOCK_SIZE, JSON_OBJECT, numbered, read_lines
+from cja_audiences.extract.lines import (
+    BLOCK_SIZE,
+    JSON_OBJECT,
+    MAX_LINE_BYTES,
+    diagnose,
+    first_long_line,
+    numbered,
+    read_lines,
+)
 from cja_audiences.lake.storage import LakePath, lake_path, local_copy
 
 log = logging.getLogger(__name__)
@@ -43,6 +56,9 @@ UPLOAD_SETTLE_S = 900  # a file whose MD5 is still wrong after this long is corr
 MANIFEST_FILE_KEYS = ("files", "deliveredFiles", "fileList")
 MANIFEST_NAME_KEYS = ("name", "fileName", "file", "path")
 MANIFEST_MD5_KEYS = ("md5", "md5Checksum", "checksum", "MD5")
+
+# what reading a broken file raises (then :func:`lines.diagnose` says where and why)
+READ_ERRORS = (OSError, EOFError, ValueError, csv.Error)  # ValueError: Arrow, Unicode
 
 # Schema field -> the column label a CJA data view typically exports it under.
 DEFAULT_COLUMN_MAPPING: dict[str, str] = {
@@ -76,6 +92,19 @@ class DeliveryError(RuntimeError):
 class DeliveryRejected(DeliveryError):
     """A delivery that waiting cannot complete (its manifest names paths): surfaced, not
     waited for."""
+
+
+class DeliveryUnreadable(DeliveryRejected):
+    """A file of the delivery cannot be read (truncated or corrupt gzip, not UTF-8, a line
+    over the maximum length): re-delivering is the only fix."""
+
+    def __init__(self, file: str, line: int, problem: str) -> None:
+        self.file, self.line, self.problem = file, line, problem
+        super().__init__(f"{file}, line {line:,}: {problem}; the delivery cannot be landed")
+
+    def at(self, file: str) -> DeliveryUnreadable:
+        """The same failure named by the delivery's own path (not a local copy's)."""
+        return DeliveryUnreadable(file, self.line, self.problem)
 
 
 @dataclass(frozen=True)
@@ -286,9 +315,16 @@ class ExportSource:
                 reader = _csv_batches if path.name.endswith(".csv.gz") else _json_batches
                 rows = 0
                 with local_copy(path) as local:  # object storage: read a local copy
-                    for batch in reader(local, self, con):
-                        rows += batch.num_rows
-                        yield batch
+                    try:
+                        for batch in reader(local, self, con):
+                            rows += batch.num_rows
+                            yield batch
+                    except DeliveryUnreadable as exc:
+                        raise exc.at(str(path)) from None
+                    except READ_ERRORS as exc:
+                        if (found := diagnose(local)) is None:
+                            raise  # the file is fine (a full disk, ...): the task may retry
+                        raise DeliveryUnreadable(str(path), *found) from exc
                 self._rows[path.name] = rows
         finally:
             con.close()
@@ -373,6 +409,7 @@ def _csv_batches(
     )
     line = 2  # line 1 is the header
     for batch in reader:
+        _refuse_long_lines(path, [pc.binary_length(c) for c in batch.columns], line)
         yield numbered(con, batch, select, file=path.name, first=line)
         line += batch.num_rows
         if invalid:
@@ -380,6 +417,16 @@ def _csv_batches(
             origin = f"{path.name}:before line {line}"
             yield pa.table({"_raw": texts, "_error": reasons, "_origin": [origin] * len(texts)})
             invalid.clear()
+
+
+def _refuse_long_lines(path: Path, lengths: list[pa.Array], first: int) -> None:
+    """Lines over ``MAX_LINE_BYTES`` are refused even when Arrow could read them, so the
+    limit does not depend on where a line falls in a block."""
+    if long := first_long_line(lengths, first):
+        line, size = long
+        raise DeliveryUnreadable(
+            path.name, line, f"over the maximum line length of {MAX_LINE_BYTES:,} bytes ({size:,})"
+        )
 
 
 def _json_path(key: str) -> str:
@@ -397,6 +444,7 @@ def _json_batches(
     parsed = f"SELECT *, {JSON_OBJECT} AS j FROM batch"
     line = 1
     for batch in read_lines(path):
+        _refuse_long_lines(path, [pc.binary_length(batch.column("line"))], line)
         con.register("batch", batch)
         try:
             found = con.sql(f"SELECT DISTINCT unnest(json_keys(j)) FROM ({parsed})").fetchall()

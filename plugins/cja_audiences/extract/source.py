@@ -18,6 +18,7 @@ from cja_audiences.extract.normalize import DEFAULT_LIST_SEPARATOR, DEFAULT_NAME
 from cja_audiences.extract.writer import Mode, PartitionWriter
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.sessions import SessionRules
+from cja_audiences.lake.storage import naming_full_disk
 
 
 class Source(Protocol):
@@ -46,18 +47,22 @@ def run_extract(
     list_separator: str = DEFAULT_LIST_SEPARATOR,
     sessions: SessionRules | None = None,
 ) -> dict[str, Any]:
-    """Land everything ``source`` yields, or nothing (raises ``ExtractRejected``)."""
-    with PartitionWriter(
-        lake,
-        source=source.name,
-        run_id=run_id,
-        mode=mode,
-        buckets=buckets,
-        max_bad_row_share=max_bad_row_share,
-        namespace=namespace,
-        list_separator=list_separator,
-        sessions=sessions,
-    ) as writer:
+    """Land everything ``source`` yields, or nothing (raises ``ExtractRejected``; a full
+    disk raises ``DiskFull`` naming the file, or else the events folder)."""
+    with (
+        naming_full_disk(lake.events),
+        PartitionWriter(
+            lake,
+            source=source.name,
+            run_id=run_id,
+            mode=mode,
+            buckets=buckets,
+            max_bad_row_share=max_bad_row_share,
+            namespace=namespace,
+            list_separator=list_separator,
+            sessions=sessions,
+        ) as writer,
+    ):
         for batch in prefetched(source.batches()):
             writer.write(batch)
         summary = writer.commit()

@@ -62,7 +62,7 @@ from cja_audiences.lake.layout import Lake, atomic_path, safe_name
 from cja_audiences.lake.partitions import partition_files
 from cja_audiences.lake.schema import EVENT_SCHEMA
 from cja_audiences.lake.sessions import SessionRules, with_rules
-from cja_audiences.lake.storage import connect, exclusive, parquet_rows
+from cja_audiences.lake.storage import connect, exclusive, naming_full_disk, parquet_rows
 
 Mode = Literal["merge", "replace"]
 MODES: tuple[Mode, ...] = ("merge", "replace")
@@ -138,9 +138,11 @@ class PartitionWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._close_writers()
-        self._con.close()
-        self._staging_cm.__exit__(*exc)
+        try:
+            self._close_writers()  # a full disk can fail a close: staging goes all the same
+        finally:
+            self._con.close()
+            self._staging_cm.__exit__(*exc)
 
     # -- collecting -------------------------------------------------------------------------
 
@@ -171,7 +173,9 @@ class PartitionWriter:
     def _flush(self) -> None:
         """Append the buffered rows to each date's staging file (few, large row groups)."""
         for date, parts in self._buffers.items():
-            self._incoming_writer(date).write_table(pa.concat_tables(parts).cast(_INCOMING))
+            writer = self._incoming_writer(date)
+            with naming_full_disk(writer.where):
+                writer.write_table(pa.concat_tables(parts).cast(_INCOMING))
         self._buffers.clear()
         self._buffered = 0
 
@@ -191,7 +195,8 @@ class PartitionWriter:
         if self._rejects is None:
             path = self._staging_path / ".incoming" / "rejected.parquet"
             self._rejects = pq.ParquetWriter(path, QUARANTINE_SCHEMA, compression="zstd")
-        self._rejects.write_table(bad)
+        with naming_full_disk(self._rejects.where):
+            self._rejects.write_table(bad)
 
     @property
     def _staging_path(self) -> Path:
@@ -200,12 +205,21 @@ class PartitionWriter:
         return self._staging
 
     def _close_writers(self) -> None:
-        for writer in self._incoming.values():
-            writer.close()
+        """Close every staging file (each writes its footer); the first failure is raised
+        once all are closed, and no writer is left to retry in its finalizer."""
+        writers = [*self._incoming.values(), *([self._rejects] if self._rejects else [])]
         self._incoming.clear()
-        if self._rejects is not None:
-            self._rejects.close()
-            self._rejects = None
+        self._rejects = None
+        failed: BaseException | None = None
+        for writer in writers:
+            try:
+                with naming_full_disk(writer.where):
+                    writer.close()
+            except Exception as exc:  # noqa: BLE001 - raised below, after the others
+                writer.is_open = False
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     # -- landing ----------------------------------------------------------------------------
 
@@ -333,8 +347,9 @@ class PartitionWriter:
         """
         target = self._staging_path / f"date={date}"
         target.mkdir()
-        reader = con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
-        return _write_buckets(reader, target, self.sessions)
+        with naming_full_disk(target):
+            reader = con.sql(query, params=params).to_arrow_reader(ROW_GROUP_SIZE)
+            return _write_buckets(reader, target, self.sessions)
 
 
 def _unique_ids(incoming: Path, con: duckdb.DuckDBPyConnection) -> bool:

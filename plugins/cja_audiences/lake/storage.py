@@ -122,9 +122,16 @@ def atomic_path(path: LakePath) -> Iterator[Path]:
     A full disk (from Python, PyArrow or DuckDB alike) becomes :class:`DiskFull` naming
     ``path``; the temporary file is removed, so nothing half-written stays behind.
     """
+    with naming_full_disk(path), _atomic_path(path) as tmp:
+        yield tmp
+
+
+@contextmanager
+def naming_full_disk(path: LakePath) -> Iterator[None]:
+    """A full disk while writing ``path`` (from Python, PyArrow or DuckDB) raises
+    :class:`DiskFull` naming ``path`` and the free space; other errors pass unchanged."""
     try:
-        with _atomic_path(path) as tmp:
-            yield tmp
+        yield
     except Exception as exc:
         full = _disk_full(exc, path)
         if full is None:

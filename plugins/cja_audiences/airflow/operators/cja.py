@@ -6,8 +6,10 @@ deliveries in the landing folder), ``aep`` (AEP dataset exports of XDM Experienc
 from the DAG run's params, so one operator serves scheduled, manual and event-started runs.
 
 Nothing to extract skips the task, so the ``cja_events`` outlet only fires when the lake
-changed (its event's extra names the dates touched). A delivery with too many bad rows
-fails the task without retries and moves to ``landing/rejected/<delivery id>/``.
+changed (its event's extra names the dates touched). A delivery with too many bad rows, or
+a file that cannot be read (truncated gzip, not UTF-8, a line over 8 MiB), moves to
+``landing/rejected/<delivery id>/`` with ``REJECTED.txt`` saying why; the deliveries after it
+still land, then the task fails without retries naming every rejected one.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cja_audiences.airflow.assets import CJA_EVENTS
 from cja_audiences.lake.layout import Lake
 from cja_audiences.lake.sessions import SessionRules
-from cja_audiences.lake.storage import LakePath, lake_path, move
+from cja_audiences.lake.storage import LakePath, atomic_path, lake_path, move
 from cja_audiences.settings import get_settings
 
 if TYPE_CHECKING:  # the extract core is imported when a task runs, not when the DAG parses
     from cja_audiences.extract.exports import Delivery
 
 SOURCES = ("synthetic", "export", "aep", "reporting")
+REJECTED_REASON = "REJECTED.txt"  # in landing/rejected/<delivery id>/: why it was set aside
 CATALOG_LOOKBACK = timedelta(days=1)
 DEFAULT_SYNTHETIC = {"persons": 10_000, "days": 30, "seed": 42}
 SYNTHETIC_OPTIONS = (*DEFAULT_SYNTHETIC, "events_per_person")
@@ -147,7 +150,7 @@ class CJAExtractOperator(BaseOperator):
         )
 
     def _extract_export(self, context: Context, lake: Lake, common: dict) -> dict:
-        from cja_audiences.extract.exports import ExportSource
+        from cja_audiences.extract.exports import DeliveryUnreadable, ExportSource
         from cja_audiences.extract.source import run_extract
         from cja_audiences.extract.writer import ExtractRejected
 
@@ -155,18 +158,29 @@ class CJAExtractOperator(BaseOperator):
         if not deliveries:
             raise AirflowSkipException(f"no complete export delivery in {lake.landing}")
         mapping = self._arg(context, "column_mapping")
-        landed = []
+        landed, rejected = [], []
         for delivery in deliveries:
             source = ExportSource(delivery, **({"column_mapping": mapping} if mapping else {}))
             try:
                 summary = run_extract(
                     source, lake, **{**common, "run_id": f"{common['run_id']}-{delivery.id}"}
                 )
-            except ExtractRejected:
-                _move(delivery, lake.landing / "rejected" / delivery.id)
-                raise
+            except (ExtractRejected, DeliveryUnreadable) as exc:
+                # set aside, so it neither blocks the deliveries after it nor comes back
+                folder = lake.landing / "rejected" / delivery.id
+                _move(delivery, folder)
+                with atomic_path(folder / REJECTED_REASON) as reason:
+                    reason.write_text(f"{exc}\n")
+                self.log.error("delivery %s rejected (files in %s): %s", delivery.id, folder, exc)
+                rejected.append(f"{delivery.id}: {exc}")
+                continue
             _move(delivery, lake.landing / "processed" / delivery.id)
             landed.append(summary)
+        if rejected:
+            raise AirflowFailException(
+                f"{len(rejected)} of {len(deliveries)} deliveries rejected, moved to "
+                f"{lake.landing / 'rejected'} (the others landed):\n" + "\n".join(rejected)
+            )
         return _combine("export", landed)
 
     def _deliveries(self, context: Context, lake: Lake) -> list[Delivery]:
