@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from dev.standalone import StandaloneAirflow
+from emulator.process import EmulatorServer, start_emulator
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
@@ -103,11 +104,23 @@ class Live:
 
 
 @pytest.fixture(scope="session")
-def live(emulator, tmp_path_factory) -> Iterator[Live]:
+def live_emulator(tmp_path_factory) -> Iterator[EmulatorServer]:
+    """The e2e tests' own emulator: tests between them reset the session's (``emu``), which
+    would drop what the live audience published and show as drift in a later reconcile."""
+    server = start_emulator(tmp_path_factory.mktemp("e2e-emulator"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def live(live_emulator, tmp_path_factory) -> Iterator[Live]:
     """Airflow standalone with this repo's DAGs and plugins, one audience, the emulator."""
     from cja_audiences.extract.synthetic import generate_synthetic
     from cja_audiences.lake.layout import Lake
 
+    emulator = live_emulator
     root = tmp_path_factory.mktemp("e2e")
     lake = Lake(root / "home")
     began = time.monotonic()
