@@ -233,3 +233,31 @@ def test_an_approval_renews_what_is_due_at_its_own_time(tmp_path):
     diffed = approved.diff(mode="streaming")
     assert (diffed["entered"], diffed["renewed"]) == (5, 20)
     assert pq.read_table(approved.run_dir / "renewed.parquet").num_rows == 20
+
+
+def test_a_run_id_belongs_to_the_first_dag_that_gates_it(tmp_path):
+    """Airflow's run ids are unique per DAG only: the same id from another DAG is refused at the
+    gate (before anything is computed or sent) instead of sharing the run folder and lease."""
+    from cja_audiences.refresh import RunIdTaken
+
+    settings = settings_from_env({"CJA_AUDIENCES_HOME": str(tmp_path)})
+    spec = AudienceSpec.model_validate(
+        {
+            "id": "cart",
+            "name": "Cart",
+            "refresh": {"frequency": "daily", "lookback_days": 7},
+            "filter": {
+                "rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}
+            },
+        }
+    )
+
+    def run(dag_id: str | None) -> AudienceRefresh:
+        request = RefreshRequest(run_id="nightly", as_of=date(2026, 11, 2), dag_id=dag_id)
+        return AudienceRefresh(spec, settings, request)
+
+    assert run("cja_audience__cart").gate()["due"]
+    assert run("cja_audience__cart").gate()["due"]  # its own retry
+    assert run(None).gate()["due"]  # the CLI: no DAG
+    with pytest.raises(RunIdTaken, match="already a run of DAG cja_audience__cart"):
+        run("cja_audiences_all").gate()

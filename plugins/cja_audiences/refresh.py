@@ -26,8 +26,8 @@ from cja_audiences import (
 )
 from cja_audiences.lake.layout import Lake, safe_name
 from cja_audiences.lake.lease import AudienceBusy, RunLease, lake_leases
-from cja_audiences.lake.runs import read_run_record, update_run_record
-from cja_audiences.lake.storage import makedirs
+from cja_audiences.lake.runs import RUN_OWNER, read_run_record, update_run_record
+from cja_audiences.lake.storage import create_exclusive, makedirs, read_versioned
 from cja_audiences.publish import sent
 from cja_audiences.settings import Settings
 from cja_audiences.specs import calendar
@@ -40,6 +40,10 @@ class GuardrailBlocked(RuntimeError):
 
 class ReviewOutdated(RuntimeError):
     """An approved dry run no longer matches the committed snapshot: its diff is stale."""
+
+
+class RunIdTaken(RuntimeError):
+    """Another DAG's run of the audience has this run id, so its run folder and its lease."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class RefreshRequest:
     approve_run: str | None = None  # publish exactly this reviewed run's diff
     override: tuple[str, ...] = ()  # guardrail checks a person overrides for this run only
     requested_by: str | None = None  # the person who triggered the run, when Airflow knows
+    dag_id: str | None = None  # the Airflow DAG running it (run ids are unique per DAG only)
 
     @classmethod
     def from_params(
@@ -68,6 +73,7 @@ class RefreshRequest:
         *,
         run_type: str | None = None,
         requested_by: str | None = None,
+        dag_id: str | None = None,
     ) -> RefreshRequest:
         """From a DAG run's params; ``as_of`` defaults to the last complete day.
 
@@ -93,6 +99,7 @@ class RefreshRequest:
             approve_run=approve_run,
             override=tuple(params.get("override") or ()),
             requested_by=requested_by,
+            dag_id=dag_id,
         )
 
 
@@ -116,7 +123,9 @@ class AudienceRefresh:
         return snapshots.current_run_dir(self.audience_dir)
 
     def gate(self, now: datetime | None = None) -> dict[str, Any]:
-        """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses)."""
+        """Is a refresh allowed now? (frequency guard, schedule expiry; ``force`` bypasses).
+        First the run folder is claimed for the request's DAG (see :meth:`claim`)."""
+        self.claim()
         now = now or clock.now()
         start = self.spec.refresh.start
         if self.request.scheduled and now < start:
@@ -138,6 +147,27 @@ class AudienceRefresh:
             gate=verdict,
         )
         return verdict
+
+    def claim(self) -> None:
+        """Airflow's run ids are unique per DAG only, and the lake names a run's folder (and
+        its lease holder) by the run id: a second DAG's run with the same id (a caller-chosen
+        run id given to both ``cja_audience__<id>`` and ``cja_audiences_all``) would share
+        both. The first DAG to gate creates the folder's owner file; another is refused
+        before it computes or sends anything."""
+        dag_id = self.request.dag_id
+        if dag_id is None:  # the CLI and tests: one caller, no DAG
+            return
+        owner = self.run_dir / RUN_OWNER
+        if create_exclusive(owner, dag_id.encode()):
+            return
+        held = read_versioned(owner)
+        other = held.data.decode() if held else dag_id
+        if other != dag_id:
+            raise RunIdTaken(
+                f"run id {self.request.run_id!r} of audience {self.spec.id} is already a run of "
+                f"DAG {other}; DAG {dag_id} would share its run folder and lease. Trigger it "
+                "again with another run id (Airflow picks unique ones when none is given)"
+            )
 
     @property
     def reviewed_run_dir(self) -> Path | None:

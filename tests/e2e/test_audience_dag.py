@@ -90,6 +90,11 @@ def test_refresh_sends_only_entries_and_exits(two_runs, emulator):
     assert current_run(lake.audience_dir(AUDIENCE))["run_id"] == second_dir.name
     assert published(emulator) == after
     record = read_run_record(second_dir)
+    assert (
+        (second_dir / "dag_id").read_text()
+        == record["request"]["dag_id"]
+        == f"cja_audience__{AUDIENCE}"
+    )
     assert record["diff"]["entered"] == len(after - before)
     assert record["diff"]["exited"] == len(before - after)
     assert record["publish"]["acknowledged"] == len(after ^ before)

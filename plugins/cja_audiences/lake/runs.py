@@ -23,6 +23,7 @@ MEMBERSHIP = "membership.parquet"  # what AEP holds after the publish: valid_unt
 REPAIR_REALIZED = "realized.parquet"  # in a reconcile repair folder (with exited.parquet)
 REPAIRS = "repairs"  # in a committed run: one folder per reconcile repair
 RUN_RECORD = "run.json"
+RUN_OWNER = "dag_id"  # the Airflow DAG whose run this folder is, created once (refresh.gate)
 DEAD_LETTERS = "dead_letter.parquet"
 LEDGER_DIR = "ledger"
 CURRENT = "current.json"  # in the audience folder: the committed run

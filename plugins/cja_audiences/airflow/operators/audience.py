@@ -40,6 +40,7 @@ def audience_refresh(audience_id: str, context: Context) -> AudienceRefresh:
         default_as_of=last_complete_day(context),
         run_type=getattr(run_type, "value", run_type),
         requested_by=getattr(dag_run, "triggering_user_name", None),
+        dag_id=getattr(dag_run, "dag_id", None),
     )
     return AudienceRefresh(spec, settings, request)
 
@@ -49,7 +50,13 @@ def record_failure(context: Context) -> None:
     audience_id = getattr(context["task"], "audience_id", None)
     if not isinstance(audience_id, str):
         return
+    from cja_audiences.refresh import RunIdTaken
+
     refresh = audience_refresh(audience_id, context)
+    try:
+        refresh.claim()
+    except RunIdTaken:
+        return  # the folder is another DAG's run: record nothing there
     refresh.record_failure(context["ti"].task_id, str(context.get("exception") or "unknown"))
     context["task"].log.error("%s", refresh.summary())
 
@@ -93,7 +100,12 @@ class RefreshGateOperator(AudienceStageOperator):
     ui_color = "#f0e4ff"
 
     def run_stage(self, refresh: AudienceRefresh) -> dict[str, Any]:
-        verdict = refresh.gate()
+        from cja_audiences.refresh import RunIdTaken
+
+        try:
+            verdict = refresh.gate()
+        except RunIdTaken as exc:
+            raise AirflowFailException(str(exc)) from None  # a retry would refuse it again
         if not verdict["due"]:
             raise AirflowSkipException(verdict["reason"])
         self.log.info("refresh allowed: %s", verdict["reason"])
