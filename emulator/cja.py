@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from emulator import errors
 from emulator.cja_limits import check_cja, report_slot
+from emulator.cja_search import Match, item_search
 from emulator.segments import Compiled, SegmentCompileError, compile_segment
 from emulator.state import State
 
@@ -198,6 +199,12 @@ class ReportQuery:
                 "one dimension and break it down with a BREAKDOWN global filter "
                 '({"type": "breakdown", "dimension": ..., "itemId": ...})',
             )
+        if body.get("search"):
+            raise _bad(
+                "action_not_implemented",
+                "search (an item search in a report) is not supported by the emulator; "
+                "GET /reports/topItems takes search-clause",
+            )
         self.dimension_id: str | None = body.get("dimension")
         self.dimension = self.view.column(self.dimension_id) if self.dimension_id else None
         container = body.get("metricContainer")
@@ -228,6 +235,7 @@ class ReportQuery:
             )
         self.dimension_sort = settings.get("dimensionSort")
         self.statistics = (body.get("statistics") or {}).get("functions") or []
+        self.item_search: Match | None = None  # topItems' search, applied to the shown values
 
     def _metrics(self, container: Any, most: int) -> list[dict[str, Any]]:
         metrics = container.get("metrics") if isinstance(container, dict) else None
@@ -433,8 +441,14 @@ def _sorted(rows: list[tuple[Any, ...]], query: ReportQuery) -> list[tuple[Any, 
     return rows
 
 
+def _shown(value: Any) -> str:
+    return value if value is not None else "Unspecified"
+
+
 def _page(query: ReportQuery, result: dict[str, Any]) -> dict[str, Any]:
     rows = result["rows"]
+    if query.item_search is not None:
+        rows = [r for r in rows if query.item_search(_shown(r[0]))]
     total = len(rows)
     pages = math.ceil(total / query.limit) if total else 0
     chunk = rows[query.page * query.limit : (query.page + 1) * query.limit]
@@ -442,7 +456,7 @@ def _page(query: ReportQuery, result: dict[str, Any]) -> dict[str, Any]:
     out_rows = [
         {
             "itemId": r[1],
-            "value": r[0] if r[0] is not None else "Unspecified",
+            "value": _shown(r[0]),
             "data": [_number(v) for v in r[2:]],
         }
         for r in chunk
@@ -520,7 +534,7 @@ def _int(params: Any, name: str, default: int) -> int:
         raise _bad("invalid_request", f"{name} must be an integer") from exc
 
 
-UNSUPPORTED_TOP_ITEMS = ("search-clause", "searchAnd", "searchOr", "searchNot", "searchPhrase")
+ECHOED_SEARCH = ("searchAnd", "searchOr", "searchNot", "searchPhrase")  # the spec's answer
 
 
 @router.get("/reports/topItems")
@@ -528,7 +542,8 @@ async def top_items(request: Request) -> Response:
     """The dimension's items by occurrences, as the spec documents: ``dataId`` (``rsid``
     accepted too), ``dimension``, ``dateRange`` (``YYYY-MM-DD/YYYY-MM-DD``, dates inclusive,
     or date-times) or ``startDate``/``endDate``, default the last 90 days; ``limit``,
-    ``page``, ``lookupNoneValues``."""
+    ``page``, ``lookupNoneValues``, and the search parameters (:mod:`emulator.cja_search`),
+    which the answer echoes as the spec's response shows."""
     token = check_cja(request)
     state: State = request.app.state.emulator
     params = request.query_params
@@ -539,9 +554,10 @@ async def top_items(request: Request) -> Response:
         raise _bad("invalid_parameters", f"limit must be between 1 and {most}")
     if not params.get("dimension"):
         raise _bad("invalid_request", "dimension is required")
-    unsupported = [p for p in UNSUPPORTED_TOP_ITEMS if p in params]
-    if unsupported:
-        raise _bad("action_not_implemented", f"{', '.join(unsupported)}: search is not emulated")
+    search = item_search(params)
+    nones = params.get("lookupNoneValues", "true").lower()
+    if nones not in ("true", "false"):
+        raise _bad("invalid_parameters", "lookupNoneValues must be true or false")
     view = DataView.of(state)
     if params.get("dateRange"):
         start, end = view.date_range(params["dateRange"], end_inclusive_dates=True)
@@ -563,11 +579,12 @@ async def top_items(request: Request) -> Response:
         "settings": {
             "limit": limit,
             "page": page,
-            "nonesBehavior": "return-nones"
-            if params.get("lookupNoneValues", "true").lower() == "true"
-            else "exclude-nones",
+            "nonesBehavior": "return-nones" if nones == "true" else "exclude-nones",
         },
     }
     query = ReportQuery(body, state)
+    query.item_search = search
     with report_slot(request, token):
-        return errors.json_response(await _answer(request, query))
+        answer = await _answer(request, query)
+    echoed = {k: params[k] for k in ECHOED_SEARCH if k in params}
+    return errors.json_response(answer | echoed)

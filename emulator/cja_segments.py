@@ -1,10 +1,13 @@
-"""CJA Segments API: ``GET/POST /segments``, ``GET /segments/{id}``, ``POST /segments/validate``.
+"""CJA Segments API: ``GET/POST /segments``, ``GET/PUT/DELETE /segments/{id}``,
+``POST /segments/validate``.
 
 Shapes follow Adobe's spec and examples: the list is a paged object (``content``, ``totalElements``,
 ``totalPages``, ``numberOfElements``, ``number``, ``size``, ``firstPage``, ``lastPage``, ``sort``);
 a segment carries ``id``, ``name``, ``description``, ``dataId`` and ``owner`` by default and
 anything else (``definition``, ``modified``, ``tags``, ...) only when ``expansion`` asks. The
-older ``/filters`` paths are not in Adobe's CJA spec, so they answer CJA's 404.
+older ``/filters`` paths are not in Adobe's CJA spec, so they answer CJA's 404. PUT changes
+only the fields the spec names as modifiable (read-only fields a client sends back from a GET are
+ignored); DELETE removes the segment, so later reads answer 404.
 """
 
 from __future__ import annotations
@@ -48,16 +51,26 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def new_segment(state: State, body: dict[str, Any], owner: str) -> dict[str, Any]:
-    """Validate and store a segment; ``definition`` is kept exactly as given."""
-    name = body.get("name")
-    definition = body.get("definition")
+def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name.strip():
-        raise _bad("invalid_request", "name is required")
+        raise _bad("invalid_request", "name is required (a non-empty string)")
+
+
+def _check_definition(definition: Any) -> None:
+    if not isinstance(definition, dict):
+        # the PUT operation's documented 400
+        raise _bad("invalid_data", "Definition must be formatted as a JSON Object")
     try:
         top_container(definition)
     except SegmentCompileError as exc:
         raise _bad("invalid_data", str(exc)) from exc
+
+
+def new_segment(state: State, body: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Validate and store a segment; ``definition`` is kept exactly as given."""
+    _check_name(body.get("name"))
+    _check_definition(body.get("definition"))
+    name, definition = body["name"], body["definition"]
     now = _now()
     data_id = body.get("dataId") or body.get("rsid") or state.config.cja.data_view_id
     segment = {
@@ -178,14 +191,68 @@ async def validate_segment(request: Request) -> Response:
     )
 
 
+def _stored(state: State, segment_id: str) -> dict[str, Any]:
+    segment = state.resources["segment"][SEGMENTS].get(segment_id)
+    if segment is None:
+        raise errors.cja(404, "resource_not_found", f"segment {segment_id!r} was not found")
+    return segment
+
+
 @router.get("/segments/{segment_id}")
 async def get_segment(segment_id: str, request: Request) -> Response:
     state: State = request.app.state.emulator
     check_cja(request)
-    segment = state.resources["segment"][SEGMENTS].get(segment_id)
-    if segment is None:
-        raise errors.cja(404, "resource_not_found", f"segment {segment_id!r} was not found")
-    return errors.json_response(shown(segment, expansions(request)))
+    return errors.json_response(shown(_stored(state, segment_id), expansions(request)))
+
+
+def _changes(state: State, body: dict[str, Any]) -> dict[str, Any]:
+    """The modifiable fields of a PUT body (the spec: name, description, definition, owner,
+    data view), validated; anything else is read-only and left alone."""
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        _check_name(body["name"])
+        changes["name"] = body["name"]
+    if "description" in body:
+        if not isinstance(body["description"], str):
+            raise _bad("invalid_request", "description must be a string")
+        changes["description"] = body["description"]
+    if "definition" in body:
+        _check_definition(body["definition"])
+        changes["definition"] = body["definition"]
+        changes["definitionLastModified"] = _now()
+    if "owner" in body:
+        owner = body["owner"]
+        if not isinstance(owner, dict) or not isinstance(owner.get("imsUserId"), str):
+            raise _bad("invalid_request", "owner must be an object with imsUserId (a string)")
+        changes["owner"] = {"imsUserId": owner["imsUserId"], "name": owner.get("name") or ""}
+    data_id = body.get("dataId") or body.get("rsid")
+    if data_id:
+        DataView.of(state).check(data_id)
+        changes["dataId"] = data_id
+    return changes
+
+
+@router.put("/segments/{segment_id}")
+async def update_segment(segment_id: str, request: Request) -> Response:
+    """The updated segment, shown as a GET with the same ``expansion`` would show it."""
+    state: State = request.app.state.emulator
+    check_cja(request)
+    segment = _stored(state, segment_id)
+    updated = segment | _changes(state, await read_json(request)) | {"modified": _now()}
+    state.put("segment", SEGMENTS, segment_id, updated)
+    return errors.json_response(shown(updated, expansions(request)))
+
+
+@router.delete("/segments/{segment_id}")
+async def delete_segment(segment_id: str, request: Request) -> Response:
+    """The spec's ``{result, message}``; the segment is gone from reads and reports."""
+    state: State = request.app.state.emulator
+    check_cja(request)
+    _stored(state, segment_id)
+    state.remove("segment", SEGMENTS, segment_id)
+    return errors.json_response(
+        {"result": "success", "message": f"segment {segment_id} was deleted"}
+    )
 
 
 @router.post("/segments")

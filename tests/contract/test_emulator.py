@@ -202,23 +202,24 @@ def reports(c: CheckedClient, tmp: Path) -> None:
     assert sorted(r["value"] for r in rows) == ["cart", "home"]
     refused = c.call("POST", "/reports", body | {"dimensions": ["variables/page"]})
     assert refused.status_code == 400 and "dimensions[]" in refused.json()["errorDescription"]
-    top = c.call(
-        "GET",
-        "/reports/topItems",
-        params={
-            "dataId": view,
-            "dimension": "variables/page",
-            "dateRange": "2026-11-01/2026-11-01",
-        },
-    ).json()
+    day = {"dataId": view, "dimension": "variables/page", "dateRange": "2026-11-01/2026-11-01"}
+    top = c.call("GET", "/reports/topItems", params=day).json()
     assert {r["value"] for r in top["rows"]} == {"cart", "home"}
+    search = {"search-clause": "'HO' OR 'x'", "searchNot": "cart", "lookupNoneValues": "false"}
+    searched = c.call("GET", "/reports/topItems", params=day | search).json()
+    assert [r["value"] for r in searched["rows"]] == ["home"] and searched["searchNot"] == "cart"
     zone = c.call("GET", f"/data/dataviews/{view}", params={"expansion": "timezoneDesignator"})
     assert zone.json() == {"id": view, "timezoneDesignator": "UTC"}
     assert c.call("GET", "/data/dataviews/dv_nope").status_code == 404
 
 
 @scenario(
-    "GET /segments", "POST /segments", "GET /segments/{segment_id}", "POST /segments/validate"
+    "GET /segments",
+    "POST /segments",
+    "GET /segments/{segment_id}",
+    "PUT /segments/{segment_id}",
+    "DELETE /segments/{segment_id}",
+    "POST /segments/validate",
 )
 def cja_segments(c: CheckedClient, _tmp: Path) -> None:
     view = c.emu.config["data_view_id"]
@@ -248,6 +249,17 @@ def cja_segments(c: CheckedClient, _tmp: Path) -> None:
     }
     refused = c.call("POST", "/segments/validate", {"definition": invented}).json()
     assert refused["valid"] is False and "strne" in refused["errors"][0]
+    renamed = c.call(
+        "PUT",
+        f"/segments/{sid}",
+        {"name": "Home page", "definition": SEGMENT},
+        params={"expansion": "definition,modified"},
+    ).json()
+    assert renamed["name"] == "Home page" and renamed["definition"] == SEGMENT
+    assert c.call("PUT", f"/segments/{sid}", {"definition": "x"}).status_code == 400
+    deleted = c.call("DELETE", f"/segments/{sid}")
+    assert deleted.status_code == 200 and deleted.json()["result"] == "success"
+    assert c.call("GET", f"/segments/{sid}").status_code == 404
 
 
 def _ids() -> list[str]:

@@ -270,6 +270,61 @@ def test_create_segment(client):
     assert client.send("POST", "/segments", {"definition": HITS_PURCHASE}).status_code == 400
 
 
+def test_update_then_get_segment(client):
+    emu = client.emu
+    emu.add_segment(name="Cart visitors", definition=CART_VISITORS, id="s200_cart")
+    before = client.get("/segments/s200_cart", params={"expansion": "modified"}).json()
+    change = {"name": "Buyers", "description": "bought", "definition": HITS_PURCHASE}
+    readonly = {"id": "other", "isDeleted": True, "createdDate": "2020-01-01T00:00:00Z"}
+    updated = client.send(
+        "PUT", "/segments/s200_cart", change | readonly, params={"expansion": "definition"}
+    )
+    assert updated.status_code == 200
+    assert updated.json()["definition"] == HITS_PURCHASE and updated.json()["id"] == "s200_cart"
+    got = client.get(
+        "/segments/s200_cart", params={"expansion": "definition,isDeleted,createdDate,modified"}
+    ).json()
+    assert (got["name"], got["description"], got["definition"]) == (
+        "Buyers",
+        "bought",
+        HITS_PURCHASE,
+    )
+    assert got["isDeleted"] is False and got["createdDate"] != "2020-01-01T00:00:00Z"
+    assert got["modified"] >= before["modified"]
+    view = emu.config["data_view_id"]
+    for bad, code in [
+        ({"definition": [1]}, "invalid_data"),
+        ({"definition": {"func": "nope"}}, "invalid_data"),
+        ({"name": ""}, "invalid_request"),
+        ({"owner": "me"}, "invalid_request"),
+    ]:
+        refused = client.send("PUT", "/segments/s200_cart", bad)
+        assert (refused.status_code, refused.json()["errorCode"]) == (400, code), bad
+    assert client.send("PUT", "/segments/s200_cart", {"dataId": "dv_other"}).status_code == 404
+    assert client.send("PUT", "/segments/nope", {"dataId": view}).status_code == 404
+    assert client.get("/segments/s200_cart").json()["name"] == "Buyers"  # refusals changed nothing
+
+
+def test_delete_then_404(cja):
+    cja.emu.add_segment(name="Cart visitors", definition=CART_VISITORS, id="s200_cart")
+    deleted = cja.send("DELETE", "/segments/s200_cart")
+    assert deleted.status_code == 200 and deleted.json()["result"] == "success"
+    missing = cja.get("/segments/s200_cart")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "errorCode": "resource_not_found",
+        "errorDescription": "segment 's200_cart' was not found",
+    }
+    assert cja.get("/segments").json()["totalElements"] == 0
+    again = cja.send("DELETE", "/segments/s200_cart")
+    assert (again.status_code, again.json()["errorCode"]) == (404, "resource_not_found")
+    by_id = [
+        {"type": "DATE_RANGE", "dateRange": RANGE},
+        {"type": "SEGMENT", "segmentId": "s200_cart"},
+    ]
+    assert _report(cja, globalFilters=by_id).status_code == 400
+
+
 def test_report_filtered_by_stored_and_inline_segments(cja):
     cja.emu.add_segment(name="Cart visitors", definition=CART_VISITORS, id="s200_cart")
     filters = [{"type": "DATE_RANGE", "dateRange": RANGE}]
@@ -367,6 +422,8 @@ def test_breakdown_filter_and_multi_dimension_refusal(cja):
     refused = _report(cja, dimensions=["variables/page", "variables/personid"])
     assert refused.status_code == 400
     assert "BREAKDOWN" in refused.json()["errorDescription"]
+    searched = _report(cja, search={"clause": "( CONTAINS 'p1' )"})
+    assert searched.status_code == 400 and "topItems" in searched.json()["errorDescription"]
 
 
 def test_metric_filters_apply_to_their_metrics(cja):
@@ -459,4 +516,38 @@ def test_top_items_take_data_id_and_whole_dates(cja):
         "/reports/topItems", params=params | {"startDate": "2026-11-01", "endDate": "2026-11-03"}
     ).json()
     assert both["totalElements"] == 4 and both["columns"]["columnIds"] == ["0"]
-    assert cja.get("/reports/topItems", params=params | {"searchAnd": "x"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("search", "values"),
+    [
+        ({"search-clause": "'HOM'"}, ["home"]),
+        ({"search-clause": "'home' OR 'cart'"}, ["home", "cart"]),
+        ({"search-clause": "'ch' OR 'ca' AND NOT ('cart' OR 'x')"}, ["checkout"]),
+        ({"search-clause": "NOT 'e'"}, ["cart"]),
+        ({"search-clause": "'unspec'", "lookupNoneValues": "false"}, []),
+        ({"searchAnd": "c t", "searchNot": "checkout"}, ["cart"]),
+        ({"searchOr": "zzz car", "searchPhrase": "ar"}, ["cart"]),
+    ],
+)
+def test_top_items_search(cja, search, values):
+    params = {"dataId": cja.emu.config["data_view_id"], "dimension": "variables/page"}
+    body = cja.get("/reports/topItems", params=params | search).json()
+    assert [r["value"] for r in body["rows"]] == values
+    assert body["totalElements"] == len(values)
+    assert {k: body[k] for k in search if k.startswith("search") and k != "search-clause"} == {
+        k: v for k, v in search.items() if k.startswith("search") and k != "search-clause"
+    }
+
+
+@pytest.mark.parametrize(
+    "clause", ["'home", "'home' 'cart'", "home", "('home'", "'a' AND", "AND 'a'"]
+)
+def test_top_items_search_clause_errors_name_the_position(cja, clause):
+    params = {"dataId": cja.emu.config["data_view_id"], "dimension": "variables/page"}
+    refused = cja.get("/reports/topItems", params=params | {"search-clause": clause})
+    assert refused.status_code == 400
+    assert refused.json()["errorCode"] == "invalid_parameters"
+    assert "position" in refused.json()["errorDescription"]
+    wrong = cja.get("/reports/topItems", params=params | {"lookupNoneValues": "maybe"})
+    assert wrong.status_code == 400
