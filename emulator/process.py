@@ -205,6 +205,12 @@ class EmulatorServer:
         return self.admin("POST", "/cja/lake", json={"path": str(path) if path else None})
 
     # -- lifecycle --------------------------------------------------------------------
+    def __enter__(self) -> EmulatorServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.http.close()
         if self.process is not None and self.process.poll() is None:

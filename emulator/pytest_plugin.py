@@ -19,11 +19,8 @@ __all__ = ["EmulatorServer", "emu", "emulator", "start_emulator"]
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     """One emulator server for the whole test session."""
-    server = start_emulator(tmp_path_factory.mktemp("emulator"))
-    try:
+    with start_emulator(tmp_path_factory.mktemp("emulator")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest, summarize
-from cja_audiences.settings import settings_from_env
+from cja_audiences.settings import Settings, settings_from_env
 from cja_audiences.specs.model import AudienceSpec
 
 
@@ -170,30 +170,11 @@ def test_external_audience_publish_lines_say_what_was_ingested():
 
 def test_renewals_only_for_streaming_audiences(tmp_path):
     """An external audience's lifetime is Adobe's ttlInDays: its diff renews nothing."""
-    from cja_audiences import snapshots
-    from cja_audiences.lake.layout import write_json
-    from tests.publish.helpers import write_members
-
-    settings = settings_from_env({"CJA_AUDIENCES_HOME": str(tmp_path)})
-    spec = AudienceSpec.model_validate(
-        {
-            "id": "cart",
-            "name": "Cart",
-            "refresh": {"frequency": "daily", "lookback_days": 7},
-            "filter": {
-                "rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}
-            },
-        }
-    )
-    first = AudienceRefresh(spec, settings, RefreshRequest(run_id="r1", as_of=date(2026, 11, 1)))
-    write_members(first.run_dir / "members.parquet", range(20))
-    write_json(
-        {"run_id": "r1", "committed_at": "2026-11-01T00:00:00+00:00", "size": 20},
-        first.audience_dir / snapshots.CURRENT,
-    )
+    spec, settings = _cart(tmp_path)
+    _committed(spec, settings, "r1", range(20))
     for mode, renewed in (("external_audience", 0), ("streaming", 20)):
         run = AudienceRefresh(spec, settings, RefreshRequest(run_id=mode, as_of=date(2026, 11, 2)))
-        write_members(run.run_dir / "members.parquet", range(20))
+        _members(run.run_dir / "members.parquet", range(20))
         assert run.diff(mode=mode)["renewed"] == renewed
         run.lease.release()  # a run holds the audience from diff to commit: let the next diff
 
@@ -201,30 +182,11 @@ def test_renewals_only_for_streaming_audiences(tmp_path):
 def test_an_approval_renews_what_is_due_at_its_own_time(tmp_path):
     """Renewals are not part of the reviewed change: the approval picks them as a scheduled
     run would (a dry run is reviewed hours or days before someone approves it)."""
-    from cja_audiences import snapshots
-    from cja_audiences.lake.layout import write_json
-    from tests.publish.helpers import write_members
-
-    settings = settings_from_env({"CJA_AUDIENCES_HOME": str(tmp_path)})
-    spec = AudienceSpec.model_validate(
-        {
-            "id": "cart",
-            "name": "Cart",
-            "refresh": {"frequency": "daily", "lookback_days": 7},
-            "filter": {
-                "rules": {"person": {"all": [{"field": "revenue", "op": "gt", "value": 0}]}}
-            },
-        }
-    )
-    first = AudienceRefresh(spec, settings, RefreshRequest(run_id="r1", as_of=date(2026, 11, 1)))
-    write_members(first.run_dir / "members.parquet", range(20))
-    write_json(
-        {"run_id": "r1", "committed_at": "2026-11-01T00:00:00+00:00", "size": 20},
-        first.audience_dir / snapshots.CURRENT,
-    )
+    spec, settings = _cart(tmp_path)
+    _committed(spec, settings, "r1", range(20))
     day = date(2026, 11, 2)
     dry = AudienceRefresh(spec, settings, RefreshRequest(run_id="dry", as_of=day, dry_run=True))
-    write_members(dry.run_dir / "members.parquet", range(25))
+    _members(dry.run_dir / "members.parquet", range(25))
     dry.diff(mode="streaming")
     approved = AudienceRefresh(
         spec, settings, RefreshRequest(run_id="approve", as_of=day, approve_run="dry")
@@ -240,6 +202,20 @@ def test_a_run_id_belongs_to_the_first_dag_that_gates_it(tmp_path):
     gate (before anything is computed or sent) instead of sharing the run folder and lease."""
     from cja_audiences.refresh import RunIdTaken
 
+    spec, settings = _cart(tmp_path)
+
+    def run(dag_id: str | None) -> AudienceRefresh:
+        request = RefreshRequest(run_id="nightly", as_of=date(2026, 11, 2), dag_id=dag_id)
+        return AudienceRefresh(spec, settings, request)
+
+    assert run("cja_audience__cart").gate()["due"]
+    assert run("cja_audience__cart").gate()["due"]  # its own retry
+    assert run(None).gate()["due"]  # the CLI: no DAG
+    with pytest.raises(RunIdTaken, match="already a run of DAG cja_audience__cart"):
+        run("cja_audiences_all").gate()
+
+
+def _cart(tmp_path) -> tuple[AudienceSpec, Settings]:
     settings = settings_from_env({"CJA_AUDIENCES_HOME": str(tmp_path)})
     spec = AudienceSpec.model_validate(
         {
@@ -251,13 +227,23 @@ def test_a_run_id_belongs_to_the_first_dag_that_gates_it(tmp_path):
             },
         }
     )
+    return spec, settings
 
-    def run(dag_id: str | None) -> AudienceRefresh:
-        request = RefreshRequest(run_id="nightly", as_of=date(2026, 11, 2), dag_id=dag_id)
-        return AudienceRefresh(spec, settings, request)
 
-    assert run("cja_audience__cart").gate()["due"]
-    assert run("cja_audience__cart").gate()["due"]  # its own retry
-    assert run(None).gate()["due"]  # the CLI: no DAG
-    with pytest.raises(RunIdTaken, match="already a run of DAG cja_audience__cart"):
-        run("cja_audiences_all").gate()
+def _members(path, people) -> None:
+    from tests.publish.helpers import write_members
+
+    write_members(path, people)
+
+
+def _committed(spec: AudienceSpec, settings: Settings, run_id: str, people) -> None:
+    """A committed run of ``people`` (published before membership files existed)."""
+    from cja_audiences import snapshots
+    from cja_audiences.lake.layout import write_json
+
+    run = AudienceRefresh(spec, settings, RefreshRequest(run_id=run_id, as_of=date(2026, 11, 1)))
+    _members(run.run_dir / "members.parquet", people)
+    write_json(
+        {"run_id": run_id, "committed_at": "2026-11-01T00:00:00+00:00", "size": len(people)},
+        run.audience_dir / snapshots.CURRENT,
+    )

@@ -107,11 +107,8 @@ class Live:
 def live_emulator(tmp_path_factory) -> Iterator[EmulatorServer]:
     """The e2e tests' own emulator: tests between them reset the session's (``emu``), which
     would drop what the live audience published and show as drift in a later reconcile."""
-    server = start_emulator(tmp_path_factory.mktemp("e2e-emulator"))
-    try:
+    with start_emulator(tmp_path_factory.mktemp("e2e-emulator")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

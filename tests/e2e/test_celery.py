@@ -27,11 +27,8 @@ TOGETHER = ("checkout_in_one_session", "paid_social_apparel_browsers")  # throug
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """An emulator of this module's own: the session one holds the standalone tests' state."""
-    server = start_emulator(tmp_path_factory.mktemp("celery-emulator"))
-    try:
+    with start_emulator(tmp_path_factory.mktemp("celery-emulator")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
