@@ -8,6 +8,7 @@ import pytest
 from cja_audiences.refresh import AudienceRefresh, RefreshRequest, summarize
 from cja_audiences.settings import Settings, settings_from_env
 from cja_audiences.specs.model import AudienceSpec
+from tests.publish.helpers import write_members
 
 
 def test_request_defaults_to_the_last_complete_day():
@@ -174,7 +175,7 @@ def test_renewals_only_for_streaming_audiences(tmp_path):
     _committed(spec, settings, "r1", range(20))
     for mode, renewed in (("external_audience", 0), ("streaming", 20)):
         run = AudienceRefresh(spec, settings, RefreshRequest(run_id=mode, as_of=date(2026, 11, 2)))
-        _members(run.run_dir / "members.parquet", range(20))
+        write_members(run.run_dir / "members.parquet", range(20))
         assert run.diff(mode=mode)["renewed"] == renewed
         run.lease.release()  # a run holds the audience from diff to commit: let the next diff
 
@@ -186,7 +187,7 @@ def test_an_approval_renews_what_is_due_at_its_own_time(tmp_path):
     _committed(spec, settings, "r1", range(20))
     day = date(2026, 11, 2)
     dry = AudienceRefresh(spec, settings, RefreshRequest(run_id="dry", as_of=day, dry_run=True))
-    _members(dry.run_dir / "members.parquet", range(25))
+    write_members(dry.run_dir / "members.parquet", range(25))
     dry.diff(mode="streaming")
     approved = AudienceRefresh(
         spec, settings, RefreshRequest(run_id="approve", as_of=day, approve_run="dry")
@@ -230,19 +231,13 @@ def _cart(tmp_path) -> tuple[AudienceSpec, Settings]:
     return spec, settings
 
 
-def _members(path, people) -> None:
-    from tests.publish.helpers import write_members
-
-    write_members(path, people)
-
-
 def _committed(spec: AudienceSpec, settings: Settings, run_id: str, people) -> None:
     """A committed run of ``people`` (published before membership files existed)."""
     from cja_audiences import snapshots
     from cja_audiences.lake.layout import write_json
 
     run = AudienceRefresh(spec, settings, RefreshRequest(run_id=run_id, as_of=date(2026, 11, 1)))
-    _members(run.run_dir / "members.parquet", people)
+    write_members(run.run_dir / "members.parquet", people)
     write_json(
         {"run_id": run_id, "committed_at": "2026-11-01T00:00:00+00:00", "size": len(people)},
         run.audience_dir / snapshots.CURRENT,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -75,6 +76,7 @@ def lake_path(location: str | os.PathLike[str] | UPath) -> LakePath:
     return UPath(text, **storage_options())
 
 
+@functools.cache  # registered once per process, not on every gs:// path
 def _plain_gcsfs() -> None:
     """gs:// through gcsfs's JSON-API filesystem, not its default experimental subclass: that
     one asks a gRPC storage-control API for each bucket's layout (zonal, hierarchical) first,
